@@ -1,0 +1,972 @@
+//! Metadata must be true to the code: the checks of `fn check` that read the
+//! crates themselves (Cargo.toml and Rust sources) and compare them with the entries.
+//!
+//! - every crate under `crates/` has an entry, and folder = package = lib = `name`;
+//! - the entry's `description` is the Cargo `description` and opens the crate docs;
+//! - `version` is the crate's version;
+//! - `uses_functions` are the crate's dependencies on other registry crates
+//!   (a dependency on the crate that defines a used type counts as that type's);
+//! - `imports` are the crate's other (external) dependencies;
+//! - `signature` matches a public item of `file_path`, token for token;
+//! - `returns`, `error_type` and `returns_optional` appear in that signature;
+//! - `tested` agrees with the test functions that exist;
+//! - a type entry's `fields` and `variants` are the type's public fields and variants.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use proc_macro2::{TokenStream, TokenTree};
+use quote::ToTokens;
+
+use crate::entry::{self, Entry, Kind};
+use crate::problem::Problem;
+use crate::registry::{self, Registry};
+
+/// Runs every code check of the registry's Rust entries and crates.
+pub fn check(reg: &Registry) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let root = &reg.root;
+    let workspace = Workspace::load(root, &mut out);
+    let mut sources = Sources::default();
+
+    let function_crates: BTreeSet<&str> = reg
+        .entries
+        .iter()
+        .filter(|e| e.kind != Kind::Type && e.lang == "rust" && in_crates(e))
+        .map(|e| e.name.as_str())
+        .collect();
+    let homes = registry::by_crate(&reg.entries);
+    let by_id = reg.by_id();
+
+    let dirs = registry::crate_dirs(root).unwrap_or_default();
+    let mut manifests: HashMap<String, Manifest> = HashMap::new();
+    for dir in &dirs {
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let rel = PathBuf::from("crates").join(&name).join("Cargo.toml");
+        let Some(m) = Manifest::load(root, &rel, &mut out) else {
+            continue;
+        };
+        if !function_crates.contains(name.as_str()) && !homes.contains_key(name.as_str()) {
+            out.push(Problem::file(
+                &rel,
+                format!(
+                    "crate `{name}` has no registry entry: add crates/{name}/{name}.md (`cargo fn new {name} --domain <d>` writes one), or a type entry under types/ whose file_path is in this crate"
+                ),
+            ));
+        }
+        if m.package != name {
+            out.push(Problem::new(
+                &rel,
+                m.line("name"),
+                format!("package name `{}` must equal its folder `crates/{name}/` (folder = package = registry name)", m.package),
+            ));
+        }
+        if let Some(lib) = &m.lib_name
+            && *lib != name
+        {
+            out.push(Problem::new(
+                &rel,
+                m.line_in("lib", "name"),
+                format!("[lib] name `{lib}` must equal the package name `{name}`"),
+            ));
+        }
+        if let Some(ws) = &workspace
+            && !ws.deps.contains(&name)
+        {
+            out.push(Problem::new(
+                "Cargo.toml",
+                ws.deps_line,
+                format!("registry crate `{name}` is not declared in [workspace.dependencies]: add `{name} = {{ path = \"crates/{name}\" }}`"),
+            ));
+        }
+        manifests.insert(name, m);
+    }
+
+    let registry_crates: BTreeSet<&str> = manifests.keys().map(String::as_str).collect();
+    for e in reg.entries.iter().filter(|e| e.lang == "rust") {
+        check_entry(
+            e,
+            root,
+            &manifests,
+            &registry_crates,
+            &by_id,
+            workspace.as_ref(),
+            &mut sources,
+            &mut out,
+        );
+    }
+    out
+}
+
+fn in_crates(e: &Entry) -> bool {
+    e.path.starts_with("crates")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_entry(
+    e: &Entry,
+    root: &Path,
+    manifests: &HashMap<String, Manifest>,
+    registry_crates: &BTreeSet<&str>,
+    by_id: &HashMap<String, &Entry>,
+    ws: Option<&Workspace>,
+    sources: &mut Sources,
+    out: &mut Vec<Problem>,
+) {
+    // Files exist.
+    let file_ok = file_exists(e, "file_path", &e.file_path, root, out);
+    if let Some(t) = &e.test_file_path {
+        file_exists(e, "test_file_path", t, root, out);
+    }
+    let is_fn = e.kind != Kind::Type && in_crates(e);
+    if is_fn && e.crate_name() != Some(e.name.as_str()) {
+        out.push(e.problem(
+            "file_path",
+            format!(
+                "field `file_path`: `{}` is outside the entry's crate crates/{}/",
+                e.file_path, e.name
+            ),
+        ));
+    }
+
+    let manifest = e.crate_name().and_then(|c| manifests.get(c));
+    if is_fn && let Some(m) = manifest {
+        check_manifest(e, m, registry_crates, by_id, ws, out);
+    }
+    if !is_fn && let Some(m) = manifest {
+        for imp in &e.imports {
+            if !m.external().any(|d| norm(d) == norm(imp)) {
+                out.push(Problem::new(
+                    &e.path,
+                    e.line_of_item("imports", imp),
+                    format!(
+                        "field `imports`: `{imp}` is not a dependency of crate `{}`",
+                        m.package
+                    ),
+                ));
+            }
+        }
+    }
+
+    if !file_ok {
+        return;
+    }
+    let Some(file) = sources.get(root, &e.file_path) else {
+        out.push(e.problem(
+            "file_path",
+            format!(
+                "field `file_path`: {} is not valid Rust: {}",
+                e.file_path,
+                sources.error(&e.file_path)
+            ),
+        ));
+        return;
+    };
+    let items = public_items(file);
+    check_signature(e, &items, out);
+    if e.kind == Kind::Type {
+        check_members(e, file, out);
+    }
+    if is_fn && e.file_path.ends_with("src/lib.rs") {
+        check_crate_docs(e, file, out);
+    }
+    check_tested(e, root, sources, out);
+}
+
+fn file_exists(e: &Entry, field: &str, rel: &str, root: &Path, out: &mut Vec<Problem>) -> bool {
+    if root.join(rel).is_file() {
+        return true;
+    }
+    out.push(e.problem(field, format!("field `{field}`: `{rel}` does not exist")));
+    false
+}
+
+/// `a-b` and `a_b` name the same crate.
+fn norm(s: &str) -> String {
+    s.replace('-', "_")
+}
+
+fn check_manifest(
+    e: &Entry,
+    m: &Manifest,
+    registry_crates: &BTreeSet<&str>,
+    by_id: &HashMap<String, &Entry>,
+    ws: Option<&Workspace>,
+    out: &mut Vec<Problem>,
+) {
+    let cargo = &m.path;
+    match &m.description {
+        None => out.push(Problem::file(
+            cargo,
+            "package has no `description`: it must equal the entry's `description`",
+        )),
+        Some(d) if squash(d) != squash(&e.description) => out.push(Problem::new(
+            &e.path,
+            e.line_of("description"),
+            format!(
+                "field `description` differs from the `description` in {}:\n    entry: {}\n    Cargo: {}",
+                crate::problem::display_path(cargo),
+                squash(&e.description),
+                squash(d)
+            ),
+        )),
+        Some(_) => {}
+    }
+    let version = match &m.version {
+        Version::Own(v) => Some(v.clone()),
+        Version::Workspace => ws.and_then(|w| w.version.clone()),
+        Version::Missing => None,
+    };
+    if let Some(v) = version
+        && v != e.version
+    {
+        out.push(e.problem(
+            "version",
+            format!(
+                "field `version`: `{}` but the crate's version is `{v}`",
+                e.version
+            ),
+        ));
+    }
+
+    // Registry dependencies: each is a used function's crate or a used type's home.
+    let used_fns: BTreeMap<String, &str> = e
+        .uses_functions
+        .iter()
+        .filter_map(|id| entry::split_id(id).map(|(n, _, _)| (norm(n), id.as_str())))
+        .collect();
+    let type_homes: BTreeMap<String, &str> = e
+        .references()
+        .filter(|(rk, _)| *rk != entry::RefKind::UsesFunction)
+        .filter_map(|(_, id)| {
+            let home = by_id.get(id)?.crate_name()?;
+            Some((norm(home), id))
+        })
+        .collect();
+    let deps: BTreeSet<String> = m.deps.keys().map(|d| norm(d)).collect();
+    let own = norm(&m.package);
+    for dep in &deps {
+        if !registry_crates.contains(dep.as_str()) {
+            continue;
+        }
+        if !used_fns.contains_key(dep) && !type_homes.contains_key(dep) {
+            out.push(Problem::new(
+                &e.path,
+                e.line_of("uses_functions"),
+                format!(
+                    "field `uses_functions`: the crate depends on registry crate `{dep}` ({}:{}), but the entry neither lists `{dep}` in uses_functions nor uses a type defined there",
+                    crate::problem::display_path(cargo),
+                    m.dep_line(dep)
+                ),
+            ));
+        }
+    }
+    for (name, id) in &used_fns {
+        if !deps.contains(name) {
+            out.push(Problem::new(
+                &e.path,
+                e.line_of_item("uses_functions", id),
+                format!(
+                    "field `uses_functions`: lists `{id}`, but {} has no dependency on crate `{name}`",
+                    crate::problem::display_path(cargo)
+                ),
+            ));
+        }
+    }
+    for (home, id) in &type_homes {
+        if *home != own && !deps.contains(home) {
+            let field = e
+                .references()
+                .find(|(_, r)| r == id)
+                .map_or("uses_types", |(rk, _)| rk.field());
+            out.push(Problem::new(
+                &e.path,
+                e.line_of_item(field, id),
+                format!(
+                    "field `{field}`: `{id}` is defined in crate `{home}`, but {} has no dependency on it",
+                    crate::problem::display_path(cargo)
+                ),
+            ));
+        }
+    }
+
+    // External dependencies are exactly `imports`.
+    let external: BTreeSet<String> = m
+        .external()
+        .filter(|d| !registry_crates.contains(norm(d).as_str()))
+        .map(|d| norm(d))
+        .collect();
+    let imports: BTreeSet<String> = e.imports.iter().map(|i| norm(i)).collect();
+    for missing in external.difference(&imports) {
+        out.push(e.problem(
+            "imports",
+            format!(
+                "field `imports`: the crate depends on `{missing}` ({}:{}), which `imports` does not list",
+                crate::problem::display_path(cargo),
+                m.dep_line(missing)
+            ),
+        ));
+    }
+    for extra in imports.difference(&external) {
+        out.push(Problem::new(
+            &e.path,
+            e.line_of_item("imports", extra),
+            format!(
+                "field `imports`: lists `{extra}`, which is not a dependency in {}",
+                crate::problem::display_path(cargo)
+            ),
+        ));
+    }
+}
+
+/// Type text without whitespace or trailing commas, for comparing types
+/// written by hand with types printed from tokens.
+fn tight(s: &str) -> String {
+    let t: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    t.replace(",}", "}").replace(",)", ")").replace(",>", ">")
+}
+
+/// Collapses whitespace runs to one space.
+fn squash(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Canonical token text: `TokenStream` display, the same for the entry's text and syn's items.
+fn canon(tokens: TokenStream) -> String {
+    tokens.to_string()
+}
+
+/// Public items of a file: (ident, canonical signature text).
+fn public_items(file: &syn::File) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    collect_items(&file.items, &mut out);
+    out
+}
+
+fn is_pub(vis: &syn::Visibility) -> bool {
+    matches!(vis, syn::Visibility::Public(_))
+}
+
+fn collect_items(items: &[syn::Item], out: &mut Vec<(String, String)>) {
+    use quote::quote;
+    for item in items {
+        match item {
+            syn::Item::Fn(f) if is_pub(&f.vis) => {
+                let (vis, sig) = (&f.vis, &f.sig);
+                out.push((sig.ident.to_string(), canon(quote!(#vis #sig))));
+            }
+            syn::Item::Struct(s) if is_pub(&s.vis) => {
+                let (vis, ident, generics) = (&s.vis, &s.ident, &s.generics);
+                out.push((
+                    ident.to_string(),
+                    canon(quote!(#vis struct #ident #generics)),
+                ));
+            }
+            syn::Item::Enum(s) if is_pub(&s.vis) => {
+                let (vis, ident, generics) = (&s.vis, &s.ident, &s.generics);
+                out.push((ident.to_string(), canon(quote!(#vis enum #ident #generics))));
+            }
+            syn::Item::Trait(t) if is_pub(&t.vis) => {
+                let (vis, ident, generics) = (&t.vis, &t.ident, &t.generics);
+                out.push((
+                    ident.to_string(),
+                    canon(quote!(#vis trait #ident #generics)),
+                ));
+            }
+            syn::Item::Type(t) if is_pub(&t.vis) => {
+                let (vis, ident, generics, ty) = (&t.vis, &t.ident, &t.generics, &t.ty);
+                out.push((
+                    ident.to_string(),
+                    canon(quote!(#vis type #ident #generics = #ty)),
+                ));
+            }
+            syn::Item::Impl(imp) => {
+                for it in &imp.items {
+                    if let syn::ImplItem::Fn(f) = it
+                        && is_pub(&f.vis)
+                    {
+                        let (vis, sig) = (&f.vis, &f.sig);
+                        out.push((sig.ident.to_string(), canon(quote!(#vis #sig))));
+                    }
+                }
+            }
+            syn::Item::Mod(m) if is_pub(&m.vis) => {
+                if let Some((_, items)) = &m.content {
+                    collect_items(items, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_signature(e: &Entry, items: &[(String, String)], out: &mut Vec<Problem>) {
+    let tokens = match TokenStream::from_str(&e.signature) {
+        Ok(t) => t,
+        Err(err) => {
+            out.push(e.problem(
+                "signature",
+                format!("field `signature`: not valid Rust tokens: {err}"),
+            ));
+            return;
+        }
+    };
+    let want = canon(tokens.clone());
+    if items.iter().any(|(_, sig)| *sig == want) {
+        check_output(e, &tokens, out);
+        return;
+    }
+    let ident = signature_ident(&tokens);
+    let near: Vec<&str> = items
+        .iter()
+        .filter(|(i, _)| Some(i.as_str()) == ident.as_deref())
+        .map(|(_, s)| s.as_str())
+        .collect();
+    let hint = if near.is_empty() {
+        match &ident {
+            Some(i) => format!("there is no public item named `{i}` in {}", e.file_path),
+            None => format!("no public item of {} has this signature", e.file_path),
+        }
+    } else {
+        format!("the public item there is `{}`", near.join("` or `"))
+    };
+    out.push(e.problem(
+        "signature",
+        format!(
+            "field `signature`: `{}` matches no public item in {}; {hint}",
+            e.signature, e.file_path
+        ),
+    ));
+}
+
+/// The name a signature declares: the ident after `fn`, `struct`, `enum`, `trait` or `type`.
+fn signature_ident(tokens: &TokenStream) -> Option<String> {
+    let mut prev_kw = false;
+    for t in tokens.clone() {
+        if let TokenTree::Ident(i) = t {
+            let s = i.to_string();
+            if prev_kw {
+                return Some(s);
+            }
+            prev_kw = matches!(s.as_str(), "fn" | "struct" | "enum" | "trait" | "type");
+        }
+    }
+    None
+}
+
+/// Idents of the whole signature and of the part after `->`.
+fn idents(tokens: &TokenStream) -> (BTreeSet<String>, BTreeSet<String>) {
+    fn walk(
+        ts: TokenStream,
+        all: &mut BTreeSet<String>,
+        out: &mut BTreeSet<String>,
+        after: &mut bool,
+        depth: usize,
+    ) {
+        let mut prev_dash = false;
+        for t in ts {
+            match t {
+                TokenTree::Ident(i) => {
+                    let s = i.to_string();
+                    if *after {
+                        out.insert(s.clone());
+                    }
+                    all.insert(s);
+                    prev_dash = false;
+                }
+                TokenTree::Punct(p) => {
+                    if depth == 0 && prev_dash && p.as_char() == '>' {
+                        *after = true;
+                    }
+                    prev_dash = p.as_char() == '-';
+                }
+                TokenTree::Group(g) => {
+                    walk(g.stream(), all, out, after, depth + 1);
+                    prev_dash = false;
+                }
+                TokenTree::Literal(_) => prev_dash = false,
+            }
+        }
+    }
+    let (mut all, mut out, mut after) = (BTreeSet::new(), BTreeSet::new(), false);
+    walk(tokens.clone(), &mut all, &mut out, &mut after, 0);
+    (all, out)
+}
+
+/// `returns`, `error_type` and `returns_optional` must be visible in a function's signature.
+fn check_output(e: &Entry, tokens: &TokenStream, out: &mut Vec<Problem>) {
+    if e.kind == Kind::Type {
+        return;
+    }
+    let (all, output) = idents(tokens);
+    for id in &e.returns {
+        if let Some((name, _, _)) = entry::split_id(id)
+            && !output.contains(name)
+        {
+            out.push(Problem::new(
+                &e.path,
+                e.line_of_item("returns", id),
+                format!("field `returns`: `{name}` does not appear in the signature's return type"),
+            ));
+        }
+    }
+    if let Some(id) = &e.error_type
+        && let Some((name, _, _)) = entry::split_id(id)
+        && !all.contains(name)
+    {
+        out.push(e.problem(
+            "error_type",
+            format!("field `error_type`: `{name}` does not appear in the signature"),
+        ));
+    }
+    if e.returns_optional && !output.contains("Option") {
+        out.push(e.problem(
+            "returns_optional",
+            "field `returns_optional`: true, but the signature's return type has no `Option`",
+        ));
+    }
+}
+
+/// The first paragraph of the crate docs must be the entry's description.
+fn check_crate_docs(e: &Entry, file: &syn::File, out: &mut Vec<Problem>) {
+    let docs = doc_text(&file.attrs);
+    let first = docs.split("\n\n").next().unwrap_or("");
+    if squash(first) != squash(&e.description) {
+        out.push(e.problem(
+            "description",
+            format!(
+                "field `description`: the crate docs of {} must open with it (as one paragraph of `//!`);\n    entry: {}\n    docs:  {}",
+                e.file_path,
+                squash(&e.description),
+                squash(first)
+            ),
+        ));
+    }
+}
+
+fn doc_text(attrs: &[syn::Attribute]) -> String {
+    let mut s = String::new();
+    for a in attrs {
+        if !a.path().is_ident("doc") {
+            continue;
+        }
+        if let syn::Meta::NameValue(nv) = &a.meta
+            && let syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(l),
+                ..
+            }) = &nv.value
+        {
+            s.push_str(l.value().trim());
+            s.push('\n');
+        }
+    }
+    s.trim().to_string()
+}
+
+fn is_test_attr(a: &syn::Attribute) -> bool {
+    a.path().segments.last().is_some_and(|s| s.ident == "test")
+}
+
+fn count_tests(items: &[syn::Item]) -> usize {
+    items
+        .iter()
+        .map(|i| match i {
+            syn::Item::Fn(f) => usize::from(f.attrs.iter().any(is_test_attr)),
+            syn::Item::Mod(m) => m.content.as_ref().map_or(0, |(_, it)| count_tests(it)),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn check_tested(e: &Entry, root: &Path, sources: &mut Sources, out: &mut Vec<Problem>) {
+    if e.tested {
+        let Some(t) = &e.test_file_path else { return };
+        let Some(file) = sources.get(root, t) else {
+            if root.join(t).is_file() {
+                out.push(e.problem(
+                    "test_file_path",
+                    format!(
+                        "field `test_file_path`: {t} is not valid Rust: {}",
+                        sources.error(t)
+                    ),
+                ));
+            }
+            return;
+        };
+        let n = count_tests(&file.items);
+        if n == 0 {
+            out.push(e.problem(
+                "tested",
+                format!("field `tested`: true, but {t} has no #[test] function"),
+            ));
+        } else if n < e.tests.len() {
+            out.push(e.problem(
+                "tests",
+                format!(
+                    "field `tests`: lists {} test cases, but {t} has only {n} #[test] functions",
+                    e.tests.len()
+                ),
+            ));
+        }
+    } else if e.kind != Kind::Type && in_crates(e) {
+        let dir = PathBuf::from("crates").join(&e.name);
+        let mut found = Vec::new();
+        for sub in ["src", "tests"] {
+            let base = root.join(&dir).join(sub);
+            for f in walkdir::WalkDir::new(&base)
+                .sort_by_file_name()
+                .into_iter()
+                .flatten()
+            {
+                let p = f.path();
+                if p.extension().is_none_or(|x| x != "rs") {
+                    continue;
+                }
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap_or(p)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                if let Some(file) = sources.get(root, &rel)
+                    && count_tests(&file.items) > 0
+                {
+                    found.push(rel);
+                }
+            }
+        }
+        if !found.is_empty() {
+            out.push(e.problem(
+                "tested",
+                format!(
+                    "field `tested`: false, but tests exist in {}; set `tested: true` and list them",
+                    found.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+/// A type entry's fields and variants are the type's public fields and variants.
+fn check_members(e: &Entry, file: &syn::File, out: &mut Vec<Problem>) {
+    fn find<'a>(items: &'a [syn::Item], name: &str) -> Option<&'a syn::Item> {
+        items.iter().find_map(|i| match i {
+            syn::Item::Struct(s) if s.ident == name => Some(i),
+            syn::Item::Enum(s) if s.ident == name => Some(i),
+            syn::Item::Mod(m) => m.content.as_ref().and_then(|(_, it)| find(it, name)),
+            _ => None,
+        })
+    }
+    let Some(item) = find(&file.items, &e.name) else {
+        return;
+    };
+    match item {
+        syn::Item::Struct(s) => {
+            let code: Vec<(String, String)> = s
+                .fields
+                .iter()
+                .filter(|f| is_pub(&f.vis))
+                .filter_map(|f| {
+                    let ty = &f.ty;
+                    Some((f.ident.as_ref()?.to_string(), canon(ty.to_token_stream())))
+                })
+                .collect();
+            compare_members(e, "fields", &e.fields, &code, out);
+            if !e.variants.is_empty() {
+                out.push(e.problem(
+                    "variants",
+                    format!("field `variants`: `{}` is a struct, it has fields", e.name),
+                ));
+            }
+        }
+        syn::Item::Enum(en) => {
+            let code: Vec<(String, String)> = en
+                .variants
+                .iter()
+                .map(|v| {
+                    let ty = |f: &syn::Field| canon(f.ty.to_token_stream());
+                    let shape = match &v.fields {
+                        syn::Fields::Unit => String::new(),
+                        syn::Fields::Unnamed(u) => {
+                            let tys: Vec<String> = u.unnamed.iter().map(ty).collect();
+                            format!("({})", tys.join(", "))
+                        }
+                        syn::Fields::Named(n) => {
+                            let fs: Vec<String> = n
+                                .named
+                                .iter()
+                                .filter_map(|f| Some(format!("{}: {}", f.ident.as_ref()?, ty(f))))
+                                .collect();
+                            format!("{{ {} }}", fs.join(", "))
+                        }
+                    };
+                    (v.ident.to_string(), shape)
+                })
+                .collect();
+            compare_members(e, "variants", &e.variants, &code, out);
+            if !e.fields.is_empty() {
+                out.push(e.problem(
+                    "fields",
+                    format!("field `fields`: `{}` is an enum, it has variants", e.name),
+                ));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn compare_members(
+    e: &Entry,
+    field: &str,
+    listed: &[entry::Member],
+    code: &[(String, String)],
+    out: &mut Vec<Problem>,
+) {
+    for m in listed {
+        match code.iter().find(|(n, _)| *n == m.name) {
+            None => out.push(Problem::new(
+                &e.path,
+                e.line_of_item(field, &m.name),
+                format!(
+                    "field `{field}`: `{}` has no public member `{}`",
+                    e.name, m.name
+                ),
+            )),
+            Some((_, ty)) if !m.ty.is_empty() => {
+                if tight(&m.ty) != tight(ty) {
+                    out.push(Problem::new(
+                        &e.path,
+                        e.line_of_item(field, &m.name),
+                        format!(
+                            "field `{field}`: `{}` is `{ty}` in the code, the entry says `{}`",
+                            m.name, m.ty
+                        ),
+                    ));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for (n, _) in code {
+        if !listed.iter().any(|m| m.name == *n) {
+            out.push(e.problem(
+                field,
+                format!(
+                    "field `{field}`: the public member `{n}` of `{}` is not listed",
+                    e.name
+                ),
+            ));
+        }
+    }
+}
+
+/// Parsed Rust files, each read once.
+#[derive(Default)]
+struct Sources {
+    files: HashMap<String, Result<syn::File, String>>,
+}
+
+impl Sources {
+    fn get(&mut self, root: &Path, rel: &str) -> Option<&syn::File> {
+        self.files
+            .entry(rel.to_string())
+            .or_insert_with(|| {
+                let text = std::fs::read_to_string(root.join(rel)).map_err(|e| e.to_string())?;
+                syn::parse_file(&text).map_err(|e| {
+                    let at = e.span().start();
+                    format!("line {}: {e}", at.line)
+                })
+            })
+            .as_ref()
+            .ok()
+    }
+
+    fn error(&self, rel: &str) -> String {
+        match self.files.get(rel) {
+            Some(Err(e)) => e.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// The root manifest's `[workspace.dependencies]` and `[workspace.package]` version.
+struct Workspace {
+    deps: BTreeSet<String>,
+    deps_line: usize,
+    version: Option<String>,
+}
+
+impl Workspace {
+    fn load(root: &Path, out: &mut Vec<Problem>) -> Option<Workspace> {
+        let text = std::fs::read_to_string(root.join("Cargo.toml")).ok()?;
+        let table: toml::Table = match toml::from_str(&text) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(Problem::new(
+                    "Cargo.toml",
+                    toml_line(&text, &e),
+                    format!("invalid TOML: {}", e.message()),
+                ));
+                return None;
+            }
+        };
+        let ws = table.get("workspace")?.as_table()?;
+        let deps = ws
+            .get("dependencies")
+            .and_then(|d| d.as_table())
+            .map(|d| d.keys().map(|k| norm(k)).collect())
+            .unwrap_or_default();
+        let version = ws
+            .get("package")
+            .and_then(|p| p.get("version"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let deps_line = line_of(&text, |l| l.trim() == "[workspace.dependencies]").unwrap_or(1);
+        Some(Workspace {
+            deps,
+            deps_line,
+            version,
+        })
+    }
+}
+
+fn toml_line(text: &str, e: &toml::de::Error) -> usize {
+    e.span().map_or(1, |s| {
+        1 + text[..s.start.min(text.len())].matches('\n').count()
+    })
+}
+
+fn line_of(text: &str, pred: impl Fn(&str) -> bool) -> Option<usize> {
+    text.lines().position(pred).map(|i| i + 1)
+}
+
+enum Version {
+    Own(String),
+    Workspace,
+    Missing,
+}
+
+/// The parts of a crate's Cargo.toml the checks read.
+struct Manifest {
+    path: PathBuf,
+    text: String,
+    package: String,
+    version: Version,
+    description: Option<String>,
+    lib_name: Option<String>,
+    /// Normal dependencies (all targets): key -> package name.
+    deps: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    fn load(root: &Path, rel: &Path, out: &mut Vec<Problem>) -> Option<Manifest> {
+        let text = match std::fs::read_to_string(root.join(rel)) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(Problem::file(rel, format!("cannot read: {e}")));
+                return None;
+            }
+        };
+        let table: toml::Table = match toml::from_str(&text) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(Problem::new(
+                    rel,
+                    toml_line(&text, &e),
+                    format!("invalid TOML: {}", e.message()),
+                ));
+                return None;
+            }
+        };
+        let Some(pkg) = table.get("package").and_then(|p| p.as_table()) else {
+            out.push(Problem::file(rel, "no [package] table"));
+            return None;
+        };
+        let s = |k: &str| pkg.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let version = match pkg.get("version") {
+            Some(toml::Value::String(v)) => Version::Own(v.clone()),
+            Some(toml::Value::Table(t))
+                if t.get("workspace").and_then(|w| w.as_bool()) == Some(true) =>
+            {
+                Version::Workspace
+            }
+            _ => Version::Missing,
+        };
+        let mut deps = BTreeMap::new();
+        let mut add = |t: Option<&toml::Value>| {
+            for (k, v) in t.and_then(|t| t.as_table()).into_iter().flatten() {
+                let pkg = v
+                    .get("package")
+                    .and_then(|p| p.as_str())
+                    .unwrap_or(k)
+                    .to_string();
+                deps.insert(k.clone(), pkg);
+            }
+        };
+        add(table.get("dependencies"));
+        if let Some(targets) = table.get("target").and_then(|t| t.as_table()) {
+            for t in targets.values() {
+                add(t.get("dependencies"));
+            }
+        }
+        Some(Manifest {
+            path: rel.to_path_buf(),
+            package: s("name").unwrap_or_default(),
+            description: s("description"),
+            lib_name: table
+                .get("lib")
+                .and_then(|l| l.get("name"))
+                .and_then(|n| n.as_str())
+                .map(str::to_string),
+            version,
+            deps: deps.into_iter().map(|(k, p)| (p, k)).collect(),
+            text,
+        })
+    }
+
+    /// Dependency package names that are not this crate.
+    fn external(&self) -> impl Iterator<Item = &str> {
+        self.deps.keys().map(String::as_str)
+    }
+
+    fn line(&self, key: &str) -> usize {
+        line_of(&self.text, |l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .unwrap_or(1)
+    }
+
+    /// The line of `key` inside `[table]`.
+    fn line_in(&self, table: &str, key: &str) -> usize {
+        let header = format!("[{table}]");
+        let start = line_of(&self.text, |l| l.trim() == header).unwrap_or(0);
+        self.text
+            .lines()
+            .enumerate()
+            .skip(start)
+            .find(|(_, l)| {
+                l.trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|r| r.trim_start().starts_with('='))
+            })
+            .map_or(start.max(1), |(i, _)| i + 1)
+    }
+
+    fn dep_line(&self, dep: &str) -> usize {
+        let key = self.deps.get(dep).map_or(dep, String::as_str);
+        line_of(&self.text, |l| {
+            let l = l.trim_start();
+            l.strip_prefix(key).is_some_and(|r| {
+                let r = r.trim_start();
+                r.starts_with('=') || r.starts_with('.')
+            })
+        })
+        .unwrap_or(1)
+    }
+}

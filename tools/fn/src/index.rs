@@ -1,0 +1,252 @@
+//! Writing `registry.db`: a new file beside the old one, renamed over it when
+//! complete, so a failed or interrupted index never leaves a broken database.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::entry::Entry;
+use crate::registry::Registry;
+
+/// The SQL of the database, committed as `registry/schema.sql`.
+pub const SCHEMA_SQL: &str = include_str!("../../../registry/schema.sql");
+
+/// The schema version this tool writes and reads (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// What an index run wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Function (and component) entries.
+    pub functions: usize,
+    /// Type entries.
+    pub types: usize,
+    /// Reference edges.
+    pub refs: usize,
+}
+
+/// Writes the registry to `db`, atomically: a temporary file in the same
+/// folder is filled, synced and renamed over `db`.
+pub fn write(reg: &Registry, db: &Path) -> Result<Counts, String> {
+    let dir = db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = temp_path(db);
+    let result = fill(reg, &tmp).and_then(|counts| {
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, db))
+            .map_err(|e| format!("cannot move the new index to {}: {e}", db.display()))?;
+        Ok(counts)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temp_path(db: &Path) -> PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    db.with_file_name(name)
+}
+
+fn fill(reg: &Registry, path: &Path) -> Result<Counts, String> {
+    let _ = std::fs::remove_file(path);
+    let mut conn =
+        Connection::open(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let sql = |e: rusqlite::Error| format!("writing the index failed: {e}");
+    // The file is private until renamed, so no journal is needed. References
+    // may point forwards, so foreign keys are checked once at the end.
+    conn.execute_batch(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA foreign_keys = OFF;",
+    )
+    .map_err(sql)?;
+    conn.execute_batch(SCHEMA_SQL).map_err(sql)?;
+
+    let tx = conn.transaction().map_err(sql)?;
+    let mut counts = Counts {
+        functions: 0,
+        types: 0,
+        refs: 0,
+    };
+    {
+        let mut ins_entry = tx
+            .prepare(
+                "INSERT INTO entries (rowid, id, name, kind, lang, domain, version, purity,
+                 signature, description, returns_optional, error_type, output, tested,
+                 test_file_path, file_path, entry_path, crate, example, notes, body, extra)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                 ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+            )
+            .map_err(sql)?;
+        let mut ins_fts = tx
+            .prepare(
+                "INSERT INTO entries_fts (rowid, name, description, tags, signature, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(sql)?;
+        let mut ins_tag = tx
+            .prepare("INSERT OR IGNORE INTO tags (entry_id, tag) VALUES (?1, ?2)")
+            .map_err(sql)?;
+        let mut ins_param = tx
+            .prepare("INSERT INTO params (entry_id, position, name, desc) VALUES (?1, ?2, ?3, ?4)")
+            .map_err(sql)?;
+        let mut ins_test = tx
+            .prepare("INSERT INTO tests (entry_id, position, description) VALUES (?1, ?2, ?3)")
+            .map_err(sql)?;
+        let mut ins_import = tx
+            .prepare("INSERT OR IGNORE INTO imports (entry_id, package) VALUES (?1, ?2)")
+            .map_err(sql)?;
+        let mut ins_member = tx
+            .prepare(
+                "INSERT INTO members (entry_id, role, position, name, type, desc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(sql)?;
+        let mut ins_ref = tx
+            .prepare("INSERT OR IGNORE INTO refs (from_id, to_id, rel) VALUES (?1, ?2, ?3)")
+            .map_err(sql)?;
+
+        for (i, e) in reg.entries.iter().enumerate() {
+            let id = e.id();
+            let rowid = i64::try_from(i + 1).map_err(|e| e.to_string())?;
+            let extra = serde_json::to_string(&e.extra).map_err(|e| e.to_string())?;
+            ins_entry
+                .execute(params![
+                    rowid,
+                    id,
+                    e.name,
+                    e.kind.as_str(),
+                    e.lang,
+                    e.domain,
+                    e.version,
+                    e.purity.as_str(),
+                    e.signature,
+                    e.description,
+                    e.returns_optional,
+                    e.error_type,
+                    e.output,
+                    e.tested,
+                    e.test_file_path,
+                    e.file_path,
+                    crate::problem::display_path(&e.path),
+                    e.crate_name(),
+                    e.example,
+                    e.notes,
+                    e.body,
+                    extra,
+                ])
+                .map_err(sql)?;
+            ins_fts
+                .execute(params![
+                    rowid,
+                    searchable_name(&e.name),
+                    e.description,
+                    e.tags.join(" "),
+                    e.signature,
+                    e.body,
+                ])
+                .map_err(sql)?;
+            for t in &e.tags {
+                ins_tag.execute(params![id, t]).map_err(sql)?;
+            }
+            for (n, p) in e.params.iter().enumerate() {
+                ins_param
+                    .execute(params![id, n as i64, p.name, p.desc])
+                    .map_err(sql)?;
+            }
+            for (n, t) in e.tests.iter().enumerate() {
+                ins_test.execute(params![id, n as i64, t]).map_err(sql)?;
+            }
+            for imp in &e.imports {
+                ins_import.execute(params![id, imp]).map_err(sql)?;
+            }
+            for (role, list) in [("field", &e.fields), ("variant", &e.variants)] {
+                for (n, m) in list.iter().enumerate() {
+                    ins_member
+                        .execute(params![id, role, n as i64, m.name, m.ty, m.desc])
+                        .map_err(sql)?;
+                }
+            }
+            for (rk, to) in e.references() {
+                counts.refs += ins_ref.execute(params![id, to, rk.rel()]).map_err(sql)?;
+            }
+            count(&mut counts, e);
+        }
+
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut meta = tx
+            .prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")
+            .map_err(sql)?;
+        for (k, v) in [
+            ("schema_version", SCHEMA_VERSION.to_string()),
+            ("root", reg.root.display().to_string()),
+            ("indexed_at", now.to_string()),
+            ("entries", reg.entries.len().to_string()),
+            ("tool_version", env!("CARGO_PKG_VERSION").to_string()),
+        ] {
+            meta.execute(params![k, v]).map_err(sql)?;
+        }
+    }
+    let broken: Option<String> = tx
+        .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    if let Some(table) = broken {
+        return Err(format!(
+            "writing the index failed: a reference in table `{table}` points at no entry"
+        ));
+    }
+    tx.commit().map_err(sql)?;
+    conn.execute_batch("INSERT INTO entries_fts (entries_fts) VALUES ('optimize');")
+        .map_err(sql)?;
+    conn.close().map_err(|(_, e)| sql(e))?;
+    Ok(counts)
+}
+
+fn count(c: &mut Counts, e: &Entry) {
+    match e.kind {
+        crate::entry::Kind::Type => c.types += 1,
+        _ => c.functions += 1,
+    }
+}
+
+/// The name as indexed: itself, then its words (`ws_send ws send`,
+/// `SseEvent Sse Event`), so both `ws_send` and `sse event` find it.
+pub fn searchable_name(name: &str) -> String {
+    let mut words = String::with_capacity(name.len() * 2 + 1);
+    words.push_str(name);
+    let mut prev_lower = false;
+    words.push(' ');
+    for c in name.chars() {
+        if c == '_' || c == '-' {
+            words.push(' ');
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower {
+            words.push(' ');
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        words.push(c);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::searchable_name;
+
+    #[test]
+    fn names_are_split_into_words() {
+        assert_eq!(searchable_name("ws_send"), "ws_send ws send");
+        assert_eq!(searchable_name("SseEvent"), "SseEvent Sse Event");
+        assert_eq!(searchable_name("WSClient"), "WSClient WSClient");
+    }
+}

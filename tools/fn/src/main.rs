@@ -1,0 +1,439 @@
+//! `fn`: index, search, show, check and scaffold the function registry.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fn_tool::problem::display_path;
+use fn_tool::query::{self, Direction, Filters, Syntax};
+use fn_tool::{Problem, Registry, code, index, scaffold};
+
+/// The function registry: every reusable function is a crate with a `<name>.md` entry.
+#[derive(Debug, Parser)]
+#[command(name = "fn", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse every entry under crates/ and types/ and write registry.db (atomically).
+    Index {
+        #[command(flatten)]
+        root: RootArg,
+        /// Database to write [default: ROOT/registry/registry.db].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
+    /// Ranked full-text search over names, descriptions, tags, signatures and bodies.
+    Search {
+        /// Words to look for; punctuation splits words, so `ws_send` and `web-socket` work.
+        #[arg(required = true, num_args = 1..)]
+        query: Vec<String>,
+        /// Only entries of this kind.
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// Only entries of this language (`rust`, `go`, ...).
+        #[arg(long)]
+        lang: Option<String>,
+        /// Only entries of this domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only entries with this tag (repeat for several; all must match).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Only pure or impure entries.
+        #[arg(long, value_enum)]
+        purity: Option<PurityArg>,
+        /// Only entries that have tests.
+        #[arg(long)]
+        tested: bool,
+        /// How many results at most.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Treat QUERY as an FTS5 expression (AND, OR, NOT, NEAR, "phrases", prefix*).
+        #[arg(long)]
+        fts: bool,
+        #[command(flatten)]
+        out: ReadArgs,
+    },
+    /// One entry: its fields, direct dependencies and dependents, how to depend on it, its example.
+    Show {
+        /// Entry name or ID (`ws_send` or `ws_send_rust_infra`).
+        name: String,
+        #[command(flatten)]
+        out: ReadArgs,
+    },
+    /// The composition graph: what an entry uses, or (--reverse) what uses it.
+    Deps {
+        /// Entry name or ID.
+        name: String,
+        /// What depends on NAME instead of what NAME depends on.
+        #[arg(long)]
+        reverse: bool,
+        /// Follow the graph all the way, not only direct edges.
+        #[arg(long)]
+        transitive: bool,
+        #[command(flatten)]
+        out: ReadArgs,
+    },
+    /// Validate every entry and that its metadata is true to the code; exit 1 on any problem.
+    Check {
+        #[command(flatten)]
+        root: RootArg,
+        /// Print the problems as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scaffold crates/NAME/ with an entry that passes `fn check` as created.
+    New {
+        /// snake_case name: folder, package and registry name at once.
+        name: String,
+        /// The entry's domain (`infra`, `core`, ...).
+        #[arg(long)]
+        domain: String,
+        #[command(flatten)]
+        root: RootArg,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RootArg {
+    /// Registry root [default: the nearest folder upwards with registry/schema.sql, else .].
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ReadArgs {
+    /// Database to read [default: ROOT/registry/registry.db].
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Print JSON (a stable shape, see registry/README.md).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KindArg {
+    Function,
+    Type,
+    Component,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PurityArg {
+    Pure,
+    Impure,
+}
+
+/// A failure: the message, and the exit code (1 problems found, 2 cannot run).
+struct Failure(String, u8);
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure(s, 2)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg, code)) => {
+            if !msg.is_empty() {
+                eprintln!("fn: {msg}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn find_root(arg: Option<PathBuf>) -> PathBuf {
+    if let Some(r) = arg {
+        return r;
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    cwd.ancestors()
+        .find(|d| d.join("registry/schema.sql").is_file())
+        .map_or(cwd.clone(), Path::to_path_buf)
+}
+
+fn db_path(db: Option<PathBuf>, root: &Path) -> PathBuf {
+    db.unwrap_or_else(|| root.join("registry").join("registry.db"))
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<(), Failure> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
+    println!("{s}");
+    Ok(())
+}
+
+fn load(root: &Path) -> Result<Registry, Failure> {
+    Registry::load(root).map_err(|e| Failure(e.to_string(), 2))
+}
+
+fn print_problems(problems: &[Problem]) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for p in problems {
+        let _ = writeln!(out, "{p}");
+    }
+}
+
+fn run(cmd: Command) -> Result<(), Failure> {
+    match cmd {
+        Command::Index { root, db } => {
+            let started = Instant::now();
+            let root = find_root(root.root);
+            let db = db_path(db, &root);
+            let reg = load(&root)?;
+            if !reg.problems.is_empty() {
+                print_problems(&reg.problems);
+                return Err(Failure(
+                    format!(
+                        "{} problem(s); index not written, {} left as it was",
+                        reg.problems.len(),
+                        db.display()
+                    ),
+                    1,
+                ));
+            }
+            let counts = index::write(&reg, &db)?;
+            println!(
+                "indexed {} entries ({} functions, {} types, {} references) from {} into {} in {} ms",
+                reg.entries.len(),
+                counts.functions,
+                counts.types,
+                counts.refs,
+                root.display(),
+                db.display(),
+                started.elapsed().as_millis()
+            );
+            Ok(())
+        }
+        Command::Search {
+            query,
+            kind,
+            lang,
+            domain,
+            tags,
+            purity,
+            tested,
+            limit,
+            fts,
+            out,
+        } => {
+            let conn = query::open(&db_path(out.db, &find_root(None)))?;
+            let filters = Filters {
+                kind: kind.map(|k| format!("{k:?}").to_lowercase()),
+                lang,
+                domain,
+                tags,
+                purity: purity.map(|p| format!("{p:?}").to_lowercase()),
+                tested,
+            };
+            let syntax = if fts { Syntax::Fts5 } else { Syntax::Words };
+            let q = query.join(" ");
+            let res = query::search(&conn, &q, syntax, &filters, limit)?;
+            if out.json {
+                return print_json(&res);
+            }
+            if res.results.is_empty() {
+                eprintln!("no entry matches {q:?}");
+                return Ok(());
+            }
+            if res.matched == "any" {
+                eprintln!("(no entry matches every word; showing entries that match some)");
+            }
+            let stdout = std::io::stdout();
+            let mut w = stdout.lock();
+            for h in &res.results {
+                let tested = if h.tested { "tested" } else { "untested" };
+                let _ = writeln!(w, "{}  [{} {} {}]", h.id, h.kind, h.purity, tested);
+                let _ = writeln!(w, "    {}", h.signature);
+                let _ = writeln!(w, "    {}", h.description);
+            }
+            Ok(())
+        }
+        Command::Show { name, out } => {
+            let conn = query::open(&db_path(out.db, &find_root(None)))?;
+            let s = query::show(&conn, &name)?;
+            if out.json {
+                return print_json(&s);
+            }
+            print_shown(&s);
+            Ok(())
+        }
+        Command::Deps {
+            name,
+            reverse,
+            transitive,
+            out,
+        } => {
+            let conn = query::open(&db_path(out.db, &find_root(None)))?;
+            let id = query::resolve(&conn, &name)?;
+            let dir = if reverse {
+                Direction::UsedBy
+            } else {
+                Direction::Uses
+            };
+            let edges = query::deps(&conn, &id, dir, transitive)?;
+            if out.json {
+                return print_json(&serde_json::json!({
+                    "id": id,
+                    "direction": if reverse { "used_by" } else { "uses" },
+                    "transitive": transitive,
+                    "deps": edges,
+                }));
+            }
+            let what = if reverse { "is used by" } else { "uses" };
+            let how = if transitive {
+                "transitively"
+            } else {
+                "directly"
+            };
+            if edges.is_empty() {
+                println!("{id} {what} nothing ({how})");
+            } else {
+                println!("{id} {what} ({how}):");
+                for e in &edges {
+                    let indent = "  ".repeat(e.depth as usize);
+                    println!("{indent}{}  [{} via {}]", e.id, e.kind, e.rel);
+                }
+            }
+            Ok(())
+        }
+        Command::Check { root, json } => {
+            let root = find_root(root.root);
+            let reg = load(&root)?;
+            let mut problems = reg.problems.clone();
+            problems.extend(code::check(&reg));
+            problems.sort();
+            problems.dedup();
+            if json {
+                let list: Vec<_> = problems
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "path": display_path(&p.path),
+                            "line": p.line,
+                            "message": p.message,
+                        })
+                    })
+                    .collect();
+                print_json(&serde_json::json!({
+                    "entries": reg.entries.len(),
+                    "problems": list,
+                }))?;
+            } else {
+                print_problems(&problems);
+            }
+            if problems.is_empty() {
+                if !json {
+                    println!("checked {} entries: no problems", reg.entries.len());
+                }
+                Ok(())
+            } else {
+                Err(Failure(
+                    format!(
+                        "{} problem(s) in {} entries",
+                        problems.len(),
+                        reg.entries.len()
+                    ),
+                    1,
+                ))
+            }
+        }
+        Command::New { name, domain, root } => {
+            let root = find_root(root.root);
+            let created = scaffold::new_crate(&root, &name, &domain)?;
+            for f in &created.files {
+                println!("created {}", display_path(f));
+            }
+            if created.workspace_updated {
+                println!("added `{name}` to [workspace.dependencies] in Cargo.toml");
+            }
+            println!(
+                "next: write the function, then update crates/{name}/{name}.md and run `cargo fn check`"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn print_shown(s: &query::Shown) {
+    let tested = if s.tested { "tested" } else { "untested" };
+    println!(
+        "{}  ({} {} {}, v{}, {}, {})",
+        s.id, s.lang, s.kind, s.domain, s.version, s.purity, tested
+    );
+    println!();
+    println!("    {}", s.signature);
+    println!();
+    println!("{}", s.description);
+    if !s.params.is_empty() {
+        println!("\nparams:");
+        for p in &s.params {
+            println!("  {}: {}", p.name, p.desc);
+        }
+    }
+    if !s.members.is_empty() {
+        println!("\nmembers:");
+        for m in &s.members {
+            let ty = if m.ty.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", m.ty)
+            };
+            println!("  {} {}{ty}  {}", m.role, m.name, m.desc);
+        }
+    }
+    if !s.output.is_empty() {
+        println!("\noutput: {}", s.output);
+    }
+    if let Some(e) = &s.error_type {
+        println!("error type: {e}");
+    }
+    if !s.imports.is_empty() {
+        println!("imports: {}", s.imports.join(", "));
+    }
+    let edges = |title: &str, list: &[query::Edge]| {
+        if list.is_empty() {
+            println!("\n{title}: nothing");
+        } else {
+            println!("\n{title}:");
+            for e in list {
+                println!("  {}  [{} via {}]", e.id, e.kind, e.rel);
+            }
+        }
+    };
+    edges("uses", &s.uses);
+    edges("used by", &s.used_by);
+    if let Some(c) = &s.cargo {
+        println!("\ndepend on it (Cargo.toml [dependencies]):");
+        println!("  {}    # in this workspace", c.workspace);
+        println!(
+            "  {}    # from elsewhere, relative to this checkout",
+            c.path
+        );
+    }
+    println!("\nfile: {}", s.file_path);
+    println!("entry: {}", s.entry_path);
+    if !s.tests.is_empty() {
+        println!(
+            "tests ({}, in {}):",
+            s.tests.len(),
+            s.test_file_path.as_deref().unwrap_or("?")
+        );
+        for t in &s.tests {
+            println!("  - {t}");
+        }
+    }
+    if !s.example.is_empty() {
+        println!("\n## Example\n\n{}", s.example);
+    }
+}

@@ -1,0 +1,545 @@
+//! Reading `registry.db`: search, show and the dependency graph.
+//!
+//! Every result type serializes to the stable `--json` shape documented in
+//! `registry/README.md`.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
+use serde::Serialize;
+
+use crate::index::SCHEMA_VERSION;
+
+/// Opens an existing registry read-only and checks its schema version.
+pub fn open(db: &Path) -> Result<Connection, String> {
+    if !db.is_file() {
+        return Err(format!(
+            "no registry at {}: run `cargo fn index` first",
+            db.display()
+        ));
+    }
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| format!("{} is not a registry database: {e}", db.display()))?;
+    if version != SCHEMA_VERSION {
+        return Err(format!(
+            "{} has schema version {version}, this fn reads version {SCHEMA_VERSION}: run `cargo fn index` again",
+            db.display()
+        ));
+    }
+    Ok(conn)
+}
+
+/// Filters of `fn search`.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    /// `--kind`
+    pub kind: Option<String>,
+    /// `--lang`
+    pub lang: Option<String>,
+    /// `--domain`
+    pub domain: Option<String>,
+    /// `--tag` (every one must be present)
+    pub tags: Vec<String>,
+    /// `--purity`
+    pub purity: Option<String>,
+    /// `--tested`: only tested entries.
+    pub tested: bool,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    /// Entry ID.
+    pub id: String,
+    /// Entry name.
+    pub name: String,
+    /// `function`, `type` or `component`.
+    pub kind: String,
+    /// Language.
+    pub lang: String,
+    /// Domain.
+    pub domain: String,
+    /// Version.
+    pub version: String,
+    /// `pure` or `impure`.
+    pub purity: String,
+    /// Whether it has tests.
+    pub tested: bool,
+    /// Signature.
+    pub signature: String,
+    /// Description.
+    pub description: String,
+    /// Relevance, higher is better (negated bm25).
+    pub score: f64,
+}
+
+/// The answer to `fn search`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResult {
+    /// The query as given.
+    pub query: String,
+    /// The FTS5 expression that was run.
+    pub fts: String,
+    /// `all` when every term matched, `any` when no entry had every term and
+    /// the search fell back to entries with any of them.
+    pub matched: &'static str,
+    /// Hits, best first.
+    pub results: Vec<Hit>,
+}
+
+/// How the query text is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    /// Words: every word must match (prefixes allowed); punctuation splits
+    /// words (`ws_send` is the phrase `ws send`). Never a syntax error.
+    Words,
+    /// The query is an FTS5 expression, passed through; invalid syntax is an error.
+    Fts5,
+}
+
+/// Builds the FTS5 expression for a plain query: one quoted prefix phrase per
+/// whitespace-separated term, joined with `op` (`AND` or `OR`).
+///
+/// Returns `None` when the query has no searchable characters.
+pub fn fts_expression(query: &str, op: &str) -> Option<String> {
+    let terms: Vec<String> = query
+        .split_whitespace()
+        .filter_map(|term| {
+            let words: Vec<String> = term
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase)
+                .collect();
+            (!words.is_empty()).then(|| format!("\"{}\"*", words.join(" ")))
+        })
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(&format!(" {op} ")))
+}
+
+/// Ranked full-text search.
+pub fn search(
+    conn: &Connection,
+    query: &str,
+    syntax: Syntax,
+    filters: &Filters,
+    limit: usize,
+) -> Result<SearchResult, String> {
+    let (first, fallback) = match syntax {
+        Syntax::Fts5 => (query.to_string(), None),
+        Syntax::Words => {
+            let all = fts_expression(query, "AND").ok_or_else(|| {
+                format!("the query {query:?} has no letters or digits to search for")
+            })?;
+            let any = fts_expression(query, "OR").filter(|any| *any != all);
+            (all, any)
+        }
+    };
+    let results = run_search(conn, &first, filters, limit).map_err(|e| match syntax {
+        Syntax::Fts5 => {
+            format!("invalid FTS5 query {query:?}: {e} (drop --fts to search plain words)")
+        }
+        Syntax::Words => format!("search failed: {e}"),
+    })?;
+    if results.is_empty()
+        && let Some(any) = fallback
+    {
+        let results =
+            run_search(conn, &any, filters, limit).map_err(|e| format!("search failed: {e}"))?;
+        return Ok(SearchResult {
+            query: query.to_string(),
+            fts: any,
+            matched: "any",
+            results,
+        });
+    }
+    Ok(SearchResult {
+        query: query.to_string(),
+        fts: first,
+        matched: "all",
+        results,
+    })
+}
+
+fn run_search(
+    conn: &Connection,
+    fts: &str,
+    f: &Filters,
+    limit: usize,
+) -> rusqlite::Result<Vec<Hit>> {
+    let mut sql = String::from(
+        "SELECT e.id, e.name, e.kind, e.lang, e.domain, e.version, e.purity, e.tested,
+                e.signature, e.description,
+                bm25(entries_fts, 10.0, 4.0, 6.0, 3.0, 1.0) AS rank
+         FROM entries_fts JOIN entries e ON e.rowid = entries_fts.rowid
+         WHERE entries_fts MATCH ?",
+    );
+    let mut args: Vec<String> = vec![fts.to_string()];
+    for (col, v) in [
+        ("kind", &f.kind),
+        ("lang", &f.lang),
+        ("domain", &f.domain),
+        ("purity", &f.purity),
+    ] {
+        if let Some(v) = v {
+            sql.push_str(&format!(" AND e.{col} = ?"));
+            args.push(v.clone());
+        }
+    }
+    for t in &f.tags {
+        sql.push_str(" AND EXISTS (SELECT 1 FROM tags t WHERE t.entry_id = e.id AND t.tag = ?)");
+        args.push(t.clone());
+    }
+    if f.tested {
+        sql.push_str(" AND e.tested = 1");
+    }
+    sql.push_str(" ORDER BY rank, e.id LIMIT ?");
+    args.push(limit.to_string());
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
+        Ok(Hit {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            kind: r.get(2)?,
+            lang: r.get(3)?,
+            domain: r.get(4)?,
+            version: r.get(5)?,
+            purity: r.get(6)?,
+            tested: r.get(7)?,
+            signature: r.get(8)?,
+            description: r.get(9)?,
+            score: -r.get::<_, f64>(10)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Resolves a NAME or ID to one entry ID, with a helpful error otherwise.
+pub fn resolve(conn: &Connection, name_or_id: &str) -> Result<String, String> {
+    let q = |sql: &str| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map([name_or_id], |r| r.get(0))?;
+        rows.collect()
+    };
+    let err = |e: rusqlite::Error| e.to_string();
+    if let [id] = q("SELECT id FROM entries WHERE id = ?1")
+        .map_err(err)?
+        .as_slice()
+    {
+        return Ok(id.clone());
+    }
+    let by_name = q("SELECT id FROM entries WHERE name = ?1 ORDER BY id").map_err(err)?;
+    match by_name.as_slice() {
+        [id] => Ok(id.clone()),
+        [] => {
+            let like = q("SELECT id FROM entries WHERE name LIKE '%' || ?1 || '%' ORDER BY length(name), id LIMIT 5")
+                .map_err(err)?;
+            if like.is_empty() {
+                Err(format!(
+                    "no entry named `{name_or_id}`; try `fn search {name_or_id}`"
+                ))
+            } else {
+                Err(format!(
+                    "no entry named `{name_or_id}`; similar: {}",
+                    like.join(", ")
+                ))
+            }
+        }
+        many => Err(format!(
+            "`{name_or_id}` names several entries, give the ID: {}",
+            many.join(", ")
+        )),
+    }
+}
+
+/// A parameter, as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParamOut {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub desc: String,
+}
+
+/// A field or variant of a type, as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberOut {
+    /// `field` or `variant`.
+    pub role: String,
+    /// Name.
+    pub name: String,
+    /// Rust type (empty for unit variants).
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Description.
+    pub desc: String,
+}
+
+/// One edge of the graph, seen from the entry being shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct Edge {
+    /// The entry at the other end.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// `uses_function`, `uses_type`, `returns` or `error_type`.
+    pub rel: String,
+    /// 1 for direct edges; the shortest distance for transitive ones.
+    pub depth: u32,
+}
+
+/// How to depend on an entry's crate.
+#[derive(Debug, Clone, Serialize)]
+pub struct CargoLines {
+    /// In a member of this workspace.
+    pub workspace: String,
+    /// From another project, by path to this checkout.
+    pub path: String,
+}
+
+/// Everything `fn show` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shown {
+    /// Entry ID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: String,
+    /// Language.
+    pub lang: String,
+    /// Domain.
+    pub domain: String,
+    /// Version.
+    pub version: String,
+    /// Purity.
+    pub purity: String,
+    /// Signature.
+    pub signature: String,
+    /// Description.
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Parameters.
+    pub params: Vec<ParamOut>,
+    /// Fields and variants (types).
+    pub members: Vec<MemberOut>,
+    /// Output.
+    pub output: String,
+    /// `returns_optional`.
+    pub returns_optional: bool,
+    /// Error type ID.
+    pub error_type: Option<String>,
+    /// External packages.
+    pub imports: Vec<String>,
+    /// Tested.
+    pub tested: bool,
+    /// Test cases.
+    pub tests: Vec<String>,
+    /// Implementation file.
+    pub file_path: String,
+    /// Test file.
+    pub test_file_path: Option<String>,
+    /// The entry file.
+    pub entry_path: String,
+    /// The crate that holds the code.
+    #[serde(rename = "crate")]
+    pub krate: Option<String>,
+    /// Cargo.toml lines to depend on it (Rust entries with a crate).
+    pub cargo: Option<CargoLines>,
+    /// What it uses, directly.
+    pub uses: Vec<Edge>,
+    /// What uses it, directly.
+    pub used_by: Vec<Edge>,
+    /// The `## Example` section.
+    pub example: String,
+    /// The `## Notes` section.
+    pub notes: String,
+    /// Unknown frontmatter keys, kept.
+    pub extra: serde_json::Value,
+}
+
+/// Loads one entry with its direct edges.
+pub fn show(conn: &Connection, name_or_id: &str) -> Result<Shown, String> {
+    let id = resolve(conn, name_or_id)?;
+    let e = |e: rusqlite::Error| e.to_string();
+    let mut shown = conn
+        .query_row(
+            "SELECT id, name, kind, lang, domain, version, purity, signature, description,
+                    output, returns_optional, error_type, tested, file_path, test_file_path,
+                    entry_path, crate, example, notes, extra
+             FROM entries WHERE id = ?1",
+            [&id],
+            |r| {
+                let extra: String = r.get(19)?;
+                Ok(Shown {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    kind: r.get(2)?,
+                    lang: r.get(3)?,
+                    domain: r.get(4)?,
+                    version: r.get(5)?,
+                    purity: r.get(6)?,
+                    signature: r.get(7)?,
+                    description: r.get(8)?,
+                    output: r.get(9)?,
+                    returns_optional: r.get(10)?,
+                    error_type: r.get(11)?,
+                    tested: r.get(12)?,
+                    file_path: r.get(13)?,
+                    test_file_path: r.get(14)?,
+                    entry_path: r.get(15)?,
+                    krate: r.get(16)?,
+                    example: r.get(17)?,
+                    notes: r.get(18)?,
+                    extra: serde_json::from_str(&extra).unwrap_or_default(),
+                    tags: Vec::new(),
+                    params: Vec::new(),
+                    members: Vec::new(),
+                    imports: Vec::new(),
+                    tests: Vec::new(),
+                    cargo: None,
+                    uses: Vec::new(),
+                    used_by: Vec::new(),
+                })
+            },
+        )
+        .optional()
+        .map_err(e)?
+        .ok_or_else(|| format!("entry `{id}` vanished while reading"))?;
+    let strings = |sql: &str| -> Result<Vec<String>, String> {
+        let mut stmt = conn.prepare(sql).map_err(e)?;
+        let rows = stmt.query_map([&id], |r| r.get(0)).map_err(e)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(e)
+    };
+    shown.tags = strings("SELECT tag FROM tags WHERE entry_id = ?1 ORDER BY tag")?;
+    shown.imports = strings("SELECT package FROM imports WHERE entry_id = ?1 ORDER BY package")?;
+    shown.tests = strings("SELECT description FROM tests WHERE entry_id = ?1 ORDER BY position")?;
+    {
+        let mut stmt = conn
+            .prepare("SELECT name, desc FROM params WHERE entry_id = ?1 ORDER BY position")
+            .map_err(e)?;
+        shown.params = stmt
+            .query_map([&id], |r| {
+                Ok(ParamOut {
+                    name: r.get(0)?,
+                    desc: r.get(1)?,
+                })
+            })
+            .map_err(e)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(e)?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT role, name, type, desc FROM members WHERE entry_id = ?1
+                 ORDER BY role, position",
+            )
+            .map_err(e)?;
+        shown.members = stmt
+            .query_map([&id], |r| {
+                Ok(MemberOut {
+                    role: r.get(0)?,
+                    name: r.get(1)?,
+                    ty: r.get(2)?,
+                    desc: r.get(3)?,
+                })
+            })
+            .map_err(e)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(e)?;
+    }
+    if shown.lang == "rust"
+        && let Some(k) = &shown.krate
+    {
+        shown.cargo = Some(CargoLines {
+            workspace: format!("{k}.workspace = true"),
+            path: format!("{k} = {{ path = \"crates/{k}\" }}"),
+        });
+    }
+    shown.uses = deps(conn, &id, Direction::Uses, false)?;
+    shown.used_by = deps(conn, &id, Direction::UsedBy, false)?;
+    Ok(shown)
+}
+
+/// Which way to walk the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// What the entry uses.
+    Uses,
+    /// What uses the entry.
+    UsedBy,
+}
+
+/// The entry's dependencies (or dependents), direct or transitive, nearest first.
+pub fn deps(
+    conn: &Connection,
+    id: &str,
+    dir: Direction,
+    transitive: bool,
+) -> Result<Vec<Edge>, String> {
+    let (from, to) = match dir {
+        Direction::Uses => ("from_id", "to_id"),
+        Direction::UsedBy => ("to_id", "from_id"),
+    };
+    let max_depth = if transitive { i64::MAX } else { 1 };
+    // UNION (not UNION ALL) stops at nodes already seen at the same depth; the
+    // depth bound of the entry count stops cycles in a hand-edited database.
+    let sql = format!(
+        "WITH RECURSIVE walk(id, rel, depth) AS (
+             SELECT {to}, rel, 1 FROM refs WHERE {from} = ?1
+             UNION
+             SELECT r.{to}, r.rel, w.depth + 1 FROM refs r JOIN walk w ON r.{from} = w.id
+             WHERE w.depth < ?2 AND w.depth < (SELECT count(*) FROM entries)
+         )
+         SELECT w.id, e.kind, w.rel, min(w.depth) AS d
+         FROM walk w JOIN entries e ON e.id = w.id
+         WHERE w.id <> ?1
+         GROUP BY w.id, w.rel
+         ORDER BY d, w.id, w.rel"
+    );
+    let mut stmt = conn.prepare(&sql).map_err(|e| e.to_string())?;
+    let rows = stmt
+        .query_map(rusqlite::params![id, max_depth], |r| {
+            Ok(Edge {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                rel: r.get(2)?,
+                depth: r.get(3)?,
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    rows.collect::<rusqlite::Result<_>>()
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_expression;
+
+    #[test]
+    fn punctuation_becomes_phrases() {
+        assert_eq!(fts_expression("ws_send", "AND").unwrap(), "\"ws send\"*");
+        assert_eq!(
+            fts_expression("web-socket", "AND").unwrap(),
+            "\"web socket\"*"
+        );
+        assert_eq!(
+            fts_expression("\"unbalanced", "AND").unwrap(),
+            "\"unbalanced\"*"
+        );
+        assert_eq!(
+            fts_expression("room  emit", "OR").unwrap(),
+            "\"room\"* OR \"emit\"*"
+        );
+        assert_eq!(
+            fts_expression("NEAR( AND", "AND").unwrap(),
+            "\"near\"* AND \"and\"*"
+        );
+        assert_eq!(fts_expression("-- \"\" *", "AND"), None);
+    }
+}
