@@ -27,6 +27,7 @@ pub mod entry;
 pub mod index;
 pub mod problem;
 pub mod query;
+pub mod readme;
 pub mod registry;
 pub mod scaffold;
 

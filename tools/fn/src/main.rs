@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fn_tool::problem::display_path;
 use fn_tool::query::{self, Direction, Filters, Syntax};
-use fn_tool::{Problem, Registry, code, index, scaffold};
+use fn_tool::{Problem, Registry, code, index, readme, scaffold};
 
 /// The function registry: every reusable function is a crate with a `<name>.md` entry.
 #[derive(Debug, Parser)]
@@ -87,6 +87,14 @@ enum Command {
         /// Print the problems as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the crate map of README.md, or (--write) update it there.
+    Map {
+        #[command(flatten)]
+        root: RootArg,
+        /// Rewrite the map between the markers in ROOT/README.md.
+        #[arg(long)]
+        write: bool,
     },
     /// Scaffold crates/NAME/ with an entry that passes `fn check` as created.
     New {
@@ -312,6 +320,7 @@ fn run(cmd: Command) -> Result<(), Failure> {
             let reg = load(&root)?;
             let mut problems = reg.problems.clone();
             problems.extend(code::check(&reg));
+            problems.extend(readme::check(&reg));
             problems.sort();
             problems.dedup();
             if json {
@@ -348,6 +357,28 @@ fn run(cmd: Command) -> Result<(), Failure> {
                 ))
             }
         }
+        Command::Map { root, write } => {
+            let root = find_root(root.root);
+            let reg = load(&root)?;
+            if write {
+                if readme::write(&reg, &root)? {
+                    println!("updated the crate map in {}", root.join("README.md").display());
+                } else {
+                    return Err(Failure(
+                        format!(
+                            "{} has no crate map markers; add the lines\n{}\n{}",
+                            root.join("README.md").display(),
+                            readme::START,
+                            readme::END
+                        ),
+                        2,
+                    ));
+                }
+            } else {
+                print!("{}", readme::render(&reg));
+            }
+            Ok(())
+        }
         Command::New { name, domain, root } => {
             let root = find_root(root.root);
             let created = scaffold::new_crate(&root, &name, &domain)?;
@@ -356,6 +387,10 @@ fn run(cmd: Command) -> Result<(), Failure> {
             }
             if created.workspace_updated {
                 println!("added `{name}` to [workspace.dependencies] in Cargo.toml");
+            }
+            let reg = load(&root)?;
+            if readme::write(&reg, &root)? {
+                println!("updated the crate map in README.md");
             }
             println!(
                 "next: write the function, then update crates/{name}/{name}.md and run `cargo fn check`"
