@@ -68,7 +68,9 @@ fn dependencies_are_declared_once_in_the_workspace() {
     for (dir, m) in members() {
         for (table, name, v) in dependencies(&m) {
             let inherits = v.get("workspace").and_then(|w| w.as_bool()) == Some(true);
-            let own_source = ["version", "path", "git"].iter().any(|k| v.get(k).is_some());
+            let own_source = ["version", "path", "git"]
+                .iter()
+                .any(|k| v.get(k).is_some());
             if !inherits || own_source || v.is_str() {
                 bad.push(format!(
                     "{dir}/Cargo.toml [{table}] {name}: write `{name}.workspace = true` and declare it in the root [workspace.dependencies]"
@@ -84,7 +86,10 @@ fn every_member_uses_the_workspace_lints() {
     let bad: Vec<String> = members()
         .into_iter()
         .filter(|(_, m)| {
-            m.get("lints").and_then(|l| l.get("workspace")).and_then(|w| w.as_bool()) != Some(true)
+            m.get("lints")
+                .and_then(|l| l.get("workspace"))
+                .and_then(|w| w.as_bool())
+                != Some(true)
         })
         .map(|(dir, _)| format!("{dir}/Cargo.toml: add `[lints] workspace = true`"))
         .collect();
@@ -105,7 +110,11 @@ fn cargo_lock_has_one_version_of_each_crate() {
         .filter(|(_, v)| v.len() > 1)
         .map(|(n, v)| format!("{n}: {v:?}"))
         .collect();
-    assert!(dups.is_empty(), "duplicate versions in Cargo.lock:\n{}", dups.join("\n"));
+    assert!(
+        dups.is_empty(),
+        "duplicate versions in Cargo.lock:\n{}",
+        dups.join("\n")
+    );
 }
 
 #[test]
@@ -117,21 +126,36 @@ fn layers_hold() {
         .filter(|e| e.kind != Kind::Type && e.path.starts_with("crates"))
         .map(|e| e.name.clone())
         .collect();
-    const IO: [&str; 6] = ["tokio", "hyper", "hyper-util", "tungstenite", "tokio-tungstenite", "rusqlite"];
+    const IO: [&str; 6] = [
+        "tokio",
+        "hyper",
+        "hyper-util",
+        "tungstenite",
+        "tokio-tungstenite",
+        "rusqlite",
+    ];
     let outside: BTreeSet<String> = members()
         .into_iter()
         .filter(|(dir, _)| !dir.starts_with("crates/"))
         .filter_map(|(_, m)| Some(m["package"].get("name")?.as_str()?.to_string()))
         .collect();
     let mut bad = Vec::new();
-    for (dir, m) in members().into_iter().filter(|(d, _)| d.starts_with("crates/")) {
+    for (dir, m) in members()
+        .into_iter()
+        .filter(|(d, _)| d.starts_with("crates/"))
+    {
         let name = dir.trim_start_matches("crates/").to_string();
         let types_only = !function_crates.contains(&name);
         for (table, dep, _) in dependencies(&m) {
             if outside.contains(&dep) {
-                bad.push(format!("{dir}: [{table}] {dep} is a tool or test crate; crates never depend on leaves"));
+                bad.push(format!(
+                    "{dir}: [{table}] {dep} is a tool or test crate; crates never depend on leaves"
+                ));
             }
-            if types_only && !table.contains("dev-") && (IO.contains(&dep.as_str()) || function_crates.contains(&dep)) {
+            if types_only
+                && !table.contains("dev-")
+                && (IO.contains(&dep.as_str()) || function_crates.contains(&dep))
+            {
                 bad.push(format!("{dir}: types-only crate depends on `{dep}`; vocabulary crates do no I/O and use no functions"));
             }
         }
@@ -147,5 +171,9 @@ fn the_repository_registry_passes_fn_check() {
     problems.extend(code::check(&reg));
     problems.extend(readme::check(&reg));
     let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    assert!(text.is_empty(), "fn check on the repository:\n{}", text.join("\n"));
+    assert!(
+        text.is_empty(),
+        "fn check on the repository:\n{}",
+        text.join("\n")
+    );
 }

@@ -299,7 +299,7 @@ fn check_manifest(
     let external: BTreeSet<String> = m
         .external()
         .filter(|d| !registry_crates.contains(norm(d).as_str()))
-        .map(|d| norm(d))
+        .map(norm)
         .collect();
     let imports: BTreeSet<String> = e.imports.iter().map(|i| norm(i)).collect();
     for missing in external.difference(&imports) {

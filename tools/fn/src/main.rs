@@ -212,11 +212,11 @@ fn run(cmd: Command) -> Result<(), Failure> {
             }
             let counts = index::write(&reg, &db)?;
             println!(
-                "indexed {} entries ({} functions, {} types, {} references) from {} into {} in {} ms",
-                reg.entries.len(),
-                counts.functions,
-                counts.types,
-                counts.refs,
+                "indexed {} ({}, {}, {}) from {} into {} in {} ms",
+                plural(reg.entries.len(), "entry", "entries"),
+                plural(counts.functions, "function", "functions"),
+                plural(counts.types, "type", "types"),
+                plural(counts.refs, "reference", "references"),
                 root.display(),
                 db.display(),
                 started.elapsed().as_millis()
@@ -362,7 +362,10 @@ fn run(cmd: Command) -> Result<(), Failure> {
             let reg = load(&root)?;
             if write {
                 if readme::write(&reg, &root)? {
-                    println!("updated the crate map in {}", root.join("README.md").display());
+                    println!(
+                        "updated the crate map in {}",
+                        root.join("README.md").display()
+                    );
                 } else {
                     return Err(Failure(
                         format!(
@@ -398,6 +401,10 @@ fn run(cmd: Command) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn print_shown(s: &query::Shown) {
