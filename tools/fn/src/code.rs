@@ -331,6 +331,35 @@ fn tight(s: &str) -> String {
     t.replace(",}", "}").replace(",)", ")").replace(",>", ">")
 }
 
+/// Token text as a person would write it: `a: &T<U>` rather than `a : & T < U >`.
+fn readable(tokens: &str) -> String {
+    let mut s = tokens.to_string();
+    for (from, to) in [
+        (" :: ", "::"),
+        (" : ", ": "),
+        (" ,", ","),
+        ("( ", "("),
+        (" )", ")"),
+        (" (", "("),
+        (" < ", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        ("& ", "&"),
+        (" ?", "?"),
+        (",)", ")"),
+        (",>", ">"),
+        ("- >", "->"),
+        ("->", " -> "),
+        ("  ", " "),
+    ] {
+        s = s.replace(from, to);
+    }
+    s.replace("fn(", "fn (")
+        .replace("fn (", "fn(")
+        .trim()
+        .to_string()
+}
+
 /// Collapses whitespace runs to one space.
 fn squash(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -416,8 +445,8 @@ fn check_signature(e: &Entry, items: &[(String, String)], out: &mut Vec<Problem>
             return;
         }
     };
-    let want = canon(tokens.clone());
-    if items.iter().any(|(_, sig)| *sig == want) {
+    let want = tight(&canon(tokens.clone()));
+    if items.iter().any(|(_, sig)| tight(sig) == want) {
         check_output(e, &tokens, out);
         return;
     }
@@ -433,6 +462,7 @@ fn check_signature(e: &Entry, items: &[(String, String)], out: &mut Vec<Problem>
             None => format!("no public item of {} has this signature", e.file_path),
         }
     } else {
+        let near: Vec<String> = near.iter().map(|s| readable(s)).collect();
         format!("the public item there is `{}`", near.join("` or `"))
     };
     out.push(e.problem(

@@ -1,0 +1,368 @@
+//! The HTTP vocabulary the registry's HTTP functions share: body, handler, middleware, route and shutdown signal.
+//!
+//! A types-only crate in the spirit of `http` and `tower-service`: you will not
+//! find a server here (that is `http_serve`), only the shapes every HTTP
+//! function agrees on, so a router, a middleware and an SSE handler compose
+//! without knowing each other.
+//!
+//! - [`Body`] is a boxed `http_body::Body` of [`Bytes`]; requests and responses
+//!   are `http::Request<Body>` and `http::Response<Body>`.
+//! - [`Handler`] is a cheap-to-clone async function from request to response.
+//!   It is also a `tower_service::Service`, so a handler mounts in axum, hyper
+//!   or any tower stack.
+//! - [`Middleware`] turns a handler into a handler; [`Route`] pairs a method
+//!   and path with a handler.
+//! - [`Shutdown`] is the signal a server gives long-lived responses (SSE
+//!   streams, WebSockets) so they end when it drains. `http_serve` puts it in
+//!   every request's extensions; handlers read it with [`Shutdown::from_request`].
+//!
+//! # Example
+//!
+//! ```
+//! use http_types::{full, Handler, Middleware, Request, Response};
+//!
+//! let hello = Handler::new(|_req: Request| async { Response::new(full("hello")) });
+//! let tagged = Middleware::new(|next: Handler| {
+//!     Handler::new(move |req| {
+//!         let next = next.clone();
+//!         async move {
+//!             let mut res = next.call(req).await;
+//!             res.headers_mut().insert("x-tag", http::HeaderValue::from_static("1"));
+//!             res
+//!         }
+//!     })
+//! });
+//! let app = tagged.apply(hello);
+//! # let _ = app;
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+pub use bytes::Bytes;
+use http_body_util::BodyExt;
+
+/// Any error a body can fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every request and response: boxed, streaming [`Bytes`].
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// An HTTP request with a [`Body`].
+pub type Request = http::Request<Body>;
+
+/// An HTTP response with a [`Body`].
+pub type Response = http::Response<Body>;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A body holding `bytes`, all at once.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Boxes any body of `Bytes` into a [`Body`].
+pub fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// A plain-text response with `status`: `text/plain; charset=utf-8`.
+pub fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response {
+    let mut res = Response::new(full(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// An async function from [`Request`] to [`Response`]; cloning is cheap (an `Arc`).
+///
+/// Errors are responses: a handler answers every request.
+#[derive(Clone)]
+pub struct Handler(Arc<dyn Fn(Request) -> BoxFuture<Response> + Send + Sync>);
+
+impl Handler {
+    /// Wraps an async function.
+    pub fn new<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response> + Send + 'static,
+    {
+        Handler(Arc::new(move |req| Box::pin(f(req))))
+    }
+
+    /// Answers one request.
+    pub fn call(&self, req: Request) -> BoxFuture<Response> {
+        (self.0)(req)
+    }
+}
+
+impl fmt::Debug for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Handler")
+    }
+}
+
+/// A handler is a tower service over any `Bytes` body, so it mounts in axum
+/// (`Router::route_service`), hyper (`service_fn`) or a tower stack.
+impl<B> tower_service::Service<http::Request<B>> for Handler
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let fut = Handler::call(self, req.map(boxed));
+        Box::pin(async move { Ok(fut.await) })
+    }
+}
+
+/// Turns a handler into another handler (logging, CORS, auth, ...).
+#[derive(Clone)]
+pub struct Middleware(Arc<dyn Fn(Handler) -> Handler + Send + Sync>);
+
+impl Middleware {
+    /// Wraps a function from handler to handler.
+    pub fn new(f: impl Fn(Handler) -> Handler + Send + Sync + 'static) -> Self {
+        Middleware(Arc::new(f))
+    }
+
+    /// Wraps `inner`.
+    pub fn apply(&self, inner: Handler) -> Handler {
+        (self.0)(inner)
+    }
+}
+
+impl fmt::Debug for Middleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Middleware")
+    }
+}
+
+/// A method and path pattern with the handler that answers them.
+///
+/// Patterns are literal segments and `:name` parameters: `/users/:id/posts`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The method this route answers.
+    pub method: http::Method,
+    /// The path pattern.
+    pub path: String,
+    /// The handler.
+    pub handler: Handler,
+}
+
+impl Route {
+    /// A route for `method` and `path`.
+    pub fn new(method: http::Method, path: impl Into<String>, handler: Handler) -> Self {
+        Route {
+            method,
+            path: path.into(),
+            handler,
+        }
+    }
+
+    /// A `GET` route.
+    pub fn get(path: impl Into<String>, handler: Handler) -> Self {
+        Route::new(http::Method::GET, path, handler)
+    }
+
+    /// A `POST` route.
+    pub fn post(path: impl Into<String>, handler: Handler) -> Self {
+        Route::new(http::Method::POST, path, handler)
+    }
+}
+
+/// A one-shot signal that the server is shutting down, cheap to clone and to wait on.
+///
+/// Long-lived responses wait on it and end; it never resets.
+#[derive(Clone, Default)]
+pub struct Shutdown(Arc<ShutdownInner>);
+
+#[derive(Default)]
+struct ShutdownInner {
+    fired: AtomicBool,
+    next_id: AtomicU64,
+    waiters: Mutex<Vec<(u64, Waker)>>,
+}
+
+impl Shutdown {
+    /// A signal that has not fired.
+    pub fn new() -> Self {
+        Shutdown::default()
+    }
+
+    /// Fires the signal: every waiter wakes, now and later.
+    pub fn trigger(&self) {
+        self.0.fired.store(true, Ordering::SeqCst);
+        let waiters = std::mem::take(&mut *lock(&self.0.waiters));
+        for (_, w) in waiters {
+            w.wake();
+        }
+    }
+
+    /// Whether the signal has fired.
+    pub fn is_triggered(&self) -> bool {
+        self.0.fired.load(Ordering::SeqCst)
+    }
+
+    /// Completes when the signal fires (at once if it has).
+    pub fn wait(&self) -> ShutdownWait {
+        ShutdownWait {
+            inner: self.0.clone(),
+            id: self.0.next_id.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The signal the server put in the request's extensions, or one that never fires.
+    pub fn from_request<B>(req: &http::Request<B>) -> Shutdown {
+        req.extensions()
+            .get::<Shutdown>()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("triggered", &self.is_triggered())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The future of [`Shutdown::wait`]; dropping it unregisters its waker.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct ShutdownWait {
+    inner: Arc<ShutdownInner>,
+    id: u64,
+}
+
+impl fmt::Debug for ShutdownInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShutdownInner")
+    }
+}
+
+impl Future for ShutdownWait {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.inner.fired.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        let mut waiters = lock(&self.inner.waiters);
+        // Checked again under the lock: `trigger` sets the flag before taking the list.
+        if self.inner.fired.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        match waiters.iter_mut().find(|(id, _)| *id == self.id) {
+            Some((_, w)) => w.clone_from(cx.waker()),
+            None => waiters.push((self.id, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for ShutdownWait {
+    fn drop(&mut self) {
+        lock(&self.inner.waiters).retain(|(id, _)| *id != self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Wake;
+
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn poll_once<F: Future + Unpin>(f: &mut F, flag: &Arc<Flag>) -> Poll<F::Output> {
+        let waker = Waker::from(flag.clone());
+        Pin::new(f).poll(&mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn shutdown_wakes_waiters_and_stays_fired() {
+        let s = Shutdown::new();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let mut w = s.wait();
+        assert!(poll_once(&mut w, &flag).is_pending());
+        assert_eq!(lock(&s.0.waiters).len(), 1);
+        s.trigger();
+        assert!(flag.0.load(Ordering::SeqCst), "waker called");
+        assert!(poll_once(&mut w, &flag).is_ready());
+        assert!(
+            poll_once(&mut s.wait(), &flag).is_ready(),
+            "later waits complete at once"
+        );
+    }
+
+    #[test]
+    fn dropped_waits_unregister() {
+        let s = Shutdown::new();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        for _ in 0..100 {
+            let mut w = s.wait();
+            assert!(poll_once(&mut w, &flag).is_pending());
+            assert!(poll_once(&mut w, &flag).is_pending());
+        }
+        assert_eq!(lock(&s.0.waiters).len(), 0);
+    }
+
+    #[test]
+    fn shutdown_from_request_defaults_to_never() {
+        let req = http::Request::new(empty());
+        assert!(!Shutdown::from_request(&req).is_triggered());
+        let s = Shutdown::new();
+        let mut req = http::Request::new(empty());
+        req.extensions_mut().insert(s.clone());
+        s.trigger();
+        assert!(Shutdown::from_request(&req).is_triggered());
+    }
+
+    #[test]
+    fn text_sets_status_and_type() {
+        let res = text(http::StatusCode::NOT_FOUND, "nope");
+        assert_eq!(res.status(), 404);
+        assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
+    }
+}
