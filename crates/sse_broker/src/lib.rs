@@ -271,7 +271,9 @@ impl SseBroker {
 
 impl fmt::Debug for SseBroker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SseBroker").field("stats", &self.stats()).finish()
+        f.debug_struct("SseBroker")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 

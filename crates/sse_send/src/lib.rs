@@ -96,6 +96,9 @@ mod tests {
             Err(SseSendError::Encode(SseEncodeError::InvalidEvent { at: 1 }))
         );
         drop(body);
-        assert_eq!(sse_send(&tx, &SseEvent::data("3")), Err(SseSendError::Closed));
+        assert_eq!(
+            sse_send(&tx, &SseEvent::data("3")),
+            Err(SseSendError::Closed)
+        );
     }
 }

@@ -219,7 +219,11 @@ mod tests {
         assert_eq!(&frame[..], b"abc", "everything ready leaves in one frame");
         tx.try_send(b("d")).unwrap();
         let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(&frame[..], b"d", "a lone message leaves alone, without waiting");
+        assert_eq!(
+            &frame[..],
+            b"d",
+            "a lone message leaves alone, without waiting"
+        );
     }
 
     #[tokio::test]

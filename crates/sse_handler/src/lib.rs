@@ -1,0 +1,381 @@
+//! Serves a Server-Sent Events stream of a broker's topics, with keep-alive, Last-Event-ID resume, a topic guard and a bounded queue per client.
+//!
+//! `GET` with `?topic=a&topic=b` (repeatable; [`SseConfig::default_topics`]
+//! without any) answers `200` with `Content-Type: text/event-stream`,
+//! `Cache-Control: no-cache` and `X-Accel-Buffering: no` (so nginx does not
+//! buffer), then at once a comment (`: ok`, with `retry:` when configured),
+//! then what the client missed, then live events, with a keep-alive comment
+//! every [`SseConfig::keepalive`].
+//!
+//! - **Who sees what.** [`SseConfig::guard`] receives the request and the
+//!   topics it asked for and returns the topics it may see, or a response
+//!   refusing it (401, 403, ...). Resume replays only those topics.
+//! - **Resume.** The `Last-Event-ID` header (what browsers send when they
+//!   reconnect), or `?lastEventId=` on a first connection (as Mercure
+//!   allows): see `sse_broker` for exactly what is replayed and the
+//!   `sse-reset` event sent when the id is too old.
+//! - **Slow clients.** Each stream queues at most [`SseConfig::queue`]
+//!   messages; when full, the broker ends the stream and the client resumes.
+//!   Publishing never waits for a client.
+//! - **Ending.** The stream ends when the client goes away (the subscription
+//!   and the keep-alive task go with it), when it falls behind, or when the
+//!   server shuts down (`http_serve`'s `Shutdown` signal).
+//!
+//! The handler is a plain [`Handler`], so it is also a tower service: mount it
+//! in axum with `Router::route_service("/events", sse_handler(broker, config))`.
+//!
+//! # Example
+//!
+//! ```
+//! use sse_broker::{BrokerConfig, SseBroker};
+//! use sse_handler::{sse_handler, SseConfig};
+//! use http_types::Route;
+//!
+//! let broker = SseBroker::new(BrokerConfig::default());
+//! let events = sse_handler(broker.clone(), SseConfig::default());
+//! let route = Route::get("/events", events);
+//! // elsewhere: broker.publish("hub", sse_event::SseEvent::data("hi"))
+//! # let _ = route;
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Method, StatusCode};
+use http_types::{Handler, Request, Response, Shutdown, boxed, text};
+use sse_broker::SseBroker;
+use sse_event::SseEvent;
+use sse_keepalive::sse_keepalive;
+use sse_send::sse_send;
+use sse_stream::sse_stream;
+
+/// Decides which topics a request may see: the allowed subset of what it
+/// asked for, or the response that refuses it.
+pub type TopicGuard =
+    Arc<dyn Fn(&Request, Vec<String>) -> Result<Vec<String>, Response> + Send + Sync>;
+
+/// Settings of the handler; every field has a default.
+#[derive(Clone)]
+pub struct SseConfig {
+    /// Query parameter naming a topic (repeatable). Default: `topic`.
+    pub topic_param: String,
+    /// Topics when the request names none. Default: `["hub"]`.
+    pub default_topics: Vec<String>,
+    /// Which topics a request may see. Default: none set, every topic asked for.
+    pub guard: Option<TopicGuard>,
+    /// Interval of keep-alive comments. Default: 15 seconds.
+    pub keepalive: Duration,
+    /// Reconnection delay sent to the browser (`retry:`); `None` leaves the
+    /// browser's default (about 3 s). Default: `None`.
+    pub retry: Option<Duration>,
+    /// Messages queued per client before it counts as slow. Default: 256.
+    pub queue: usize,
+    /// Most topics one request may name. Default: 32.
+    pub max_topics: usize,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        SseConfig {
+            topic_param: "topic".into(),
+            default_topics: vec!["hub".into()],
+            guard: None,
+            keepalive: Duration::from_secs(15),
+            retry: None,
+            queue: 256,
+            max_topics: 32,
+        }
+    }
+}
+
+impl fmt::Debug for SseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseConfig")
+            .field("topic_param", &self.topic_param)
+            .field("default_topics", &self.default_topics)
+            .field("guard", &self.guard.as_ref().map(|_| "Fn"))
+            .field("keepalive", &self.keepalive)
+            .field("retry", &self.retry)
+            .field("queue", &self.queue)
+            .field("max_topics", &self.max_topics)
+            .finish()
+    }
+}
+
+/// The SSE handler for `broker`.
+pub fn sse_handler(broker: SseBroker, config: SseConfig) -> Handler {
+    let config = Arc::new(config);
+    Handler::new(move |req: Request| {
+        let res = stream(&broker, &config, &req);
+        async move { res }
+    })
+}
+
+fn stream(broker: &SseBroker, config: &SseConfig, req: &Request) -> Response {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut res = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET for an event stream\n",
+        );
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return res;
+    }
+    let query = req.uri().query().unwrap_or("");
+    let mut topics: Vec<String> = query_values(query, &config.topic_param).collect();
+    if topics.len() > config.max_topics {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("at most {} topics per stream\n", config.max_topics),
+        );
+    }
+    if topics.is_empty() {
+        topics.clone_from(&config.default_topics);
+    }
+    topics.sort();
+    topics.dedup();
+    if let Some(guard) = &config.guard {
+        topics = match guard(req, topics) {
+            Ok(t) => t,
+            Err(refused) => return refused,
+        };
+    }
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| query_values(query, "lastEventId").next());
+
+    let (tx, body) = sse_stream(config.queue);
+    let mut hello = SseEvent::comment("ok");
+    hello.retry = config.retry;
+    // A fresh queue has room: this cannot fail.
+    let _ = sse_send(&tx, &hello);
+    let subscription = broker.subscribe(&topics, last_event_id.as_deref(), &tx);
+    tokio::spawn(sse_keepalive(tx, config.keepalive));
+    let body = body
+        .with_shutdown(&Shutdown::from_request(req))
+        .with_guard(subscription);
+
+    let mut res = Response::new(boxed(body));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
+}
+
+/// The percent-decoded values of `name` in a query string.
+fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
+    query.split('&').filter_map(move |pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(k) == name).then(|| decode(v))
+    })
+}
+
+/// Percent-decoding with `+` as space; invalid escapes are kept as they are.
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (b.get(i + 1).and_then(hex), b.get(i + 2).and_then(hex)) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: &u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use http_types::empty;
+    use sse_broker::BrokerConfig;
+
+    fn get(uri: &str, headers: &[(&str, &str)]) -> Request {
+        let mut b = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(empty()).unwrap()
+    }
+
+    async fn next_frame(res: &mut Response) -> String {
+        let f = res
+            .body_mut()
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        String::from_utf8(f.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn query_values_decode() {
+        let q = "topic=a%2Fb&x=1&topic=c+d&topic=%zz&lastEventId=7";
+        assert_eq!(
+            query_values(q, "topic").collect::<Vec<_>>(),
+            ["a/b", "c d", "%zz"]
+        );
+        assert_eq!(query_values(q, "lastEventId").collect::<Vec<_>>(), ["7"]);
+        assert_eq!(decode("%"), "%");
+        assert_eq!(decode("%4"), "%4");
+        assert_eq!(decode("%41"), "A");
+    }
+
+    #[tokio::test]
+    async fn headers_comment_then_events() {
+        let broker = SseBroker::new(BrokerConfig::default());
+        let config = SseConfig {
+            retry: Some(Duration::from_millis(1500)),
+            ..SseConfig::default()
+        };
+        let h = sse_handler(broker.clone(), config);
+        let mut res = h.call(get("/events", &[])).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        assert_eq!(res.headers()["cache-control"], "no-cache");
+        assert_eq!(res.headers()["x-accel-buffering"], "no");
+        assert_eq!(next_frame(&mut res).await, ": ok\nretry: 1500\n\n");
+        broker.publish("hub", SseEvent::data("hi")).unwrap();
+        assert_eq!(next_frame(&mut res).await, "id: 1\ndata: hi\n\n");
+    }
+
+    #[tokio::test]
+    async fn resume_from_header_or_query() {
+        let broker = SseBroker::new(BrokerConfig::default());
+        for i in 1..=3 {
+            broker
+                .publish("hub", SseEvent::data(format!("e{i}")))
+                .unwrap();
+        }
+        let h = sse_handler(broker.clone(), SseConfig::default());
+        for req in [
+            get("/events", &[("last-event-id", "1")]),
+            get("/events?lastEventId=1", &[]),
+        ] {
+            let mut res = h.call(req).await;
+            let mut got = String::new();
+            while !got.ends_with("data: e3\n\n") {
+                got.push_str(&next_frame(&mut res).await);
+            }
+            assert_eq!(got, ": ok\n\nid: 2\ndata: e2\n\nid: 3\ndata: e3\n\n");
+        }
+    }
+
+    #[tokio::test]
+    #[allow(clippy::result_large_err)] // a refusal is a whole Response, by design
+    async fn guard_narrows_topics_or_refuses() {
+        let broker = SseBroker::new(BrokerConfig::default());
+        broker.publish("public", SseEvent::data("p")).unwrap();
+        broker.publish("private", SseEvent::data("s")).unwrap();
+        let guard: TopicGuard = Arc::new(|req: &Request, topics: Vec<String>| {
+            if req.headers().contains_key("x-banned") {
+                return Err(text(StatusCode::FORBIDDEN, "no\n"));
+            }
+            Ok(topics
+                .into_iter()
+                .filter(|t| t.starts_with("public"))
+                .collect())
+        });
+        let h = sse_handler(
+            broker.clone(),
+            SseConfig {
+                guard: Some(guard),
+                ..SseConfig::default()
+            },
+        );
+        let refused = h.call(get("/events", &[("x-banned", "1")])).await;
+        assert_eq!(refused.status(), 403);
+        let mut res = h
+            .call(get(
+                "/events?topic=public&topic=private",
+                &[("last-event-id", "0")],
+            ))
+            .await;
+        let mut got = String::new();
+        while !got.contains("data: p") {
+            got.push_str(&next_frame(&mut res).await);
+        }
+        assert!(
+            !got.contains("data: s"),
+            "replay never crosses the guard: {got}"
+        );
+        broker.publish("private", SseEvent::data("s2")).unwrap();
+        broker.publish("public", SseEvent::data("p2")).unwrap();
+        assert_eq!(next_frame(&mut res).await, "id: 4\ndata: p2\n\n");
+    }
+
+    #[tokio::test]
+    async fn too_many_topics_and_wrong_method_are_refused() {
+        let broker = SseBroker::new(BrokerConfig::default());
+        let h = sse_handler(
+            broker,
+            SseConfig {
+                max_topics: 2,
+                ..SseConfig::default()
+            },
+        );
+        let res = h.call(get("/e?topic=a&topic=b&topic=c", &[])).await;
+        assert_eq!(res.status(), 400);
+        let post = http::Request::builder()
+            .method("POST")
+            .uri("/e")
+            .body(empty())
+            .unwrap();
+        let res = h.call(post).await;
+        assert_eq!(res.status(), 405);
+        assert_eq!(res.headers()["allow"], "GET, HEAD");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_response_unsubscribes() {
+        let broker = SseBroker::new(BrokerConfig::default());
+        let h = sse_handler(broker.clone(), SseConfig::default());
+        let res = h.call(get("/events", &[])).await;
+        assert_eq!(broker.stats().subscribers, 1);
+        drop(res);
+        assert_eq!(broker.stats().subscribers, 0);
+    }
+
+    #[tokio::test]
+    async fn server_shutdown_ends_the_stream() {
+        let broker = SseBroker::new(BrokerConfig::default());
+        let h = sse_handler(broker.clone(), SseConfig::default());
+        let signal = Shutdown::new();
+        let mut req = get("/events", &[]);
+        req.extensions_mut().insert(signal.clone());
+        let mut res = h.call(req).await;
+        assert_eq!(next_frame(&mut res).await, ": ok\n\n");
+        signal.trigger();
+        assert!(res.body_mut().frame().await.is_none());
+    }
+}

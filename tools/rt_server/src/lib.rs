@@ -1,0 +1,165 @@
+//! The reference real-time server: the registry's HTTP and SSE functions composed, the surface benchmarks and conformance tools run against.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /events` | SSE stream of the broker (`?topic=` repeatable, default `hub`; `Last-Event-ID` resume) |
+//! | `POST /publish` | publishes the body (UTF-8, at most 1 MiB) as one event on `?topic=` (default `hub`), with `?event=` as its type; answers `202 {"id": N}` |
+//! | `GET /stats` | broker counters as JSON |
+//! | `GET /health` | `ok` |
+//!
+//! Later issues add `/ws`, `/echo`, `/hub` and `/rpc`. The binary is
+//! `rt-server`; [`app`] builds the same handler for tests.
+//!
+//! # Example
+//!
+//! ```
+//! let (app, broker) = rt_server::app(rt_server::Options::default());
+//! # let _ = (app, broker);
+//! ```
+
+use std::time::Duration;
+
+use http::StatusCode;
+use http_body_util::BodyExt;
+use http_cors_middleware::{CorsConfig, http_cors_middleware};
+use http_logger_middleware::http_logger_middleware;
+use http_middleware_chain::http_middleware_chain;
+use http_router::http_router;
+use http_types::{Handler, Request, Response, Route, text};
+use sse_broker::{BrokerConfig, SseBroker};
+use sse_event::SseEvent;
+use sse_handler::{SseConfig, sse_handler};
+
+/// Most bytes `POST /publish` accepts.
+pub const MAX_PUBLISH: usize = 1 << 20;
+
+/// Server options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Log every request through `tracing`. Default: true.
+    pub log: bool,
+    /// SSE keep-alive interval. Default: 15 s.
+    pub keepalive: Duration,
+    /// Events kept per topic for resume. Default: 1024.
+    pub replay: usize,
+    /// Messages queued per SSE client. Default: 256.
+    pub queue: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            log: true,
+            keepalive: Duration::from_secs(15),
+            replay: 1024,
+            queue: 256,
+        }
+    }
+}
+
+/// The whole application, and its broker.
+pub fn app(options: Options) -> (Handler, SseBroker) {
+    let broker = SseBroker::new(BrokerConfig {
+        replay: options.replay,
+    });
+    let events = sse_handler(
+        broker.clone(),
+        SseConfig {
+            keepalive: options.keepalive,
+            queue: options.queue,
+            ..SseConfig::default()
+        },
+    );
+    let publish = {
+        let broker = broker.clone();
+        Handler::new(move |req: Request| {
+            let broker = broker.clone();
+            async move { publish(&broker, req).await }
+        })
+    };
+    let stats = {
+        let broker = broker.clone();
+        Handler::new(move |_req: Request| {
+            let s = broker.stats();
+            let body = format!(
+                "{{\"subscribers\":{},\"topics\":{},\"published\":{},\"delivered\":{},\"slow_dropped\":{},\"resets\":{}}}\n",
+                s.subscribers, s.topics, s.published, s.delivered, s.slow_dropped, s.resets
+            );
+            async move { json(StatusCode::OK, body) }
+        })
+    };
+    let health = Handler::new(|_req: Request| async { text(StatusCode::OK, "ok\n") });
+    let router = http_router(vec![
+        Route::get("/events", events),
+        Route::post("/publish", publish),
+        Route::get("/stats", stats),
+        Route::get("/health", health),
+    ])
+    .expect("the route table is valid");
+    let mut layers = vec![http_cors_middleware(CorsConfig {
+        allowed_origins: vec!["*".into()],
+        ..CorsConfig::default()
+    })];
+    if options.log {
+        layers.insert(0, http_logger_middleware());
+    }
+    (http_middleware_chain(layers).apply(router), broker)
+}
+
+async fn publish(broker: &SseBroker, req: Request) -> Response {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    let topic = param("topic").unwrap_or_else(|| "hub".into());
+    let event = param("event");
+    let body = match read_body(req.into_body(), MAX_PUBLISH).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let Ok(data) = String::from_utf8(body) else {
+        return text(StatusCode::BAD_REQUEST, "the body must be UTF-8 text\n");
+    };
+    let mut ev = SseEvent::data(data);
+    ev.event = event;
+    match broker.publish(&topic, ev) {
+        Ok(id) => json(StatusCode::ACCEPTED, format!("{{\"id\":{id}}}\n")),
+        Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}
+
+/// The whole body, or the response refusing it (too large, or broken off).
+async fn read_body(mut body: http_types::Body, limit: usize) -> Result<Vec<u8>, Response> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                "the request body broke off\n",
+            ));
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body must be at most {limit} bytes\n"),
+                ));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    let mut res = text(status, body);
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    res
+}
