@@ -35,38 +35,30 @@ CREATE TABLE entries (
     crate            TEXT,                       -- the Cargo package holding the code
     example          TEXT NOT NULL,              -- the `## Example` section
     notes            TEXT NOT NULL,              -- the `## Notes` section
-    body             TEXT NOT NULL,              -- the whole Markdown body
     extra            TEXT NOT NULL DEFAULT '{}'  -- unknown frontmatter keys, as JSON
 );
-CREATE INDEX entries_name ON entries (name);
-
 CREATE TABLE tags (
     entry_id TEXT NOT NULL REFERENCES entries (id),
-    tag      TEXT NOT NULL,
-    PRIMARY KEY (entry_id, tag)
-) WITHOUT ROWID;
-CREATE INDEX tags_tag ON tags (tag);
+    tag      TEXT NOT NULL
+);
 
 CREATE TABLE params (
     entry_id TEXT NOT NULL REFERENCES entries (id),
     position INTEGER NOT NULL,
     name     TEXT NOT NULL,
-    desc     TEXT NOT NULL,
-    PRIMARY KEY (entry_id, position)
-) WITHOUT ROWID;
+    desc     TEXT NOT NULL
+);
 
 CREATE TABLE tests (
     entry_id    TEXT NOT NULL REFERENCES entries (id),
     position    INTEGER NOT NULL,
-    description TEXT NOT NULL,
-    PRIMARY KEY (entry_id, position)
-) WITHOUT ROWID;
+    description TEXT NOT NULL
+);
 
 CREATE TABLE imports (
     entry_id TEXT NOT NULL REFERENCES entries (id),
-    package  TEXT NOT NULL,
-    PRIMARY KEY (entry_id, package)
-) WITHOUT ROWID;
+    package  TEXT NOT NULL
+);
 
 -- Fields and variants of type entries.
 CREATE TABLE members (
@@ -75,23 +67,36 @@ CREATE TABLE members (
     position INTEGER NOT NULL,
     name     TEXT NOT NULL,
     type     TEXT NOT NULL,
-    desc     TEXT NOT NULL,
-    PRIMARY KEY (entry_id, role, position)
-) WITHOUT ROWID;
+    desc     TEXT NOT NULL
+);
 
 -- The composition graph: from_id uses to_id. Every to_id exists (`fn index`
 -- refuses dangling references).
 CREATE TABLE refs (
     from_id TEXT NOT NULL REFERENCES entries (id),
     to_id   TEXT NOT NULL REFERENCES entries (id),
-    rel     TEXT NOT NULL CHECK (rel IN ('uses_function', 'uses_type', 'returns', 'error_type')),
-    PRIMARY KEY (from_id, to_id, rel)
-) WITHOUT ROWID;
-CREATE INDEX refs_to ON refs (to_id);
+    rel     TEXT NOT NULL CHECK (rel IN ('uses_function', 'uses_type', 'returns', 'error_type'))
+);
 
--- Full-text search, ranked with bm25. `name` holds the name and its words
--- (`ws_send ws send`, `SseEvent Sse Event`); rowid = entries.rowid.
+-- Full-text search, ranked with bm25 (weights: name 10, description 4, tags 6,
+-- signature 3, body 1). `name` holds the name and its words (`ws_send ws send`,
+-- `SseEvent Sse Event`); rowid = entries.rowid. Contentless: the text lives in
+-- `entries`, the index only finds and ranks rowids.
 CREATE VIRTUAL TABLE entries_fts USING fts5 (
     name, description, tags, signature, body,
+    content = '',
     tokenize = 'unicode61 remove_diacritics 2'
 );
+INSERT INTO entries_fts (entries_fts, rank) VALUES ('rank', 'bm25(10.0, 4.0, 6.0, 3.0, 1.0)');
+
+-- indexes: `fn index` creates these after loading the rows (a bulk build is
+-- faster than growing them row by row).
+CREATE INDEX entries_name ON entries (name);
+CREATE UNIQUE INDEX tags_key ON tags (entry_id, tag);
+CREATE INDEX tags_tag ON tags (tag);
+CREATE UNIQUE INDEX params_key ON params (entry_id, position);
+CREATE UNIQUE INDEX tests_key ON tests (entry_id, position);
+CREATE UNIQUE INDEX imports_key ON imports (entry_id, package);
+CREATE UNIQUE INDEX members_key ON members (entry_id, role, position);
+CREATE UNIQUE INDEX refs_key ON refs (from_id, to_id, rel);
+CREATE INDEX refs_to ON refs (to_id);

@@ -51,7 +51,13 @@ pub fn check(reg: &Registry) -> Vec<Problem> {
         let Some(m) = Manifest::load(root, &rel, &mut out) else {
             continue;
         };
-        if !function_crates.contains(name.as_str()) && !homes.contains_key(name.as_str()) {
+        let own_entry = PathBuf::from("crates")
+            .join(&name)
+            .join(format!("{name}.md"));
+        if !function_crates.contains(name.as_str())
+            && !homes.contains_key(name.as_str())
+            && !reg.broken.contains(&own_entry)
+        {
             out.push(Problem::file(
                 &rel,
                 format!(
@@ -535,7 +541,8 @@ fn check_output(e: &Entry, tokens: &TokenStream, out: &mut Vec<Problem>) {
     }
     let (all, output) = idents(tokens);
     for id in &e.returns {
-        if let Some((name, _, _)) = entry::split_id(id)
+        if let Some((name, lang, _)) = entry::split_id(id)
+            && lang == e.lang
             && !output.contains(name)
         {
             out.push(Problem::new(
@@ -546,7 +553,8 @@ fn check_output(e: &Entry, tokens: &TokenStream, out: &mut Vec<Problem>) {
         }
     }
     if let Some(id) = &e.error_type
-        && let Some((name, _, _)) = entry::split_id(id)
+        && let Some((name, lang, _)) = entry::split_id(id)
+        && lang == e.lang
         && !all.contains(name)
     {
         out.push(e.problem(

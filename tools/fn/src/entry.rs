@@ -270,52 +270,54 @@ pub fn split_id(id: &str) -> Option<(&str, &str, &str)> {
     Some((name, lang, domain))
 }
 
-/// Where each top-level key of the frontmatter is, for error lines.
+/// The frontmatter text, to find the line of a field or item when a problem
+/// is reported (found on demand: most entries have no problem).
 #[derive(Debug, Clone, Default)]
 pub struct Lines {
-    keys: BTreeMap<String, usize>,
-    /// The frontmatter lines with their 1-based file line numbers.
-    text: Vec<(usize, String)>,
+    front: String,
+    /// File line of the frontmatter's first line.
+    first: usize,
 }
 
 impl Lines {
     fn new(frontmatter: &str, first_line: usize) -> Lines {
-        let mut keys = BTreeMap::new();
-        let mut text = Vec::new();
-        for (i, line) in frontmatter.lines().enumerate() {
-            let n = first_line + i;
-            if let Some((key, _)) = line.split_once(':') {
-                let starts_plain = line.chars().next().is_some_and(|c| !c.is_whitespace());
-                if starts_plain && !key.starts_with('-') && !key.starts_with('#') {
-                    keys.entry(key.trim().trim_matches(['"', '\'']).to_string())
-                        .or_insert(n);
-                }
-            }
-            text.push((n, line.to_string()));
+        Lines {
+            front: frontmatter.to_string(),
+            first: first_line,
         }
-        Lines { keys, text }
+    }
+
+    /// Top-level keys with their file lines.
+    fn keys(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.front.lines().enumerate().filter_map(|(i, line)| {
+            let (key, _) = line.split_once(':')?;
+            let plain = line.starts_with(|c: char| !c.is_whitespace());
+            (plain && !key.starts_with(['-', '#']))
+                .then(|| (key.trim().trim_matches(['"', '\'']), self.first + i))
+        })
     }
 
     /// The line of a top-level key, or 1.
     pub fn key(&self, field: &str) -> usize {
-        self.keys.get(field).copied().unwrap_or(1)
+        self.keys().find(|(k, _)| *k == field).map_or(1, |(_, n)| n)
     }
 
     /// The first line at or after `field` that mentions `item`.
     pub fn item(&self, field: &str, item: &str) -> usize {
         let start = self.key(field);
         let end = self
-            .keys
-            .values()
-            .copied()
-            .filter(|&l| l > start)
+            .keys()
+            .map(|(_, n)| n)
+            .filter(|&n| n > start)
             .min()
             .unwrap_or(usize::MAX);
-        self.text
-            .iter()
+        self.front
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (self.first + i, l))
             .filter(|(n, _)| *n >= start && *n < end)
             .find(|(_, l)| l.contains(item))
-            .map_or(start, |(n, _)| *n)
+            .map_or(start, |(n, _)| n)
     }
 }
 

@@ -7,10 +7,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::entry::Entry;
-use crate::registry::Registry;
+use crate::registry::{self, Registry};
 
 /// The SQL of the database, committed as `registry/schema.sql`.
 pub const SCHEMA_SQL: &str = include_str!("../../../registry/schema.sql");
+
+/// The line of `schema.sql` before the indexes, which are built after the load.
+const INDEXES_MARKER: &str = "-- indexes:";
 
 /// The schema version this tool writes and reads (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
@@ -26,21 +29,68 @@ pub struct Counts {
     pub refs: usize,
 }
 
-/// Writes the registry to `db`, atomically: a temporary file in the same
-/// folder is filled, synced and renamed over `db`.
-pub fn write(reg: &Registry, db: &Path) -> Result<Counts, String> {
+/// Why `index` wrote nothing.
+#[derive(Debug)]
+pub enum IndexError {
+    /// Entries have problems; the registry as loaded, with them.
+    Problems(Registry),
+    /// The files or the database could not be read or written.
+    Failed(String),
+}
+
+/// Parses every entry under `root` and writes `db`, atomically: a temporary
+/// file beside `db` is filled while the entries are being parsed, then synced
+/// and renamed over `db`, only if no entry has a problem. On any problem or
+/// failure, `db` is left as it was.
+pub fn index(root: &Path, db: &Path) -> Result<(Registry, Counts), IndexError> {
+    let files = registry::entry_files(root).map_err(|e| IndexError::Failed(e.to_string()))?;
     let dir = db
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| IndexError::Failed(format!("cannot create {}: {e}", dir.display())))?;
     let tmp = temp_path(db);
-    let result = fill(reg, &tmp).and_then(|counts| {
+    let (filled, problems) = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(16);
+        let writer = s.spawn(|| fill(rx.into_iter().flatten(), root, &tmp));
+        let mut problems = Vec::new();
+        let mut writing = true;
+        registry::parse_in_order(root, &files, |chunk| {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                match r {
+                    Ok(e) => entries.push(e),
+                    Err(ps) => problems.extend(ps),
+                }
+            }
+            // A writer that failed stops reading; its error comes from join.
+            writing = writing && tx.send(entries).is_ok();
+        });
+        drop(tx);
+        let filled = writer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (filled, problems)
+    });
+    let result = filled.map_err(IndexError::Failed).and_then(|filled| {
+        let reg = Registry::from_parsed(root, filled.entries, problems);
+        if !reg.problems.is_empty() {
+            return Err(IndexError::Problems(reg));
+        }
+        if let Some(table) = filled.dangling {
+            return Err(IndexError::Failed(format!(
+                "a reference in table `{table}` points at no entry, though the entries check out: please report this"
+            )));
+        }
+        let counts = filled.counts;
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .and_then(|()| std::fs::rename(&tmp, db))
-            .map_err(|e| format!("cannot move the new index to {}: {e}", db.display()))?;
-        Ok(counts)
+            .map_err(|e| {
+                IndexError::Failed(format!("cannot move the new index to {}: {e}", db.display()))
+            })?;
+        Ok((reg, counts))
     });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -54,7 +104,17 @@ fn temp_path(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
-fn fill(reg: &Registry, path: &Path) -> Result<Counts, String> {
+/// What `fill` wrote.
+struct Filled {
+    /// The entries, given back for the cross-check.
+    entries: Vec<Entry>,
+    counts: Counts,
+    /// A table with a reference to no entry, if any.
+    dangling: Option<String>,
+}
+
+/// Writes `entries` into a new database at `path`; gives the entries back.
+fn fill(entries: impl Iterator<Item = Entry>, root: &Path, path: &Path) -> Result<Filled, String> {
     let _ = std::fs::remove_file(path);
     let mut conn =
         Connection::open(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
@@ -62,10 +122,14 @@ fn fill(reg: &Registry, path: &Path) -> Result<Counts, String> {
     // The file is private until renamed, so no journal is needed. References
     // may point forwards, so foreign keys are checked once at the end.
     conn.execute_batch(
-        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA foreign_keys = OFF;",
+        "PRAGMA page_size = 16384; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+         PRAGMA foreign_keys = OFF; PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -131072;
+         PRAGMA temp_store = MEMORY;",
     )
     .map_err(sql)?;
-    conn.execute_batch(SCHEMA_SQL).map_err(sql)?;
+    let (tables, indexes) =
+        SCHEMA_SQL.split_at(SCHEMA_SQL.find(INDEXES_MARKER).unwrap_or(SCHEMA_SQL.len()));
+    conn.execute_batch(tables).map_err(sql)?;
 
     let tx = conn.transaction().map_err(sql)?;
     let mut counts = Counts {
@@ -73,14 +137,15 @@ fn fill(reg: &Registry, path: &Path) -> Result<Counts, String> {
         types: 0,
         refs: 0,
     };
+    let mut kept = Vec::new();
     {
         let mut ins_entry = tx
             .prepare(
                 "INSERT INTO entries (rowid, id, name, kind, lang, domain, version, purity,
                  signature, description, returns_optional, error_type, output, tested,
-                 test_file_path, file_path, entry_path, crate, example, notes, body, extra)
+                 test_file_path, file_path, entry_path, crate, example, notes, extra)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                 ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                 ?16, ?17, ?18, ?19, ?20, ?21)",
             )
             .map_err(sql)?;
         let mut ins_fts = tx
@@ -90,7 +155,7 @@ fn fill(reg: &Registry, path: &Path) -> Result<Counts, String> {
             )
             .map_err(sql)?;
         let mut ins_tag = tx
-            .prepare("INSERT OR IGNORE INTO tags (entry_id, tag) VALUES (?1, ?2)")
+            .prepare("INSERT INTO tags (entry_id, tag) VALUES (?1, ?2)")
             .map_err(sql)?;
         let mut ins_param = tx
             .prepare("INSERT INTO params (entry_id, position, name, desc) VALUES (?1, ?2, ?3, ?4)")
@@ -99,7 +164,7 @@ fn fill(reg: &Registry, path: &Path) -> Result<Counts, String> {
             .prepare("INSERT INTO tests (entry_id, position, description) VALUES (?1, ?2, ?3)")
             .map_err(sql)?;
         let mut ins_import = tx
-            .prepare("INSERT OR IGNORE INTO imports (entry_id, package) VALUES (?1, ?2)")
+            .prepare("INSERT INTO imports (entry_id, package) VALUES (?1, ?2)")
             .map_err(sql)?;
         let mut ins_member = tx
             .prepare(
@@ -108,11 +173,17 @@ fn fill(reg: &Registry, path: &Path) -> Result<Counts, String> {
             )
             .map_err(sql)?;
         let mut ins_ref = tx
-            .prepare("INSERT OR IGNORE INTO refs (from_id, to_id, rel) VALUES (?1, ?2, ?3)")
+            .prepare("INSERT INTO refs (from_id, to_id, rel) VALUES (?1, ?2, ?3)")
             .map_err(sql)?;
 
-        for (i, e) in reg.entries.iter().enumerate() {
+        // A duplicate ID is the cross-check's to report; it is written once.
+        let mut written = std::collections::HashSet::new();
+        for (i, e) in entries.enumerate() {
             let id = e.id();
+            if !written.insert(id.clone()) {
+                kept.push(e);
+                continue;
+            }
             let rowid = i64::try_from(i + 1).map_err(|e| e.to_string())?;
             let extra = serde_json::to_string(&e.extra).map_err(|e| e.to_string())?;
             ins_entry
@@ -137,7 +208,6 @@ fn fill(reg: &Registry, path: &Path) -> Result<Counts, String> {
                     e.crate_name(),
                     e.example,
                     e.notes,
-                    e.body,
                     extra,
                 ])
                 .map_err(sql)?;
@@ -151,7 +221,7 @@ fn fill(reg: &Registry, path: &Path) -> Result<Counts, String> {
                     e.body,
                 ])
                 .map_err(sql)?;
-            for t in &e.tags {
+            for t in unique(&e.tags) {
                 ins_tag.execute(params![id, t]).map_err(sql)?;
             }
             for (n, p) in e.params.iter().enumerate() {
@@ -162,7 +232,7 @@ fn fill(reg: &Registry, path: &Path) -> Result<Counts, String> {
             for (n, t) in e.tests.iter().enumerate() {
                 ins_test.execute(params![id, n as i64, t]).map_err(sql)?;
             }
-            for imp in &e.imports {
+            for imp in unique(&e.imports) {
                 ins_import.execute(params![id, imp]).map_err(sql)?;
             }
             for (role, list) in [("field", &e.fields), ("variant", &e.variants)] {
@@ -172,10 +242,15 @@ fn fill(reg: &Registry, path: &Path) -> Result<Counts, String> {
                         .map_err(sql)?;
                 }
             }
-            for (rk, to) in e.references() {
-                counts.refs += ins_ref.execute(params![id, to, rk.rel()]).map_err(sql)?;
+            let mut refs: Vec<(&str, &str)> =
+                e.references().map(|(rk, to)| (to, rk.rel())).collect();
+            refs.sort_unstable();
+            refs.dedup();
+            for (to, rel) in refs {
+                counts.refs += ins_ref.execute(params![id, to, rel]).map_err(sql)?;
             }
-            count(&mut counts, e);
+            count(&mut counts, &e);
+            kept.push(e);
         }
 
         let now = SystemTime::now()
@@ -186,28 +261,37 @@ fn fill(reg: &Registry, path: &Path) -> Result<Counts, String> {
             .map_err(sql)?;
         for (k, v) in [
             ("schema_version", SCHEMA_VERSION.to_string()),
-            ("root", reg.root.display().to_string()),
+            ("root", root.display().to_string()),
             ("indexed_at", now.to_string()),
-            ("entries", reg.entries.len().to_string()),
+            ("entries", kept.len().to_string()),
             ("tool_version", env!("CARGO_PKG_VERSION").to_string()),
         ] {
             meta.execute(params![k, v]).map_err(sql)?;
         }
     }
-    let broken: Option<String> = tx
+    tx.execute_batch(indexes).map_err(sql)?;
+    // Dangling references are the cross-check's to report (with file and
+    // line); here they only mean the file must not be used.
+    let dangling: Option<String> = tx
         .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
         .optional()
         .map_err(sql)?;
-    if let Some(table) = broken {
-        return Err(format!(
-            "writing the index failed: a reference in table `{table}` points at no entry"
-        ));
-    }
     tx.commit().map_err(sql)?;
-    conn.execute_batch("INSERT INTO entries_fts (entries_fts) VALUES ('optimize');")
-        .map_err(sql)?;
     conn.close().map_err(|(_, e)| sql(e))?;
-    Ok(counts)
+    Ok(Filled {
+        entries: kept,
+        counts,
+        dangling,
+    })
+}
+
+/// The items of a list once each, in order (lists are short).
+fn unique(items: &[String]) -> impl Iterator<Item = &String> {
+    items
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| !items[..*i].contains(s))
+        .map(|(_, s)| s)
 }
 
 fn count(c: &mut Counts, e: &Entry) {

@@ -17,7 +17,7 @@
 //!     println!("{p}"); // path:line: message
 //! }
 //! if problems.is_empty() {
-//!     fn_tool::index::write(&reg, Path::new("registry/registry.db"))?;
+//!     fn_tool::index::index(Path::new("."), Path::new("registry/registry.db")).ok();
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -198,19 +198,21 @@ fn run(cmd: Command) -> Result<(), Failure> {
             let started = Instant::now();
             let root = find_root(root.root);
             let db = db_path(db, &root);
-            let reg = load(&root)?;
-            if !reg.problems.is_empty() {
-                print_problems(&reg.problems);
-                return Err(Failure(
-                    format!(
-                        "{} problem(s); index not written, {} left as it was",
-                        reg.problems.len(),
-                        db.display()
-                    ),
-                    1,
-                ));
-            }
-            let counts = index::write(&reg, &db)?;
+            let (reg, counts) = match index::index(&root, &db) {
+                Ok(done) => done,
+                Err(index::IndexError::Problems(reg)) => {
+                    print_problems(&reg.problems);
+                    return Err(Failure(
+                        format!(
+                            "{} problem(s); index not written, {} left as it was",
+                            reg.problems.len(),
+                            db.display()
+                        ),
+                        1,
+                    ));
+                }
+                Err(index::IndexError::Failed(e)) => return Err(Failure(e, 2)),
+            };
             println!(
                 "indexed {} ({}, {}, {}) from {} into {} in {} ms",
                 plural(reg.entries.len(), "entry", "entries"),

@@ -116,7 +116,12 @@ pub fn fts_expression(query: &str, op: &str) -> Option<String> {
                 .filter(|w| !w.is_empty())
                 .map(str::to_lowercase)
                 .collect();
-            (!words.is_empty()).then(|| format!("\"{}\"*", words.join(" ")))
+            // The exact words, or the words as a prefix: an exact match
+            // counts twice, so `greet` ranks `greet` above `greeting`.
+            (!words.is_empty()).then(|| {
+                let phrase = words.join(" ");
+                format!("(\"{phrase}\" OR \"{phrase}\"*)")
+            })
         })
         .collect();
     (!terms.is_empty()).then(|| terms.join(&format!(" {op} ")))
@@ -172,13 +177,9 @@ fn run_search(
     f: &Filters,
     limit: usize,
 ) -> rusqlite::Result<Vec<Hit>> {
-    let mut sql = String::from(
-        "SELECT e.id, e.name, e.kind, e.lang, e.domain, e.version, e.purity, e.tested,
-                e.signature, e.description,
-                bm25(entries_fts, 10.0, 4.0, 6.0, 3.0, 1.0) AS rank
-         FROM entries_fts JOIN entries e ON e.rowid = entries_fts.rowid
-         WHERE entries_fts MATCH ?",
-    );
+    // FTS5 ranks and limits by itself (`ORDER BY rank LIMIT`); filters are a
+    // rowid set inside the same query, so only the hits are joined.
+    let mut filter = String::new();
     let mut args: Vec<String> = vec![fts.to_string()];
     for (col, v) in [
         ("kind", &f.kind),
@@ -187,18 +188,33 @@ fn run_search(
         ("purity", &f.purity),
     ] {
         if let Some(v) = v {
-            sql.push_str(&format!(" AND e.{col} = ?"));
+            filter.push_str(&format!(" AND e.{col} = ?"));
             args.push(v.clone());
         }
     }
     for t in &f.tags {
-        sql.push_str(" AND EXISTS (SELECT 1 FROM tags t WHERE t.entry_id = e.id AND t.tag = ?)");
+        filter.push_str(" AND EXISTS (SELECT 1 FROM tags t WHERE t.entry_id = e.id AND t.tag = ?)");
         args.push(t.clone());
     }
     if f.tested {
-        sql.push_str(" AND e.tested = 1");
+        filter.push_str(" AND e.tested = 1");
     }
-    sql.push_str(" ORDER BY rank, e.id LIMIT ?");
+    let restrict = if filter.is_empty() {
+        String::new()
+    } else {
+        format!(" AND rowid IN (SELECT e.rowid FROM entries e WHERE 1{filter})")
+    };
+    let sql = format!(
+        "WITH hits AS (
+             SELECT rowid, rank FROM entries_fts
+             WHERE entries_fts MATCH ?{restrict}
+             ORDER BY rank LIMIT ?
+         )
+         SELECT e.id, e.name, e.kind, e.lang, e.domain, e.version, e.purity, e.tested,
+                e.signature, e.description, hits.rank
+         FROM hits JOIN entries e ON e.rowid = hits.rowid
+         ORDER BY hits.rank, e.id"
+    );
     args.push(limit.to_string());
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
@@ -523,22 +539,23 @@ mod tests {
 
     #[test]
     fn punctuation_becomes_phrases() {
-        assert_eq!(fts_expression("ws_send", "AND").unwrap(), "\"ws send\"*");
+        let both = |p: &str| format!("(\"{p}\" OR \"{p}\"*)");
+        assert_eq!(fts_expression("ws_send", "AND").unwrap(), both("ws send"));
         assert_eq!(
             fts_expression("web-socket", "AND").unwrap(),
-            "\"web socket\"*"
+            both("web socket")
         );
         assert_eq!(
             fts_expression("\"unbalanced", "AND").unwrap(),
-            "\"unbalanced\"*"
+            both("unbalanced")
         );
         assert_eq!(
             fts_expression("room  emit", "OR").unwrap(),
-            "\"room\"* OR \"emit\"*"
+            format!("{} OR {}", both("room"), both("emit"))
         );
         assert_eq!(
             fts_expression("NEAR( AND", "AND").unwrap(),
-            "\"near\"* AND \"and\"*"
+            format!("{} AND {}", both("near"), both("and"))
         );
         assert_eq!(fts_expression("-- \"\" *", "AND"), None);
     }

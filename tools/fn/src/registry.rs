@@ -17,6 +17,9 @@ pub struct Registry {
     pub entries: Vec<Entry>,
     /// Problems: files that did not parse, and registry-wide problems.
     pub problems: Vec<Problem>,
+    /// Entry files that did not parse (their problems are in `problems`);
+    /// other checks stay quiet about what these files would have defined.
+    pub broken: Vec<PathBuf>,
 }
 
 impl Registry {
@@ -25,21 +28,35 @@ impl Registry {
     /// Entries are `crates/<name>/<name>.md` and `types/<domain>/<TypeName>.md`.
     pub fn load(root: &Path) -> std::io::Result<Registry> {
         let files = entry_files(root)?;
-        let parsed = parse_all(root, &files);
+        let mut entries = Vec::with_capacity(files.len());
+        let mut problems = Vec::new();
+        parse_in_order(root, &files, |chunk| {
+            for r in chunk {
+                match r {
+                    Ok(e) => entries.push(e),
+                    Err(ps) => problems.extend(ps),
+                }
+            }
+        });
+        Ok(Registry::from_parsed(root, entries, problems))
+    }
+
+    /// A registry of already parsed entries and the parse problems; runs the
+    /// checks that need every entry.
+    pub fn from_parsed(root: &Path, entries: Vec<Entry>, problems: Vec<Problem>) -> Registry {
+        let mut broken: Vec<PathBuf> = problems.iter().map(|p| p.path.clone()).collect();
+        broken.sort();
+        broken.dedup();
         let mut reg = Registry {
             root: root.to_path_buf(),
-            ..Registry::default()
+            entries,
+            problems,
+            broken,
         };
-        for r in parsed {
-            match r {
-                Ok(e) => reg.entries.push(e),
-                Err(ps) => reg.problems.extend(ps),
-            }
-        }
         reg.cross_check();
         reg.problems.sort();
         reg.problems.dedup();
-        Ok(reg)
+        reg
     }
 
     /// Entries by ID (the first one, when an ID is duplicated).
@@ -49,6 +66,20 @@ impl Registry {
             map.entry(e.id()).or_insert(e);
         }
         map
+    }
+
+    /// Whether `id` may be defined by an entry file that did not parse (one
+    /// named after it), so a missing ID is a consequence, not a new problem.
+    pub fn maybe_broken(&self, id: &str) -> bool {
+        let Some((name, _, _)) = entry::split_id(id) else {
+            return false;
+        };
+        self.broken.iter().any(|p| {
+            p.file_stem().is_some_and(|s| s == name)
+                || p.parent()
+                    .and_then(Path::file_name)
+                    .is_some_and(|d| d == name)
+        })
     }
 
     fn cross_check(&mut self) {
@@ -88,6 +119,9 @@ impl Registry {
                     continue;
                 }
                 let Some(target) = seen.get(id) else {
+                    if self.maybe_broken(id) {
+                        continue; // its file has problems of its own
+                    }
                     problems.push(Problem::new(
                         &e.path,
                         line,
@@ -267,29 +301,58 @@ fn sorted_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// Reads and parses files on all cores, keeping their order.
-fn parse_all(root: &Path, files: &[PathBuf]) -> Vec<Result<Entry, Vec<Problem>>> {
+/// Files per unit of parallel work.
+const CHUNK: usize = 128;
+
+/// Reads and parses `files` on all cores, calling `sink` with the results
+/// chunk by chunk, in file order, as soon as each chunk and those before it are done.
+pub fn parse_in_order(
+    root: &Path,
+    files: &[PathBuf],
+    mut sink: impl FnMut(Vec<Result<Entry, Vec<Problem>>>),
+) {
     let one = |rel: &PathBuf| match std::fs::read(root.join(rel)) {
         Ok(bytes) => entry::parse(rel, &bytes),
         Err(e) => Err(vec![Problem::file(rel, format!("cannot read: {e}"))]),
     };
+    let chunks: Vec<&[PathBuf]> = files.chunks(CHUNK).collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
-        .min(8);
-    if threads < 2 || files.len() < 64 {
-        return files.iter().map(one).collect();
+        .min(8)
+        .min(chunks.len());
+    if threads < 2 {
+        for c in chunks {
+            sink(c.iter().map(one).collect());
+        }
+        return;
     }
-    let chunk = files.len().div_ceil(threads);
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, chunks, one) = (&next, &chunks, &one);
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(c) = chunks.get(i) else { break };
+                    if tx.send((i, c.iter().map(one).collect::<Vec<_>>())).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut waiting = BTreeMap::new();
+        let mut want = 0;
+        for (i, results) in rx {
+            waiting.insert(i, results);
+            while let Some(results) = waiting.remove(&want) {
+                sink(results);
+                want += 1;
+            }
+        }
+    });
 }
 
 /// Entries grouped by the crate that holds their implementation.

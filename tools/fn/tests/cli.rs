@@ -1,0 +1,393 @@
+//! The `fn` binary end to end: the fixture registries under `tests/fixtures/`,
+//! a real SQLite file, every command and its exit code.
+//!
+//! Each broken fixture has an `expected.txt`: the exact stdout of `fn check`
+//! on it. After a deliberate change of messages, `FN_BLESS=1 cargo test -p
+//! fn_tool --test cli` rewrites them; review the diff.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn fn_cmd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fn"))
+        .args(args)
+        .output()
+        .expect("fn runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Indexes the good fixture into a fresh temp dir; returns (dir, db path).
+fn good_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("registry.db");
+    let out = fn_cmd(&[
+        "index",
+        "--root",
+        path(&fixtures().join("good")),
+        "--db",
+        path(&db),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("indexed 3 entries (2 functions, 1 type,"),
+        "{}",
+        text(&out.stdout)
+    );
+    (dir, db)
+}
+
+fn no_panic(out: &Output) {
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn every_broken_fixture_gives_its_expected_problems() {
+    let bless = std::env::var_os("FN_BLESS").is_some();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .filter(|p| p.is_dir() && !p.ends_with("good"))
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 20,
+        "the fixture set has one case per failure mode"
+    );
+    let mut failures = Vec::new();
+    for case in &cases {
+        let out = fn_cmd(&["check", "--root", path(case)]);
+        no_panic(&out);
+        let got = text(&out.stdout);
+        let expected_file = case.join("expected.txt");
+        if bless {
+            std::fs::write(&expected_file, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&expected_file).unwrap_or_default();
+        let name = case.file_name().unwrap().to_string_lossy();
+        if out.status.code() != Some(1) {
+            failures.push(format!("{name}: exit {:?}, want 1", out.status.code()));
+        }
+        if got.is_empty() {
+            failures.push(format!("{name}: no problem reported"));
+        }
+        if got != want {
+            failures.push(format!(
+                "{name}: stdout differs\n--- want\n{want}--- got\n{got}"
+            ));
+        }
+        for line in got.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (file, line_no, msg) = (parts.next(), parts.next(), parts.next());
+            let ok = file.is_some_and(|f| case.join(f).exists() || f == "Cargo.toml")
+                && line_no.is_some_and(|n| n.parse::<usize>().is_ok_and(|n| n >= 1))
+                && msg.is_some_and(|m| !m.trim().is_empty());
+            if !ok && !line.starts_with("    ") {
+                failures.push(format!("{name}: not `path:line: message`: {line}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_good_fixture_passes_check() {
+    let out = fn_cmd(&["check", "--root", path(&fixtures().join("good"))]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), "checked 3 entries: no problems\n");
+}
+
+#[test]
+fn a_failed_index_leaves_the_previous_database_untouched() {
+    let (_dir, db) = good_db();
+    let before = std::fs::read(&db).unwrap();
+    for case in [
+        "no_frontmatter",
+        "yaml_syntax",
+        "wrong_field_types",
+        "unknown_enum",
+        "dangling_reference",
+        "duplicate_name",
+        "dependency_cycle",
+        "non_utf8",
+        "cross_language_reference",
+    ] {
+        let out = fn_cmd(&[
+            "index",
+            "--root",
+            path(&fixtures().join(case)),
+            "--db",
+            path(&db),
+        ]);
+        no_panic(&out);
+        assert_eq!(out.status.code(), Some(1), "{case}");
+        assert!(
+            !text(&out.stdout).is_empty(),
+            "{case}: the problem is printed"
+        );
+        assert!(
+            text(&out.stderr).contains("index not written"),
+            "{case}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            before,
+            "{case}: the db is unchanged"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files removed: {leftovers:?}"
+    );
+    let out = fn_cmd(&["search", "greet", "--db", path(&db)]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("greet_rust_core"));
+}
+
+#[test]
+fn search_survives_any_query() {
+    let (_dir, db) = good_db();
+    for q in [
+        "greet",
+        "Greeting",
+        "greet_rust",
+        "web-socket",
+        "\"unbalanced",
+        "NEAR(",
+        "***",
+        "--",
+        "a AND OR NOT",
+        "ü✓",
+        "loud*",
+    ] {
+        let out = fn_cmd(&["search", "--db", path(&db), "--", q]);
+        no_panic(&out);
+        match out.status.code() {
+            Some(0) => {}
+            Some(2) => {
+                let err = text(&out.stderr);
+                assert!(
+                    err.starts_with("fn: ") && err.lines().count() == 1,
+                    "{q}: {err}"
+                );
+            }
+            other => panic!("{q}: exit {other:?}"),
+        }
+    }
+    let out = fn_cmd(&["search", "--db", path(&db), "--fts", "NEAR("]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("FTS5"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn search_ranks_filters_and_speaks_json() {
+    let (_dir, db) = good_db();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["search", "--json", "--db", path(&db)];
+        all.extend_from_slice(args);
+        let out = fn_cmd(&all);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_str(&text(&out.stdout)).unwrap()
+    };
+    let v = json(&["greet"]);
+    assert_eq!(v["query"], "greet");
+    assert_eq!(v["matched"], "all");
+    let ids: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids[0], "greet_rust_core",
+        "the name match ranks first: {ids:?}"
+    );
+    let first = &v["results"][0];
+    for key in [
+        "id",
+        "name",
+        "kind",
+        "lang",
+        "domain",
+        "version",
+        "purity",
+        "tested",
+        "signature",
+        "description",
+        "score",
+    ] {
+        assert!(!first[key].is_null(), "missing {key}");
+    }
+    let types = json(&["greet", "--kind", "type"]);
+    assert!(
+        types["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["kind"] == "type")
+    );
+    let loud = json(&["greet", "--tag", "loud"]);
+    assert_eq!(loud["results"].as_array().unwrap().len(), 1);
+    assert_eq!(loud["results"][0]["id"], "shout_rust_core");
+    let tested = json(&["greet", "--tested"]);
+    assert!(
+        tested["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["tested"] == true)
+    );
+    assert!(
+        !tested["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == "shout_rust_core")
+    );
+    assert_eq!(
+        json(&["greet", "--limit", "1"])["results"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let any = json(&["greet", "zzzz"]);
+    assert_eq!(
+        any["matched"], "any",
+        "no entry has both words: falls back to any"
+    );
+    assert!(!any["results"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn show_gives_edges_cargo_line_and_example() {
+    let (_dir, db) = good_db();
+    let by_name = fn_cmd(&["show", "greet", "--db", path(&db)]);
+    assert!(by_name.status.success());
+    let human = text(&by_name.stdout);
+    for want in [
+        "greet_rust_core",
+        "pub fn greet(g: &Greeting) -> String",
+        "shout_rust_core",
+        "greet.workspace = true",
+        "## Example",
+    ] {
+        assert!(human.contains(want), "missing {want}:\n{human}");
+    }
+    let out = fn_cmd(&["show", "greet_rust_core", "--json", "--db", path(&db)]);
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["cargo"]["workspace"], "greet.workspace = true");
+    assert_eq!(v["used_by"][0]["id"], "shout_rust_core");
+    assert_eq!(v["uses"][0]["id"], "Greeting_rust_core");
+    assert!(v["example"].as_str().unwrap().contains("greet(&g)"));
+    let shout = fn_cmd(&["show", "shout", "--json", "--db", path(&db)]);
+    let v: serde_json::Value = serde_json::from_str(&text(&shout.stdout)).unwrap();
+    assert_eq!(
+        v["extra"]["source_repo"], "kept-as-extra",
+        "unknown keys are kept"
+    );
+    let missing = fn_cmd(&["show", "gret", "--db", path(&db)]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("no entry named `gret`"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+#[test]
+fn deps_walk_both_ways() {
+    let (_dir, db) = good_db();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["deps", "--json", "--db", path(&db)];
+        all.extend_from_slice(args);
+        let out = fn_cmd(&all);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_str(&text(&out.stdout)).unwrap()
+    };
+    let direct = json(&["shout"]);
+    assert_eq!(direct["direction"], "uses");
+    let ids: Vec<&str> = direct["deps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["Greeting_rust_core", "greet_rust_core"]);
+    let users = json(&["Greeting", "--reverse", "--transitive"]);
+    assert_eq!(users["direction"], "used_by");
+    let ids: Vec<(&str, u64)> = users["deps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap(), d["depth"].as_u64().unwrap()))
+        .collect();
+    assert!(
+        ids.contains(&("greet_rust_core", 1)) && ids.contains(&("shout_rust_core", 1)),
+        "{ids:?}"
+    );
+    let human = fn_cmd(&["deps", "greet", "--reverse", "--db", path(&db)]);
+    assert!(text(&human.stdout).contains("shout_rust_core"));
+}
+
+#[test]
+fn read_commands_explain_a_missing_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fn_cmd(&["search", "x", "--db", path(&dir.path().join("none.db"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("run `cargo fn index` first"));
+}
+
+#[test]
+fn new_scaffolds_a_crate_that_passes_check() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("good"), dir.path());
+    let root = path(dir.path());
+    let out = fn_cmd(&["new", "wave", "--domain", "core", "--root", root]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifest = std::fs::read_to_string(dir.path().join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("wave = { path = \"crates/wave\" }"));
+    let check = fn_cmd(&["check", "--root", root]);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+    let again = fn_cmd(&["new", "wave", "--domain", "core", "--root", root]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("already exists"));
+    let bad = fn_cmd(&["new", "Wave-Two", "--domain", "core", "--root", root]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("not a snake_case name"));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
