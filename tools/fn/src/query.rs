@@ -103,12 +103,23 @@ pub enum Syntax {
     Fts5,
 }
 
-/// Builds the FTS5 expression for a plain query: one quoted prefix phrase per
-/// whitespace-separated term, joined with `op` (`AND` or `OR`).
+/// Which terms of a plain query also match as prefixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefix {
+    /// Only the last term (the one being typed): cheap on common words.
+    Last,
+    /// Every term.
+    All,
+}
+
+/// Builds the FTS5 expression for a plain query: one quoted phrase per
+/// whitespace-separated term, joined with `op` (`AND` or `OR`). A term that
+/// also matches as a prefix is `("w" OR "w"*)`: an exact match counts twice,
+/// so `greet` ranks `greet` above `greeting`.
 ///
 /// Returns `None` when the query has no searchable characters.
-pub fn fts_expression(query: &str, op: &str) -> Option<String> {
-    let terms: Vec<String> = query
+pub fn fts_expression(query: &str, op: &str, prefix: Prefix) -> Option<String> {
+    let phrases: Vec<String> = query
         .split_whitespace()
         .filter_map(|term| {
             let words: Vec<String> = term
@@ -116,15 +127,22 @@ pub fn fts_expression(query: &str, op: &str) -> Option<String> {
                 .filter(|w| !w.is_empty())
                 .map(str::to_lowercase)
                 .collect();
-            // The exact words, or the words as a prefix: an exact match
-            // counts twice, so `greet` ranks `greet` above `greeting`.
-            (!words.is_empty()).then(|| {
-                let phrase = words.join(" ");
-                format!("(\"{phrase}\" OR \"{phrase}\"*)")
-            })
+            (!words.is_empty()).then(|| words.join(" "))
         })
         .collect();
-    (!terms.is_empty()).then(|| terms.join(&format!(" {op} ")))
+    let last = phrases.len().checked_sub(1)?;
+    let terms: Vec<String> = phrases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if prefix == Prefix::All || i == last {
+                format!("(\"{p}\" OR \"{p}\"*)")
+            } else {
+                format!("\"{p}\"")
+            }
+        })
+        .collect();
+    Some(terms.join(&format!(" {op} ")))
 }
 
 /// Ranked full-text search.
@@ -135,40 +153,46 @@ pub fn search(
     filters: &Filters,
     limit: usize,
 ) -> Result<SearchResult, String> {
-    let (first, fallback) = match syntax {
-        Syntax::Fts5 => (query.to_string(), None),
-        Syntax::Words => {
-            let all = fts_expression(query, "AND").ok_or_else(|| {
-                format!("the query {query:?} has no letters or digits to search for")
-            })?;
-            let any = fts_expression(query, "OR").filter(|any| *any != all);
-            (all, any)
-        }
-    };
-    let results = run_search(conn, &first, filters, limit).map_err(|e| match syntax {
+    let fts_error = |e: rusqlite::Error| match syntax {
         Syntax::Fts5 => {
             format!("invalid FTS5 query {query:?}: {e} (drop --fts to search plain words)")
         }
         Syntax::Words => format!("search failed: {e}"),
-    })?;
-    if results.is_empty()
-        && let Some(any) = fallback
-    {
-        let results =
-            run_search(conn, &any, filters, limit).map_err(|e| format!("search failed: {e}"))?;
-        return Ok(SearchResult {
+    };
+    // Plain words: every word (only the last as a prefix), then every word as
+    // a prefix, then any word, stopping at the first that finds something.
+    let attempts: Vec<(String, &'static str)> = match syntax {
+        Syntax::Fts5 => vec![(query.to_string(), "all")],
+        Syntax::Words => {
+            let first = fts_expression(query, "AND", Prefix::Last).ok_or_else(|| {
+                format!("the query {query:?} has no letters or digits to search for")
+            })?;
+            let mut attempts = vec![(first, "all")];
+            for (op, prefix, matched) in [("AND", Prefix::All, "all"), ("OR", Prefix::All, "any")] {
+                if let Some(fts) = fts_expression(query, op, prefix)
+                    && attempts.iter().all(|(f, _)| *f != fts)
+                {
+                    attempts.push((fts, matched));
+                }
+            }
+            attempts
+        }
+    };
+    let mut last = None;
+    for (fts, matched) in attempts {
+        let results = run_search(conn, &fts, filters, limit).map_err(fts_error)?;
+        let found = !results.is_empty();
+        last = Some(SearchResult {
             query: query.to_string(),
-            fts: any,
-            matched: "any",
+            fts,
+            matched,
             results,
         });
+        if found {
+            break;
+        }
     }
-    Ok(SearchResult {
-        query: query.to_string(),
-        fts: first,
-        matched: "all",
-        results,
-    })
+    last.ok_or_else(|| format!("the query {query:?} has nothing to search for"))
 }
 
 fn run_search(
@@ -535,28 +559,23 @@ pub fn deps(
 
 #[cfg(test)]
 mod tests {
-    use super::fts_expression;
+    use super::{Prefix, fts_expression};
 
     #[test]
     fn punctuation_becomes_phrases() {
         let both = |p: &str| format!("(\"{p}\" OR \"{p}\"*)");
-        assert_eq!(fts_expression("ws_send", "AND").unwrap(), both("ws send"));
+        let all = |q: &str| fts_expression(q, "AND", Prefix::All).unwrap();
+        assert_eq!(all("ws_send"), both("ws send"));
+        assert_eq!(all("web-socket"), both("web socket"));
+        assert_eq!(all("\"unbalanced"), both("unbalanced"));
         assert_eq!(
-            fts_expression("web-socket", "AND").unwrap(),
-            both("web socket")
-        );
-        assert_eq!(
-            fts_expression("\"unbalanced", "AND").unwrap(),
-            both("unbalanced")
-        );
-        assert_eq!(
-            fts_expression("room  emit", "OR").unwrap(),
+            fts_expression("room  emit", "OR", Prefix::All).unwrap(),
             format!("{} OR {}", both("room"), both("emit"))
         );
         assert_eq!(
-            fts_expression("NEAR( AND", "AND").unwrap(),
-            format!("{} AND {}", both("near"), both("and"))
+            fts_expression("NEAR( AND", "AND", Prefix::Last).unwrap(),
+            format!("\"near\" AND {}", both("and"))
         );
-        assert_eq!(fts_expression("-- \"\" *", "AND"), None);
+        assert_eq!(fts_expression("-- \"\" *", "AND", Prefix::All), None);
     }
 }
