@@ -46,7 +46,8 @@ async fn main() -> std::process::ExitCode {
         keepalive: Duration::from_secs(args.keepalive_secs.max(1)),
         ..rt_server::Options::default()
     });
-    println!("rt-server listening on http://{addr}");
+    // Whoever started us may have stopped reading stdout: never panic on it.
+    say(format_args!("rt-server listening on http://{addr}"));
     let stats = http_serve(
         listener,
         app,
@@ -57,11 +58,18 @@ async fn main() -> std::process::ExitCode {
         },
     )
     .await;
-    println!(
+    say(format_args!(
         "rt-server stopped: {} connections served, {} aborted at the drain timeout",
         stats.connections, stats.aborted
-    );
+    ));
     std::process::ExitCode::SUCCESS
+}
+
+/// One line on stdout, flushed; a closed stdout is ignored.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// Completes on SIGINT or SIGTERM.

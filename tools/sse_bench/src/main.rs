@@ -35,6 +35,7 @@ struct Args {
     publishers: usize,
     idle: usize,
     rate: Option<u64>,
+    only: Option<String>,
     server: Option<PathBuf>,
 }
 
@@ -45,6 +46,7 @@ fn parse_args() -> Result<Args, String> {
         publishers: 4,
         idle: 5000,
         rate: None,
+        only: None,
         server: None,
     };
     let mut it = std::env::args().skip(1);
@@ -57,8 +59,12 @@ fn parse_args() -> Result<Args, String> {
             "--idle" => a.idle = value()?.parse().map_err(|e| format!("{e}"))?,
             "--server" => a.server = Some(PathBuf::from(value()?)),
             "--rate" => a.rate = Some(value()?.parse().map_err(|e| format!("{e}"))?),
+            "--only" => match value()?.as_str() {
+                o @ ("fanout" | "memory") => a.only = Some(o.to_string()),
+                o => return Err(format!("--only takes fanout or memory, not {o}")),
+            },
             "-h" | "--help" => {
-                return Err("usage: sse-bench [--subscribers N] [--events N] [--publishers N] [--idle N] [--rate EVENTS_PER_SEC] [--server PATH]".into());
+                return Err("usage: sse-bench [--subscribers N] [--events N] [--publishers N] [--idle N] [--rate EVENTS_PER_SEC] [--only fanout|memory] [--server PATH]".into());
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -73,7 +79,18 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM (the server drains and exits, as profilers need), SIGKILL after 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -424,11 +441,15 @@ fn main() -> std::process::ExitCode {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!("sse-bench: rt-server on core 0, load on this process ({cores} cores visible)");
     let result = rt.block_on(async {
-        let server = start_server(&server_path)?;
-        fan_out(&server, &args).await?;
-        drop(server);
-        let server = start_server(&server_path)?;
-        memory(&server, args.idle).await
+        if args.only.as_deref() != Some("memory") {
+            let server = start_server(&server_path)?;
+            fan_out(&server, &args).await?;
+        }
+        if args.only.as_deref() != Some("fanout") {
+            let server = start_server(&server_path)?;
+            memory(&server, args.idle).await?;
+        }
+        Ok::<(), String>(())
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
