@@ -262,10 +262,11 @@ fn run(cmd: Command) -> Result<(), Failure> {
             let stdout = std::io::stdout();
             let mut w = stdout.lock();
             for h in &res.results {
-                let tested = if h.tested { "tested" } else { "untested" };
-                let _ = writeln!(w, "{}  [{} {} {}]", h.id, h.kind, h.purity, tested);
-                let _ = writeln!(w, "    {}", h.signature);
-                let _ = writeln!(w, "    {}", h.description);
+                let e = &h.entry;
+                let tested = if e.tested { "tested" } else { "untested" };
+                let _ = writeln!(w, "{}  [{} {} {}]", e.id, e.kind, e.purity, tested);
+                let _ = writeln!(w, "    {}", e.signature);
+                let _ = writeln!(w, "    {}", e.description);
             }
             Ok(())
         }
@@ -410,15 +411,16 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 fn print_shown(s: &query::Shown) {
-    let tested = if s.tested { "tested" } else { "untested" };
+    let e = &s.entry;
+    let tested = if e.tested { "tested" } else { "untested" };
     println!(
         "{}  ({} {} {}, v{}, {}, {})",
-        s.id, s.lang, s.kind, s.domain, s.version, s.purity, tested
+        e.id, e.lang, e.kind, e.domain, e.version, e.purity, tested
     );
     println!();
-    println!("    {}", s.signature);
+    println!("    {}", e.signature);
     println!();
-    println!("{}", s.description);
+    println!("{}", e.description);
     if !s.params.is_empty() {
         println!("\nparams:");
         for p in &s.params {

@@ -52,9 +52,9 @@ pub struct Filters {
     pub tested: bool,
 }
 
-/// One search hit.
+/// The fields every answer about an entry starts with.
 #[derive(Debug, Clone, Serialize)]
-pub struct Hit {
+pub struct Summary {
     /// Entry ID.
     pub id: String,
     /// Entry name.
@@ -75,6 +75,35 @@ pub struct Hit {
     pub signature: String,
     /// Description.
     pub description: String,
+}
+
+/// The `entries` columns of a [`Summary`], in its order, for `e`.
+const SUMMARY_COLUMNS: &str = "e.id, e.name, e.kind, e.lang, e.domain, e.version, e.purity, e.tested, e.signature, e.description";
+
+impl Summary {
+    /// Reads the [`SUMMARY_COLUMNS`] of a row.
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
+        Ok(Summary {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            kind: r.get(2)?,
+            lang: r.get(3)?,
+            domain: r.get(4)?,
+            version: r.get(5)?,
+            purity: r.get(6)?,
+            tested: r.get(7)?,
+            signature: r.get(8)?,
+            description: r.get(9)?,
+        })
+    }
+}
+
+/// One search hit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: Summary,
     /// Relevance, higher is better (negated bm25).
     pub score: f64,
 }
@@ -234,8 +263,7 @@ fn run_search(
              WHERE entries_fts MATCH ?{restrict}
              ORDER BY rank LIMIT ?
          )
-         SELECT e.id, e.name, e.kind, e.lang, e.domain, e.version, e.purity, e.tested,
-                e.signature, e.description, hits.rank
+         SELECT {SUMMARY_COLUMNS}, hits.rank
          FROM hits JOIN entries e ON e.rowid = hits.rowid
          ORDER BY hits.rank, e.id"
     );
@@ -243,16 +271,7 @@ fn run_search(
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
         Ok(Hit {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            kind: r.get(2)?,
-            lang: r.get(3)?,
-            domain: r.get(4)?,
-            version: r.get(5)?,
-            purity: r.get(6)?,
-            tested: r.get(7)?,
-            signature: r.get(8)?,
-            description: r.get(9)?,
+            entry: Summary::from_row(r)?,
             score: -r.get::<_, f64>(10)?,
         })
     })?;
@@ -345,24 +364,9 @@ pub struct CargoLines {
 /// Everything `fn show` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct Shown {
-    /// Entry ID.
-    pub id: String,
-    /// Name.
-    pub name: String,
-    /// Kind.
-    pub kind: String,
-    /// Language.
-    pub lang: String,
-    /// Domain.
-    pub domain: String,
-    /// Version.
-    pub version: String,
-    /// Purity.
-    pub purity: String,
-    /// Signature.
-    pub signature: String,
-    /// Description.
-    pub description: String,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: Summary,
     /// Tags.
     pub tags: Vec<String>,
     /// Parameters.
@@ -377,8 +381,6 @@ pub struct Shown {
     pub error_type: Option<String>,
     /// External packages.
     pub imports: Vec<String>,
-    /// Tested.
-    pub tested: bool,
     /// Test cases.
     pub tests: Vec<String>,
     /// Implementation file.
@@ -410,27 +412,20 @@ pub fn show(conn: &Connection, name_or_id: &str) -> Result<Shown, String> {
     let e = |e: rusqlite::Error| e.to_string();
     let mut shown = conn
         .query_row(
-            "SELECT id, name, kind, lang, domain, version, purity, signature, description,
-                    output, returns_optional, error_type, tested, file_path, test_file_path,
-                    entry_path, crate, example, notes, extra
-             FROM entries WHERE id = ?1",
+            &format!(
+                "SELECT {SUMMARY_COLUMNS}, e.output, e.returns_optional, e.error_type,
+                        e.file_path, e.test_file_path, e.entry_path, e.crate, e.example,
+                        e.notes, e.extra
+                 FROM entries e WHERE e.id = ?1"
+            ),
             [&id],
             |r| {
                 let extra: String = r.get(19)?;
                 Ok(Shown {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    kind: r.get(2)?,
-                    lang: r.get(3)?,
-                    domain: r.get(4)?,
-                    version: r.get(5)?,
-                    purity: r.get(6)?,
-                    signature: r.get(7)?,
-                    description: r.get(8)?,
-                    output: r.get(9)?,
-                    returns_optional: r.get(10)?,
-                    error_type: r.get(11)?,
-                    tested: r.get(12)?,
+                    entry: Summary::from_row(r)?,
+                    output: r.get(10)?,
+                    returns_optional: r.get(11)?,
+                    error_type: r.get(12)?,
                     file_path: r.get(13)?,
                     test_file_path: r.get(14)?,
                     entry_path: r.get(15)?,
@@ -493,7 +488,7 @@ pub fn show(conn: &Connection, name_or_id: &str) -> Result<Shown, String> {
             .collect::<rusqlite::Result<_>>()
             .map_err(e)?;
     }
-    if shown.lang == "rust"
+    if shown.entry.lang == "rust"
         && let Some(k) = &shown.krate
     {
         shown.cargo = Some(CargoLines {
