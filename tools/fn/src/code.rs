@@ -93,37 +93,34 @@ pub fn check(reg: &Registry) -> Vec<Problem> {
         manifests.insert(name, m);
     }
 
-    let registry_crates: BTreeSet<&str> = manifests.keys().map(String::as_str).collect();
+    let cx = Context {
+        root,
+        registry_crates: manifests.keys().map(String::as_str).collect(),
+        manifests: &manifests,
+        by_id: &by_id,
+        ws: workspace.as_ref(),
+    };
     for e in reg.entries.iter().filter(|e| e.lang == "rust") {
-        check_entry(
-            e,
-            root,
-            &manifests,
-            &registry_crates,
-            &by_id,
-            workspace.as_ref(),
-            &mut sources,
-            &mut out,
-        );
+        check_entry(e, &cx, &mut sources, &mut out);
     }
     out
+}
+
+/// What the per-entry checks read: the root, the crates' manifests, the entries.
+struct Context<'a> {
+    root: &'a Path,
+    manifests: &'a HashMap<String, Manifest>,
+    registry_crates: BTreeSet<&'a str>,
+    by_id: &'a HashMap<String, &'a Entry>,
+    ws: Option<&'a Workspace>,
 }
 
 fn in_crates(e: &Entry) -> bool {
     e.path.starts_with("crates")
 }
 
-#[allow(clippy::too_many_arguments)]
-fn check_entry(
-    e: &Entry,
-    root: &Path,
-    manifests: &HashMap<String, Manifest>,
-    registry_crates: &BTreeSet<&str>,
-    by_id: &HashMap<String, &Entry>,
-    ws: Option<&Workspace>,
-    sources: &mut Sources,
-    out: &mut Vec<Problem>,
-) {
+fn check_entry(e: &Entry, cx: &Context<'_>, sources: &mut Sources, out: &mut Vec<Problem>) {
+    let root = cx.root;
     // Files exist.
     let file_ok = file_exists(e, "file_path", &e.file_path, root, out);
     if let Some(t) = &e.test_file_path {
@@ -140,9 +137,9 @@ fn check_entry(
         ));
     }
 
-    let manifest = e.crate_name().and_then(|c| manifests.get(c));
+    let manifest = e.crate_name().and_then(|c| cx.manifests.get(c));
     if is_fn && let Some(m) = manifest {
-        check_manifest(e, m, registry_crates, by_id, ws, out);
+        check_manifest(e, m, cx, out);
     }
     if !is_fn && let Some(m) = manifest {
         for imp in &e.imports {
@@ -197,14 +194,8 @@ fn norm(s: &str) -> String {
     s.replace('-', "_")
 }
 
-fn check_manifest(
-    e: &Entry,
-    m: &Manifest,
-    registry_crates: &BTreeSet<&str>,
-    by_id: &HashMap<String, &Entry>,
-    ws: Option<&Workspace>,
-    out: &mut Vec<Problem>,
-) {
+fn check_manifest(e: &Entry, m: &Manifest, cx: &Context<'_>, out: &mut Vec<Problem>) {
+    let (registry_crates, by_id, ws) = (&cx.registry_crates, cx.by_id, cx.ws);
     let cargo = &m.path;
     match &m.description {
         None => out.push(Problem::file(

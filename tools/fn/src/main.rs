@@ -239,11 +239,11 @@ fn run(cmd: Command) -> Result<(), Failure> {
         } => {
             let conn = query::open(&db_path(out.db, &find_root(None)))?;
             let filters = Filters {
-                kind: kind.map(|k| format!("{k:?}").to_lowercase()),
+                kind: kind.map(value_name),
                 lang,
                 domain,
                 tags,
-                purity: purity.map(|p| format!("{p:?}").to_lowercase()),
+                purity: purity.map(value_name),
                 tested,
             };
             let syntax = if fts { Syntax::Fts5 } else { Syntax::Words };
@@ -404,6 +404,13 @@ fn run(cmd: Command) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// The spelling of a value on the command line (and in the registry).
+fn value_name(v: impl ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
