@@ -2,6 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /` | a page that shows the stream live (browser `EventSource`) |
 //! | `GET /events` | SSE stream of the broker (`?topic=` repeatable, default `hub`; `Last-Event-ID` resume) |
 //! | `POST /publish` | publishes the body (UTF-8, at most 1 MiB) as one event on `?topic=` (default `hub`), with `?event=` as its type; answers `202 {"id": N}` |
 //! | `GET /stats` | broker counters as JSON |
@@ -30,6 +31,9 @@ use sse_broker::{BrokerConfig, SseBroker};
 use sse_event::SseEvent;
 use sse_handler::{SseConfig, sse_handler};
 
+/// The page of `GET /`.
+const INDEX_HTML: &str = include_str!("index.html");
+
 /// Most bytes `POST /publish` accepts.
 pub const MAX_PUBLISH: usize = 1 << 20;
 
@@ -44,6 +48,9 @@ pub struct Options {
     pub replay: usize,
     /// Messages queued per SSE client. Default: 256.
     pub queue: usize,
+    /// Reconnection delay sent to browsers (`retry:`). Default: none (the
+    /// browser's own, about 3 s).
+    pub retry: Option<Duration>,
 }
 
 impl Default for Options {
@@ -53,6 +60,7 @@ impl Default for Options {
             keepalive: Duration::from_secs(15),
             replay: 1024,
             queue: 256,
+            retry: None,
         }
     }
 }
@@ -67,6 +75,7 @@ pub fn app(options: Options) -> (Handler, SseBroker) {
         SseConfig {
             keepalive: options.keepalive,
             queue: options.queue,
+            retry: options.retry,
             ..SseConfig::default()
         },
     );
@@ -89,7 +98,16 @@ pub fn app(options: Options) -> (Handler, SseBroker) {
         })
     };
     let health = Handler::new(|_req: Request| async { text(StatusCode::OK, "ok\n") });
+    let page = Handler::new(|_req: Request| async {
+        let mut res = text(StatusCode::OK, INDEX_HTML);
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        res
+    });
     let router = http_router(vec![
+        Route::get("/", page),
         Route::get("/events", events),
         Route::post("/publish", publish),
         Route::get("/stats", stats),

@@ -19,6 +19,9 @@ struct Args {
     /// SSE keep-alive interval, in seconds.
     #[arg(long, default_value_t = 15)]
     keepalive_secs: u64,
+    /// Reconnection delay to send browsers, in milliseconds (default: the browser's).
+    #[arg(long)]
+    retry_ms: Option<u64>,
     /// Seconds open connections get to finish at shutdown.
     #[arg(long, default_value_t = 5)]
     drain_secs: u64,
@@ -44,6 +47,7 @@ async fn main() -> std::process::ExitCode {
     let (app, _broker) = rt_server::app(rt_server::Options {
         log: !args.quiet,
         keepalive: Duration::from_secs(args.keepalive_secs.max(1)),
+        retry: args.retry_ms.map(Duration::from_millis),
         ..rt_server::Options::default()
     });
     // Whoever started us may have stopped reading stdout: never panic on it.
