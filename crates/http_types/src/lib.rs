@@ -15,6 +15,8 @@
 //! - [`Shutdown`] is the signal a server gives long-lived responses (SSE
 //!   streams, WebSockets) so they end when it drains. `http_serve` puts it in
 //!   every request's extensions; handlers read it with [`Shutdown::from_request`].
+//! - [`LongLived`] marks a response body that `http_serve` writes straight to
+//!   the socket (SSE streams).
 //!
 //! # Example
 //!
@@ -36,6 +38,7 @@
 //! # let _ = app;
 //! ```
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -95,6 +98,17 @@ pub fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response {
     );
     res
 }
+
+/// A response extension marking its body as a long-lived stream (SSE).
+///
+/// On HTTP/1.x, `http_serve` lets hyper write the response head, then takes
+/// the socket back and writes the body to it directly, without hyper's
+/// per-connection buffers (about 16 KiB of an idle stream's memory); the body
+/// is close-delimited (`HTTP/1.0` status line, `Connection: close`) and the
+/// connection closes when it ends. Over HTTP/2, for `HEAD`, and on servers
+/// that do not know it, the marker changes nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LongLived;
 
 /// An async function from [`Request`] to [`Response`]; cloning is cheap (an `Arc`).
 ///
@@ -211,7 +225,9 @@ pub struct Shutdown(Arc<ShutdownInner>);
 struct ShutdownInner {
     fired: AtomicBool,
     next_id: AtomicU64,
-    waiters: Mutex<Vec<(u64, Waker)>>,
+    /// Registered wakers by wait id: a lookup, so thousands of open streams
+    /// cost nothing per poll.
+    waiters: Mutex<HashMap<u64, Waker>>,
 }
 
 impl Shutdown {
@@ -224,7 +240,7 @@ impl Shutdown {
     pub fn trigger(&self) {
         self.0.fired.store(true, Ordering::SeqCst);
         let waiters = std::mem::take(&mut *lock(&self.0.waiters));
-        for (_, w) in waiters {
+        for w in waiters.into_values() {
             w.wake();
         }
     }
@@ -239,6 +255,7 @@ impl Shutdown {
         ShutdownWait {
             inner: self.0.clone(),
             id: self.0.next_id.fetch_add(1, Ordering::Relaxed),
+            registered: None,
         }
     }
 
@@ -269,6 +286,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct ShutdownWait {
     inner: Arc<ShutdownInner>,
     id: u64,
+    /// The waker last registered, so polling again with the same one takes no lock.
+    registered: Option<Waker>,
 }
 
 impl fmt::Debug for ShutdownInner {
@@ -281,25 +300,33 @@ impl Future for ShutdownWait {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.inner.fired.load(Ordering::SeqCst) {
+        let this = self.get_mut();
+        if this.inner.fired.load(Ordering::SeqCst) {
             return Poll::Ready(());
         }
-        let mut waiters = lock(&self.inner.waiters);
+        if this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        let mut waiters = lock(&this.inner.waiters);
         // Checked again under the lock: `trigger` sets the flag before taking the list.
-        if self.inner.fired.load(Ordering::SeqCst) {
+        if this.inner.fired.load(Ordering::SeqCst) {
             return Poll::Ready(());
         }
-        match waiters.iter_mut().find(|(id, _)| *id == self.id) {
-            Some((_, w)) => w.clone_from(cx.waker()),
-            None => waiters.push((self.id, cx.waker().clone())),
-        }
+        waiters.insert(this.id, cx.waker().clone());
+        this.registered = Some(cx.waker().clone());
         Poll::Pending
     }
 }
 
 impl Drop for ShutdownWait {
     fn drop(&mut self) {
-        lock(&self.inner.waiters).retain(|(id, _)| *id != self.id);
+        if self.registered.is_some() {
+            lock(&self.inner.waiters).remove(&self.id);
+        }
     }
 }
 

@@ -18,7 +18,7 @@
 //!   messages; when full, the broker ends the stream and the client resumes.
 //!   Publishing never waits for a client.
 //! - **Ending.** The stream ends when the client goes away (the subscription
-//!   and the keep-alive task go with it), when it falls behind, or when the
+//!   and the keep-alive timer go with it), when it falls behind, or when the
 //!   server shuts down (`http_serve`'s `Shutdown` signal).
 //!
 //! The handler is a plain [`Handler`], so it is also a tower service: mount it
@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
-use http_types::{Handler, Request, Response, Shutdown, boxed, text};
+use http_types::{Handler, LongLived, Request, Response, Shutdown, boxed, text};
 use sse_broker::SseBroker;
 use sse_event::SseEvent;
 use sse_keepalive::sse_keepalive;
@@ -155,10 +155,11 @@ fn stream(broker: &SseBroker, config: &SseConfig, req: &Request) -> Response {
     // A fresh queue has room: this cannot fail.
     let _ = sse_send(&tx, &hello);
     let subscription = broker.subscribe(&topics, last_event_id.as_deref(), &tx);
-    tokio::spawn(sse_keepalive(tx, config.keepalive));
+    drop(tx); // the broker holds the sender now
     let body = body
         .with_shutdown(&Shutdown::from_request(req))
         .with_guard(subscription);
+    let body = sse_keepalive(body, config.keepalive);
 
     let mut res = Response::new(boxed(body));
     let h = res.headers_mut();
@@ -168,6 +169,8 @@ fn stream(broker: &SseBroker, config: &SseConfig, req: &Request) -> Response {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    // `http_serve` writes the stream straight to the socket (no hyper buffers).
+    res.extensions_mut().insert(LongLived);
     res
 }
 

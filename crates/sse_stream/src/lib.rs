@@ -31,72 +31,166 @@
 //! ```
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
 use http_types::{Shutdown, ShutdownWait};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 /// Most bytes one frame coalesces from the queue.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
 /// Opens a stream whose queue holds at most `capacity` messages (at least 1).
+///
+/// The queue is a plain ring buffer that grows as messages wait and starts
+/// empty, so an idle stream costs about 150 bytes here.
 pub fn sse_stream(capacity: usize) -> (SseSender, SseBody) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    let end = Shutdown::new();
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            capacity: capacity.max(1),
+            closed: false,
+            senders: 1,
+            waker: None,
+        }),
+        closed: Notify::new(),
+    });
     let body = SseBody {
-        rx,
-        end: Box::pin(end.wait()),
+        shared: shared.clone(),
         shutdown: None,
         _guard: None,
     };
-    (SseSender { tx, end }, body)
+    (SseSender { shared }, body)
+}
+
+/// What the sender side and the body share.
+struct Shared {
+    state: Mutex<State>,
+    /// Notified once, when the stream closes.
+    closed: Notify,
+}
+
+struct State {
+    queue: VecDeque<Bytes>,
+    capacity: usize,
+    /// Ended by a sender, or the body is gone: nothing is queued any more.
+    closed: bool,
+    /// Live senders; at zero the body ends once the queue is drained.
+    senders: usize,
+    /// The body's waker while it waits for bytes.
+    waker: Option<Waker>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes the stream, drops what is queued, wakes the body and `closed()` waiters.
+    fn close(&self) {
+        let (waker, dropped) = {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            (st.waker.take(), std::mem::take(&mut st.queue))
+        };
+        drop(dropped);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        self.closed.notify_waiters();
+    }
 }
 
 /// The producer side of one stream; clones share the queue.
-#[derive(Clone)]
 pub struct SseSender {
-    tx: mpsc::Sender<Bytes>,
-    end: Shutdown,
+    shared: Arc<Shared>,
 }
 
 impl SseSender {
     /// Queues encoded event bytes without waiting.
     pub fn try_send(&self, bytes: Bytes) -> Result<(), SseStreamError> {
-        if self.end.is_triggered() {
-            return Err(SseStreamError::Closed);
+        let waker = {
+            let mut st = self.shared.lock();
+            if st.closed {
+                return Err(SseStreamError::Closed);
+            }
+            if st.queue.len() >= st.capacity {
+                return Err(SseStreamError::Full);
+            }
+            st.queue.push_back(bytes);
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
-        self.tx.try_send(bytes).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SseStreamError::Full,
-            mpsc::error::TrySendError::Closed(_) => SseStreamError::Closed,
-        })
+        Ok(())
     }
 
     /// Ends the stream: the body finishes at once, dropping what is queued.
     pub fn end(&self) {
-        self.end.trigger();
+        self.shared.close();
     }
 
     /// Whether the client is gone or the stream was ended.
     pub fn is_closed(&self) -> bool {
-        self.end.is_triggered() || self.tx.is_closed()
+        self.shared.lock().closed
     }
 
     /// Completes when the client is gone or the stream is ended.
     pub async fn closed(&self) {
-        tokio::select! {
-            () = self.tx.closed() => {}
-            () = self.end.wait() => {}
+        let notified = self.shared.closed.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a close in between is not missed.
+        notified.as_mut().enable();
+        if self.is_closed() {
+            return;
         }
+        notified.await;
     }
 
-    /// Free slots in the queue now.
+    /// Free slots in the queue now (0 once closed).
     pub fn capacity(&self) -> usize {
-        self.tx.capacity()
+        let st = self.shared.lock();
+        if st.closed {
+            0
+        } else {
+            st.capacity - st.queue.len()
+        }
+    }
+}
+
+impl Clone for SseSender {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        SseSender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for SseSender {
+    fn drop(&mut self) {
+        let waker = {
+            let mut st = self.shared.lock();
+            st.senders -= 1;
+            if st.senders == 0 {
+                st.waker.take()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
@@ -131,9 +225,8 @@ impl std::error::Error for SseStreamError {}
 
 /// The response body of one stream.
 pub struct SseBody {
-    rx: mpsc::Receiver<Bytes>,
-    end: Pin<Box<ShutdownWait>>,
-    shutdown: Option<Pin<Box<ShutdownWait>>>,
+    shared: Arc<Shared>,
+    shutdown: Option<ShutdownWait>,
     _guard: Option<Box<dyn Any + Send>>,
 }
 
@@ -141,7 +234,7 @@ impl SseBody {
     /// Also ends the stream when `signal` fires (the server is shutting down).
     #[must_use]
     pub fn with_shutdown(mut self, signal: &Shutdown) -> Self {
-        self.shutdown = Some(Box::pin(signal.wait()));
+        self.shutdown = Some(signal.wait());
         self
     }
 
@@ -150,6 +243,12 @@ impl SseBody {
     pub fn with_guard(mut self, guard: impl Any + Send) -> Self {
         self._guard = Some(Box::new(guard));
         self
+    }
+}
+
+impl Drop for SseBody {
+    fn drop(&mut self) {
+        self.shared.close();
     }
 }
 
@@ -168,33 +267,43 @@ impl http_body::Body for SseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
-        if this.end.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
         if let Some(s) = &mut this.shutdown
-            && s.as_mut().poll(cx).is_ready()
+            && Pin::new(s).poll(cx).is_ready()
         {
             return Poll::Ready(None);
         }
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(first)) => {
-                let Ok(next) = this.rx.try_recv() else {
-                    return Poll::Ready(Some(Ok(Frame::data(first))));
-                };
-                let mut buf = BytesMut::with_capacity(first.len() + next.len());
-                buf.extend_from_slice(&first);
-                buf.extend_from_slice(&next);
-                while buf.len() < COALESCE_LIMIT {
-                    match this.rx.try_recv() {
-                        Ok(b) => buf.extend_from_slice(&b),
-                        Err(_) => break,
-                    }
-                }
-                Poll::Ready(Some(Ok(Frame::data(buf.freeze()))))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+        let mut st = this.shared.lock();
+        if st.closed {
+            return Poll::Ready(None);
         }
+        let Some(first) = st.queue.pop_front() else {
+            if st.senders == 0 {
+                return Poll::Ready(None);
+            }
+            if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                st.waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        };
+        if st.queue.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        let mut buf = BytesMut::with_capacity(
+            first.len()
+                + st.queue
+                    .iter()
+                    .map(Bytes::len)
+                    .sum::<usize>()
+                    .min(COALESCE_LIMIT),
+        );
+        buf.extend_from_slice(&first);
+        while buf.len() < COALESCE_LIMIT {
+            match st.queue.pop_front() {
+                Some(b) => buf.extend_from_slice(&b),
+                None => break,
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(buf.freeze()))))
     }
 }
 

@@ -293,13 +293,17 @@ fn check_manifest(e: &Entry, m: &Manifest, cx: &Context<'_>, out: &mut Vec<Probl
     }
 
     // External dependencies are exactly `imports`.
-    let external: BTreeSet<String> = m
+    // Compared normalized (`a-b` = `a_b`), reported as written.
+    let external: BTreeMap<String, &str> = m
         .external()
         .filter(|d| !registry_crates.contains(norm(d).as_str()))
-        .map(norm)
+        .map(|d| (norm(d), d))
         .collect();
-    let imports: BTreeSet<String> = e.imports.iter().map(|i| norm(i)).collect();
-    for missing in external.difference(&imports) {
+    let imports: BTreeMap<String, &str> = e.imports.iter().map(|i| (norm(i), i.as_str())).collect();
+    for (key, missing) in &external {
+        if imports.contains_key(key) {
+            continue;
+        }
         out.push(e.problem(
             "imports",
             format!(
@@ -309,7 +313,10 @@ fn check_manifest(e: &Entry, m: &Manifest, cx: &Context<'_>, out: &mut Vec<Probl
             ),
         ));
     }
-    for extra in imports.difference(&external) {
+    for (key, extra) in &imports {
+        if external.contains_key(key) {
+            continue;
+        }
         out.push(Problem::new(
             &e.path,
             e.line_of_item("imports", extra),
@@ -325,7 +332,11 @@ fn check_manifest(e: &Entry, m: &Manifest, cx: &Context<'_>, out: &mut Vec<Probl
 /// written by hand with types printed from tokens.
 fn tight(s: &str) -> String {
     let t: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    t.replace(",}", "}").replace(",)", ")").replace(",>", ">")
+    t.replace(",}", "}")
+        .replace(",)", ")")
+        .replace(",>", ">")
+        .trim_end_matches(',')
+        .to_string()
 }
 
 /// Token text as a person would write it: `a: &T<U>` rather than `a : & T < U >`.
@@ -354,6 +365,7 @@ fn readable(tokens: &str) -> String {
     s.replace("fn(", "fn (")
         .replace("fn (", "fn(")
         .trim()
+        .trim_end_matches(',')
         .to_string()
 }
 

@@ -360,11 +360,18 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Entry, Vec<Problem>> {
                 .iter()
                 .filter(|&&b| b == b'\n')
                 .count();
+            // Name the field the byte is in, when it is in the frontmatter.
+            let lossy = String::from_utf8_lossy(bytes);
+            let field = split_frontmatter(path, &lossy)
+                .ok()
+                .filter(|(front, _, _)| line >= 2 && line - 1 <= front.lines().count())
+                .and_then(|(front, _, _)| field_at(front, line - 1))
+                .map_or(String::new(), |f| format!(", in field `{f}`"));
             return Err(vec![Problem::new(
                 path,
                 line,
                 format!(
-                    "file is not valid UTF-8 (invalid byte at offset {}); entries must be UTF-8 text",
+                    "file is not valid UTF-8 (invalid byte at offset {}{field}); entries must be UTF-8 text",
                     e.valid_up_to()
                 ),
             )]);
@@ -374,15 +381,29 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Entry, Vec<Problem>> {
     let (front, body, body_line) = split_frontmatter(path, text).map_err(|p| vec![p])?;
 
     let yaml: Yaml = serde_norway::from_str(front).map_err(|e| {
-        let line = e.location().map_or(2, |l| l.line() + 1);
-        vec![Problem::new(
-            path,
-            line,
-            format!(
-                "YAML syntax error in frontmatter: {}",
-                shift_lines(&e.to_string(), 1)
-            ),
-        )]
+        let msg = e.to_string();
+        // The field is the one where the construct being parsed began
+        // (`while parsing a flow sequence at line N`), else where it failed.
+        let began = msg
+            .find("while parsing")
+            .and_then(|i| first_line_number(&msg[i..]));
+        let at = began.or_else(|| e.location().map(|l| l.line()));
+        let field = at.and_then(|l| Some((l, field_at(front, l)?)));
+        match field {
+            Some((l, f)) => vec![Problem::new(
+                path,
+                key_line(front, l, &f) + 1,
+                format!(
+                    "field `{f}`: YAML syntax error in frontmatter: {}",
+                    shift_lines(&msg, 1)
+                ),
+            )],
+            None => vec![Problem::new(
+                path,
+                e.location().map_or(2, |l| l.line() + 1),
+                format!("YAML syntax error in frontmatter: {}", shift_lines(&msg, 1)),
+            )],
+        }
     })?;
     let map = match yaml {
         Yaml::Mapping(m) => m,
@@ -568,6 +589,46 @@ fn split_frontmatter<'a>(path: &Path, text: &'a str) -> Result<(&'a str, &'a str
         path,
         "frontmatter is not closed: add a line `---` after the YAML fields",
     ))
+}
+
+/// The top-level key at or above 1-based `line` of the frontmatter.
+fn field_at(front: &str, line: usize) -> Option<String> {
+    front
+        .lines()
+        .take(line)
+        .collect::<Vec<_>>()
+        .iter()
+        .rev()
+        .find_map(|l| top_key(l))
+}
+
+/// The 1-based frontmatter line of top-level key `key`, at or above `line`.
+fn key_line(front: &str, line: usize, key: &str) -> usize {
+    let lines: Vec<&str> = front.lines().take(line).collect();
+    lines
+        .iter()
+        .rposition(|l| top_key(l).as_deref() == Some(key))
+        .map_or(line, |i| i + 1)
+}
+
+/// `key` of a top-level `key: value` line.
+fn top_key(line: &str) -> Option<String> {
+    let first = line.chars().next()?;
+    if first.is_whitespace() || matches!(first, '-' | '#' | '[' | '{') {
+        return None;
+    }
+    let (key, _) = line.split_once(':')?;
+    let key = key
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'' || c == char::REPLACEMENT_CHARACTER);
+    (!key.is_empty()).then(|| key.to_string())
+}
+
+/// The first `line N` number in a YAML error message.
+fn first_line_number(msg: &str) -> Option<usize> {
+    let rest = &msg[msg.find("line ")? + 5..];
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    rest[..digits].parse().ok()
 }
 
 /// Rewrites "line N" in a YAML error message to file lines (the frontmatter starts on line 2).
@@ -1099,7 +1160,7 @@ Never blocks.
                 .unwrap_err();
         assert_eq!(errs.len(), 1);
         assert!(
-            errs[0].starts_with("crates/ws_send/ws_send.md:11: YAML syntax error"),
+            errs[0].starts_with("crates/ws_send/ws_send.md:10: field `tags`: YAML syntax error"),
             "{errs:?}"
         );
     }
@@ -1119,6 +1180,7 @@ Never blocks.
         let errs = parse(Path::new("x.md"), &bytes).unwrap_err();
         assert_eq!(errs[0].line, 2);
         assert!(errs[0].message.contains("not valid UTF-8"));
+        assert!(errs[0].message.contains("in field `name`"), "{errs:?}");
     }
 
     #[test]

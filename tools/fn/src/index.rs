@@ -40,7 +40,9 @@ pub enum IndexError {
 
 /// Parses every entry under `root` and writes `db`, atomically: a temporary
 /// file beside `db` is filled while the entries are being parsed, then synced
-/// and renamed over `db`, only if no entry has a problem. On any problem or
+/// and renamed over `db`, only if no entry has a problem. When `root` is a
+/// Cargo workspace (it has a `Cargo.toml`), a problem includes metadata that
+/// disagrees with the code ([`crate::code::check`]). On any problem or
 /// failure, `db` is left as it was.
 pub fn index(root: &Path, db: &Path) -> Result<(Registry, Counts), IndexError> {
     let files = registry::entry_files(root).map_err(|e| IndexError::Failed(e.to_string()))?;
@@ -74,7 +76,15 @@ pub fn index(root: &Path, db: &Path) -> Result<(Registry, Counts), IndexError> {
         (filled, problems)
     });
     let result = filled.map_err(IndexError::Failed).and_then(|filled| {
-        let reg = Registry::from_parsed(root, filled.entries, problems);
+        let mut reg = Registry::from_parsed(root, filled.entries, problems);
+        // In a Cargo workspace the entries must also be true to the code (the
+        // checks of `fn check`); a root of entries only has no code to hold them to.
+        if root.join("Cargo.toml").is_file() {
+            let code = crate::code::check(&reg);
+            reg.problems.extend(code);
+            reg.problems.sort();
+            reg.problems.dedup();
+        }
         if !reg.problems.is_empty() {
             return Err(IndexError::Problems(reg));
         }

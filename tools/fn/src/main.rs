@@ -10,6 +10,35 @@ use fn_tool::problem::display_path;
 use fn_tool::query::{self, Direction, Filters, Syntax};
 use fn_tool::{Problem, Registry, code, index, readme, scaffold};
 
+/// `println!` that ends the process quietly when stdout is closed
+/// (`fn show x | head`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            stdout_failed(&e);
+        }
+    };
+}
+
+/// `print!` with the same handling as [`say!`].
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            stdout_failed(&e);
+        }
+    };
+}
+
+/// A closed pipe means the reader has what it wanted: exit 0. Any other
+/// write error is reported, exit 2.
+fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("fn: cannot write to stdout: {e}");
+    std::process::exit(2);
+}
+
 /// The function registry: every reusable function is a crate with a `<name>.md` entry.
 #[derive(Debug, Parser)]
 #[command(name = "fn", version, about, propagate_version = true)]
@@ -21,6 +50,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Parse every entry under crates/ and types/ and write registry.db (atomically).
+    ///
+    /// Refuses on any problem, leaving the old registry.db; in a Cargo workspace
+    /// (a root with Cargo.toml) that is every problem `fn check` reports but the crate map.
     Index {
         #[command(flatten)]
         root: RootArg,
@@ -176,7 +208,7 @@ fn db_path(db: Option<PathBuf>, root: &Path) -> PathBuf {
 
 fn print_json(v: &impl serde::Serialize) -> Result<(), Failure> {
     let s = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
-    println!("{s}");
+    say!("{s}");
     Ok(())
 }
 
@@ -188,7 +220,13 @@ fn print_problems(problems: &[Problem]) {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for p in problems {
-        let _ = writeln!(out, "{p}");
+        if let Err(e) = writeln!(out, "{p}") {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                // Problems were found even if nobody reads them all.
+                std::process::exit(1);
+            }
+            stdout_failed(&e);
+        }
     }
 }
 
@@ -213,7 +251,7 @@ fn run(cmd: Command) -> Result<(), Failure> {
                 }
                 Err(index::IndexError::Failed(e)) => return Err(Failure(e, 2)),
             };
-            println!(
+            say!(
                 "indexed {} ({}, {}, {}) from {} into {} in {} ms",
                 plural(reg.entries.len(), "entry", "entries"),
                 plural(counts.functions, "function", "functions"),
@@ -264,9 +302,15 @@ fn run(cmd: Command) -> Result<(), Failure> {
             for h in &res.results {
                 let e = &h.entry;
                 let tested = if e.tested { "tested" } else { "untested" };
-                let _ = writeln!(w, "{}  [{} {} {}]", e.id, e.kind, e.purity, tested);
-                let _ = writeln!(w, "    {}", e.signature);
-                let _ = writeln!(w, "    {}", e.description);
+                if let Err(e) = writeln!(w, "{}  [{} {} {}]", e.id, e.kind, e.purity, tested) {
+                    stdout_failed(&e);
+                }
+                if let Err(e) = writeln!(w, "    {}", e.signature) {
+                    stdout_failed(&e);
+                }
+                if let Err(e) = writeln!(w, "    {}", e.description) {
+                    stdout_failed(&e);
+                }
             }
             Ok(())
         }
@@ -308,12 +352,12 @@ fn run(cmd: Command) -> Result<(), Failure> {
                 "directly"
             };
             if edges.is_empty() {
-                println!("{id} {what} nothing ({how})");
+                say!("{id} {what} nothing ({how})");
             } else {
-                println!("{id} {what} ({how}):");
+                say!("{id} {what} ({how}):");
                 for e in &edges {
                     let indent = "  ".repeat(e.depth as usize);
-                    println!("{indent}{}  [{} via {}]", e.id, e.kind, e.rel);
+                    say!("{indent}{}  [{} via {}]", e.id, e.kind, e.rel);
                 }
             }
             Ok(())
@@ -346,7 +390,7 @@ fn run(cmd: Command) -> Result<(), Failure> {
             }
             if problems.is_empty() {
                 if !json {
-                    println!("checked {} entries: no problems", reg.entries.len());
+                    say!("checked {} entries: no problems", reg.entries.len());
                 }
                 Ok(())
             } else {
@@ -365,7 +409,7 @@ fn run(cmd: Command) -> Result<(), Failure> {
             let reg = load(&root)?;
             if write {
                 if readme::write(&reg, &root)? {
-                    println!(
+                    say!(
                         "updated the crate map in {}",
                         root.join("README.md").display()
                     );
@@ -381,7 +425,7 @@ fn run(cmd: Command) -> Result<(), Failure> {
                     ));
                 }
             } else {
-                print!("{}", readme::render(&reg));
+                say_raw!("{}", readme::render(&reg));
             }
             Ok(())
         }
@@ -389,16 +433,16 @@ fn run(cmd: Command) -> Result<(), Failure> {
             let root = find_root(root.root);
             let created = scaffold::new_crate(&root, &name, &domain)?;
             for f in &created.files {
-                println!("created {}", display_path(f));
+                say!("created {}", display_path(f));
             }
             if created.workspace_updated {
-                println!("added `{name}` to [workspace.dependencies] in Cargo.toml");
+                say!("added `{name}` to [workspace.dependencies] in Cargo.toml");
             }
             let reg = load(&root)?;
             if readme::write(&reg, &root)? {
-                println!("updated the crate map in README.md");
+                say!("updated the crate map in README.md");
             }
-            println!(
+            say!(
                 "next: write the function, then update crates/{name}/{name}.md and run `cargo fn check`"
             );
             Ok(())
@@ -420,73 +464,79 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 fn print_shown(s: &query::Shown) {
     let e = &s.entry;
     let tested = if e.tested { "tested" } else { "untested" };
-    println!(
+    say!(
         "{}  ({} {} {}, v{}, {}, {})",
-        e.id, e.lang, e.kind, e.domain, e.version, e.purity, tested
+        e.id,
+        e.lang,
+        e.kind,
+        e.domain,
+        e.version,
+        e.purity,
+        tested
     );
-    println!();
-    println!("    {}", e.signature);
-    println!();
-    println!("{}", e.description);
+    say!();
+    say!("    {}", e.signature);
+    say!();
+    say!("{}", e.description);
     if !s.params.is_empty() {
-        println!("\nparams:");
+        say!("\nparams:");
         for p in &s.params {
-            println!("  {}: {}", p.name, p.desc);
+            say!("  {}: {}", p.name, p.desc);
         }
     }
     if !s.members.is_empty() {
-        println!("\nmembers:");
+        say!("\nmembers:");
         for m in &s.members {
             let ty = if m.ty.is_empty() {
                 String::new()
             } else {
                 format!(": {}", m.ty)
             };
-            println!("  {} {}{ty}  {}", m.role, m.name, m.desc);
+            say!("  {} {}{ty}  {}", m.role, m.name, m.desc);
         }
     }
     if !s.output.is_empty() {
-        println!("\noutput: {}", s.output);
+        say!("\noutput: {}", s.output);
     }
     if let Some(e) = &s.error_type {
-        println!("error type: {e}");
+        say!("error type: {e}");
     }
     if !s.imports.is_empty() {
-        println!("imports: {}", s.imports.join(", "));
+        say!("imports: {}", s.imports.join(", "));
     }
     let edges = |title: &str, list: &[query::Edge]| {
         if list.is_empty() {
-            println!("\n{title}: nothing");
+            say!("\n{title}: nothing");
         } else {
-            println!("\n{title}:");
+            say!("\n{title}:");
             for e in list {
-                println!("  {}  [{} via {}]", e.id, e.kind, e.rel);
+                say!("  {}  [{} via {}]", e.id, e.kind, e.rel);
             }
         }
     };
     edges("uses", &s.uses);
     edges("used by", &s.used_by);
     if let Some(c) = &s.cargo {
-        println!("\ndepend on it (Cargo.toml [dependencies]):");
-        println!("  {}    # in this workspace", c.workspace);
-        println!(
+        say!("\ndepend on it (Cargo.toml [dependencies]):");
+        say!("  {}    # in this workspace", c.workspace);
+        say!(
             "  {}    # from elsewhere, relative to this checkout",
             c.path
         );
     }
-    println!("\nfile: {}", s.file_path);
-    println!("entry: {}", s.entry_path);
+    say!("\nfile: {}", s.file_path);
+    say!("entry: {}", s.entry_path);
     if !s.tests.is_empty() {
-        println!(
+        say!(
             "tests ({}, in {}):",
             s.tests.len(),
             s.test_file_path.as_deref().unwrap_or("?")
         );
         for t in &s.tests {
-            println!("  - {t}");
+            say!("  - {t}");
         }
     }
     if !s.example.is_empty() {
-        println!("\n## Example\n\n{}", s.example);
+        say!("\n## Example\n\n{}", s.example);
     }
 }

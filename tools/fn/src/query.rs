@@ -188,8 +188,9 @@ pub fn search(
         }
         Syntax::Words => format!("search failed: {e}"),
     };
-    // Plain words: every word (only the last as a prefix), then every word as
-    // a prefix, then any word, stopping at the first that finds something.
+    // Plain words: every term (only the last as a prefix), then every term as
+    // a prefix, then any term, then any single word of a split term (`ws_send`
+    // finds `sse_send`), stopping at the first that finds something.
     let attempts: Vec<(String, &'static str)> = match syntax {
         Syntax::Fts5 => vec![(query.to_string(), "all")],
         Syntax::Words => {
@@ -197,8 +198,16 @@ pub fn search(
                 format!("the query {query:?} has no letters or digits to search for")
             })?;
             let mut attempts = vec![(first, "all")];
-            for (op, prefix, matched) in [("AND", Prefix::All, "all"), ("OR", Prefix::All, "any")] {
-                if let Some(fts) = fts_expression(query, op, prefix)
+            let words: String = query
+                .chars()
+                .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+                .collect();
+            for (q, op, matched) in [
+                (query, "AND", "all"),
+                (query, "OR", "any"),
+                (words.as_str(), "OR", "any"),
+            ] {
+                if let Some(fts) = fts_expression(q, op, Prefix::All)
                     && attempts.iter().all(|(f, _)| *f != fts)
                 {
                     attempts.push((fts, matched));

@@ -112,7 +112,7 @@ impl Registry {
                         &e.path,
                         line,
                         format!(
-                            "field `{field}`: `{id}` is a {lang} entry, but this is a {} entry; references stay within one language",
+                            "field `{field}`: `{id}` names a {lang} entry, but this is a {} entry; references stay within one language",
                             e.lang
                         ),
                     ));

@@ -136,53 +136,80 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Opens an SSE stream and returns the socket positioned after the response head.
-async fn subscribe(addr: SocketAddr) -> std::io::Result<BufReader<TcpStream>> {
+async fn subscribe(addr: SocketAddr) -> std::io::Result<Subscriber> {
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     s.write_all(b"GET /events HTTP/1.1\r\nhost: bench\r\n\r\n")
         .await?;
     let mut r = BufReader::with_capacity(16 * 1024, s);
     let mut line = String::new();
+    let mut chunked = false;
     loop {
         line.clear();
         if r.read_line(&mut line).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
+        if line.to_ascii_lowercase().starts_with("transfer-encoding:") && line.contains("chunked") {
+            chunked = true;
+        }
         if line == "\r\n" {
-            return Ok(r);
+            return Ok(Subscriber { r, chunked });
         }
     }
 }
 
-/// Reads a chunked SSE body; for each `data: <ts>` records the latency in µs.
+/// An open stream after its response head: chunked (hyper) or close-delimited
+/// (what `http_serve` writes for long-lived bodies).
+struct Subscriber {
+    r: BufReader<TcpStream>,
+    chunked: bool,
+}
+
+impl Subscriber {
+    /// Appends the next piece of the body to `body`; false at its end.
+    async fn next(&mut self, body: &mut Vec<u8>) -> bool {
+        if !self.chunked {
+            let start = body.len();
+            body.resize(start + 16 * 1024, 0);
+            let n = self.r.read(&mut body[start..]).await.unwrap_or(0);
+            body.truncate(start + n);
+            return n > 0;
+        }
+        let mut line = String::new();
+        match self.r.read_line(&mut line).await {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        let Ok(size) = usize::from_str_radix(line.trim_end(), 16) else {
+            return false;
+        };
+        if size == 0 {
+            return false;
+        }
+        let start = body.len();
+        body.resize(start + size + 2, 0);
+        if self.r.read_exact(&mut body[start..]).await.is_err() {
+            return false;
+        }
+        body.truncate(start + size);
+        true
+    }
+}
+
+/// Reads an SSE body; for each `data: <ts>` records the latency in µs.
 async fn receive(
-    mut r: BufReader<TcpStream>,
+    mut sub: Subscriber,
     epoch: Instant,
     want: u64,
     received: Arc<AtomicU64>,
 ) -> Vec<u32> {
     let mut lat = Vec::with_capacity(want as usize);
     let mut body: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut line = String::new();
     let mut got = 0u64;
     while got < want {
-        line.clear();
-        match r.read_line(&mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let Ok(size) = usize::from_str_radix(line.trim_end(), 16) else {
-            break;
-        };
-        if size == 0 {
+        if !sub.next(&mut body).await {
             break;
         }
-        let start = body.len();
-        body.resize(start + size + 2, 0);
-        if r.read_exact(&mut body[start..]).await.is_err() {
-            break;
-        }
-        body.truncate(start + size);
         // Parse complete lines; keep a partial one for the next chunk.
         let mut consumed = 0;
         while let Some(nl) = body[consumed..].iter().position(|&b| b == b'\n') {
