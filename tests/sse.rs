@@ -25,7 +25,9 @@ impl Server {
     async fn start(options: Options, drain: Duration) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (handler, broker) = app(Options {
+        let rt_server::App {
+            handler, broker, ..
+        } = app(Options {
             log: false,
             ..options
         });

@@ -161,7 +161,7 @@ async fn connection(
     header_read_timeout: Duration,
 ) {
     let sniffed = tokio::select! {
-        s = tokio::time::timeout(header_read_timeout, sniff(&mut stream)) => s,
+        s = Box::pin(tokio::time::timeout(header_read_timeout, sniff(&mut stream))) => s,
         () = signal.wait() => return,
     };
     let Ok(Ok(prefix)) = sniffed else {
@@ -200,7 +200,7 @@ async fn connection(
         Takeover::Body(body) => {
             // Nothing the client sends now is read: free hyper's buffer first.
             drop(read_first);
-            write_long_lived(stream, body).await;
+            Box::pin(write_long_lived(stream, body)).await;
         }
     }
 }
@@ -253,9 +253,11 @@ async fn serve_h1(
     let next = std::mem::replace(&mut *lock(&takeover), Takeover::None);
     let hyper::server::conn::http1::Parts { io, read_buf, .. } = conn.into_parts();
     let Prefixed { prefix, io: stream } = io.into_inner();
-    let read_first = match prefix.rest() {
-        [] => read_buf,
-        rest => [rest, &read_buf[..]].concat().into(),
+    // Copied out (usually nothing), so hyper's 8 KiB read buffer is freed
+    // rather than kept alive by a slice for the life of an upgraded socket.
+    let read_first = match (prefix.rest(), &read_buf[..]) {
+        ([], []) => Bytes::new(),
+        (rest, buf) => [rest, buf].concat().into(),
     };
     Some((stream, next, read_first))
 }
@@ -686,10 +688,7 @@ mod tests {
             let rx = rx.clone();
             async move {
                 let rx = rx.lock().await.take().unwrap();
-                let frames = futures_stream(rx);
-                let mut res = Response::new(http_types::boxed(frames));
-                res.extensions_mut().insert(LongLived);
-                res
+                long_lived(futures_stream(rx))
             }
         });
         let (addr, stop, task) = start(h, ServeConfig::default()).await;
@@ -718,12 +717,7 @@ mod tests {
         let gone_tx = Arc::new(std::sync::Mutex::new(Some(gone_tx)));
         let h = Handler::new(move |_| {
             let guard = DropSignal(gone_tx.lock().unwrap().take());
-            async move {
-                let body = PendingBody { _guard: guard };
-                let mut res = Response::new(http_types::boxed(body));
-                res.extensions_mut().insert(LongLived);
-                res
-            }
+            async move { long_lived(PendingBody { _guard: guard }) }
         });
         let (addr, stop, task) = start(h, ServeConfig::default()).await;
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -790,6 +784,15 @@ mod tests {
         assert!(get(addr, "/").await.ends_with("false"));
         stop.send(()).unwrap();
         task.await.unwrap();
+    }
+
+    /// A response marked [`LongLived`].
+    fn long_lived(
+        body: impl http_body::Body<Data = http_types::Bytes, Error = Infallible> + Send + 'static,
+    ) -> Response {
+        let mut res = Response::new(http_types::boxed(body));
+        res.extensions_mut().insert(LongLived);
+        res
     }
 
     /// A body of the strings a channel receives.

@@ -1,21 +1,24 @@
-//! The reference real-time server: the registry's HTTP and SSE functions composed, the surface benchmarks and conformance tools run against.
+//! The reference real-time server: the registry's HTTP, SSE and WebSocket functions composed, the surface benchmarks and conformance tools run against.
 //!
 //! | route | what |
 //! |---|---|
 //! | `GET /` | a page that shows the stream live (browser `EventSource`) |
 //! | `GET /events` | SSE stream of the broker (`?topic=` repeatable, default `hub`; `Last-Event-ID` resume) |
 //! | `POST /publish` | publishes the body (UTF-8, at most 1 MiB) as one event on `?topic=` (default `hub`), with `?event=` as its type; answers `202 {"id": N}` |
-//! | `GET /stats` | broker counters as JSON |
+//! | `GET /ws` | WebSocket: every text message from any client goes to every connected client; `POST /publish` reaches them too |
+//! | `GET /echo` | WebSocket echo of every text and binary message (the Autobahn testee; messages up to 64 MiB) |
+//! | `GET /stats` | broker and hub counters as JSON |
 //! | `GET /health` | `ok` |
 //!
-//! Later issues add `/ws`, `/echo`, `/hub` and `/rpc`. The binary is
-//! `rt-server`; [`app`] builds the same handler for tests.
+//! Both WebSocket routes accept any `Origin` (a test surface, not an app).
+//! Later issues add `/hub` and `/rpc`. The binary is `rt-server`; [`app`]
+//! builds the same handler for tests.
 //!
 //! # Example
 //!
 //! ```
-//! let (app, broker) = rt_server::app(rt_server::Options::default());
-//! # let _ = (app, broker);
+//! let app = rt_server::app(rt_server::Options::default());
+//! # let _ = (app.handler, app.broker, app.hub);
 //! ```
 
 use std::time::Duration;
@@ -30,6 +33,12 @@ use http_types::{Handler, Request, Response, Route, text};
 use sse_broker::{BrokerConfig, SseBroker};
 use sse_event::SseEvent;
 use sse_handler::{SseConfig, sse_handler};
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::Message;
+use ws_broadcast::ws_broadcast;
+use ws_handler::{WsConfig, ws_handler};
+use ws_hub::{HubConfig, WsHub};
+use ws_upgrader::{OriginPolicy, UpgradeConfig};
 
 /// The page of `GET /`.
 const INDEX_HTML: &str = include_str!("index.html");
@@ -65,8 +74,19 @@ impl Default for Options {
     }
 }
 
-/// The whole application, and its broker.
-pub fn app(options: Options) -> (Handler, SseBroker) {
+/// The application and the state behind it.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Every route, behind the CORS and logging middlewares.
+    pub handler: Handler,
+    /// The SSE broker of `/events` and `/publish`.
+    pub broker: SseBroker,
+    /// The WebSocket hub of `/ws`.
+    pub hub: WsHub,
+}
+
+/// The whole application.
+pub fn app(options: Options) -> App {
     let broker = SseBroker::new(BrokerConfig {
         replay: options.replay,
     });
@@ -79,20 +99,69 @@ pub fn app(options: Options) -> (Handler, SseBroker) {
             ..SseConfig::default()
         },
     );
+    let hub = WsHub::new(HubConfig::default());
+    let any_origin = UpgradeConfig {
+        origins: OriginPolicy::Any,
+        ..UpgradeConfig::default()
+    };
+    let ws = {
+        let hub = hub.clone();
+        ws_handler(
+            hub.clone(),
+            WsConfig {
+                upgrade: any_origin.clone(),
+                on_message: Some(Arc::new(move |_client, msg| {
+                    if msg.is_text() {
+                        ws_broadcast(&hub, msg);
+                    }
+                })),
+                ..WsConfig::default()
+            },
+        )
+    };
+    let echo = ws_handler(
+        WsHub::new(HubConfig {
+            queue_bytes: 128 << 20,
+            ..HubConfig::default()
+        }),
+        WsConfig {
+            upgrade: any_origin,
+            max_message_size: 64 << 20,
+            max_frame_size: 64 << 20,
+            max_write_buffer_size: 128 << 20,
+            on_message: Some(Arc::new(|client, msg| {
+                let _ = client.try_send(msg);
+            })),
+            ..WsConfig::default()
+        },
+    );
     let publish = {
-        let broker = broker.clone();
+        let (broker, hub) = (broker.clone(), hub.clone());
         Handler::new(move |req: Request| {
-            let broker = broker.clone();
-            async move { publish(&broker, req).await }
+            let (broker, hub) = (broker.clone(), hub.clone());
+            async move { publish(&broker, &hub, req).await }
         })
     };
     let stats = {
-        let broker = broker.clone();
+        let (broker, hub) = (broker.clone(), hub.clone());
         Handler::new(move |_req: Request| {
             let s = broker.stats();
+            let w = hub.stats();
             let body = format!(
-                "{{\"subscribers\":{},\"topics\":{},\"published\":{},\"delivered\":{},\"slow_dropped\":{},\"resets\":{}}}\n",
-                s.subscribers, s.topics, s.published, s.delivered, s.slow_dropped, s.resets
+                "{{\"subscribers\":{},\"topics\":{},\"published\":{},\"delivered\":{},\"slow_dropped\":{},\"resets\":{},\
+                 \"ws\":{{\"connections\":{},\"connected\":{},\"disconnected\":{},\"sent\":{},\"dropped\":{},\"slow_closed\":{}}}}}\n",
+                s.subscribers,
+                s.topics,
+                s.published,
+                s.delivered,
+                s.slow_dropped,
+                s.resets,
+                w.connections,
+                w.connected,
+                w.disconnected,
+                w.sent,
+                w.dropped,
+                w.slow_closed
             );
             async move { json(StatusCode::OK, body) }
         })
@@ -109,6 +178,8 @@ pub fn app(options: Options) -> (Handler, SseBroker) {
     let router = http_router(vec![
         Route::get("/", page),
         Route::get("/events", events),
+        Route::get("/ws", ws),
+        Route::get("/echo", echo),
         Route::post("/publish", publish),
         Route::get("/stats", stats),
         Route::get("/health", health),
@@ -121,10 +192,14 @@ pub fn app(options: Options) -> (Handler, SseBroker) {
     if options.log {
         layers.insert(0, http_logger_middleware());
     }
-    (http_middleware_chain(layers).apply(router), broker)
+    App {
+        handler: http_middleware_chain(layers).apply(router),
+        broker,
+        hub,
+    }
 }
 
-async fn publish(broker: &SseBroker, req: Request) -> Response {
+async fn publish(broker: &SseBroker, hub: &WsHub, req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
     let param = |name: &str| {
         query
@@ -142,6 +217,9 @@ async fn publish(broker: &SseBroker, req: Request) -> Response {
     let Ok(data) = String::from_utf8(body) else {
         return text(StatusCode::BAD_REQUEST, "the body must be UTF-8 text\n");
     };
+    if topic == "hub" {
+        ws_broadcast(hub, Message::text(data.clone()));
+    }
     let mut ev = SseEvent::data(data);
     ev.event = event;
     match broker.publish(&topic, ev) {

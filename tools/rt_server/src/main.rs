@@ -44,7 +44,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(args.addr);
-    let (app, _broker) = rt_server::app(rt_server::Options {
+    let app = rt_server::app(rt_server::Options {
         log: !args.quiet,
         keepalive: Duration::from_secs(args.keepalive_secs.max(1)),
         retry: args.retry_ms.map(Duration::from_millis),
@@ -54,7 +54,7 @@ async fn main() -> std::process::ExitCode {
     say(format_args!("rt-server listening on http://{addr}"));
     let stats = http_serve(
         listener,
-        app,
+        app.handler,
         shutdown_signal(),
         ServeConfig {
             drain_timeout: Duration::from_secs(args.drain_secs),

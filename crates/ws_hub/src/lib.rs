@@ -1,0 +1,707 @@
+//! Keeps the set of open WebSocket connections: ids, a bounded outbox per client with a slow-client policy, counts, and stop with 1001 Going Away.
+//!
+//! A [`WsHub`] is a cheap-to-clone handle on the registry of live
+//! [`WsClient`]s. Each client has an id (unique per hub, never reused) and an
+//! *outbox*: the messages waiting for its connection's writer. The outbox is
+//! bounded twice, in messages and in bytes ([`HubConfig`]); a send never
+//! waits. When a send finds the outbox full, the hub's [`SlowPolicy`] decides:
+//!
+//! - [`SlowPolicy::Close`] (the default): the client is closed with
+//!   `1013 Try Again Later` and reason `slow client`; what is queued is dropped,
+//!   the close frame goes out first. One slow reader never holds up anyone.
+//! - [`SlowPolicy::Drop`]: the message is dropped and counted; the client
+//!   stays.
+//!
+//! Close requests never wait behind data: the writer takes them before the
+//! queue. Counters of sends, drops, slow closes and disconnects are in
+//! [`WsHub::stats`].
+//!
+//! The hub does no I/O. `ws_handler` runs the connections: it registers a
+//! client per upgraded socket, drains its outbox into the socket with
+//! [`WsClient::poll_outgoing`], and unregisters it when the socket ends.
+//!
+//! # Example
+//!
+//! ```
+//! use ws_hub::{HubConfig, Outgoing, WsHub};
+//! use tokio_tungstenite::tungstenite::Message;
+//!
+//! let hub = WsHub::new(HubConfig::default());
+//! let client = hub.register(None).unwrap();
+//! assert_eq!(hub.len(), 1);
+//! client.try_send(Message::text("hello")).unwrap();
+//!
+//! let mut batch = Vec::new();
+//! let waker = std::task::Waker::noop();
+//! let next = client.poll_outgoing(&mut std::task::Context::from_waker(&waker), &mut batch);
+//! assert!(matches!(next, std::task::Poll::Ready(Outgoing::Messages)));
+//! assert_eq!(batch, [Message::text("hello")]);
+//!
+//! hub.stop(); // every client gets 1001 Going Away
+//! assert_eq!(hub.len(), 0);
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::task::{Context, Poll, Waker};
+
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// A client's id: unique within its hub, never reused.
+pub type ClientId = u64;
+
+/// What happens when a send finds a client's outbox full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowPolicy {
+    /// Close the client with `1013 Try Again Later`, reason `slow client`.
+    #[default]
+    Close,
+    /// Drop the message and count it; keep the client.
+    Drop,
+}
+
+/// Settings of a hub; every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubConfig {
+    /// Messages an outbox holds. Default: 256.
+    pub queue_messages: usize,
+    /// Payload bytes an outbox holds. Default: 1 MiB.
+    pub queue_bytes: usize,
+    /// What a full outbox means. Default: [`SlowPolicy::Close`].
+    pub slow: SlowPolicy,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            queue_messages: 256,
+            queue_bytes: 1 << 20,
+            slow: SlowPolicy::Close,
+        }
+    }
+}
+
+/// Counters of a hub since it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HubStats {
+    /// Clients registered now.
+    pub connections: usize,
+    /// Clients ever registered.
+    pub connected: u64,
+    /// Clients unregistered (their connection ended).
+    pub disconnected: u64,
+    /// Messages queued for a client.
+    pub sent: u64,
+    /// Messages dropped because an outbox was full ([`SlowPolicy::Drop`]).
+    pub dropped: u64,
+    /// Clients closed because their outbox was full ([`SlowPolicy::Close`]).
+    pub slow_closed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connected: AtomicU64,
+    disconnected: AtomicU64,
+    sent: AtomicU64,
+    dropped: AtomicU64,
+    slow_closed: AtomicU64,
+}
+
+/// The registry of open connections; clones share it.
+#[derive(Clone)]
+pub struct WsHub(Arc<HubShared>);
+
+struct HubShared {
+    config: HubConfig,
+    clients: RwLock<HashMap<ClientId, WsClient>>,
+    next_id: AtomicU64,
+    running: AtomicBool,
+    counters: Arc<Counters>,
+}
+
+/// Why the hub did not register a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubError {
+    /// The hub is stopped: [`WsHub::start`] it again first.
+    Stopped,
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HubError::Stopped => "the hub is stopped",
+        })
+    }
+}
+
+impl std::error::Error for HubError {}
+
+impl WsHub {
+    /// A running hub with no clients.
+    pub fn new(config: HubConfig) -> Self {
+        WsHub(Arc::new(HubShared {
+            config: HubConfig {
+                queue_messages: config.queue_messages.max(1),
+                queue_bytes: config.queue_bytes.max(1),
+                slow: config.slow,
+            },
+            clients: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            running: AtomicBool::new(true),
+            counters: Arc::default(),
+        }))
+    }
+
+    /// The settings the hub was made with.
+    pub fn config(&self) -> &HubConfig {
+        &self.0.config
+    }
+
+    /// Registers a new client (for the connection from `peer`) and returns it.
+    pub fn register(&self, peer: Option<SocketAddr>) -> Result<WsClient, HubError> {
+        if !self.is_running() {
+            return Err(HubError::Stopped);
+        }
+        let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
+        let client = WsClient(Arc::new(ClientShared {
+            id,
+            peer,
+            queue_messages: self.0.config.queue_messages,
+            queue_bytes: self.0.config.queue_bytes,
+            slow: self.0.config.slow,
+            counters: self.0.counters.clone(),
+            outbox: Mutex::new(Outbox::default()),
+        }));
+        write(&self.0.clients).insert(id, client.clone());
+        self.0.counters.connected.fetch_add(1, Ordering::Relaxed);
+        // A stop that raced with this registration has not seen the client.
+        if !self.is_running() {
+            self.unregister(id);
+            client.close(Some(going_away()));
+            return Err(HubError::Stopped);
+        }
+        Ok(client)
+    }
+
+    /// Removes a client (its connection ended); idempotent.
+    pub fn unregister(&self, id: ClientId) -> Option<WsClient> {
+        let gone = write(&self.0.clients).remove(&id);
+        if gone.is_some() {
+            self.0.counters.disconnected.fetch_add(1, Ordering::Relaxed);
+        }
+        gone
+    }
+
+    /// The client with `id`, if it is registered: a lookup, not a scan.
+    pub fn client(&self, id: ClientId) -> Option<WsClient> {
+        read(&self.0.clients).get(&id).cloned()
+    }
+
+    /// Calls `f` with every registered client, under a read lock: `f` must
+    /// not register or unregister (sending is fine, it never waits).
+    pub fn for_each(&self, mut f: impl FnMut(&WsClient)) {
+        for c in read(&self.0.clients).values() {
+            f(c);
+        }
+    }
+
+    /// The registered clients now.
+    pub fn clients(&self) -> Vec<WsClient> {
+        read(&self.0.clients).values().cloned().collect()
+    }
+
+    /// How many clients are registered.
+    pub fn len(&self) -> usize {
+        read(&self.0.clients).len()
+    }
+
+    /// Whether no client is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lets clients register again after [`stop`](WsHub::stop); idempotent.
+    pub fn start(&self) {
+        self.0.running.store(true, Ordering::SeqCst);
+    }
+
+    /// Refuses new clients, closes every client with `1001 Going Away` and
+    /// unregisters them; idempotent.
+    pub fn stop(&self) {
+        self.0.running.store(false, Ordering::SeqCst);
+        let all: Vec<WsClient> = write(&self.0.clients).drain().map(|(_, c)| c).collect();
+        self.0
+            .counters
+            .disconnected
+            .fetch_add(all.len() as u64, Ordering::Relaxed);
+        for c in all {
+            c.close(Some(going_away()));
+        }
+    }
+
+    /// Whether the hub accepts new clients.
+    pub fn is_running(&self) -> bool {
+        self.0.running.load(Ordering::SeqCst)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> HubStats {
+        let c = &self.0.counters;
+        HubStats {
+            connections: self.len(),
+            connected: c.connected.load(Ordering::Relaxed),
+            disconnected: c.disconnected.load(Ordering::Relaxed),
+            sent: c.sent.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            slow_closed: c.slow_closed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Debug for WsHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsHub")
+            .field("connections", &self.len())
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+/// `1001 Going Away`, what a stopping server says.
+pub fn going_away() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Away,
+        reason: "server shutting down".into(),
+    }
+}
+
+/// One connection as the hub knows it; clones share it.
+#[derive(Clone)]
+pub struct WsClient(Arc<ClientShared>);
+
+struct ClientShared {
+    id: ClientId,
+    peer: Option<SocketAddr>,
+    queue_messages: usize,
+    queue_bytes: usize,
+    slow: SlowPolicy,
+    counters: Arc<Counters>,
+    outbox: Mutex<Outbox>,
+}
+
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<Message>,
+    bytes: usize,
+    /// A close to send before anything else, then stop.
+    close: Option<Option<CloseFrame>>,
+    /// A close to send once the queue is written, then stop.
+    close_after: Option<Option<CloseFrame>>,
+    /// Closed: nothing is accepted any more.
+    closed: bool,
+    /// The writer is gone (the connection ended).
+    gone: bool,
+    waker: Option<Waker>,
+}
+
+/// Why a message was not queued for a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection is closed or closing.
+    Closed,
+    /// The outbox was full: the message was dropped ([`SlowPolicy::Drop`]).
+    Dropped,
+    /// The outbox was full: the client is being closed with 1013 ([`SlowPolicy::Close`]).
+    SlowClosed,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Closed => "the WebSocket connection is closed",
+            SendError::Dropped => "the client's outbox is full: message dropped",
+            SendError::SlowClosed => "the client's outbox is full: closing it as a slow client",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// What [`WsClient::poll_outgoing`] found for the writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// Messages were moved into the batch: write them, then flush once.
+    Messages,
+    /// Send this close frame (none: a close without code) and stop.
+    Close(Option<CloseFrame>),
+    /// The connection is gone: stop without writing.
+    Gone,
+}
+
+fn payload_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(_) | Message::Frame(_) => 0,
+    }
+}
+
+impl WsClient {
+    /// The client's id.
+    pub fn id(&self) -> ClientId {
+        self.0.id
+    }
+
+    /// The peer address of its connection, when known.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.0.peer
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Outbox> {
+        self.0.outbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `msg` for the writer without waiting; a full outbox is handled
+    /// by the hub's [`SlowPolicy`] and reported as an error.
+    pub fn try_send(&self, msg: Message) -> Result<(), SendError> {
+        let len = payload_len(&msg);
+        let waker = {
+            let mut ob = self.lock();
+            if ob.closed {
+                return Err(SendError::Closed);
+            }
+            let full = ob.queue.len() >= self.0.queue_messages
+                || (ob.bytes + len > self.0.queue_bytes && !ob.queue.is_empty());
+            if full {
+                return Err(match self.0.slow {
+                    SlowPolicy::Drop => {
+                        drop(ob);
+                        self.0.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        SendError::Dropped
+                    }
+                    SlowPolicy::Close => {
+                        drop(ob);
+                        let frame = CloseFrame {
+                            code: CloseCode::Again,
+                            reason: "slow client".into(),
+                        };
+                        if self.close(Some(frame)) {
+                            self.0.counters.slow_closed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        SendError::SlowClosed
+                    }
+                });
+            }
+            ob.bytes += len;
+            ob.queue.push_back(msg);
+            ob.waker.take()
+        };
+        self.0.counters.sent.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Asks the writer to send `frame` (before anything queued, which is
+    /// dropped) and end the connection. Returns false if it was already closing.
+    pub fn close(&self, frame: Option<CloseFrame>) -> bool {
+        let (waker, dropped) = {
+            let mut ob = self.lock();
+            if ob.closed {
+                return false;
+            }
+            ob.closed = true;
+            ob.close = Some(frame);
+            ob.bytes = 0;
+            (ob.waker.take(), std::mem::take(&mut ob.queue))
+        };
+        drop(dropped);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// Like [`close`](WsClient::close), but what is already queued goes out
+    /// first (a protocol error: the peer still gets the answers to what it
+    /// sent before). Returns false if it was already closing.
+    pub fn close_after_queued(&self, frame: Option<CloseFrame>) -> bool {
+        let waker = {
+            let mut ob = self.lock();
+            if ob.closed {
+                return false;
+            }
+            ob.closed = true;
+            ob.close_after = Some(frame);
+            ob.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// Whether the client is closed or closing: sends fail from now on.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Messages waiting in the outbox.
+    pub fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// For the connection's writer: moves every queued message into `batch`,
+    /// or returns the close to send, or says the connection is gone, or
+    /// waits. A close always comes first.
+    pub fn poll_outgoing(&self, cx: &mut Context<'_>, batch: &mut Vec<Message>) -> Poll<Outgoing> {
+        let mut ob = self.lock();
+        if let Some(frame) = ob.close.take() {
+            ob.gone = true;
+            return Poll::Ready(Outgoing::Close(frame));
+        }
+        if ob.gone {
+            return Poll::Ready(Outgoing::Gone);
+        }
+        if ob.queue.is_empty() {
+            if let Some(frame) = ob.close_after.take() {
+                ob.gone = true;
+                return Poll::Ready(Outgoing::Close(frame));
+            }
+            if !ob.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                ob.waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        ob.bytes = 0;
+        batch.extend(ob.queue.drain(..));
+        Poll::Ready(Outgoing::Messages)
+    }
+
+    /// For the connection's writer while it is busy writing a batch: ready
+    /// once a close that goes before queued data was asked for
+    /// ([`close`](WsClient::close), a slow client, [`WsHub::stop`]) or the
+    /// connection is gone, so a write blocked on a peer that stopped reading
+    /// can be abandoned. Takes nothing; [`poll_outgoing`](WsClient::poll_outgoing)
+    /// then returns the close.
+    pub fn poll_close_requested(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut ob = self.lock();
+        if ob.close.is_some() || ob.gone {
+            return Poll::Ready(());
+        }
+        if !ob.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            ob.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// For the connection: marks the client gone (the socket ended), so sends
+    /// fail with [`SendError::Closed`] and what is queued is freed.
+    pub fn disconnected(&self) {
+        let dropped = {
+            let mut ob = self.lock();
+            ob.closed = true;
+            ob.gone = true;
+            ob.bytes = 0;
+            std::mem::take(&mut ob.queue)
+        };
+        drop(dropped);
+    }
+}
+
+impl PartialEq for WsClient {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for WsClient {}
+
+impl fmt::Debug for WsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsClient")
+            .field("id", &self.0.id)
+            .field("peer", &self.0.peer)
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll(client: &WsClient, batch: &mut Vec<Message>) -> Poll<Outgoing> {
+        let waker = Waker::noop();
+        client.poll_outgoing(&mut Context::from_waker(waker), batch)
+    }
+
+    #[test]
+    fn ids_are_unique_and_lookups_find_clients() {
+        let hub = WsHub::new(HubConfig::default());
+        let a = hub.register(None).unwrap();
+        let b = hub.register(None).unwrap();
+        assert_ne!(a.id(), b.id());
+        assert_eq!(hub.client(a.id()), Some(a.clone()));
+        assert_eq!(hub.len(), 2);
+        assert_eq!(hub.unregister(a.id()), Some(a.clone()));
+        assert_eq!(hub.unregister(a.id()), None, "idempotent");
+        assert_eq!(hub.client(a.id()), None);
+        let c = hub.register(None).unwrap();
+        assert!(c.id() > b.id(), "ids are never reused");
+        let s = hub.stats();
+        assert_eq!((s.connections, s.connected, s.disconnected), (2, 3, 1));
+    }
+
+    #[test]
+    fn the_writer_gets_everything_queued_in_one_batch() {
+        let hub = WsHub::new(HubConfig::default());
+        let c = hub.register(None).unwrap();
+        let mut batch = Vec::new();
+        assert!(poll(&c, &mut batch).is_pending());
+        for i in 0..3 {
+            c.try_send(Message::text(format!("m{i}"))).unwrap();
+        }
+        assert_eq!(poll(&c, &mut batch), Poll::Ready(Outgoing::Messages));
+        assert_eq!(batch.len(), 3);
+        assert_eq!(c.queued(), 0);
+        assert_eq!(hub.stats().sent, 3);
+    }
+
+    #[test]
+    fn a_full_outbox_closes_a_slow_client_with_1013_first() {
+        let hub = WsHub::new(HubConfig {
+            queue_messages: 2,
+            ..HubConfig::default()
+        });
+        let slow = hub.register(None).unwrap();
+        let other = hub.register(None).unwrap();
+        slow.try_send(Message::text("1")).unwrap();
+        slow.try_send(Message::text("2")).unwrap();
+        assert_eq!(
+            slow.try_send(Message::text("3")),
+            Err(SendError::SlowClosed)
+        );
+        assert_eq!(slow.try_send(Message::text("4")), Err(SendError::Closed));
+        other.try_send(Message::text("fine")).unwrap();
+        let mut batch = Vec::new();
+        let Poll::Ready(Outgoing::Close(Some(frame))) = poll(&slow, &mut batch) else {
+            panic!("the close comes before the queued data");
+        };
+        assert_eq!(frame.code, CloseCode::Again);
+        assert!(batch.is_empty(), "queued data was dropped");
+        assert_eq!(hub.stats().slow_closed, 1);
+    }
+
+    #[test]
+    fn the_drop_policy_counts_and_keeps_the_client() {
+        let hub = WsHub::new(HubConfig {
+            queue_messages: 1,
+            slow: SlowPolicy::Drop,
+            ..HubConfig::default()
+        });
+        let c = hub.register(None).unwrap();
+        c.try_send(Message::text("kept")).unwrap();
+        assert_eq!(c.try_send(Message::text("x")), Err(SendError::Dropped));
+        assert!(!c.is_closed());
+        assert_eq!(hub.stats().dropped, 1);
+        let mut batch = Vec::new();
+        assert_eq!(poll(&c, &mut batch), Poll::Ready(Outgoing::Messages));
+        assert_eq!(batch, [Message::text("kept")]);
+    }
+
+    #[test]
+    fn the_byte_bound_holds_but_one_large_message_fits() {
+        let hub = WsHub::new(HubConfig {
+            queue_bytes: 10,
+            slow: SlowPolicy::Drop,
+            ..HubConfig::default()
+        });
+        let c = hub.register(None).unwrap();
+        c.try_send(Message::binary(vec![0u8; 64])).unwrap();
+        assert_eq!(
+            c.try_send(Message::binary(vec![0u8; 1])),
+            Err(SendError::Dropped)
+        );
+    }
+
+    #[test]
+    fn stop_closes_everyone_with_1001_and_start_reopens() {
+        let hub = WsHub::new(HubConfig::default());
+        let a = hub.register(None).unwrap();
+        a.try_send(Message::text("pending")).unwrap();
+        hub.stop();
+        hub.stop();
+        assert_eq!(hub.len(), 0);
+        assert_eq!(hub.register(None).unwrap_err(), HubError::Stopped);
+        let mut batch = Vec::new();
+        let Poll::Ready(Outgoing::Close(Some(frame))) = poll(&a, &mut batch) else {
+            panic!("stop closes");
+        };
+        assert_eq!(frame.code, CloseCode::Away);
+        hub.start();
+        hub.start();
+        assert!(hub.register(None).is_ok());
+    }
+
+    #[test]
+    fn close_after_queued_lets_the_queue_out_first() {
+        let hub = WsHub::new(HubConfig::default());
+        let c = hub.register(None).unwrap();
+        c.try_send(Message::text("answer")).unwrap();
+        assert!(c.close_after_queued(None));
+        assert_eq!(c.try_send(Message::text("late")), Err(SendError::Closed));
+        let mut batch = Vec::new();
+        assert_eq!(poll(&c, &mut batch), Poll::Ready(Outgoing::Messages));
+        assert_eq!(batch, [Message::text("answer")]);
+        assert_eq!(poll(&c, &mut batch), Poll::Ready(Outgoing::Close(None)));
+    }
+
+    #[test]
+    fn a_close_request_wakes_a_busy_writer_and_data_does_not_end_it() {
+        let hub = WsHub::new(HubConfig::default());
+        let c = hub.register(None).unwrap();
+        let cx = &mut Context::from_waker(Waker::noop());
+        assert!(c.poll_close_requested(cx).is_pending());
+        c.try_send(Message::text("data")).unwrap();
+        assert!(c.poll_close_requested(cx).is_pending(), "data is no close");
+        assert!(c.close_after_queued(None));
+        assert!(
+            c.poll_close_requested(cx).is_pending(),
+            "a close after the queue waits for the writer"
+        );
+        let d = hub.register(None).unwrap();
+        d.try_send(Message::text("dropped")).unwrap();
+        hub.stop();
+        assert!(d.poll_close_requested(cx).is_ready());
+        let mut batch = Vec::new();
+        assert!(matches!(
+            poll(&d, &mut batch),
+            Poll::Ready(Outgoing::Close(Some(_)))
+        ));
+    }
+
+    #[test]
+    fn a_disconnected_client_refuses_sends() {
+        let hub = WsHub::new(HubConfig::default());
+        let c = hub.register(None).unwrap();
+        c.try_send(Message::text("x")).unwrap();
+        c.disconnected();
+        assert_eq!(c.try_send(Message::text("y")), Err(SendError::Closed));
+        assert_eq!(c.queued(), 0);
+    }
+}

@@ -1,0 +1,1259 @@
+//! `ws-bench`: WebSocket broadcast throughput, latency and memory per idle
+//! connection of `rt-server`'s `/ws`, side by side with two peer hubs (Node `ws`
+//! and uWebSockets.js, `tools/ws_peers/`) in the same run.
+//!
+//! Every server is started by this process, pinned to core 0 with `taskset`,
+//! fresh for each row; run this generator pinned to core 1. The generator is a
+//! single-threaded tokio runtime, so it uses one core; each row prints its CPU
+//! use (user+sys over wall time) to show whether it was the bottleneck.
+//!
+//! The server's semantics: every text message from any client on `GET /ws` is
+//! sent to every connected client, the sender included. Client 0 publishes
+//! 64-byte text messages `SEQ TIMESTAMP xxx...` (nanoseconds since the bench's
+//! epoch) and every client (client 0 too) records the send->receive latency.
+//!
+//! Rows (`--only ROW` runs one):
+//!
+//! - `deliveries-1000`, `deliveries-5000`: 16 messages in flight (a message is
+//!   done when every client has it); deliveries per second.
+//! - `p99-1000`: 100 msg/s to 1,000 clients; `p99-5000`: 10 msg/s to 5,000
+//!   clients; latency p50/p99/max.
+//! - `idle`: the server's RSS (VmRSS) before and after `--idle` idle
+//!   connections; KiB per connection.
+//!
+//! Load rows print deliveries/s (measured deliveries over the time from the
+//! first measured send to the last receive), latency, and lost deliveries
+//! (messages sent x clients - received, after a bounded wait). Each load row
+//! first waits until a broadcast reaches every client (all registered), then
+//! warms up for 0.5 s, then measures for `--duration` seconds.
+//!
+//! ```sh
+//! cargo build --release -p rt_server -p ws_bench
+//! tools/ws_peers/install.sh                      # npm packages, outside the repository
+//! taskset -c 1 ./target/release/ws-bench --peers # rt-server, Node ws, uWebSockets.js
+//! taskset -c 1 ./target/release/ws-bench --peers --no-server --only deliveries-1000
+//! taskset -c 1 ./target/release/ws-bench --clients 2000 --rate 50   # one custom row
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+const USAGE: &str = "usage: ws-bench [--peers] [--no-server] [--server PATH] [--only ROW] \
+[--duration SECS] [--idle N] [--in-flight N] [--clients N [--rate MSGS_PER_SEC]] \
+[--connect-concurrency N] [--repeat N] [--tungstenite-readers] [--node PATH] [--peers-dir DIR] [--node-modules DIR]
+rows: deliveries-1000 deliveries-5000 p99-1000 p99-5000 idle (default: all)";
+
+const MESSAGE_LEN: usize = 64;
+const WARMUP: Duration = Duration::from_millis(500);
+
+// ---------------------------------------------------------------------------
+// Arguments and rows.
+
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    /// Keep this many messages in flight.
+    InFlight(usize),
+    /// Send at this many messages per second.
+    Rate(u64),
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum RowKind {
+    Load { clients: usize, load: Load },
+    Idle { connections: usize },
+}
+
+#[derive(Clone)]
+struct Row {
+    name: String,
+    label: String,
+    kind: RowKind,
+    duration: Duration,
+}
+
+struct Args {
+    peers: bool,
+    no_server: bool,
+    server: Option<PathBuf>,
+    only: Option<String>,
+    duration: Option<f64>,
+    idle: usize,
+    in_flight: usize,
+    clients: Option<usize>,
+    rate: Option<u64>,
+    concurrency: usize,
+    repeat: usize,
+    tungstenite_readers: bool,
+    node: PathBuf,
+    peers_dir: PathBuf,
+    node_modules: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    let mut a = Args {
+        peers: false,
+        no_server: false,
+        server: None,
+        only: None,
+        duration: None,
+        idle: 10_000,
+        in_flight: 16,
+        clients: None,
+        rate: None,
+        concurrency: 256,
+        repeat: 1,
+        tungstenite_readers: false,
+        node: PathBuf::from("node"),
+        peers_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../ws_peers"),
+        node_modules: cache.join("fn-registry-ws-peers/node_modules"),
+    };
+    fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        v.parse().map_err(|e| format!("{flag} {v}: {e}"))
+    }
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--peers" => a.peers = true,
+            "--no-server" => a.no_server = true,
+            "--tungstenite-readers" => a.tungstenite_readers = true,
+            "--server" => a.server = Some(PathBuf::from(value()?)),
+            "--only" => a.only = Some(value()?),
+            "--duration" => a.duration = Some(num(&flag, value()?)?),
+            "--idle" => a.idle = num(&flag, value()?)?,
+            "--in-flight" => a.in_flight = num(&flag, value()?)?,
+            "--clients" => a.clients = Some(num(&flag, value()?)?),
+            "--rate" => a.rate = Some(num(&flag, value()?)?),
+            "--connect-concurrency" => a.concurrency = num(&flag, value()?)?,
+            "--repeat" => a.repeat = num(&flag, value()?)?,
+            "--node" => a.node = PathBuf::from(value()?),
+            "--peers-dir" => a.peers_dir = PathBuf::from(value()?),
+            "--node-modules" => a.node_modules = PathBuf::from(value()?),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    if a.in_flight == 0
+        || a.concurrency == 0
+        || a.idle == 0
+        || a.repeat == 0
+        || a.clients == Some(0)
+    {
+        return Err(
+            "--in-flight, --connect-concurrency, --idle, --repeat and --clients must be > 0".into(),
+        );
+    }
+    if a.rate == Some(0) {
+        return Err("--rate must be > 0".into());
+    }
+    if a.rate.is_some() && a.clients.is_none() {
+        return Err("--rate needs --clients (a custom row)".into());
+    }
+    if a.no_server && !a.peers {
+        return Err("--no-server without --peers leaves nothing to run".into());
+    }
+    Ok(a)
+}
+
+fn rows(a: &Args) -> Result<Vec<Row>, String> {
+    let secs = |default: f64| Duration::from_secs_f64(a.duration.unwrap_or(default));
+    let inflight = |clients: usize| Row {
+        name: format!("deliveries-{clients}"),
+        label: format!("deliveries/s, {clients} clients, {} in flight", a.in_flight),
+        kind: RowKind::Load {
+            clients,
+            load: Load::InFlight(a.in_flight),
+        },
+        duration: secs(3.0),
+    };
+    let rate = |clients: usize, rate: u64| Row {
+        name: format!("p99-{clients}"),
+        label: format!("p99 ms at {rate} msg/s to {clients} clients"),
+        kind: RowKind::Load {
+            clients,
+            load: Load::Rate(rate),
+        },
+        duration: secs(5.0),
+    };
+    if let Some(clients) = a.clients {
+        let mut row = match a.rate {
+            Some(r) => rate(clients, r),
+            None => inflight(clients),
+        };
+        row.name = "custom".into();
+        return Ok(vec![row]);
+    }
+    let all = vec![
+        inflight(1000),
+        inflight(5000),
+        rate(1000, 100),
+        rate(5000, 10),
+        Row {
+            name: "idle".into(),
+            label: format!("KiB RSS per idle connection, {}", a.idle),
+            kind: RowKind::Idle {
+                connections: a.idle,
+            },
+            duration: Duration::ZERO,
+        },
+    ];
+    match &a.only {
+        None => Ok(all),
+        Some(o) => {
+            let names: Vec<_> = all.iter().map(|r| r.name.clone()).collect();
+            let picked: Vec<_> = all.into_iter().filter(|r| &r.name == o).collect();
+            if picked.is_empty() {
+                Err(format!("--only takes one of {}, not {o}", names.join(" ")))
+            } else {
+                Ok(picked)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Servers.
+
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, PathBuf)>,
+}
+
+fn targets(a: &Args) -> Result<Vec<Target>, String> {
+    let mut out = Vec::new();
+    if !a.no_server {
+        let path = a.server.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("rt-server")))
+                .unwrap_or_else(|| PathBuf::from("rt-server"))
+        });
+        if path.exists() {
+            out.push(Target {
+                name: "rt-server",
+                program: path,
+                args: vec!["--addr".into(), "127.0.0.1:0".into(), "--quiet".into()],
+                env: vec![],
+            });
+        } else if a.peers {
+            println!(
+                "ws-bench: {} not found, running the peers only (build it with `cargo build --release -p rt_server`)",
+                path.display()
+            );
+        } else {
+            return Err(format!(
+                "{} not found; run `cargo build --release -p rt_server -p ws_bench` first",
+                path.display()
+            ));
+        }
+    }
+    if a.peers {
+        let modules = &a.node_modules;
+        for (pkg, _) in [("ws", ()), ("@trufflesuite/uws-js-unofficial", ())] {
+            if !modules.join(pkg).join("package.json").exists() {
+                return Err(format!(
+                    "{pkg} is not installed in {}; run tools/ws_peers/install.sh",
+                    modules.display()
+                ));
+            }
+        }
+        // The same check the hubs make: exact versions and uWebSockets.js's native module.
+        let check = a.peers_dir.join("check.js");
+        let status = Command::new(&a.node)
+            .arg(&check)
+            .env("NODE_PATH", modules)
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run {} {}: {e}", a.node.display(), check.display()))?;
+        if !status.success() {
+            return Err(format!(
+                "the peer check failed ({} {}); see above, or rerun tools/ws_peers/install.sh",
+                a.node.display(),
+                check.display()
+            ));
+        }
+        for (name, script) in [("node-ws", "ws_hub.js"), ("uWS.js", "uws_hub.js")] {
+            out.push(Target {
+                name,
+                program: a.node.clone(),
+                args: vec![
+                    a.peers_dir.join(script).display().to_string(),
+                    "--port".into(),
+                    "0".into(),
+                ],
+                env: vec![("NODE_PATH".into(), modules.clone())],
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The running server; stopped on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    /// SIGTERM, SIGKILL after 10 s.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the target pinned to core 0 (`taskset` execs, so the pid is the
+/// server's) and reads its address from the first `... listening on http://ADDR` line.
+fn start_server(t: &Target) -> Result<Server, String> {
+    let mut cmd = if Path::new("/usr/bin/taskset").exists() {
+        let mut c = Command::new("/usr/bin/taskset");
+        c.arg("-c").arg("0").arg(&t.program);
+        c
+    } else {
+        Command::new(&t.program)
+    };
+    for (k, v) in &t.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .args(&t.args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", t.program.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut reader = std::io::BufReader::new(stdout);
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut reader, &mut line).map_err(|e| e.to_string())?;
+        if n == 0 {
+            let _ = child.wait();
+            return Err(format!("{} exited before listening", t.name));
+        }
+        if let Some(a) = line.trim().split("listening on http://").nth(1) {
+            break a
+                .parse()
+                .map_err(|_| format!("unexpected line from {}: {line:?}", t.name))?;
+        }
+    };
+    // Keep draining stdout so a chatty server never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    Ok(Server { child, addr })
+}
+
+// ---------------------------------------------------------------------------
+// Process figures.
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// This process's user+sys CPU seconds (utime and stime of /proc/self/stat).
+fn cpu_seconds(ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (get(11) + get(12)) / ticks
+}
+
+struct CpuMeter {
+    ticks: f64,
+    cpu: f64,
+    wall: Instant,
+}
+
+impl CpuMeter {
+    fn start(ticks: f64) -> Self {
+        Self {
+            ticks,
+            cpu: cpu_seconds(ticks),
+            wall: Instant::now(),
+        }
+    }
+    fn line(&self) -> String {
+        let cpu = cpu_seconds(self.ticks) - self.cpu;
+        let wall = self.wall.elapsed().as_secs_f64();
+        let share = 100.0 * cpu / wall.max(1e-9);
+        format!(
+            "generator CPU: {cpu:.2} s user+sys over {wall:.2} s wall = {share:.0}% of one core{}",
+            if share >= 90.0 {
+                " (saturated: the generator may be the bottleneck)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Raises the soft open-files limit to the hard one when `needed` exceeds it
+/// (with `prlimit`, no unsafe code); servers spawned later inherit it.
+fn ensure_fd_limit(needed: u64) {
+    let read = || -> Option<(u64, u64)> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        let v: Vec<&str> = line.split_whitespace().collect();
+        let n = |s: &str| {
+            if s == "unlimited" {
+                Some(u64::MAX)
+            } else {
+                s.parse().ok()
+            }
+        };
+        Some((n(v.get(3)?)?, n(v.get(4)?)?))
+    };
+    let Some((soft, hard)) = read() else {
+        println!("ws-bench: cannot read the open-files limit");
+        return;
+    };
+    if soft >= needed {
+        println!("ws-bench: open-files limit {soft} (hard {hard}), need about {needed}");
+        return;
+    }
+    if hard > soft {
+        let hard_s = if hard == u64::MAX {
+            "unlimited".to_string()
+        } else {
+            hard.to_string()
+        };
+        let _ = Command::new("prlimit")
+            .arg("--pid")
+            .arg(std::process::id().to_string())
+            .arg(format!("--nofile={hard_s}:{hard_s}"))
+            .status();
+    }
+    let (soft2, hard2) = read().unwrap_or((soft, hard));
+    println!(
+        "ws-bench: open-files limit {soft} -> {soft2} (hard {hard2}), need about {needed}{}",
+        if soft2 < needed {
+            "; too low, connections will fail (raise it with `ulimit -n`)"
+        } else {
+            ""
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Latency histogram: log-linear, 128 sub-buckets per power of two (< 0.8 % error).
+
+struct Hist {
+    buckets: Vec<u64>,
+    count: u64,
+    max: u64,
+}
+
+impl Hist {
+    const SUB: u32 = 7;
+
+    fn new() -> Self {
+        Self {
+            buckets: vec![0; 256 + 56 * 128 + 1],
+            count: 0,
+            max: 0,
+        }
+    }
+    fn index(v: u64) -> usize {
+        if v < 256 {
+            return v as usize;
+        }
+        let e = 63 - v.leading_zeros();
+        let m = (v >> (e - Self::SUB)) - 128;
+        256 + (e as usize - 8) * 128 + m as usize
+    }
+    /// The middle of a bucket.
+    fn value(i: usize) -> u64 {
+        if i < 256 {
+            return i as u64;
+        }
+        let j = i - 256;
+        let e = (j / 128 + 8) as u32;
+        let m = (j % 128 + 128) as u64;
+        let shift = e - Self::SUB;
+        (m << shift) + (1u64 << shift) / 2
+    }
+    fn record(&mut self, v: u64) {
+        self.buckets[Self::index(v)] += 1;
+        self.count += 1;
+        self.max = self.max.max(v);
+    }
+    fn reset(&mut self) {
+        self.buckets.iter_mut().for_each(|b| *b = 0);
+        self.count = 0;
+        self.max = 0;
+    }
+    /// In milliseconds.
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let rank = ((self.count as f64 * p).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (i, &b) in self.buckets.iter().enumerate() {
+            seen += b;
+            if seen >= rank {
+                return Hist::value(i).min(self.max) as f64 / 1e6;
+            }
+        }
+        self.max as f64 / 1e6
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Clients.
+
+fn ws_config() -> WebSocketConfig {
+    // Small buffers: 10,000 idle clients stay cheap; 4 KiB holds many 66-byte frames.
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
+        .max_write_buffer_size(1 << 20)
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+enum ConnectError {
+    /// The server answered the upgrade with this HTTP status.
+    Refused(u16),
+    Other(String),
+}
+
+async fn connect_one(addr: SocketAddr) -> Result<Ws, ConnectError> {
+    let mut last = String::new();
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+        }
+        let tcp = match TcpStream::connect(addr).await {
+            Ok(t) => t,
+            Err(e) => {
+                last = format!("connect: {e}");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        // Close with RST: tens of thousands of connections per run leave no TIME_WAIT.
+        let _ = tcp.set_zero_linger();
+        let url = format!("ws://{addr}/ws");
+        match tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config())).await {
+            Ok((ws, _)) => return Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                return Err(ConnectError::Refused(r.status().as_u16()));
+            }
+            Err(e) => last = format!("handshake: {e}"),
+        }
+    }
+    Err(ConnectError::Other(last))
+}
+
+/// Opens `n` clients, at most `concurrency` handshakes at a time.
+async fn connect_all(addr: SocketAddr, n: usize, concurrency: usize) -> Result<Vec<Ws>, String> {
+    let results: Vec<_> = futures_util::stream::iter(0..n)
+        .map(|_| connect_one(addr))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut out = Vec::with_capacity(n);
+    let mut failed = 0;
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Ok(ws) => out.push(ws),
+            Err(ConnectError::Refused(status)) => {
+                return Err(format!(
+                    "GET /ws answered HTTP {status}, not 101 (no /ws here?)"
+                ));
+            }
+            Err(ConnectError::Other(e)) => {
+                failed += 1;
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(format!(
+            "{failed} of {n} connections failed, first: {}",
+            first_err.unwrap_or_default()
+        ));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// The broadcast load.
+
+/// State shared by the publisher and every reader (one thread: `Rc`, `Cell`).
+struct Shared {
+    clients: u32,
+    epoch: Instant,
+    /// Deliveries per message, indexed by sequence number.
+    counts: RefCell<Vec<u32>>,
+    /// Messages from `track_from` on, sent but not yet received by every client.
+    in_flight: Cell<usize>,
+    /// Completions of earlier messages (a probe or warm-up message arriving late)
+    /// do not count against `in_flight`.
+    track_from: Cell<u64>,
+    /// Messages with a sequence number from here on are measured.
+    measure_from: Cell<u64>,
+    delivered: Cell<u64>,
+    last_receive_ns: Cell<u64>,
+    hist: RefCell<Hist>,
+    /// Messages that reached every client.
+    completed: Cell<u64>,
+    /// Readers whose connection ended.
+    closed: Cell<u64>,
+    malformed: Cell<u64>,
+    wake: tokio::sync::Notify,
+}
+
+fn digits(b: &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u64::from(c - b'0');
+    }
+    Some(v)
+}
+
+impl Shared {
+    fn on_message(&self, m: &[u8]) {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let (Some(seq), Some(ts)) = (m.get(..10).and_then(digits), m.get(11..31).and_then(digits))
+        else {
+            self.malformed.set(self.malformed.get() + 1);
+            return;
+        };
+        let mut counts = self.counts.borrow_mut();
+        let Some(c) = counts.get_mut(seq as usize) else {
+            self.malformed.set(self.malformed.get() + 1);
+            return;
+        };
+        *c += 1;
+        if *c == self.clients && seq >= self.track_from.get() {
+            self.completed.set(self.completed.get() + 1);
+            self.in_flight.set(self.in_flight.get().saturating_sub(1));
+            self.wake.notify_one();
+        }
+        if seq >= self.measure_from.get() {
+            self.delivered.set(self.delivered.get() + 1);
+            self.last_receive_ns.set(now);
+            self.hist.borrow_mut().record(now.saturating_sub(ts));
+        }
+    }
+
+    /// The next message: `SEQ TIMESTAMP ` padded with `x` to 64 bytes.
+    fn next_message(&self) -> Message {
+        let mut counts = self.counts.borrow_mut();
+        let seq = counts.len() as u64;
+        counts.push(0);
+        self.in_flight.set(self.in_flight.get() + 1);
+        let ts = self.epoch.elapsed().as_nanos() as u64;
+        let mut s = format!("{seq:010} {ts:020} ");
+        s.extend(std::iter::repeat_n('x', MESSAGE_LEN - s.len()));
+        Message::text(s)
+    }
+
+    fn sent(&self) -> u64 {
+        self.counts.borrow().len() as u64
+    }
+
+    /// Starts a phase: only messages sent from now on count as in flight.
+    fn new_phase(&self) -> u64 {
+        let from = self.sent();
+        self.track_from.set(from);
+        self.in_flight.set(0);
+        from
+    }
+}
+
+async fn reader<S>(mut rx: S, sh: Rc<Shared>)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    while let Some(m) = rx.next().await {
+        match m {
+            Ok(Message::Text(t)) => sh.on_message(t.as_bytes()),
+            Ok(Message::Binary(b)) => sh.on_message(&b),
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    sh.closed.set(sh.closed.get() + 1);
+}
+
+/// The lean receive path: after tokio-tungstenite's handshake, reads the socket
+/// itself and parses the server's (unmasked) frames in place, without a
+/// per-message allocation, and answers pings. Taking the socket out of the
+/// `WebSocketStream` loses nothing: servers send nothing before the first
+/// broadcast, which comes only after every client has finished its handshake.
+async fn raw_reader(tcp: TcpStream, sh: Rc<Shared>) {
+    let mut buf = vec![0u8; 8192];
+    let mut have = 0;
+    'read: loop {
+        if tcp.readable().await.is_err() {
+            break;
+        }
+        let space = buf.len() - have;
+        let n = match tcp.try_read(&mut buf[have..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => break,
+        };
+        have += n;
+        let mut pos = 0;
+        while have - pos >= 2 {
+            let (b0, b1) = (buf[pos], buf[pos + 1]);
+            if b1 & 0x80 != 0 {
+                // A masked frame from a server is a protocol error.
+                sh.malformed.set(sh.malformed.get() + 1);
+                break 'read;
+            }
+            let (len, head) = match b1 & 0x7f {
+                126 if have - pos >= 4 => (
+                    usize::from(u16::from_be_bytes([buf[pos + 2], buf[pos + 3]])),
+                    4,
+                ),
+                127 if have - pos >= 10 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&buf[pos + 2..pos + 10]);
+                    (u64::from_be_bytes(b) as usize, 10)
+                }
+                126 | 127 => break,
+                l => (usize::from(l), 2),
+            };
+            if have - pos < head + len {
+                if head + len > buf.len() {
+                    buf.resize(head + len, 0);
+                }
+                break;
+            }
+            let payload = &buf[pos + head..pos + head + len];
+            match (b0 & 0x80 != 0, b0 & 0x0f) {
+                (true, 1 | 2) => sh.on_message(payload),
+                (_, 8) => break 'read,
+                (_, 9) if len <= 125 => {
+                    // Pong with the same payload; a zero mask key leaves it as is.
+                    let mut pong = vec![0x8a, 0x80 | len as u8, 0, 0, 0, 0];
+                    pong.extend_from_slice(payload);
+                    let _ = tcp.try_write(&pong);
+                }
+                (_, 10) => {}
+                _ => sh.malformed.set(sh.malformed.get() + 1),
+            }
+            pos += head + len;
+        }
+        buf.copy_within(pos..have, 0);
+        have -= pos;
+        if n < space {
+            // A short read drained the socket: clear tokio's readiness without the
+            // extra read that would return WouldBlock. On this one-thread runtime
+            // no readiness event can be processed between the read and this.
+            let _ = tcp.try_io(tokio::io::Interest::READABLE, || {
+                Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+            });
+        }
+    }
+    sh.closed.set(sh.closed.get() + 1);
+}
+
+type Sink = SplitSink<Ws, Message>;
+
+async fn publish(tx: &mut Sink, sh: &Shared, load: Load, duration: Duration) -> Result<(), String> {
+    let err = |e: tokio_tungstenite::tungstenite::Error| format!("publish: {e}");
+    let until = Instant::now() + duration;
+    match load {
+        Load::InFlight(max) => loop {
+            let mut fed = false;
+            while sh.in_flight.get() < max {
+                tx.feed(sh.next_message()).await.map_err(err)?;
+                fed = true;
+            }
+            if fed {
+                tx.flush().await.map_err(err)?;
+            }
+            tokio::select! {
+                () = sh.wake.notified() => {}
+                () = tokio::time::sleep_until(until.into()) => return Ok(()),
+            }
+            if Instant::now() >= until {
+                return Ok(());
+            }
+        },
+        Load::Rate(rate) => {
+            let start = Instant::now();
+            for k in 0.. {
+                let at = start + Duration::from_nanos(k * 1_000_000_000 / rate);
+                if at >= until {
+                    break;
+                }
+                tokio::time::sleep_until(at.into()).await;
+                tx.send(sh.next_message()).await.map_err(err)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Waits until every sent message reached every client, or no delivery came
+/// for 2 s, or 10 s passed.
+async fn drain(sh: &Shared) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = (sh.completed.get(), Instant::now());
+    loop {
+        if sh.in_flight.get() == 0 || Instant::now() >= deadline {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(20), sh.wake.notified()).await;
+        let c = sh.completed.get();
+        if c != last.0 {
+            last = (c, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(2) {
+            return;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct LoadFigures {
+    deliveries_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    lost: u64,
+}
+
+async fn load_row(
+    server: &Server,
+    clients: usize,
+    load: Load,
+    duration: Duration,
+    a: &Args,
+    ticks: f64,
+) -> Result<LoadFigures, String> {
+    let t0 = Instant::now();
+    let mut socks = connect_all(server.addr, clients, a.concurrency).await?;
+    let connect_secs = t0.elapsed().as_secs_f64();
+    let sh = Rc::new(Shared {
+        clients: clients as u32,
+        epoch: Instant::now(),
+        counts: RefCell::new(Vec::with_capacity(1 << 16)),
+        in_flight: Cell::new(0),
+        track_from: Cell::new(0),
+        measure_from: Cell::new(u64::MAX),
+        delivered: Cell::new(0),
+        last_receive_ns: Cell::new(0),
+        hist: RefCell::new(Hist::new()),
+        completed: Cell::new(0),
+        closed: Cell::new(0),
+        malformed: Cell::new(0),
+        wake: tokio::sync::Notify::new(),
+    });
+    let (mut tx, rx0) = socks.swap_remove(0).split();
+    tokio::task::spawn_local(reader(rx0, sh.clone()));
+    for ws in socks {
+        if a.tungstenite_readers {
+            tokio::task::spawn_local(reader(ws, sh.clone()));
+        } else {
+            tokio::task::spawn_local(raw_reader(ws.into_inner(), sh.clone()));
+        }
+    }
+    // Every client registered: one probe message reached all of them.
+    let t1 = Instant::now();
+    while sh.completed.get() == 0 {
+        if t1.elapsed() > Duration::from_secs(10) {
+            let best = sh.counts.borrow().iter().copied().max().unwrap_or(0);
+            return Err(format!(
+                "after 10 s no broadcast reached every client (best {best} of {clients})"
+            ));
+        }
+        tx.send(sh.next_message())
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        let _ = tokio::time::timeout(Duration::from_millis(200), sh.wake.notified()).await;
+    }
+    let sync_secs = t1.elapsed().as_secs_f64();
+    // Warm-up (JIT, allocators, TCP windows), then the measured window.
+    sh.new_phase();
+    publish(&mut tx, &sh, load, WARMUP).await?;
+    drain(&sh).await;
+    let closed_before = sh.closed.get();
+    sh.hist.borrow_mut().reset();
+    sh.delivered.set(0);
+    let from = sh.new_phase();
+    sh.measure_from.set(from);
+    let cpu = CpuMeter::start(ticks);
+    let first_send_ns = sh.epoch.elapsed().as_nanos() as u64;
+    publish(&mut tx, &sh, load, duration).await?;
+    drain(&sh).await;
+    let cpu_line = cpu.line();
+    let sent = sh.sent() - from;
+    let want = sent * clients as u64;
+    let got = sh.delivered.get();
+    let span = (sh.last_receive_ns.get().saturating_sub(first_send_ns)) as f64 / 1e9;
+    let hist = sh.hist.borrow();
+    let f = LoadFigures {
+        deliveries_per_sec: if span > 0.0 { got as f64 / span } else { 0.0 },
+        p50_ms: hist.percentile_ms(0.50),
+        p99_ms: hist.percentile_ms(0.99),
+        max_ms: hist.max as f64 / 1e6,
+        lost: want.saturating_sub(got),
+    };
+    println!(
+        "  connected {clients} in {connect_secs:.2} s; all receiving after {sync_secs:.2} s; warm-up {:.1} s",
+        WARMUP.as_secs_f64()
+    );
+    println!(
+        "  sent {sent} messages of {MESSAGE_LEN} B; deliveries {got} of {want} in {span:.2} s = {:.0} deliveries/s; lost {}",
+        f.deliveries_per_sec, f.lost
+    );
+    println!(
+        "  latency send->receive: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        f.p50_ms, f.p99_ms, f.max_ms
+    );
+    let closed = sh.closed.get();
+    if closed > 0 || sh.malformed.get() > 0 {
+        println!(
+            "  connections closed by the server: {closed} ({} before the measured window); malformed messages: {}",
+            closed_before,
+            sh.malformed.get()
+        );
+    }
+    println!(
+        "  server RSS {} KiB; {cpu_line}",
+        proc_status_kib(server.child.id(), "VmRSS:")
+    );
+    Ok(f)
+}
+
+/// Waits until the server's RSS stops changing (3 equal samples 200 ms apart, at most 5 s).
+async fn settled_rss(pid: u32) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = proc_status_kib(pid, "VmRSS:");
+    let mut same = 0;
+    while same < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = proc_status_kib(pid, "VmRSS:");
+        if now == last {
+            same += 1;
+        } else {
+            same = 0;
+            last = now;
+        }
+    }
+    last
+}
+
+async fn idle_row(server: &Server, n: usize, a: &Args, ticks: f64) -> Result<f64, String> {
+    let pid = server.child.id();
+    // One connection first, so lazily allocated structures are counted once, not per connection.
+    let warm = connect_all(server.addr, 1, 1).await?;
+    let before = settled_rss(pid).await;
+    let cpu = CpuMeter::start(ticks);
+    let t0 = Instant::now();
+    let idle = connect_all(server.addr, n, a.concurrency).await?;
+    let connect_secs = t0.elapsed().as_secs_f64();
+    let cpu_line = cpu.line();
+    let after = settled_rss(pid).await;
+    let per = after.saturating_sub(before) as f64 / n as f64;
+    println!("  connected {n} idle in {connect_secs:.2} s; {cpu_line}");
+    println!(
+        "  server RSS {before} KiB -> {after} KiB = {per:.2} KiB per idle connection (peak {} KiB)",
+        proc_status_kib(pid, "VmHWM:")
+    );
+    drop((warm, idle));
+    Ok(per)
+}
+
+// ---------------------------------------------------------------------------
+// Main.
+
+#[derive(Clone, Copy)]
+enum Figure {
+    Load(LoadFigures),
+    Idle(f64),
+}
+
+fn headline(row: &Row, f: Figure) -> f64 {
+    match (row.kind, f) {
+        (
+            RowKind::Load {
+                load: Load::InFlight(_),
+                ..
+            },
+            Figure::Load(l),
+        ) => l.deliveries_per_sec,
+        (_, Figure::Load(l)) => l.p99_ms,
+        (_, Figure::Idle(k)) => k,
+    }
+}
+
+fn fmt_figure(row: &Row, v: f64) -> String {
+    match row.kind {
+        RowKind::Load {
+            load: Load::InFlight(_),
+            ..
+        } => {
+            if v >= 1e6 {
+                format!("{:.2} M", v / 1e6)
+            } else {
+                format!("{:.0} k", v / 1e3)
+            }
+        }
+        RowKind::Load { .. } => format!("{v:.2} ms"),
+        RowKind::Idle { .. } => format!("{v:.2} KiB"),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ws-bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let (rows, targets) = match rows(&args).and_then(|r| Ok((r, targets(&args)?))) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("ws-bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if targets.is_empty() {
+        eprintln!("ws-bench: no server to run against");
+        return std::process::ExitCode::from(2);
+    }
+    let ticks = clock_ticks();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let affinity = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Cpus_allowed_list:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    println!(
+        "ws-bench: servers on core 0 (taskset), this generator on cores {affinity} ({cores} usable); targets: {}",
+        targets
+            .iter()
+            .map(|t| t.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if affinity != "1" {
+        println!("ws-bench: run the generator under `taskset -c 1` so it does not share core 0");
+    }
+    let needed = rows
+        .iter()
+        .map(|r| match r.kind {
+            RowKind::Load { clients, .. } => clients,
+            RowKind::Idle { connections } => connections + 1,
+        })
+        .max()
+        .unwrap_or(0) as u64
+        + 256;
+    ensure_fd_limit(needed);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // results[row][target]: one figure per repetition.
+    let mut results: Vec<Vec<Vec<Figure>>> = vec![vec![Vec::new(); targets.len()]; rows.len()];
+    let mut unavailable: Vec<Option<String>> = vec![None; targets.len()];
+    let mut failures = 0;
+    for (ri, row) in rows.iter().enumerate() {
+        for (rep, (ti, t)) in
+            (0..args.repeat).flat_map(|rep| targets.iter().enumerate().map(move |t| (rep, t)))
+        {
+            if let Some(why) = &unavailable[ti] {
+                println!("[{}] {}: skipped ({why})", t.name, row.name);
+                continue;
+            }
+            let run = if args.repeat > 1 {
+                format!(" (run {} of {})", rep + 1, args.repeat)
+            } else {
+                String::new()
+            };
+            println!("[{}] {}: {}{run}", t.name, row.name, row.label);
+            let server = match start_server(t) {
+                Ok(s) => s,
+                Err(e) => {
+                    println!("  failed: {e}");
+                    failures += 1;
+                    continue;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            let r = rt.block_on(local.run_until(async {
+                match row.kind {
+                    RowKind::Load { clients, load } => {
+                        load_row(&server, clients, load, row.duration, &args, ticks)
+                            .await
+                            .map(Figure::Load)
+                    }
+                    RowKind::Idle { connections } => idle_row(&server, connections, &args, ticks)
+                        .await
+                        .map(Figure::Idle),
+                }
+            }));
+            // Close every client before the server goes.
+            drop(local);
+            drop(server);
+            match r {
+                Ok(f) => results[ri][ti].push(f),
+                Err(e) => {
+                    println!("  failed: {e}");
+                    failures += 1;
+                    if e.contains("not 101") {
+                        unavailable[ti] = Some(e);
+                    }
+                }
+            }
+        }
+    }
+    summary(&rows, &targets, &results, args.repeat);
+    if failures > 0 {
+        eprintln!("ws-bench: {failures} row(s) failed");
+        return std::process::ExitCode::from(1);
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+fn summary(rows: &[Row], targets: &[Target], results: &[Vec<Vec<Figure>>], repeat: usize) {
+    let ours = targets.iter().position(|t| t.name == "rt-server");
+    let title = if repeat > 1 {
+        format!("summary (median of {repeat} runs)")
+    } else {
+        "summary".to_string()
+    };
+    let mut header = format!("{title:<44}");
+    for t in targets {
+        header.push_str(&format!("{:>12}", t.name));
+    }
+    if ours.is_some() {
+        for t in targets.iter().filter(|t| t.name != "rt-server") {
+            header.push_str(&format!("{:>12}", format!("vs {}", t.name)));
+        }
+    }
+    println!();
+    println!("{header}");
+    for (ri, row) in rows.iter().enumerate() {
+        let mut line = format!("{:<44}", row.label);
+        let vals: Vec<Option<f64>> = results[ri]
+            .iter()
+            .map(|fs| median(fs.iter().map(|&f| headline(row, f)).collect()))
+            .collect();
+        for v in &vals {
+            line.push_str(&format!(
+                "{:>12}",
+                v.map_or("-".to_string(), |v| fmt_figure(row, v))
+            ));
+        }
+        if let Some(o) = ours {
+            for (ti, _) in targets.iter().enumerate().filter(|(ti, _)| *ti != o) {
+                let ratio = match (vals[o], vals[ti]) {
+                    (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                    _ => "-".into(),
+                };
+                line.push_str(&format!("{ratio:>12}"));
+            }
+        }
+        println!("{line}");
+    }
+    if ours.is_some() {
+        println!(
+            "ratios are rt-server / peer: above 1 is better for deliveries/s, below 1 is better for p99 and KiB"
+        );
+    }
+    for (ri, row) in rows.iter().enumerate() {
+        if let RowKind::Load { .. } = row.kind {
+            let lost: Vec<String> = targets
+                .iter()
+                .zip(&results[ri])
+                .filter_map(|(t, fs)| {
+                    let lost: u64 = fs
+                        .iter()
+                        .map(|f| match f {
+                            Figure::Load(l) => l.lost,
+                            Figure::Idle(_) => 0,
+                        })
+                        .sum();
+                    (lost > 0).then(|| format!("{} {lost}", t.name))
+                })
+                .collect();
+            if !lost.is_empty() {
+                println!("lost deliveries in {}: {}", row.name, lost.join(", "));
+            }
+        }
+    }
+}
