@@ -37,15 +37,22 @@ pub struct Broadcast {
     pub closed: usize,
 }
 
+impl Broadcast {
+    /// Adds the outcome of one send.
+    pub fn count(&mut self, sent: Result<(), SendError>) {
+        match sent {
+            Ok(()) => self.sent += 1,
+            Err(SendError::Dropped) => self.dropped += 1,
+            Err(SendError::SlowClosed) => self.slow_closed += 1,
+            Err(SendError::Closed) => self.closed += 1,
+        }
+    }
+}
+
 /// Queues `msg` for every registered client of `hub`.
 pub fn ws_broadcast(hub: &WsHub, msg: Message) -> Broadcast {
     let mut report = Broadcast::default();
-    hub.for_each(|client| match ws_send(client, msg.clone()) {
-        Ok(()) => report.sent += 1,
-        Err(SendError::Dropped) => report.dropped += 1,
-        Err(SendError::SlowClosed) => report.slow_closed += 1,
-        Err(SendError::Closed) => report.closed += 1,
-    });
+    hub.for_each(|client| report.count(ws_send(client, msg.clone())));
     report
 }
 

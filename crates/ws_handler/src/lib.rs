@@ -7,7 +7,9 @@
 //!    426 with a short body);
 //! 2. refuses with `503` and a JSON body when [`WsConfig::max_connections`]
 //!    are open or the hub is stopped, before upgrading;
-//! 3. answers `101`, registers a [`WsClient`] in the hub and runs the
+//! 3. asks [`WsConfig::identify`] who the request is (user and metadata), or
+//!    answers with the response it refuses with (401, 403), before upgrading;
+//! 4. answers `101`, registers a [`WsClient`] with that identity and runs the
 //!    connection: a **reader** that hands text and binary messages to
 //!    [`WsConfig::on_message`], and a **writer** that drains the client's
 //!    outbox, gives tungstenite everything queued and flushes once.
@@ -85,9 +87,13 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use ws_hub::{Outgoing, WsClient, WsHub, going_away};
+use ws_hub::{Identity, Outgoing, WsClient, WsHub, going_away};
 use ws_upgrader::{UpgradeConfig, ws_upgrader};
 
+/// Establishes who the upgrade request is (its cookie, token, ...), before
+/// upgrading; `Err` is the response that refuses it (401, 403). The only
+/// source of a connection's identity: no client message can change it.
+pub type IdentifyHook = Arc<dyn Fn(&Request) -> Result<Identity, Response> + Send + Sync>;
 /// Called once a client is registered; `Err` closes it with that frame.
 pub type ConnectHook = Arc<dyn Fn(&WsClient) -> Result<(), CloseFrame> + Send + Sync>;
 /// Called with each text or binary message a client sends, in the
@@ -122,6 +128,8 @@ pub struct WsConfig {
     pub write_buffer_size: usize,
     /// Most bytes of written frames buffered while the socket is full. Default: 1 MiB.
     pub max_write_buffer_size: usize,
+    /// See [`IdentifyHook`]. Default: none (every connection anonymous).
+    pub identify: Option<IdentifyHook>,
     /// See [`ConnectHook`]. Default: none.
     pub on_connect: Option<ConnectHook>,
     /// See [`MessageHook`]. Default: none (messages are read and dropped).
@@ -143,6 +151,7 @@ impl Default for WsConfig {
             read_buffer_size: 512,
             write_buffer_size: 64 * 1024,
             max_write_buffer_size: 1 << 20,
+            identify: None,
             on_connect: None,
             on_message: None,
             on_disconnect: None,
@@ -163,6 +172,7 @@ impl fmt::Debug for WsConfig {
             .field("read_buffer_size", &self.read_buffer_size)
             .field("write_buffer_size", &self.write_buffer_size)
             .field("max_write_buffer_size", &self.max_write_buffer_size)
+            .field("identify", &self.identify.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -199,23 +209,24 @@ fn upgrade(hub: &WsHub, config: &Arc<WsConfig>, req: &mut Request) -> Response {
     if config.max_connections.is_some_and(|max| hub.len() >= max) {
         return unavailable("too many connections");
     }
+    let identity = match &config.identify {
+        Some(identify) => match identify(req) {
+            Ok(identity) => identity,
+            Err(refused) => return refused,
+        },
+        None => Identity::default(),
+    };
     let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
     let shutdown = Shutdown::from_request(req);
     let (hub, config) = (hub.clone(), config.clone());
     if let Some(on) = OnUpgrade::take(req) {
-        on.serve(move |io| serve(hub, config, io, peer, shutdown));
+        on.serve(move |io| serve(hub, config, io, peer, identity, shutdown));
     } else if let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
         tokio::spawn(async move {
             match on.await {
                 Ok(io) => {
-                    serve(
-                        hub,
-                        config,
-                        hyper_util::rt::TokioIo::new(io),
-                        peer,
-                        shutdown,
-                    )
-                    .await
+                    let io = hyper_util::rt::TokioIo::new(io);
+                    serve(hub, config, io, peer, identity, shutdown).await;
                 }
                 Err(e) => tracing::debug!(target: "ws", error = %e, "upgrade failed"),
             }
@@ -253,6 +264,7 @@ async fn serve<S>(
     config: Arc<WsConfig>,
     io: S,
     peer: Option<std::net::SocketAddr>,
+    identity: Identity,
     shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -268,7 +280,7 @@ async fn serve<S>(
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_frame_size));
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-    let Ok(client) = hub.register(peer) else {
+    let Ok(client) = hub.register_as(peer, identity) else {
         // Stopped between the upgrade and now.
         let _ = ws.send(Message::Close(Some(going_away()))).await;
         return;

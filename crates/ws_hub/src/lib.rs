@@ -41,7 +41,7 @@
 //! assert_eq!(hub.len(), 0);
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,6 +74,8 @@ pub struct HubConfig {
     pub queue_bytes: usize,
     /// What a full outbox means. Default: [`SlowPolicy::Close`].
     pub slow: SlowPolicy,
+    /// Rooms one client may be in at once. Default: 64.
+    pub max_rooms: usize,
 }
 
 impl Default for HubConfig {
@@ -82,6 +84,7 @@ impl Default for HubConfig {
             queue_messages: 256,
             queue_bytes: 1 << 20,
             slow: SlowPolicy::Close,
+            max_rooms: 64,
         }
     }
 }
@@ -118,10 +121,67 @@ pub struct WsHub(Arc<HubShared>);
 
 struct HubShared {
     config: HubConfig,
-    clients: RwLock<HashMap<ClientId, WsClient>>,
+    index: RwLock<Index>,
     next_id: AtomicU64,
     running: AtomicBool,
     counters: Arc<Counters>,
+}
+
+/// Who is where: clients by id, and the ids of each room and each user.
+/// Every lookup is a map access; nothing scans all connections.
+#[derive(Default)]
+struct Index {
+    clients: HashMap<ClientId, WsClient>,
+    rooms: HashMap<String, HashSet<ClientId>>,
+    users: HashMap<String, HashSet<ClientId>>,
+    /// The rooms of each client that is in any, for leaving them all at once.
+    memberships: HashMap<ClientId, Vec<String>>,
+}
+
+impl Index {
+    /// Removes `id` from every index; the client, if it was there.
+    fn remove(&mut self, id: ClientId) -> Option<WsClient> {
+        let client = self.clients.remove(&id)?;
+        if let Some(user) = client.user() {
+            remove_member(&mut self.users, user, id);
+        }
+        for room in self.memberships.remove(&id).unwrap_or_default() {
+            remove_member(&mut self.rooms, &room, id);
+        }
+        Some(client)
+    }
+}
+
+/// Removes `id` from the set `key`, and the set once empty.
+fn remove_member(map: &mut HashMap<String, HashSet<ClientId>>, key: &str, id: ClientId) -> bool {
+    let Some(set) = map.get_mut(key) else {
+        return false;
+    };
+    let removed = set.remove(&id);
+    if set.is_empty() {
+        map.remove(key);
+    }
+    removed
+}
+
+/// Who a connection is, as the server established it (an identify hook on
+/// the upgrade request): a client message can never set or change it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The user; `None` for an anonymous connection. One user may hold several connections.
+    pub user: Option<String>,
+    /// Whatever else the server knows about the connection.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Identity {
+    /// The identity of `user`, without metadata.
+    pub fn user(user: impl Into<String>) -> Self {
+        Identity {
+            user: Some(user.into()),
+            metadata: BTreeMap::new(),
+        }
+    }
 }
 
 /// Why the hub did not register a client.
@@ -129,12 +189,18 @@ struct HubShared {
 pub enum HubError {
     /// The hub is stopped: [`WsHub::start`] it again first.
     Stopped,
+    /// The client is not registered (its connection ended).
+    NotRegistered,
+    /// The client is already in [`HubConfig::max_rooms`] rooms.
+    TooManyRooms,
 }
 
 impl fmt::Display for HubError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             HubError::Stopped => "the hub is stopped",
+            HubError::NotRegistered => "the client is not connected",
+            HubError::TooManyRooms => "the client is in too many rooms",
         })
     }
 }
@@ -149,8 +215,9 @@ impl WsHub {
                 queue_messages: config.queue_messages.max(1),
                 queue_bytes: config.queue_bytes.max(1),
                 slow: config.slow,
+                max_rooms: config.max_rooms,
             },
-            clients: RwLock::new(HashMap::new()),
+            index: RwLock::new(Index::default()),
             next_id: AtomicU64::new(1),
             running: AtomicBool::new(true),
             counters: Arc::default(),
@@ -162,8 +229,17 @@ impl WsHub {
         &self.0.config
     }
 
-    /// Registers a new client (for the connection from `peer`) and returns it.
+    /// Registers a new anonymous client (for the connection from `peer`) and returns it.
     pub fn register(&self, peer: Option<SocketAddr>) -> Result<WsClient, HubError> {
+        self.register_as(peer, Identity::default())
+    }
+
+    /// Registers a new client with the identity the server established.
+    pub fn register_as(
+        &self,
+        peer: Option<SocketAddr>,
+        identity: Identity,
+    ) -> Result<WsClient, HubError> {
         if !self.is_running() {
             return Err(HubError::Stopped);
         }
@@ -171,13 +247,20 @@ impl WsHub {
         let client = WsClient(Arc::new(ClientShared {
             id,
             peer,
+            identity,
             queue_messages: self.0.config.queue_messages,
             queue_bytes: self.0.config.queue_bytes,
             slow: self.0.config.slow,
             counters: self.0.counters.clone(),
             outbox: Mutex::new(Outbox::default()),
         }));
-        write(&self.0.clients).insert(id, client.clone());
+        {
+            let mut ix = write(&self.0.index);
+            if let Some(user) = client.user() {
+                ix.users.entry(user.to_string()).or_default().insert(id);
+            }
+            ix.clients.insert(id, client.clone());
+        }
         self.0.counters.connected.fetch_add(1, Ordering::Relaxed);
         // A stop that raced with this registration has not seen the client.
         if !self.is_running() {
@@ -188,9 +271,10 @@ impl WsHub {
         Ok(client)
     }
 
-    /// Removes a client (its connection ended); idempotent.
+    /// Removes a client (its connection ended) from the hub, its rooms and
+    /// its user; idempotent.
     pub fn unregister(&self, id: ClientId) -> Option<WsClient> {
-        let gone = write(&self.0.clients).remove(&id);
+        let gone = write(&self.0.index).remove(id);
         if gone.is_some() {
             self.0.counters.disconnected.fetch_add(1, Ordering::Relaxed);
         }
@@ -199,25 +283,127 @@ impl WsHub {
 
     /// The client with `id`, if it is registered: a lookup, not a scan.
     pub fn client(&self, id: ClientId) -> Option<WsClient> {
-        read(&self.0.clients).get(&id).cloned()
+        read(&self.0.index).clients.get(&id).cloned()
     }
 
     /// Calls `f` with every registered client, under a read lock: `f` must
-    /// not register or unregister (sending is fine, it never waits).
+    /// not register, unregister, join or leave (sending is fine, it never waits).
     pub fn for_each(&self, mut f: impl FnMut(&WsClient)) {
-        for c in read(&self.0.clients).values() {
+        for c in read(&self.0.index).clients.values() {
             f(c);
+        }
+    }
+
+    /// Puts a registered client in `room`: `Ok(false)` if it was already
+    /// there (idempotent); an error if it is gone or in too many rooms.
+    pub fn join(&self, client: &WsClient, room: &str) -> Result<bool, HubError> {
+        let mut ix = write(&self.0.index);
+        let ix = &mut *ix;
+        if !ix.clients.contains_key(&client.id()) {
+            return Err(HubError::NotRegistered);
+        }
+        if ix.rooms.get(room).is_some_and(|m| m.contains(&client.id())) {
+            return Ok(false);
+        }
+        let mine = ix.memberships.entry(client.id()).or_default();
+        if mine.len() >= self.0.config.max_rooms {
+            return Err(HubError::TooManyRooms);
+        }
+        mine.push(room.to_string());
+        ix.rooms
+            .entry(room.to_string())
+            .or_default()
+            .insert(client.id());
+        Ok(true)
+    }
+
+    /// Takes a client out of `room`; false if it was not there. Idempotent.
+    pub fn leave(&self, client: &WsClient, room: &str) -> bool {
+        let mut ix = write(&self.0.index);
+        let ix = &mut *ix;
+        if !remove_member(&mut ix.rooms, room, client.id()) {
+            return false;
+        }
+        if let Some(rooms) = ix.memberships.get_mut(&client.id()) {
+            rooms.retain(|r| r != room);
+            if rooms.is_empty() {
+                ix.memberships.remove(&client.id());
+            }
+        }
+        true
+    }
+
+    /// Whether `client` is in `room`.
+    pub fn is_member(&self, client: &WsClient, room: &str) -> bool {
+        read(&self.0.index)
+            .rooms
+            .get(room)
+            .is_some_and(|m| m.contains(&client.id()))
+    }
+
+    /// The rooms `client` is in.
+    pub fn rooms_of(&self, client: &WsClient) -> Vec<String> {
+        read(&self.0.index)
+            .memberships
+            .get(&client.id())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Connections in `room`.
+    pub fn room_len(&self, room: &str) -> usize {
+        read(&self.0.index).rooms.get(room).map_or(0, HashSet::len)
+    }
+
+    /// Connections of `user`.
+    pub fn user_len(&self, user: &str) -> usize {
+        read(&self.0.index).users.get(user).map_or(0, HashSet::len)
+    }
+
+    /// Every room with its number of connections (for dashboards, not the hot path).
+    pub fn rooms(&self) -> BTreeMap<String, usize> {
+        read(&self.0.index)
+            .rooms
+            .iter()
+            .map(|(r, m)| (r.clone(), m.len()))
+            .collect()
+    }
+
+    /// Calls `f` once with each live client that is any of `clients`, in any
+    /// of `rooms`, or a connection of any of `users` (each client once,
+    /// however many sets it is in), under a read lock. Costs the size of
+    /// those sets, not the number of connections.
+    pub fn for_each_in(
+        &self,
+        clients: &[ClientId],
+        rooms: &[String],
+        users: &[String],
+        mut f: impl FnMut(&WsClient),
+    ) {
+        let ix = read(&self.0.index);
+        let mut seen: HashSet<ClientId> = HashSet::new();
+        let sets = rooms
+            .iter()
+            .filter_map(|r| ix.rooms.get(r))
+            .chain(users.iter().filter_map(|u| ix.users.get(u)));
+        let ids = clients.iter().chain(sets.flatten());
+        for id in ids {
+            if seen.insert(*id)
+                && let Some(c) = ix.clients.get(id)
+            {
+                f(c);
+            }
         }
     }
 
     /// The registered clients now.
     pub fn clients(&self) -> Vec<WsClient> {
-        read(&self.0.clients).values().cloned().collect()
+        read(&self.0.index).clients.values().cloned().collect()
     }
 
     /// How many clients are registered.
     pub fn len(&self) -> usize {
-        read(&self.0.clients).len()
+        read(&self.0.index).clients.len()
     }
 
     /// Whether no client is registered.
@@ -234,7 +420,13 @@ impl WsHub {
     /// unregisters them; idempotent.
     pub fn stop(&self) {
         self.0.running.store(false, Ordering::SeqCst);
-        let all: Vec<WsClient> = write(&self.0.clients).drain().map(|(_, c)| c).collect();
+        let all: Vec<WsClient> = {
+            let mut ix = write(&self.0.index);
+            ix.rooms.clear();
+            ix.users.clear();
+            ix.memberships.clear();
+            ix.clients.drain().map(|(_, c)| c).collect()
+        };
         self.0
             .counters
             .disconnected
@@ -287,6 +479,7 @@ pub struct WsClient(Arc<ClientShared>);
 struct ClientShared {
     id: ClientId,
     peer: Option<SocketAddr>,
+    identity: Identity,
     queue_messages: usize,
     queue_bytes: usize,
     slow: SlowPolicy,
@@ -360,6 +553,16 @@ impl WsClient {
     /// The peer address of its connection, when known.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.0.peer
+    }
+
+    /// Who the server established this connection to be.
+    pub fn identity(&self) -> &Identity {
+        &self.0.identity
+    }
+
+    /// The connection's user, if not anonymous.
+    pub fn user(&self) -> Option<&str> {
+        self.0.identity.user.as_deref()
     }
 
     fn lock(&self) -> MutexGuard<'_, Outbox> {
@@ -693,6 +896,61 @@ mod tests {
             poll(&d, &mut batch),
             Poll::Ready(Outgoing::Close(Some(_)))
         ));
+    }
+
+    #[test]
+    fn rooms_and_users_are_indexed_and_cleaned_up() {
+        let hub = WsHub::new(HubConfig::default());
+        let a1 = hub.register_as(None, Identity::user("ana")).unwrap();
+        let a2 = hub.register_as(None, Identity::user("ana")).unwrap();
+        let b = hub.register_as(None, Identity::user("bo")).unwrap();
+        let anon = hub.register(None).unwrap();
+        assert_eq!((hub.user_len("ana"), hub.user_len("bo")), (2, 1));
+        assert_eq!(hub.join(&a1, "r"), Ok(true));
+        assert_eq!(hub.join(&a1, "r"), Ok(false), "idempotent");
+        assert_eq!(hub.join(&b, "r"), Ok(true));
+        assert_eq!(hub.join(&b, "s"), Ok(true));
+        assert_eq!(hub.room_len("r"), 2);
+        assert_eq!(hub.rooms_of(&b), ["r", "s"]);
+        assert!(hub.leave(&b, "s"));
+        assert!(!hub.leave(&b, "s"), "idempotent");
+        assert_eq!(hub.rooms(), BTreeMap::from([("r".to_string(), 2)]));
+        let mut got = Vec::new();
+        hub.for_each_in(&[anon.id(), a1.id()], &["r".into()], &["ana".into()], |c| {
+            got.push(c.id());
+        });
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            [a1.id(), a2.id(), b.id(), anon.id()],
+            "a union, each once"
+        );
+        hub.unregister(a1.id());
+        hub.unregister(b.id());
+        assert_eq!((hub.room_len("r"), hub.user_len("ana")), (0, 1));
+        assert!(hub.rooms().is_empty(), "empty rooms are removed");
+        assert_eq!(
+            hub.join(&b, "r"),
+            Err(HubError::NotRegistered),
+            "a gone client joins nothing"
+        );
+        hub.unregister(a2.id());
+        assert_eq!(hub.user_len("ana"), 0);
+    }
+
+    #[test]
+    fn a_client_joins_at_most_max_rooms() {
+        let hub = WsHub::new(HubConfig {
+            max_rooms: 2,
+            ..HubConfig::default()
+        });
+        let c = hub.register(None).unwrap();
+        assert_eq!(hub.join(&c, "a"), Ok(true));
+        assert_eq!(hub.join(&c, "b"), Ok(true));
+        assert_eq!(hub.join(&c, "c"), Err(HubError::TooManyRooms));
+        assert_eq!(hub.join(&c, "a"), Ok(false), "already in: not a new room");
+        assert!(hub.leave(&c, "a"));
+        assert_eq!(hub.join(&c, "c"), Ok(true));
     }
 
     #[test]

@@ -7,11 +7,26 @@
 //! | `POST /publish` | publishes the body (UTF-8, at most 1 MiB) as one event on `?topic=` (default `hub`), with `?event=` as its type; answers `202 {"id": N}` |
 //! | `GET /ws` | WebSocket: every text message from any client goes to every connected client; `POST /publish` reaches them too |
 //! | `GET /echo` | WebSocket echo of every text and binary message (the Autobahn testee; messages up to 64 MiB) |
+//! | `GET /hub` | WebSocket hub with rooms, users and the control protocol (below) |
+//! | `POST /emit` | emits the body as event `notice` to `?room=`, `?user=`, `?client=` (repeatable, combined as a union); answers `202` with the counts |
 //! | `GET /stats` | broker and hub counters as JSON |
 //! | `GET /health` | `ok` |
 //!
-//! Both WebSocket routes accept any `Origin` (a test surface, not an app).
-//! Later issues add `/hub` and `/rpc`. The binary is `rt-server`; [`app`]
+//! The WebSocket routes accept any `Origin` (a test surface, not an app).
+//!
+//! `/hub` is a surface for tests and tools, not a pattern for real auth:
+//! **identity is the `Authorization: Bearer <name>` header** of the upgrade
+//! request (a stand-in for a real identify hook that would check a token);
+//! no header means anonymous. The control protocol (`ws_control`) is on; its
+//! room guard lets anyone join `public-*` and only user `<name>` join
+//! `private-<name>`. App messages:
+//!
+//! - `{"type":"say","room":R,"data":X}` from a member of `R`: event `said`
+//!   `{from, data}` to the room;
+//! - `{"type":"whisper","user":U,"data":X}`: event `whispered` `{from, data}`
+//!   to every connection of `U`.
+//!
+//! Later issues add `/rpc`. The binary is `rt-server`; [`app`]
 //! builds the same handler for tests.
 //!
 //! # Example
@@ -30,14 +45,19 @@ use http_logger_middleware::http_logger_middleware;
 use http_middleware_chain::http_middleware_chain;
 use http_router::http_router;
 use http_types::{Handler, Request, Response, Route, text};
+use serde_json::{Value, json};
 use sse_broker::{BrokerConfig, SseBroker};
 use sse_event::SseEvent;
 use sse_handler::{SseConfig, sse_handler};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
 use ws_broadcast::ws_broadcast;
+use ws_control::{ControlConfig, control_hooks};
+use ws_emit::ws_emit;
+use ws_event::{Event, Target};
 use ws_handler::{WsConfig, ws_handler};
-use ws_hub::{HubConfig, WsHub};
+use ws_hub::{HubConfig, Identity, WsClient, WsHub};
+use ws_send::ws_send;
 use ws_upgrader::{OriginPolicy, UpgradeConfig};
 
 /// The page of `GET /`.
@@ -83,6 +103,8 @@ pub struct App {
     pub broker: SseBroker,
     /// The WebSocket hub of `/ws`.
     pub hub: WsHub,
+    /// The WebSocket hub of `/hub` (rooms, users, control protocol).
+    pub rooms: WsHub,
 }
 
 /// The whole application.
@@ -135,6 +157,15 @@ pub fn app(options: Options) -> App {
             ..WsConfig::default()
         },
     );
+    let rooms = WsHub::new(HubConfig::default());
+    let room_hub = hub_handler(rooms.clone());
+    let emit = {
+        let rooms = rooms.clone();
+        Handler::new(move |req: Request| {
+            let rooms = rooms.clone();
+            async move { emit(&rooms, req).await }
+        })
+    };
     let publish = {
         let (broker, hub) = (broker.clone(), hub.clone());
         Handler::new(move |req: Request| {
@@ -143,25 +174,22 @@ pub fn app(options: Options) -> App {
         })
     };
     let stats = {
-        let (broker, hub) = (broker.clone(), hub.clone());
+        let (broker, hub, rooms) = (broker.clone(), hub.clone(), rooms.clone());
         Handler::new(move |_req: Request| {
             let s = broker.stats();
             let w = hub.stats();
+            let h = rooms.stats();
             let body = format!(
-                "{{\"subscribers\":{},\"topics\":{},\"published\":{},\"delivered\":{},\"slow_dropped\":{},\"resets\":{},\
-                 \"ws\":{{\"connections\":{},\"connected\":{},\"disconnected\":{},\"sent\":{},\"dropped\":{},\"slow_closed\":{}}}}}\n",
+                "{{\"subscribers\":{},\"topics\":{},\"published\":{},\"delivered\":{},\"slow_dropped\":{},\"resets\":{},\"ws\":{},\"hub\":{},\"rooms\":{}}}\n",
                 s.subscribers,
                 s.topics,
                 s.published,
                 s.delivered,
                 s.slow_dropped,
                 s.resets,
-                w.connections,
-                w.connected,
-                w.disconnected,
-                w.sent,
-                w.dropped,
-                w.slow_closed
+                hub_json(&w),
+                hub_json(&h),
+                serde_json::to_string(&rooms.rooms()).unwrap_or_default()
             );
             async move { json(StatusCode::OK, body) }
         })
@@ -180,6 +208,8 @@ pub fn app(options: Options) -> App {
         Route::get("/events", events),
         Route::get("/ws", ws),
         Route::get("/echo", echo),
+        Route::get("/hub", room_hub),
+        Route::post("/emit", emit),
         Route::post("/publish", publish),
         Route::get("/stats", stats),
         Route::get("/health", health),
@@ -196,7 +226,141 @@ pub fn app(options: Options) -> App {
         handler: http_middleware_chain(layers).apply(router),
         broker,
         hub,
+        rooms,
     }
+}
+
+/// `/hub`: identity from `Authorization: Bearer <name>`, the control
+/// protocol with the `public-*` / `private-<name>` guard, `say` and `whisper`.
+fn hub_handler(hub: WsHub) -> Handler {
+    let control = ControlConfig {
+        guard: Some(Arc::new(|client: &WsClient, room: &str| {
+            room.starts_with("public-")
+                || client
+                    .user()
+                    .is_some_and(|u| room.strip_prefix("private-") == Some(u))
+        })),
+        ..ControlConfig::default()
+    };
+    let app = {
+        let hub = hub.clone();
+        Arc::new(move |client: &WsClient, msg: Message| say_or_whisper(&hub, client, &msg))
+    };
+    let (on_connect, on_message) = control_hooks(hub.clone(), control, None, Some(app));
+    ws_handler(
+        hub,
+        WsConfig {
+            upgrade: UpgradeConfig {
+                origins: OriginPolicy::Any,
+                ..UpgradeConfig::default()
+            },
+            identify: Some(Arc::new(bearer_identity)),
+            on_connect: Some(on_connect),
+            on_message: Some(on_message),
+            ..WsConfig::default()
+        },
+    )
+}
+
+/// `/hub`'s identify hook: `Authorization: Bearer <name>` is user `<name>`
+/// (1 to 64 bytes), no header is anonymous, anything else is refused (401).
+#[allow(clippy::result_large_err)] // the hook's shape: a refusal is a response
+fn bearer_identity(req: &Request) -> Result<Identity, Response> {
+    let Some(value) = req.headers().get(http::header::AUTHORIZATION) else {
+        return Ok(Identity::default());
+    };
+    let name = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    if name.is_empty() || name.len() > 64 {
+        return Err(json(
+            StatusCode::UNAUTHORIZED,
+            "{\"error\":\"expected Authorization: Bearer <name>\"}\n".into(),
+        ));
+    }
+    Ok(Identity::user(name))
+}
+
+/// The app messages of `/hub`; anything else gets an `error` event.
+fn say_or_whisper(hub: &WsHub, client: &WsClient, msg: &Message) {
+    let parsed: Option<Value> = msg
+        .to_text()
+        .ok()
+        .and_then(|t| serde_json::from_str(t).ok());
+    let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name));
+    let data = field("data").cloned().unwrap_or(Value::Null);
+    let from = client.user();
+    let refuse = |why: String| {
+        let ev = Event::new(ws_event::types::ERROR, json!({ "message": why }));
+        let _ = ws_send(client, Message::text(ev.to_json()));
+    };
+    match (
+        field("type").and_then(Value::as_str),
+        field("room"),
+        field("user"),
+    ) {
+        (Some("say"), Some(Value::String(room)), _) => {
+            if hub.is_member(client, room) {
+                let ev = Event::new("said", json!({ "from": from, "data": data }));
+                ws_emit(hub, &ev, &Target::rooms([room.as_str()]));
+            } else {
+                refuse(format!("not a member of room '{room}'"));
+            }
+        }
+        (Some("whisper"), _, Some(Value::String(user))) => {
+            let ev = Event::new("whispered", json!({ "from": from, "data": data }));
+            ws_emit(hub, &ev, &Target::users([user.as_str()]));
+        }
+        _ => refuse("expected say {room, data} or whisper {user, data}".into()),
+    }
+}
+
+/// `POST /emit?room=R&user=U&client=ID`: the body as event `notice` to that union.
+async fn emit(hub: &WsHub, req: Request) -> Response {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let mut target = Target::default();
+    for (k, v) in query.split('&').filter_map(|p| p.split_once('=')) {
+        match k {
+            "room" => target.rooms.push(v.to_string()),
+            "user" => target.users.push(v.to_string()),
+            "client" => match v.parse() {
+                Ok(id) => target.clients.push(id),
+                Err(_) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("client ids are numbers: {v}\n"),
+                    );
+                }
+            },
+            _ => {}
+        }
+    }
+    if target.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "name a ?room=, ?user= or ?client=\n",
+        );
+    }
+    let body = match read_body(req.into_body(), MAX_PUBLISH).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let Ok(body) = String::from_utf8(body) else {
+        return text(StatusCode::BAD_REQUEST, "the body must be UTF-8 text\n");
+    };
+    // JSON stays JSON; any other text is a string.
+    let data = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    let r = ws_emit(hub, &Event::new("notice", data), &target);
+    json(
+        StatusCode::ACCEPTED,
+        format!(
+            "{{\"sent\":{},\"dropped\":{},\"slow_closed\":{},\"closed\":{}}}\n",
+            r.sent, r.dropped, r.slow_closed, r.closed
+        ),
+    )
 }
 
 async fn publish(broker: &SseBroker, hub: &WsHub, req: Request) -> Response {
@@ -249,6 +413,13 @@ async fn read_body(mut body: http_types::Body, limit: usize) -> Result<Vec<u8>, 
         }
     }
     Ok(out)
+}
+
+fn hub_json(w: &ws_hub::HubStats) -> String {
+    format!(
+        "{{\"connections\":{},\"connected\":{},\"disconnected\":{},\"sent\":{},\"dropped\":{},\"slow_closed\":{}}}",
+        w.connections, w.connected, w.disconnected, w.sent, w.dropped, w.slow_closed
+    )
 }
 
 fn json(status: StatusCode, body: String) -> Response {

@@ -1,0 +1,390 @@
+//! Answers the hub's control protocol on text frames before the app sees them: ping, subscribe through a room guard, unsubscribe, authenticate.
+//!
+//! The protocol is nexus's, JSON text frames answered with [`Event`]s:
+//!
+//! | client sends | server answers |
+//! |---|---|
+//! | `{"type":"ping"}` | `pong {timestamp}` |
+//! | `{"type":"subscribe","room":"r"}` | `subscribed {room}` if [`ControlConfig::guard`] allows it, else `error {message, room}` |
+//! | `{"type":"unsubscribe","room":"r"}` | `unsubscribed {room}` (also when not subscribed) |
+//! | `{"type":"authenticate", ...}` | `authenticated {userId, status}`: the identity the server established |
+//! | (on connect) | `connection.established {clientId, userId}` |
+//!
+//! The holes nexus had to fix are closed by construction:
+//!
+//! - **Identity comes from the server only** (`ws_handler`'s identify hook on
+//!   the upgrade request). `authenticate` reports it; whatever user id the
+//!   message claims is ignored, it cannot set or change the identity.
+//! - **No guard, no rooms**: without a [`RoomGuard`] every `subscribe` is
+//!   refused with an `error` event.
+//! - **Malformed control messages** (a `subscribe` without a string `room`,
+//!   an invalid room name) get an `error` event; the connection stays open.
+//!
+//! Text that is not a JSON object with one of these `type`s (other JSON, or
+//! not JSON at all) is not a control message: it goes to the app's message
+//! hook unchanged, as do binary messages. [`ControlConfig::enabled`] set to
+//! false turns the protocol off.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use ws_control::{control_hooks, ControlConfig};
+//! use ws_handler::{ws_handler, WsConfig};
+//! use ws_hub::{HubConfig, WsHub};
+//!
+//! let hub = WsHub::new(HubConfig::default());
+//! let control = ControlConfig {
+//!     guard: Some(Arc::new(|_client, room: &str| room.starts_with("public-"))),
+//!     ..ControlConfig::default()
+//! };
+//! let (on_connect, on_message) = control_hooks(hub.clone(), control, None, None);
+//! let handler = ws_handler(hub, WsConfig { on_connect: Some(on_connect), on_message: Some(on_message), ..WsConfig::default() });
+//! # let _ = handler;
+//! ```
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use ws_event::{Event, types};
+use ws_handler::{ConnectHook, MessageHook};
+use ws_hub::{WsClient, WsHub};
+use ws_room_join::ws_room_join;
+use ws_room_leave::ws_room_leave;
+use ws_send::ws_send;
+
+/// Decides whether `client` may join `room`.
+pub type RoomGuard = Arc<dyn Fn(&WsClient, &str) -> bool + Send + Sync>;
+
+/// Settings of the protocol; every field has a default.
+#[derive(Clone)]
+pub struct ControlConfig {
+    /// Answer control messages. Default: true; false passes everything to the app.
+    pub enabled: bool,
+    /// Who may subscribe to which room. Default: none, so every subscribe is refused.
+    pub guard: Option<RoomGuard>,
+    /// Send `connection.established` on connect. Default: true.
+    pub announce: bool,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            enabled: true,
+            guard: None,
+            announce: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for ControlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlConfig")
+            .field("enabled", &self.enabled)
+            .field("guard", &self.guard.is_some())
+            .field("announce", &self.announce)
+            .finish()
+    }
+}
+
+/// A control message, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// `{"type":"ping"}`.
+    Ping,
+    /// `{"type":"subscribe","room":R}`.
+    Subscribe(String),
+    /// `{"type":"unsubscribe","room":R}`.
+    Unsubscribe(String),
+    /// `{"type":"authenticate", ...}`; what it claims is ignored.
+    Authenticate,
+}
+
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    room: Option<Value>,
+}
+
+/// Parses `text`: `None` if it is not a control message (not a JSON object
+/// with a control `type`), `Some(Err(why))` if it is one but malformed.
+pub fn parse_control(text: &str) -> Option<Result<Control, String>> {
+    let probe: Probe<'_> = serde_json::from_str(text).ok()?;
+    let kind = probe.kind?;
+    let room = |verb: &str| match probe.room {
+        Some(Value::String(r)) => Ok(r),
+        _ => Err(format!("`{verb}` needs a string `room`")),
+    };
+    Some(match &*kind {
+        "ping" => Ok(Control::Ping),
+        "subscribe" => room("subscribe").map(Control::Subscribe),
+        "unsubscribe" => room("unsubscribe").map(Control::Unsubscribe),
+        "authenticate" => Ok(Control::Authenticate),
+        _ => return None,
+    })
+}
+
+/// Answers `msg` for `client` if it is a control message (and returns
+/// `None`); gives it back untouched otherwise, for the app.
+pub fn ws_control(
+    hub: &WsHub,
+    client: &WsClient,
+    msg: Message,
+    config: &ControlConfig,
+) -> Option<Message> {
+    if !config.enabled {
+        return Some(msg);
+    }
+    let Message::Text(text) = &msg else {
+        return Some(msg);
+    };
+    let Some(parsed) = parse_control(text) else {
+        return Some(msg);
+    };
+    let answer = match parsed {
+        Err(why) => Event::new(types::ERROR, json!({ "message": why })),
+        Ok(Control::Ping) => Event::new(types::PONG, json!({ "timestamp": ws_event::now() })),
+        Ok(Control::Subscribe(room)) => {
+            let allowed = config.guard.as_ref().is_some_and(|g| g(client, &room));
+            if !allowed {
+                refused(&room, format!("not allowed to join room '{room}'"))
+            } else {
+                match ws_room_join(hub, client, &room) {
+                    Ok(_) => Event::new(types::SUBSCRIBED, json!({ "room": room })),
+                    Err(e) => refused(&room, e.to_string()),
+                }
+            }
+        }
+        Ok(Control::Unsubscribe(room)) => {
+            ws_room_leave(hub, client, &room);
+            Event::new(types::UNSUBSCRIBED, json!({ "room": room }))
+        }
+        Ok(Control::Authenticate) => authenticated(client),
+    };
+    let _ = ws_send(client, Message::text(answer.to_json()));
+    None
+}
+
+fn refused(room: &str, message: String) -> Event {
+    Event::new(types::ERROR, json!({ "message": message, "room": room }))
+}
+
+/// `authenticated {userId, status}`: who the server says the client is.
+fn authenticated(client: &WsClient) -> Event {
+    let status = if client.user().is_some() {
+        "authenticated"
+    } else {
+        "anonymous"
+    };
+    Event::new(
+        types::AUTHENTICATED,
+        json!({ "userId": client.user(), "status": status }),
+    )
+}
+
+/// `connection.established {clientId, userId}` (the id as a string, as nexus and nitric send ids).
+pub fn established(client: &WsClient) -> Event {
+    Event::new(
+        types::CONNECTED,
+        json!({ "clientId": client.id().to_string(), "userId": client.user() }),
+    )
+}
+
+/// The `ws_handler` hooks that put the protocol in front of the app's own:
+/// on connect, `connection.established` then `on_connect`; on each message,
+/// the protocol, then `on_message` with what is not a control message.
+pub fn control_hooks(
+    hub: WsHub,
+    config: ControlConfig,
+    on_connect: Option<ConnectHook>,
+    on_message: Option<MessageHook>,
+) -> (ConnectHook, MessageHook) {
+    let announce = config.announce && config.enabled;
+    let connect: ConnectHook = Arc::new(move |client| {
+        if announce {
+            let _ = ws_send(client, Message::text(established(client).to_json()));
+        }
+        match &on_connect {
+            Some(hook) => hook(client),
+            None => Ok(()),
+        }
+    });
+    let message: MessageHook = Arc::new(move |client, msg| {
+        if let Some(rest) = ws_control(&hub, client, msg, &config)
+            && let Some(hook) = &on_message
+        {
+            hook(client, rest);
+        }
+    });
+    (connect, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::{Context, Poll, Waker};
+    use ws_hub::{HubConfig, Identity, Outgoing};
+
+    fn replies(c: &WsClient) -> Vec<Value> {
+        let mut batch = Vec::new();
+        let cx = &mut Context::from_waker(Waker::noop());
+        if c.poll_outgoing(cx, &mut batch) != Poll::Ready(Outgoing::Messages) {
+            return Vec::new();
+        }
+        batch
+            .into_iter()
+            .map(|m| serde_json::from_str(m.to_text().unwrap()).unwrap())
+            .collect()
+    }
+
+    fn guarded() -> ControlConfig {
+        ControlConfig {
+            guard: Some(Arc::new(|c: &WsClient, room: &str| {
+                room.starts_with("public-")
+                    || c.user().is_some_and(|u| room == format!("private-{u}"))
+            })),
+            ..ControlConfig::default()
+        }
+    }
+
+    #[test]
+    fn parses_control_messages_and_leaves_the_rest() {
+        assert_eq!(parse_control(r#"{"type":"ping"}"#), Some(Ok(Control::Ping)));
+        assert_eq!(
+            parse_control(r#"{"type":"subscribe","room":"r","x":1}"#),
+            Some(Ok(Control::Subscribe("r".into())))
+        );
+        assert!(matches!(
+            parse_control(r#"{"type":"subscribe"}"#),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            parse_control(r#"{"type":"unsubscribe","room":7}"#),
+            Some(Err(_))
+        ));
+        for other in [
+            r#"{"type":"say","room":"r"}"#,
+            "[1,2]",
+            "not json",
+            r#"{"room":"r"}"#,
+            "",
+        ] {
+            assert_eq!(parse_control(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn ping_answers_pong_and_other_text_goes_to_the_app() {
+        let hub = WsHub::new(HubConfig::default());
+        let c = hub.register(None).unwrap();
+        assert!(ws_control(&hub, &c, Message::text(r#"{"type":"ping"}"#), &guarded()).is_none());
+        let r = replies(&c);
+        assert_eq!(r[0]["type"], "pong");
+        assert!(r[0]["data"]["timestamp"].as_i64().unwrap() > 0);
+        let app = Message::text(r#"{"type":"say","data":1}"#);
+        assert_eq!(ws_control(&hub, &c, app.clone(), &guarded()), Some(app));
+    }
+
+    #[test]
+    fn subscribe_needs_a_guard_that_allows_it() {
+        let hub = WsHub::new(HubConfig::default());
+        let ana = hub.register_as(None, Identity::user("ana")).unwrap();
+        let sub = |room: &str| Message::text(format!(r#"{{"type":"subscribe","room":"{room}"}}"#));
+        // No guard: refused.
+        ws_control(&hub, &ana, sub("public-a"), &ControlConfig::default());
+        assert_eq!(replies(&ana)[0]["type"], "error");
+        assert_eq!(hub.room_len("public-a"), 0);
+        // A guard: allowed rooms only.
+        for (room, ok) in [
+            ("public-a", true),
+            ("private-ana", true),
+            ("private-bo", false),
+        ] {
+            ws_control(&hub, &ana, sub(room), &guarded());
+            let r = replies(&ana);
+            assert_eq!(
+                r[0]["type"],
+                if ok { "subscribed" } else { "error" },
+                "{room}"
+            );
+            assert_eq!(r[0]["data"]["room"], room);
+            assert_eq!(hub.is_member(&ana, room), ok, "{room}");
+        }
+        ws_control(
+            &hub,
+            &ana,
+            Message::text(r#"{"type":"unsubscribe","room":"public-a"}"#),
+            &guarded(),
+        );
+        assert_eq!(replies(&ana)[0]["type"], "unsubscribed");
+        assert!(!hub.is_member(&ana, "public-a"));
+    }
+
+    #[test]
+    fn authenticate_reports_the_server_identity_and_cannot_claim_another() {
+        let hub = WsHub::new(HubConfig::default());
+        let ana = hub.register_as(None, Identity::user("ana")).unwrap();
+        let anon = hub.register(None).unwrap();
+        let claim = Message::text(r#"{"type":"authenticate","userId":"root","token":"x"}"#);
+        ws_control(&hub, &ana, claim.clone(), &guarded());
+        ws_control(&hub, &anon, claim, &guarded());
+        assert_eq!(
+            replies(&ana)[0]["data"],
+            json!({"userId": "ana", "status": "authenticated"})
+        );
+        assert_eq!(
+            replies(&anon)[0]["data"],
+            json!({"userId": null, "status": "anonymous"})
+        );
+        assert_eq!(ana.user(), Some("ana"));
+        assert_eq!(hub.user_len("root"), 0);
+    }
+
+    #[test]
+    fn malformed_control_gets_an_error_and_off_means_off() {
+        let hub = WsHub::new(HubConfig::default());
+        let c = hub.register(None).unwrap();
+        assert!(
+            ws_control(
+                &hub,
+                &c,
+                Message::text(r#"{"type":"subscribe"}"#),
+                &guarded()
+            )
+            .is_none()
+        );
+        assert_eq!(replies(&c)[0]["type"], "error");
+        assert!(!c.is_closed(), "the connection stays open");
+        let off = ControlConfig {
+            enabled: false,
+            ..guarded()
+        };
+        let ping = Message::text(r#"{"type":"ping"}"#);
+        assert_eq!(ws_control(&hub, &c, ping.clone(), &off), Some(ping));
+        assert!(replies(&c).is_empty());
+    }
+
+    #[test]
+    fn hooks_announce_then_run_the_app_hooks() {
+        let hub = WsHub::new(HubConfig::default());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let app: MessageHook = Arc::new(move |_c, m| s.lock().unwrap().push(m));
+        let (connect, message) = control_hooks(hub.clone(), guarded(), None, Some(app));
+        let c = hub.register_as(None, Identity::user("ana")).unwrap();
+        connect(&c).unwrap();
+        let r = replies(&c);
+        assert_eq!(r[0]["type"], "connection.established");
+        assert_eq!(
+            r[0]["data"],
+            json!({"clientId": c.id().to_string(), "userId": "ana"})
+        );
+        message(&c, Message::text(r#"{"type":"ping"}"#));
+        message(&c, Message::text("hello"));
+        assert_eq!(*seen.lock().unwrap(), [Message::text("hello")]);
+    }
+}
