@@ -26,7 +26,14 @@
 //! - `{"type":"whisper","user":U,"data":X}`: event `whispered` `{from, data}`
 //!   to every connection of `U`.
 //!
-//! Later issues add `/rpc`. The binary is `rt-server`; [`app`]
+//! `/rpc` speaks the ws-wrapper protocol (`ws_wrapper_server`): `echo(x) -> x`,
+//! `add(a, b) -> a + b`, `fail()` rejects with Error `nope`, on channel `room1`
+//! `who() -> "me"`, `slow()` answers `"done"` after 5 s unless cancelled,
+//! `stream(n)` answers with an anonymous channel and, once the client emits
+//! `start` on it, emits `next {value, done: false}` for 1..n then
+//! `next {done: true}`. For the other direction: event `notify-me(x)` makes
+//! the server emit `notified(x)`, and request `ask-me(name, x)` makes the
+//! server request `name(x)` of the client and answer with the client's answer. The binary is `rt-server`; [`app`]
 //! builds the same handler for tests.
 //!
 //! # Example
@@ -59,6 +66,7 @@ use ws_handler::{WsConfig, ws_handler};
 use ws_hub::{HubConfig, Identity, WsClient, WsHub};
 use ws_send::ws_send;
 use ws_upgrader::{OriginPolicy, UpgradeConfig};
+use ws_wrapper_server::{Ctx, Reply, RequestError, WrapperConfig, WrapperError, WrapperServer};
 
 /// The page of `GET /`.
 const INDEX_HTML: &str = include_str!("index.html");
@@ -157,6 +165,7 @@ pub fn app(options: Options) -> App {
             ..WsConfig::default()
         },
     );
+    let rpc = rpc_handler();
     let rooms = WsHub::new(HubConfig::default());
     let room_hub = hub_handler(rooms.clone());
     let emit = {
@@ -210,6 +219,7 @@ pub fn app(options: Options) -> App {
         Route::get("/echo", echo),
         Route::get("/hub", room_hub),
         Route::post("/emit", emit),
+        Route::get("/rpc", rpc),
         Route::post("/publish", publish),
         Route::get("/stats", stats),
         Route::get("/health", health),
@@ -260,6 +270,80 @@ fn hub_handler(hub: WsHub) -> Handler {
             ..WsConfig::default()
         },
     )
+}
+
+/// `/rpc`: the ws-wrapper reference endpoint.
+fn rpc_handler() -> Handler {
+    let server = WrapperServer::new(WsHub::new(HubConfig::default()), WrapperConfig::default());
+    server
+        .on("echo", |_ctx, (x,): (Value,)| async move {
+            Ok::<_, WrapperError>(x)
+        })
+        .on("add", |_ctx, (a, b): (f64, f64)| async move {
+            Ok::<_, WrapperError>(json!(a + b))
+        })
+        .on("fail", |_ctx, (): ()| async {
+            Err::<Value, _>(WrapperError::new("nope"))
+        })
+        .on("slow", |ctx: Ctx, (): ()| async move {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(5)) => Ok("done"),
+                () = ctx.cancelled() => Err(WrapperError::new("cancelled")),
+            }
+        })
+        .on("stream", |ctx: Ctx, (n,): (u64,)| async move {
+            let Some(ch) = ctx.channel() else {
+                return Err(WrapperError::new("stream is a request"));
+            };
+            ch.on("start", move |ctx: Ctx, _: Vec<Value>| async move {
+                if let Some(ch) = ctx.channel() {
+                    for value in 1..=n {
+                        if ch
+                            .emit("next", vec![json!({ "value": value, "done": false })])
+                            .is_err()
+                        {
+                            return Ok::<_, WrapperError>(());
+                        }
+                    }
+                    let _ = ch.emit("next", vec![json!({ "done": true })]);
+                }
+                Ok(())
+            });
+            Ok(Reply::Channel(ch))
+        })
+        .on("notify-me", |ctx: Ctx, args: Vec<Value>| async move {
+            ctx.server()
+                .emit(ctx.client(), None, "notified", args)
+                .map_err(|e| WrapperError::new(e.to_string()))
+        })
+        .on(
+            "ask-me",
+            |ctx: Ctx, (name, x): (String, Value)| async move {
+                ctx.server()
+                    .request(
+                        ctx.client(),
+                        None,
+                        &name,
+                        vec![x],
+                        Some(Duration::from_secs(10)),
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        RequestError::Rejected(e) => e,
+                        other => WrapperError::new(other.to_string()),
+                    })
+            },
+        );
+    server
+        .of("room1")
+        .on("who", |_ctx, (): ()| async { Ok::<_, WrapperError>("me") });
+    server.handler(WsConfig {
+        upgrade: UpgradeConfig {
+            origins: OriginPolicy::Any,
+            ..UpgradeConfig::default()
+        },
+        ..WsConfig::default()
+    })
 }
 
 /// `/hub`'s identify hook: `Authorization: Bearer <name>` is user `<name>`
@@ -323,9 +407,10 @@ async fn emit(hub: &WsHub, req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
     let mut target = Target::default();
     for (k, v) in query.split('&').filter_map(|p| p.split_once('=')) {
-        match k {
-            "room" => target.rooms.push(v.to_string()),
-            "user" => target.users.push(v.to_string()),
+        let v = decode(v);
+        match decode(k).as_str() {
+            "room" => target.rooms.push(v),
+            "user" => target.users.push(v),
             "client" => match v.parse() {
                 Ok(id) => target.clients.push(id),
                 Err(_) => {
@@ -413,6 +498,28 @@ async fn read_body(mut body: http_types::Body, limit: usize) -> Result<Vec<u8>, 
         }
     }
     Ok(out)
+}
+
+/// Percent-decoding of a query component, `+` as space (as `GET /events`
+/// decodes its query); invalid escapes are kept as they are.
+fn decode(s: &str) -> String {
+    let hex = |c: Option<&u8>| char::from(*c?).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], hex(b.get(i + 1)), hex(b.get(i + 2))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+            (b'+', ..) => out.push(b' '),
+            (c, ..) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn hub_json(w: &ws_hub::HubStats) -> String {
