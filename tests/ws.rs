@@ -14,66 +14,30 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
-use http_serve::{ServeConfig, ServeStats, http_serve};
-use http_types::Handler;
 use hyper_util::rt::TokioIo;
 use rt_server::{Options, app};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{RwLock, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::client_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{WebSocketStream, client_async};
 use ws_broadcast::ws_broadcast;
 use ws_handler::{Disconnect, WsConfig, ws_handler};
-use ws_hub::{ClientId, HubConfig, WsHub};
+use ws_hub::{HubConfig, WsHub};
 use ws_send::ws_send;
+
+mod common;
+use common::*;
 
 /// Every test takes this shared; the memory test takes it alone, so the RSS
 /// it reads is not moved by another test's buffers.
 static PROCESS: RwLock<()> = RwLock::const_new(());
 
-/// How long any single wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(10);
-
-type Ws = WebSocketStream<TcpStream>;
-
-struct Server {
-    addr: SocketAddr,
-    hub: WsHub,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<ServeStats>,
-}
-
 impl Server {
-    /// Serves `handler` (whose WebSockets live in `hub`).
-    async fn start(handler: Handler, hub: WsHub, drain: Duration) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let config = ServeConfig {
-            drain_timeout: drain,
-            ..ServeConfig::default()
-        };
-        let task = tokio::spawn(http_serve(
-            listener,
-            handler,
-            async {
-                let _ = rx.await;
-            },
-            config,
-        ));
-        Server {
-            addr,
-            hub,
-            stop: Some(tx),
-            task,
-        }
-    }
-
     /// The reference server (`/ws` broadcast, `/echo`, `/publish`).
     async fn reference(drain: Duration) -> Server {
         let rt_server::App { handler, hub, .. } = app(Options {
@@ -82,90 +46,6 @@ impl Server {
         });
         Server::start(handler, hub, drain).await
     }
-
-    async fn stop(mut self) -> ServeStats {
-        self.stop.take().unwrap().send(()).unwrap();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("http_serve returned")
-            .unwrap()
-    }
-
-    /// Waits until the hub has `n` connections. A client sees the `101`
-    /// before the server has registered it (registration runs in the
-    /// upgraded connection's task), and the reference server's hub has no
-    /// hook to signal it, so this polls, bounded by a deadline.
-    async fn connections(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.hub.stats().connections != n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "connections stuck at {:?}, want {n}",
-                self.hub.stats()
-            );
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-
-    async fn ws(&self, path: &str) -> Ws {
-        ws_connect(self.addr, path).await
-    }
-}
-
-async fn ws_connect(addr: SocketAddr, path: &str) -> Ws {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (ws, res) = client_async(format!("ws://{addr}{path}"), stream)
-        .await
-        .expect("handshake");
-    assert_eq!(res.status(), 101);
-    ws
-}
-
-/// Signals from a handler's hooks: the id of every client that connected,
-/// and every disconnect with its reason.
-struct Hooks {
-    connected: mpsc::UnboundedReceiver<ClientId>,
-    disconnected: mpsc::UnboundedReceiver<(ClientId, Disconnect)>,
-}
-
-impl Hooks {
-    async fn connected(&mut self) -> ClientId {
-        tokio::time::timeout(WAIT, self.connected.recv())
-            .await
-            .expect("a client connected in time")
-            .unwrap()
-    }
-
-    async fn disconnected(&mut self) -> (ClientId, Disconnect) {
-        tokio::time::timeout(WAIT, self.disconnected.recv())
-            .await
-            .expect("a client disconnected in time")
-            .unwrap()
-    }
-}
-
-/// `config` with `on_connect` and `on_disconnect` hooks reporting to [`Hooks`].
-fn hooked(config: WsConfig) -> (WsConfig, Hooks) {
-    let (ctx, connected) = mpsc::unbounded_channel();
-    let (dtx, disconnected) = mpsc::unbounded_channel();
-    let config = WsConfig {
-        on_connect: Some(Arc::new(move |c| {
-            let _ = ctx.send(c.id());
-            Ok(())
-        })),
-        on_disconnect: Some(Arc::new(move |c, why| {
-            let _ = dtx.send((c.id(), why.clone()));
-        })),
-        ..config
-    };
-    (
-        config,
-        Hooks {
-            connected,
-            disconnected,
-        },
-    )
 }
 
 /// An app serving `config` on every path, with its hub and hooks.
@@ -183,58 +63,6 @@ fn echo() -> WsConfig {
             let _ = client.try_send(msg);
         })),
         ..WsConfig::default()
-    }
-}
-
-/// The next text or binary message (pings and pongs skipped; tungstenite
-/// answers pings itself), failing on a close or after [`WAIT`].
-async fn next_data(ws: &mut Ws) -> Message {
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("the stream is open")
-            .expect("no error");
-        match msg {
-            Message::Text(_) | Message::Binary(_) => return msg,
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("expected data, got {other:?}"),
-        }
-    }
-}
-
-async fn next_text(ws: &mut Ws) -> String {
-    match next_data(ws).await {
-        Message::Text(t) => t.as_str().to_string(),
-        other => panic!("expected text, got {other:?}"),
-    }
-}
-
-/// Reads until the server's close frame; data before it is skipped and
-/// counted. Returns the frame and how many data messages came first.
-async fn until_close(ws: &mut Ws) -> (Option<CloseFrame>, usize) {
-    let mut data = 0;
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("the close in time");
-        match msg {
-            Some(Ok(Message::Close(frame))) => return (frame, data),
-            Some(Ok(Message::Text(_) | Message::Binary(_))) => data += 1,
-            Some(Ok(_)) => {}
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-}
-
-fn code(frame: &Option<CloseFrame>) -> Option<u16> {
-    frame.as_ref().map(|f| u16::from(f.code))
-}
-
-fn closed_by_server_with(why: &Disconnect) -> Option<u16> {
-    match why {
-        Disconnect::ClosedByServer(frame) => code(frame),
-        _ => None,
     }
 }
 

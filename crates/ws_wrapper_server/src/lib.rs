@@ -10,8 +10,10 @@
 //!   answer is the handler's return value; an `Err` travels as an Error object
 //!   (`"_": 1`). Per-client handlers ([`Ctx::client_on`]) override the
 //!   server's for that connection.
-//! - **Concurrency**: each event and request runs as its own task, so a slow
-//!   handler never blocks reading the connection, and a panic in a handler
+//! - **Concurrency**: a handler is polled once where the message is read and
+//!   answered at once if it can be; one that has to wait moves to a task of
+//!   its own, so a slow handler never blocks reading the connection and
+//!   handlers of one connection run concurrently. A panic in a handler
 //!   rejects that request (`handler panicked`) and harms nothing else.
 //! - **Cancellation**: the peer's `{i, x}` cancels the request's [`Ctx`]
 //!   ([`Ctx::cancelled`]); no answer is sent for a cancelled request.
@@ -435,9 +437,7 @@ impl WrapperServer {
             } => {
                 if let Ok(h) = self.lookup(&conn, channel.as_deref(), &name) {
                     let ctx = Ctx::new(self, client, None, None);
-                    tokio::spawn(async move {
-                        let _ = AssertUnwindSafe(h(ctx, args)).catch_unwind().await;
-                    });
+                    run(AssertUnwindSafe(h(ctx, args)).catch_unwind(), drop);
                 }
             }
             WrapperMessage::Request {
@@ -473,9 +473,7 @@ impl WrapperServer {
                 };
                 if let Some(h) = ch.handler(&name) {
                     let ctx = Ctx::new(self, client, None, None).in_channel(&ch);
-                    tokio::spawn(async move {
-                        let _ = AssertUnwindSafe(h(ctx, args)).catch_unwind().await;
-                    });
+                    run(AssertUnwindSafe(h(ctx, args)).catch_unwind(), drop);
                 }
             }
             WrapperMessage::ChannelRequest {
@@ -546,8 +544,7 @@ impl WrapperServer {
         lock(&conn.inflight).insert(id, cancel.clone());
         let ctx = Ctx::new(self, client, Some(id), Some(cancel.clone()));
         let (client, conn) = (client.clone(), conn.clone());
-        tokio::spawn(async move {
-            let out = AssertUnwindSafe(h(ctx, args)).catch_unwind().await;
+        let answer = move |out: Result<Result<Reply, WrapperError>, _>| {
             lock(&conn.inflight).remove(&id);
             if cancel.is_cancelled() {
                 return; // the peer gave up: it ignores any answer
@@ -563,7 +560,8 @@ impl WrapperServer {
                 Err(_) => reject(id, &WrapperError::new("handler panicked")),
             };
             let _ = send(&client, &answer);
-        });
+        };
+        run(AssertUnwindSafe(h(ctx, args)).catch_unwind(), answer);
     }
 }
 
@@ -572,6 +570,20 @@ impl fmt::Debug for WrapperServer {
         f.debug_struct("WrapperServer")
             .field("connections", &lock(&self.0.conns).len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Runs a handler's future: polled once here, and finished at once if it
+/// can be (most answers need no waiting, and then no task is spawned);
+/// otherwise moved to a task of its own, so it never holds up the
+/// connection's reading.
+fn run<F: Future + Send + 'static>(fut: F, then: impl FnOnce(F::Output) + Send + 'static) {
+    let mut fut = Box::pin(fut);
+    match (&mut fut).now_or_never() {
+        Some(out) => then(out),
+        None => {
+            tokio::spawn(async move { then(fut.await) });
+        }
     }
 }
 

@@ -356,7 +356,12 @@ fn bearer_identity(req: &Request) -> Result<Identity, Response> {
     let name = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme is case-insensitive (RFC 9110, 11.1).
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        })
         .map(str::trim)
         .unwrap_or("");
     if name.is_empty() || name.len() > 64 {
@@ -454,8 +459,8 @@ async fn publish(broker: &SseBroker, hub: &WsHub, req: Request) -> Response {
         query
             .split('&')
             .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
+            .find(|(k, _)| decode(k) == name)
+            .map(|(_, v)| decode(v))
     };
     let topic = param("topic").unwrap_or_else(|| "hub".into());
     let event = param("event");

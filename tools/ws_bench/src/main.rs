@@ -12,7 +12,7 @@
 //! 64-byte text messages `SEQ TIMESTAMP xxx...` (nanoseconds since the bench's
 //! epoch) and every client (client 0 too) records the send->receive latency.
 //!
-//! Rows (`--only ROW` runs one):
+//! Rows (`--only ROW[,ROW...]` runs those):
 //!
 //! - `deliveries-1000`, `deliveries-5000`: 16 messages in flight (a message is
 //!   done when every client has it); deliveries per second.
@@ -20,6 +20,22 @@
 //!   clients; latency p50/p99/max.
 //! - `idle`: the server's RSS (VmRSS) before and after `--idle` idle
 //!   connections; KiB per connection.
+//! - Targeted rows, `rt-server`'s `GET /hub` only (the peers have no rooms or
+//!   users; they are skipped): every connection has its own user (`Authorization:
+//!   Bearer bench-I`) and reads `connection.established` before the row starts.
+//!   `room-100-of-1000`, `room-100-of-10000`: 100 of the connections, spread
+//!   evenly, `subscribe` to room `public-bench` (and wait for `subscribed`);
+//!   connection 0, one of them, publishes `{"type":"say","room":"public-bench",
+//!   "data":"#SEQ TIMESTAMP"}` and the 100 members receive the `said` event.
+//!   `user-of-1000`, `user-of-10000`: 3 of the connections are user
+//!   `bench-target`; connection 0 (another user) publishes `whisper`s to it.
+//!   `--in-flight` events in flight (an event is done when every recipient has
+//!   it); deliveries/s, latency, and the server's user+sys CPU time
+//!   (`/proc/PID/stat`, all threads) over the measured window per event and per
+//!   delivery, with its CPU at rest over 1 s before. A delivery to a connection
+//!   outside the target counts as stray. The closing table sets each figure at
+//!   1,000 and 10,000 connections side by side with their ratio: near 1 when
+//!   the cost follows the recipients, not the connections.
 //!
 //! Load rows print deliveries/s (measured deliveries over the time from the
 //! first measured send to the last receive), latency, and lost deliveries
@@ -33,6 +49,8 @@
 //! taskset -c 1 ./target/release/ws-bench --peers # rt-server, Node ws, uWebSockets.js
 //! taskset -c 1 ./target/release/ws-bench --peers --no-server --only deliveries-1000
 //! taskset -c 1 ./target/release/ws-bench --clients 2000 --rate 50   # one custom row
+//! taskset -c 1 ./target/release/ws-bench --only targeted --repeat 3  # rooms and users
+//! taskset -c 1 ./target/release/ws-bench --only room-100-of-1000,room-100-of-10000
 //! ```
 
 use std::cell::{Cell, RefCell};
@@ -52,7 +70,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 const USAGE: &str = "usage: ws-bench [--peers] [--no-server] [--server PATH] [--only ROW] \
 [--duration SECS] [--idle N] [--in-flight N] [--clients N [--rate MSGS_PER_SEC]] \
 [--connect-concurrency N] [--repeat N] [--tungstenite-readers] [--node PATH] [--peers-dir DIR] [--node-modules DIR]
-rows: deliveries-1000 deliveries-5000 p99-1000 p99-5000 idle (default: all)";
+rows: deliveries-1000 deliveries-5000 p99-1000 p99-5000 idle room-100-of-1000 room-100-of-10000
+      user-of-1000 user-of-10000 (default: all; --only takes a comma-separated list, `targeted` = the last four)";
 
 const MESSAGE_LEN: usize = 64;
 const WARMUP: Duration = Duration::from_millis(500);
@@ -70,9 +89,45 @@ enum Load {
 
 #[derive(Clone, Copy, PartialEq)]
 enum RowKind {
-    Load { clients: usize, load: Load },
-    Idle { connections: usize },
+    Load {
+        clients: usize,
+        load: Load,
+    },
+    Idle {
+        connections: usize,
+    },
+    /// `rt-server`'s `/hub`: `connections` clients, events to `aim` only.
+    Targeted {
+        connections: usize,
+        aim: Aim,
+        in_flight: usize,
+    },
 }
+
+/// Who the events of a targeted row go to.
+#[derive(Clone, Copy, PartialEq)]
+enum Aim {
+    /// `members` connections subscribed to room `public-bench`, the publisher
+    /// one of them; it publishes with `say`.
+    Room { members: usize },
+    /// `connections` connections of user `bench-target`; a publisher of
+    /// another user sends them `whisper`s.
+    User { connections: usize },
+}
+
+impl Aim {
+    fn recipients(self) -> usize {
+        match self {
+            Aim::Room { members } => members,
+            Aim::User { connections } => connections,
+        }
+    }
+}
+
+/// The room of the room rows (`public-*`: the guard lets anyone in).
+const ROOM: &str = "public-bench";
+/// The user of the user rows.
+const TARGET_USER: &str = "bench-target";
 
 #[derive(Clone)]
 struct Row {
@@ -201,6 +256,24 @@ fn rows(a: &Args) -> Result<Vec<Row>, String> {
         row.name = "custom".into();
         return Ok(vec![row]);
     }
+    let targeted = |connections: usize, aim: Aim| Row {
+        name: match aim {
+            Aim::Room { members } => format!("room-{members}-of-{connections}"),
+            Aim::User { .. } => format!("user-of-{connections}"),
+        },
+        label: match aim {
+            Aim::Room { members } => format!("µs CPU/event, room of {members} in {connections}"),
+            Aim::User { connections: c } => {
+                format!("µs CPU/event, user ({c} conns) in {connections}")
+            }
+        },
+        kind: RowKind::Targeted {
+            connections,
+            aim,
+            in_flight: a.in_flight,
+        },
+        duration: secs(3.0),
+    };
     let all = vec![
         inflight(1000),
         inflight(5000),
@@ -214,14 +287,39 @@ fn rows(a: &Args) -> Result<Vec<Row>, String> {
             },
             duration: Duration::ZERO,
         },
+        targeted(1000, Aim::Room { members: 100 }),
+        targeted(10_000, Aim::Room { members: 100 }),
+        targeted(1000, Aim::User { connections: 3 }),
+        targeted(10_000, Aim::User { connections: 3 }),
     ];
     match &a.only {
         None => Ok(all),
         Some(o) => {
             let names: Vec<_> = all.iter().map(|r| r.name.clone()).collect();
-            let picked: Vec<_> = all.into_iter().filter(|r| &r.name == o).collect();
+            let mut wanted = Vec::new();
+            for w in o.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+                if w == "targeted" {
+                    wanted.extend(
+                        all.iter()
+                            .filter(|r| matches!(r.kind, RowKind::Targeted { .. }))
+                            .map(|r| r.name.clone()),
+                    );
+                } else if names.iter().any(|n| n == w) {
+                    wanted.push(w.to_string());
+                } else {
+                    return Err(format!(
+                        "--only takes a comma-separated list of {} or targeted, not {w}",
+                        names.join(" ")
+                    ));
+                }
+            }
+            // In the table's order, each row once.
+            let picked: Vec<_> = all
+                .into_iter()
+                .filter(|r| wanted.contains(&r.name))
+                .collect();
             if picked.is_empty() {
-                Err(format!("--only takes one of {}, not {o}", names.join(" ")))
+                Err(format!("--only {o} names no row"))
             } else {
                 Ok(picked)
             }
@@ -400,7 +498,12 @@ fn clock_ticks() -> f64 {
 
 /// This process's user+sys CPU seconds (utime and stime of /proc/self/stat).
 fn cpu_seconds(ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    proc_cpu_seconds("self", ticks)
+}
+
+/// User+sys CPU seconds of process `pid` ("self" for this one), all its threads.
+fn proc_cpu_seconds(pid: &str, ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -571,6 +674,17 @@ enum ConnectError {
 }
 
 async fn connect_one(addr: SocketAddr) -> Result<Ws, ConnectError> {
+    connect_path(addr, "/ws", None).await
+}
+
+/// Opens a WebSocket on `path`, with `Authorization: Bearer <bearer>` if given.
+async fn connect_path(
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+) -> Result<Ws, ConnectError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
     let mut last = String::new();
     for attempt in 0..5 {
         if attempt > 0 {
@@ -586,8 +700,18 @@ async fn connect_one(addr: SocketAddr) -> Result<Ws, ConnectError> {
         let _ = tcp.set_nodelay(true);
         // Close with RST: tens of thousands of connections per run leave no TIME_WAIT.
         let _ = tcp.set_zero_linger();
-        let url = format!("ws://{addr}/ws");
-        match tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config())).await {
+        let mut req = format!("ws://{addr}{path}")
+            .into_client_request()
+            .map_err(|e| ConnectError::Other(format!("request: {e}")))?;
+        if let Some(name) = bearer {
+            let v = HeaderValue::from_str(&format!("Bearer {name}"))
+                .map_err(|e| ConnectError::Other(format!("bearer {name:?}: {e}")))?;
+            req.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::header::AUTHORIZATION,
+                v,
+            );
+        }
+        match tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config())).await {
             Ok((ws, _)) => return Ok(ws),
             Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
                 return Err(ConnectError::Refused(r.status().as_u16()));
@@ -631,6 +755,103 @@ async fn connect_all(addr: SocketAddr, n: usize, concurrency: usize) -> Result<V
     Ok(out)
 }
 
+/// The role of connection `i` of a targeted row: its user and whether it receives.
+fn hub_role(i: usize, n: usize, aim: Aim) -> (String, bool) {
+    match aim {
+        // Members spread evenly over the connections, the publisher (0) the first.
+        Aim::Room { members } => (format!("bench-{i}"), i.is_multiple_of((n / members).max(1))),
+        // The target user's connections spread evenly too, the publisher (0) not one.
+        Aim::User { connections } => {
+            let step = n / (connections + 1);
+            if i > 0 && i.is_multiple_of(step.max(1)) && i / step.max(1) <= connections {
+                (TARGET_USER.to_string(), true)
+            } else {
+                (format!("bench-{i}"), false)
+            }
+        }
+    }
+}
+
+/// Reads text messages until one contains `needle`; anything else is an error.
+async fn expect_event(ws: &mut Ws, needle: &str) -> Result<(), ConnectError> {
+    let wait = Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout(wait, ws.next()).await {
+            Err(_) => return Err(ConnectError::Other(format!("no {needle} in {wait:?}"))),
+            Ok(None) => return Err(ConnectError::Other(format!("closed before {needle}"))),
+            Ok(Some(Err(e))) => return Err(ConnectError::Other(format!("before {needle}: {e}"))),
+            Ok(Some(Ok(Message::Text(t)))) if t.contains(needle) => return Ok(()),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                return Err(ConnectError::Other(format!(
+                    "expected {needle}, got {}",
+                    t.as_str()
+                )));
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// One `/hub` client: connected, `connection.established` read, and for a
+/// room member `subscribe` answered by `subscribed`. Nothing more comes to it
+/// until the first event, so its socket can be taken out of the stream.
+async fn hub_client(addr: SocketAddr, user: &str, room: Option<&str>) -> Result<Ws, ConnectError> {
+    let mut ws = connect_path(addr, "/hub", Some(user)).await?;
+    expect_event(&mut ws, "\"connection.established\"").await?;
+    if let Some(room) = room {
+        ws.send(Message::text(format!(
+            "{{\"type\":\"subscribe\",\"room\":\"{room}\"}}"
+        )))
+        .await
+        .map_err(|e| ConnectError::Other(format!("subscribe: {e}")))?;
+        expect_event(&mut ws, "\"subscribed\"").await?;
+    }
+    Ok(ws)
+}
+
+/// Opens the `n` clients of a targeted row: (index, receives, stream).
+async fn connect_hub(
+    addr: SocketAddr,
+    n: usize,
+    aim: Aim,
+    concurrency: usize,
+) -> Result<Vec<(usize, bool, Ws)>, String> {
+    let results: Vec<_> = futures_util::stream::iter(0..n)
+        .map(|i| async move {
+            let (user, receives) = hub_role(i, n, aim);
+            let room = matches!(aim, Aim::Room { .. }) && receives;
+            let r = hub_client(addr, &user, room.then_some(ROOM)).await;
+            (i, receives, r)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut out = Vec::with_capacity(n);
+    let mut failed = 0;
+    let mut first_err = None;
+    for (i, receives, r) in results {
+        match r {
+            Ok(ws) => out.push((i, receives, ws)),
+            Err(ConnectError::Refused(status)) => {
+                return Err(format!(
+                    "GET /hub answered HTTP {status}, not 101 (no /hub here?)"
+                ));
+            }
+            Err(ConnectError::Other(e)) => {
+                failed += 1;
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(format!(
+            "{failed} of {n} /hub connections failed, first: {}",
+            first_err.unwrap_or_default()
+        ));
+    }
+    Ok(out)
+}
+
 // ---------------------------------------------------------------------------
 // The broadcast load.
 
@@ -656,6 +877,13 @@ struct Shared {
     closed: Cell<u64>,
     malformed: Cell<u64>,
     wake: tokio::sync::Notify,
+    /// Targeted rows: the JSON around the `#SEQ TIMESTAMP` string the publisher
+    /// sends (`say` or `whisper`); the events carry the string, found by its `#`.
+    /// `None`: `/ws`'s raw 64-byte messages.
+    envelope: Option<(String, String)>,
+    /// Deliveries beyond `clients` for one message (an event reached a
+    /// connection outside its target).
+    stray: Cell<u64>,
 }
 
 fn digits(b: &[u8]) -> Option<u64> {
@@ -672,6 +900,14 @@ fn digits(b: &[u8]) -> Option<u64> {
 impl Shared {
     fn on_message(&self, m: &[u8]) {
         let now = self.epoch.elapsed().as_nanos() as u64;
+        let m = if self.envelope.is_some() {
+            match m.iter().position(|&b| b == b'#') {
+                Some(p) => &m[p + 1..],
+                None => &[][..],
+            }
+        } else {
+            m
+        };
         let (Some(seq), Some(ts)) = (m.get(..10).and_then(digits), m.get(11..31).and_then(digits))
         else {
             self.malformed.set(self.malformed.get() + 1);
@@ -683,6 +919,10 @@ impl Shared {
             return;
         };
         *c += 1;
+        if *c > self.clients {
+            self.stray.set(self.stray.get() + 1);
+            return;
+        }
         if *c == self.clients && seq >= self.track_from.get() {
             self.completed.set(self.completed.get() + 1);
             self.in_flight.set(self.in_flight.get().saturating_sub(1));
@@ -702,6 +942,9 @@ impl Shared {
         counts.push(0);
         self.in_flight.set(self.in_flight.get() + 1);
         let ts = self.epoch.elapsed().as_nanos() as u64;
+        if let Some((head, tail)) = &self.envelope {
+            return Message::text(format!("{head}#{seq:010} {ts:020}{tail}"));
+        }
         let mut s = format!("{seq:010} {ts:020} ");
         s.extend(std::iter::repeat_n('x', MESSAGE_LEN - s.len()));
         Message::text(s)
@@ -739,7 +982,9 @@ where
 /// itself and parses the server's (unmasked) frames in place, without a
 /// per-message allocation, and answers pings. Taking the socket out of the
 /// `WebSocketStream` loses nothing: servers send nothing before the first
-/// broadcast, which comes only after every client has finished its handshake.
+/// broadcast, which comes only after every client has finished its handshake
+/// (`/hub` clients read `connection.established` and `subscribed` through the
+/// stream first, and nothing else comes before the first event).
 async fn raw_reader(tcp: TcpStream, sh: Rc<Shared>) {
     let mut buf = vec![0u8; 8192];
     let mut have = 0;
@@ -902,6 +1147,8 @@ async fn load_row(
         closed: Cell::new(0),
         malformed: Cell::new(0),
         wake: tokio::sync::Notify::new(),
+        envelope: None,
+        stray: Cell::new(0),
     });
     let (mut tx, rx0) = socks.swap_remove(0).split();
     tokio::task::spawn_local(reader(rx0, sh.clone()));
@@ -980,6 +1227,195 @@ async fn load_row(
     Ok(f)
 }
 
+#[derive(Clone, Copy)]
+struct TargetedFigures {
+    deliveries_per_sec: f64,
+    events_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    lost: u64,
+    stray: u64,
+    /// Server user+sys CPU over the measured window (send of the first event
+    /// to the last delivery), per event sent.
+    cpu_us_per_event: f64,
+    /// The same per delivery.
+    cpu_us_per_delivery: f64,
+}
+
+/// A targeted row on `/hub`: `n` connections (each its own user, but the
+/// target user's), events from connection 0 to `aim` only, `in_flight` at a
+/// time; the server's CPU time per event from `/proc/PID/stat`.
+async fn targeted_row(
+    server: &Server,
+    n: usize,
+    aim: Aim,
+    in_flight: usize,
+    duration: Duration,
+    a: &Args,
+    ticks: f64,
+) -> Result<TargetedFigures, String> {
+    let pid = server.child.id().to_string();
+    let recipients = aim.recipients();
+    let t0 = Instant::now();
+    let socks = connect_hub(server.addr, n, aim, a.concurrency).await?;
+    let connect_secs = t0.elapsed().as_secs_f64();
+    let (head, tail) = match aim {
+        Aim::Room { .. } => (
+            format!("{{\"type\":\"say\",\"room\":\"{ROOM}\",\"data\":\""),
+            "\"}".to_string(),
+        ),
+        Aim::User { .. } => (
+            format!("{{\"type\":\"whisper\",\"user\":\"{TARGET_USER}\",\"data\":\""),
+            "\"}".to_string(),
+        ),
+    };
+    let sh = Rc::new(Shared {
+        clients: recipients as u32,
+        epoch: Instant::now(),
+        counts: RefCell::new(Vec::with_capacity(1 << 16)),
+        in_flight: Cell::new(0),
+        track_from: Cell::new(0),
+        measure_from: Cell::new(u64::MAX),
+        delivered: Cell::new(0),
+        last_receive_ns: Cell::new(0),
+        hist: RefCell::new(Hist::new()),
+        completed: Cell::new(0),
+        closed: Cell::new(0),
+        malformed: Cell::new(0),
+        wake: tokio::sync::Notify::new(),
+        envelope: Some((head, tail)),
+        stray: Cell::new(0),
+    });
+    let mut tx = None;
+    let receiving = socks.iter().filter(|s| s.1).count();
+    if receiving != recipients {
+        return Err(format!(
+            "{receiving} receiving connections, not {recipients}"
+        ));
+    }
+    for (i, _, ws) in socks {
+        if i == 0 {
+            let (t, rx) = ws.split();
+            tx = Some(t);
+            tokio::task::spawn_local(reader(rx, sh.clone()));
+        } else {
+            // Every client reads (and answers pings); one outside the target that
+            // receives an event counts as a stray delivery.
+            tokio::task::spawn_local(raw_reader(ws.into_inner(), sh.clone()));
+        }
+    }
+    let mut tx = tx.ok_or("no publisher")?;
+    // The server at rest with every connection open.
+    let idle = Duration::from_secs(1);
+    let c0 = proc_cpu_seconds(&pid, ticks);
+    tokio::time::sleep(idle).await;
+    let idle_share = 100.0 * (proc_cpu_seconds(&pid, ticks) - c0) / idle.as_secs_f64();
+    // One event reached every recipient.
+    let t1 = Instant::now();
+    while sh.completed.get() == 0 {
+        if t1.elapsed() > Duration::from_secs(10) {
+            let best = sh.counts.borrow().iter().copied().max().unwrap_or(0);
+            return Err(format!(
+                "after 10 s no event reached every recipient (best {best} of {recipients}; malformed {})",
+                sh.malformed.get()
+            ));
+        }
+        tx.send(sh.next_message())
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        let _ = tokio::time::timeout(Duration::from_millis(200), sh.wake.notified()).await;
+    }
+    let load = Load::InFlight(in_flight);
+    sh.new_phase();
+    publish(&mut tx, &sh, load, WARMUP).await?;
+    drain(&sh).await;
+    let closed_before = sh.closed.get();
+    sh.hist.borrow_mut().reset();
+    sh.delivered.set(0);
+    let stray_before = sh.stray.get();
+    let from = sh.new_phase();
+    sh.measure_from.set(from);
+    let cpu = CpuMeter::start(ticks);
+    let server_cpu0 = proc_cpu_seconds(&pid, ticks);
+    let first_send_ns = sh.epoch.elapsed().as_nanos() as u64;
+    publish(&mut tx, &sh, load, duration).await?;
+    drain(&sh).await;
+    let server_cpu = proc_cpu_seconds(&pid, ticks) - server_cpu0;
+    let cpu_line = cpu.line();
+    let sent = sh.sent() - from;
+    let want = sent * recipients as u64;
+    let got = sh.delivered.get();
+    let span = (sh.last_receive_ns.get().saturating_sub(first_send_ns)) as f64 / 1e9;
+    let window = (sh.epoch.elapsed().as_nanos() as u64 - first_send_ns) as f64 / 1e9;
+    let hist = sh.hist.borrow();
+    let per = |count: u64| {
+        if count > 0 {
+            server_cpu * 1e6 / count as f64
+        } else {
+            0.0
+        }
+    };
+    let f = TargetedFigures {
+        deliveries_per_sec: if span > 0.0 { got as f64 / span } else { 0.0 },
+        events_per_sec: if span > 0.0 { sent as f64 / span } else { 0.0 },
+        p50_ms: hist.percentile_ms(0.50),
+        p99_ms: hist.percentile_ms(0.99),
+        max_ms: hist.max as f64 / 1e6,
+        lost: want.saturating_sub(got),
+        stray: sh.stray.get() - stray_before,
+        cpu_us_per_event: per(sent),
+        cpu_us_per_delivery: per(got),
+    };
+    let what = match aim {
+        Aim::Room { members } => {
+            format!("`say` to room {ROOM} ({members} members, the publisher one of them)")
+        }
+        Aim::User { connections } => format!(
+            "`whisper` to user {TARGET_USER} ({connections} connections; the publisher another user)"
+        ),
+    };
+    println!(
+        "  connected {n} to /hub in {connect_secs:.2} s; {what}; {in_flight} in flight; warm-up {:.1} s",
+        WARMUP.as_secs_f64()
+    );
+    println!(
+        "  server at rest with {n} connections: {idle_share:.1}% of a core over {:.0} s",
+        idle.as_secs_f64()
+    );
+    println!(
+        "  sent {sent} events = {:.0} events/s; deliveries {got} of {want} in {span:.2} s = {:.0} deliveries/s; lost {}; stray {}",
+        f.events_per_sec, f.deliveries_per_sec, f.lost, f.stray
+    );
+    println!(
+        "  latency send->receive: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        f.p50_ms, f.p99_ms, f.max_ms
+    );
+    println!(
+        "  server CPU {server_cpu:.2} s over {window:.2} s = {:.0}% of a core; {:.2} µs per event, {:.3} µs per delivery",
+        100.0 * server_cpu / window.max(1e-9),
+        f.cpu_us_per_event,
+        f.cpu_us_per_delivery
+    );
+    let closed = sh.closed.get();
+    if closed > 0 || sh.malformed.get() > 0 {
+        println!(
+            "  connections closed by the server: {closed} ({closed_before} before the measured window); malformed messages: {}",
+            sh.malformed.get()
+        );
+    }
+    println!(
+        "  server RSS {} KiB; {cpu_line}",
+        proc_status_kib(server.child.id(), "VmRSS:")
+    );
+    if closed > 0 {
+        return Err(format!(
+            "{closed} connections ended during the row; its figures are not kept"
+        ));
+    }
+    Ok(f)
+}
+
 /// Waits until the server's RSS stops changing (3 equal samples 200 ms apart, at most 5 s).
 async fn settled_rss(pid: u32) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -1026,6 +1462,7 @@ async fn idle_row(server: &Server, n: usize, a: &Args, ticks: f64) -> Result<f64
 enum Figure {
     Load(LoadFigures),
     Idle(f64),
+    Targeted(TargetedFigures),
 }
 
 fn headline(row: &Row, f: Figure) -> f64 {
@@ -1039,6 +1476,7 @@ fn headline(row: &Row, f: Figure) -> f64 {
         ) => l.deliveries_per_sec,
         (_, Figure::Load(l)) => l.p99_ms,
         (_, Figure::Idle(k)) => k,
+        (_, Figure::Targeted(t)) => t.cpu_us_per_event,
     }
 }
 
@@ -1056,6 +1494,7 @@ fn fmt_figure(row: &Row, v: f64) -> String {
         }
         RowKind::Load { .. } => format!("{v:.2} ms"),
         RowKind::Idle { .. } => format!("{v:.2} KiB"),
+        RowKind::Targeted { .. } => format!("{v:.2} µs"),
     }
 }
 
@@ -1104,6 +1543,7 @@ fn main() -> std::process::ExitCode {
         .map(|r| match r.kind {
             RowKind::Load { clients, .. } => clients,
             RowKind::Idle { connections } => connections + 1,
+            RowKind::Targeted { connections, .. } => connections,
         })
         .max()
         .unwrap_or(0) as u64
@@ -1126,13 +1566,22 @@ fn main() -> std::process::ExitCode {
                 println!("[{}] {}: skipped ({why})", t.name, row.name);
                 continue;
             }
+            if matches!(row.kind, RowKind::Targeted { .. }) && t.name != "rt-server" {
+                if rep == 0 {
+                    println!(
+                        "[{}] {}: skipped (rooms and users are rt-server's /hub only)",
+                        t.name, row.name
+                    );
+                }
+                continue;
+            }
             let run = if args.repeat > 1 {
                 format!(" (run {} of {})", rep + 1, args.repeat)
             } else {
                 String::new()
             };
             println!("[{}] {}: {}{run}", t.name, row.name, row.label);
-            let server = match start_server(t) {
+            let mut server = match start_server(t) {
                 Ok(s) => s,
                 Err(e) => {
                     println!("  failed: {e}");
@@ -1151,15 +1600,34 @@ fn main() -> std::process::ExitCode {
                     RowKind::Idle { connections } => idle_row(&server, connections, &args, ticks)
                         .await
                         .map(Figure::Idle),
+                    RowKind::Targeted {
+                        connections,
+                        aim,
+                        in_flight,
+                    } => targeted_row(
+                        &server,
+                        connections,
+                        aim,
+                        in_flight,
+                        row.duration,
+                        &args,
+                        ticks,
+                    )
+                    .await
+                    .map(Figure::Targeted),
                 }
             }));
             // Close every client before the server goes.
             drop(local);
+            let exited = server.child.try_wait().ok().flatten();
             drop(server);
             match r {
                 Ok(f) => results[ri][ti].push(f),
                 Err(e) => {
                     println!("  failed: {e}");
+                    if let Some(status) = exited {
+                        println!("  the server had exited during the row: {status}");
+                    }
                     failures += 1;
                     if e.contains("not 101") {
                         unavailable[ti] = Some(e);
@@ -1235,6 +1703,7 @@ fn summary(rows: &[Row], targets: &[Target], results: &[Vec<Vec<Figure>>], repea
             "ratios are rt-server / peer: above 1 is better for deliveries/s, below 1 is better for p99 and KiB"
         );
     }
+    targeted_summary(rows, targets, results, repeat);
     for (ri, row) in rows.iter().enumerate() {
         if let RowKind::Load { .. } = row.kind {
             let lost: Vec<String> = targets
@@ -1245,7 +1714,7 @@ fn summary(rows: &[Row], targets: &[Target], results: &[Vec<Vec<Figure>>], repea
                         .iter()
                         .map(|f| match f {
                             Figure::Load(l) => l.lost,
-                            Figure::Idle(_) => 0,
+                            Figure::Idle(_) | Figure::Targeted(_) => 0,
                         })
                         .sum();
                     (lost > 0).then(|| format!("{} {lost}", t.name))
@@ -1255,5 +1724,129 @@ fn summary(rows: &[Row], targets: &[Target], results: &[Vec<Vec<Figure>>], repea
                 println!("lost deliveries in {}: {}", row.name, lost.join(", "));
             }
         }
+    }
+}
+
+/// The targeted rows side by side: each figure at the fewest and at the most
+/// connections of the same aim, and their ratio (about 1 when the cost follows
+/// the recipients, not the connections).
+fn targeted_summary(rows: &[Row], targets: &[Target], results: &[Vec<Vec<Figure>>], repeat: usize) {
+    let Some(o) = targets.iter().position(|t| t.name == "rt-server") else {
+        return;
+    };
+    // (aim, connections, medians of the figures), for the rows that ran.
+    let mut ran: Vec<(Aim, usize, [f64; 6], u64)> = Vec::new();
+    for (ri, row) in rows.iter().enumerate() {
+        let RowKind::Targeted {
+            connections, aim, ..
+        } = row.kind
+        else {
+            continue;
+        };
+        let figs: Vec<TargetedFigures> = results[ri][o]
+            .iter()
+            .filter_map(|f| match f {
+                Figure::Targeted(t) => Some(*t),
+                _ => None,
+            })
+            .collect();
+        if figs.is_empty() {
+            continue;
+        }
+        let m =
+            |g: fn(&TargetedFigures) -> f64| median(figs.iter().map(g).collect()).unwrap_or(0.0);
+        ran.push((
+            aim,
+            connections,
+            [
+                m(|t| t.cpu_us_per_event),
+                m(|t| t.cpu_us_per_delivery),
+                m(|t| t.events_per_sec),
+                m(|t| t.deliveries_per_sec),
+                m(|t| t.p50_ms),
+                m(|t| t.p99_ms),
+            ],
+            figs.iter().map(|t| t.lost + t.stray).sum(),
+        ));
+    }
+    if ran.is_empty() {
+        return;
+    }
+    let title = if repeat > 1 {
+        format!("targeted events, rt-server /hub (median of {repeat} runs)")
+    } else {
+        "targeted events, rt-server /hub".to_string()
+    };
+    println!();
+    println!("{title}");
+    let names = [
+        "server CPU µs/event",
+        "server CPU µs/delivery",
+        "events/s",
+        "deliveries/s",
+        "latency p50 ms",
+        "latency p99 ms",
+    ];
+    let fmt = |k: usize, v: f64| match k {
+        0 => format!("{v:.2}"),
+        1 => format!("{v:.3}"),
+        2 | 3 => format!("{v:.0}"),
+        _ => format!("{v:.2}"),
+    };
+    let mut aims: Vec<Aim> = Vec::new();
+    for r in &ran {
+        if !aims.contains(&r.0) {
+            aims.push(r.0);
+        }
+    }
+    for aim in aims {
+        let mut of: Vec<_> = ran.iter().filter(|r| r.0 == aim).collect();
+        of.sort_by_key(|r| r.1);
+        let what = match aim {
+            Aim::Room { members } => format!("room of {members}"),
+            Aim::User { connections } => format!("one user, {connections} connections"),
+        };
+        let mut header = format!("{what:<36}");
+        for r in &of {
+            header.push_str(&format!("{:>16}", format!("{} conns", r.1)));
+        }
+        let (lo, hi) = (of[0], of[of.len() - 1]);
+        if of.len() > 1 {
+            header.push_str(&format!("{:>16}", format!("{}/{}", hi.1, lo.1)));
+        }
+        println!("{header}");
+        for (k, name) in names.iter().enumerate() {
+            let mut line = format!("  {name:<34}");
+            for r in &of {
+                line.push_str(&format!("{:>16}", fmt(k, r.2[k])));
+            }
+            if of.len() > 1 {
+                let ratio = if lo.2[k] > 0.0 {
+                    format!("{:.2}x", hi.2[k] / lo.2[k])
+                } else {
+                    "-".into()
+                };
+                line.push_str(&format!("{ratio:>16}"));
+            }
+            println!("{line}");
+        }
+        let bad: Vec<String> = of
+            .iter()
+            .filter(|r| r.3 > 0)
+            .map(|r| format!("{} conns {}", r.1, r.3))
+            .collect();
+        if !bad.is_empty() {
+            println!("  lost or stray deliveries: {}", bad.join(", "));
+        }
+    }
+    let (fewest, most) = (
+        ran.iter().map(|r| r.1).min().unwrap_or(0),
+        ran.iter().map(|r| r.1).max().unwrap_or(0),
+    );
+    if most > fewest {
+        println!(
+            "same recipients, {:.0}x the connections: a ratio near 1.00x means the cost follows the recipients, not the connections",
+            most as f64 / fewest.max(1) as f64
+        );
     }
 }
