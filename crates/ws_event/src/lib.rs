@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 pub mod types {
     /// Sent on connect: `{clientId, userId}`.
     pub const CONNECTED: &str = "connection.established";
-    /// A connection closed.
+    /// A connection closed. Defined for clients that match on it; the hub
+    /// itself says goodbye with the WebSocket close frame (code and reason).
     pub const DISCONNECTED: &str = "connection.closed";
     /// A request could not be served: `{message}`; the connection stays open.
     pub const ERROR: &str = "error";
