@@ -371,9 +371,9 @@ where
 {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
         loop {
-            // Another round while anything moved: a message read may have
-            // queued an answer, a write may have freed the socket, a timer
-            // must be polled again to get a waker for its next tick.
+            // Another round only when something was read (it may have queued
+            // an answer) or a timer fired (it must be polled again for its
+            // next tick): the writer runs until it is blocked on its own.
             let mut again = false;
             if let Some(stop) = &mut self.stop
                 && Pin::new(stop).poll(cx).is_ready()
@@ -390,7 +390,7 @@ where
                 // Poll the interval again so its next tick has a waker.
                 again = true;
             }
-            again |= self.poll_write(cx);
+            self.poll_write(cx);
             if self.read != Read::Failed {
                 match self.ws.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(msg))) => {
@@ -497,10 +497,16 @@ where
                                 self.write = Write::Done(None);
                                 return true;
                             }
-                            Poll::Pending => return self.abandon_if_closing(cx) || progress,
+                            Poll::Pending if self.abandon_if_closing(cx) => {
+                                progress = true;
+                                break;
+                            }
+                            Poll::Pending => return progress,
                         }
                     }
-                    self.write = Write::Flushing;
+                    if matches!(self.write, Write::Feeding) {
+                        self.write = Write::Flushing;
+                    }
                 }
                 Write::Flushing => match self.ws.poll_flush_unpin(cx) {
                     Poll::Ready(Ok(())) => {
@@ -511,7 +517,8 @@ where
                         self.write = Write::Done(None);
                         return true;
                     }
-                    Poll::Pending => return self.abandon_if_closing(cx) || progress,
+                    Poll::Pending if self.abandon_if_closing(cx) => progress = true,
+                    Poll::Pending => return progress,
                 },
                 Write::Closing(frame, given) => {
                     if !*given {
