@@ -226,16 +226,10 @@ pub fn control_hooks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::{Context, Poll, Waker};
-    use ws_hub::{HubConfig, Identity, Outgoing};
+    use ws_hub::{HubConfig, Identity};
 
     fn replies(c: &WsClient) -> Vec<Value> {
-        let mut batch = Vec::new();
-        let cx = &mut Context::from_waker(Waker::noop());
-        if c.poll_outgoing(cx, &mut batch) != Poll::Ready(Outgoing::Messages) {
-            return Vec::new();
-        }
-        batch
+        c.take_queued()
             .into_iter()
             .map(|m| serde_json::from_str(m.to_text().unwrap()).unwrap())
             .collect()

@@ -49,16 +49,10 @@ pub fn ws_emit(hub: &WsHub, event: &Event, target: &Target) -> Broadcast {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::task::{Context, Poll, Waker};
-    use ws_hub::{HubConfig, Identity, Outgoing, WsClient};
+    use ws_hub::{HubConfig, Identity, WsClient};
 
     fn received(c: &WsClient) -> Vec<String> {
-        let mut batch = Vec::new();
-        let cx = &mut Context::from_waker(Waker::noop());
-        if c.poll_outgoing(cx, &mut batch) != Poll::Ready(Outgoing::Messages) {
-            return Vec::new();
-        }
-        batch
+        c.take_queued()
             .into_iter()
             .map(|m| m.into_text().unwrap().to_string())
             .collect()

@@ -704,6 +704,24 @@ impl WsClient {
         Poll::Pending
     }
 
+    /// Takes every queued message without waiting (empty when none, or when
+    /// a close is pending): for tests and for writers of their own.
+    pub fn take_queued(&self) -> Vec<Message> {
+        let mut batch = Vec::new();
+        let cx = &mut Context::from_waker(Waker::noop());
+        match self.poll_outgoing(cx, &mut batch) {
+            Poll::Ready(Outgoing::Messages) => batch,
+            Poll::Ready(Outgoing::Close(frame)) => {
+                // Not taken: put the close back for the writer.
+                let mut ob = self.lock();
+                ob.gone = false;
+                ob.close = Some(frame);
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// For the connection: marks the client gone (the socket ended), so sends
     /// fail with [`SendError::Closed`] and what is queued is freed.
     pub fn disconnected(&self) {
@@ -951,6 +969,19 @@ mod tests {
         assert_eq!(hub.join(&c, "a"), Ok(false), "already in: not a new room");
         assert!(hub.leave(&c, "a"));
         assert_eq!(hub.join(&c, "c"), Ok(true));
+    }
+
+    #[test]
+    fn take_queued_takes_data_and_leaves_a_close_for_the_writer() {
+        let hub = WsHub::new(HubConfig::default());
+        let c = hub.register(None).unwrap();
+        assert!(c.take_queued().is_empty());
+        c.try_send(Message::text("a")).unwrap();
+        assert_eq!(c.take_queued(), [Message::text("a")]);
+        c.close(None);
+        assert!(c.take_queued().is_empty());
+        let mut batch = Vec::new();
+        assert_eq!(poll(&c, &mut batch), Poll::Ready(Outgoing::Close(None)), "still there");
     }
 
     #[test]

@@ -856,17 +856,11 @@ impl fmt::Debug for AnonChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::{Context, Poll, Waker};
-    use ws_hub::{HubConfig, Outgoing};
+    use ws_hub::HubConfig;
 
     /// What the server sent `client`, decoded.
     fn sent(c: &WsClient) -> Vec<WrapperMessage> {
-        let mut batch = Vec::new();
-        let cx = &mut Context::from_waker(Waker::noop());
-        if c.poll_outgoing(cx, &mut batch) != Poll::Ready(Outgoing::Messages) {
-            return Vec::new();
-        }
-        batch
+        c.take_queued()
             .into_iter()
             .filter_map(|m| match decode(m.to_text().ok()?) {
                 Decoded::Message(m) => Some(m),
