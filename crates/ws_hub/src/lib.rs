@@ -981,7 +981,11 @@ mod tests {
         c.close(None);
         assert!(c.take_queued().is_empty());
         let mut batch = Vec::new();
-        assert_eq!(poll(&c, &mut batch), Poll::Ready(Outgoing::Close(None)), "still there");
+        assert_eq!(
+            poll(&c, &mut batch),
+            Poll::Ready(Outgoing::Close(None)),
+            "still there"
+        );
     }
 
     #[test]
