@@ -1156,4 +1156,54 @@ mod tests {
             r#"{"message":"a \"b\""}"#
         );
     }
+
+    #[test]
+    fn mutated_frames_never_panic_and_what_decodes_encodes_again() {
+        let frames = [
+            r#"{"a":["add",2,3],"i":1}"#,
+            r#"{"i":2,"e":{"message":"nope"},"_":1}"#,
+            r#"{"a":["who"],"c":"room1","i":3}"#,
+            r#"{"i":4,"x":{"message":"This operation was aborted"},"_":1}"#,
+            r#"{"i":5,"h":1}"#,
+            r#"{"a":["next",{"value":1,"done":false}],"h":5}"#,
+            r#"{"h":5,"x":{"message":"Request aborted"},"_":1}"#,
+        ];
+        let alphabet = br#"{}[]":,0123456789-.aceihdx_ ntrufl\"#;
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut decoded = 0;
+        for round in 0..20_000 {
+            let mut bytes = frames[round % frames.len()].as_bytes().to_vec();
+            for _ in 0..=(next() % 4) {
+                let at = (next() as usize) % bytes.len().max(1);
+                let last = bytes.len() - 1;
+                let c = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 => bytes[at.min(last)] = c,
+                    1 => bytes.insert(at, c),
+                    _ => {
+                        bytes.remove(at.min(last));
+                    }
+                }
+                if bytes.is_empty() {
+                    bytes.push(c);
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Decoded::Message(m) = decode(&text) {
+                decoded += 1;
+                // Whatever is accepted is written back in a form that reads the same.
+                assert_eq!(decode(&encode(&m)), Decoded::Message(m.clone()), "{text}");
+            }
+        }
+        assert!(
+            decoded > 1_000,
+            "the mutations kept some frames valid: {decoded}"
+        );
+    }
 }
