@@ -218,7 +218,11 @@ pub fn search(
     };
     let mut last = None;
     for (fts, matched) in attempts {
-        let results = run_search(conn, &fts, filters, limit).map_err(fts_error)?;
+        let mut results = run_search(conn, &fts, filters, limit).map_err(fts_error)?;
+        // An entry named exactly what was asked for comes first, whatever
+        // bm25 says (`ws_send` before `ws_send_to`); the rest keep their order.
+        let exact = query.trim();
+        results.sort_by_key(|h| !h.entry.name.eq_ignore_ascii_case(exact));
         let found = !results.is_empty();
         last = Some(SearchResult {
             query: query.to_string(),
