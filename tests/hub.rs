@@ -38,6 +38,7 @@ use ws_send::ws_send;
 use ws_send_to::{SendToError, ws_send_to};
 
 mod common;
+mod serving;
 use common::*;
 
 const ANON: Option<&str> = None;

@@ -5,56 +5,40 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use http_serve::{ServeConfig, ServeStats, http_serve};
+use http_serve::ServeStats;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rt_server::{Options, app};
 use sse_broker::SseBroker;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
+
+mod serving;
+use serving::Serving;
 
 struct Server {
     addr: SocketAddr,
     broker: SseBroker,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<ServeStats>,
+    serving: Serving,
 }
 
 impl Server {
     async fn start(options: Options, drain: Duration) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let rt_server::App {
             handler, broker, ..
         } = app(Options {
             log: false,
             ..options
         });
-        let (tx, rx) = oneshot::channel::<()>();
-        let config = ServeConfig {
-            drain_timeout: drain,
-            ..ServeConfig::default()
-        };
-        let task = tokio::spawn(http_serve(
-            listener,
-            handler,
-            async {
-                let _ = rx.await;
-            },
-            config,
-        ));
+        let serving = Serving::start(handler, drain).await;
         Server {
-            addr,
+            addr: serving.addr,
             broker,
-            stop: Some(tx),
-            task,
+            serving,
         }
     }
 
-    async fn stop(mut self) -> ServeStats {
-        self.stop.take().unwrap().send(()).unwrap();
-        self.task.await.unwrap()
+    async fn stop(self) -> ServeStats {
+        self.serving.stop().await
     }
 
     async fn publish(&self, data: &str) -> u64 {

@@ -31,6 +31,7 @@ use ws_hub::{HubConfig, WsHub};
 use ws_send::ws_send;
 
 mod common;
+mod serving;
 use common::*;
 
 /// Every test takes this shared; the memory test takes it alone, so the RSS

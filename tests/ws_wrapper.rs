@@ -11,13 +11,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
-use http_serve::{ServeConfig, ServeStats, http_serve};
 use http_types::Handler;
 use rt_server::{Options, app};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use ws_handler::WsConfig;
@@ -28,8 +26,8 @@ use ws_wrapper_client::{
 };
 use ws_wrapper_server::{Ctx, Reply, WrapperConfig, WrapperError, WrapperServer};
 
-/// How long any single wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(10);
+mod serving;
+use serving::{Serving, WAIT};
 
 async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, f)
@@ -37,53 +35,24 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-/// An app on `http_serve`, stoppable, restartable on the same address.
-struct Serving {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<ServeStats>,
+/// How long a test server drains.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves `handler` on 127.0.0.1:0.
+async fn serve(handler: Handler) -> Serving {
+    Serving::start(handler, DRAIN).await
 }
 
-impl Serving {
-    async fn start(handler: Handler) -> Serving {
-        Serving::on(TcpListener::bind("127.0.0.1:0").await.unwrap(), handler)
-    }
+/// Serves `handler` on `addr` again (SO_REUSEADDR: the old connections may sit in TIME_WAIT).
+fn serve_again(addr: SocketAddr, handler: Handler) -> Serving {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    Serving::on(socket.listen(1024).unwrap(), handler, DRAIN)
+}
 
-    /// Binds `addr` again (SO_REUSEADDR: the old connections may sit in TIME_WAIT).
-    async fn restart(addr: SocketAddr, handler: Handler) -> Serving {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_reuseaddr(true).unwrap();
-        socket.bind(addr).unwrap();
-        Serving::on(socket.listen(1024).unwrap(), handler)
-    }
-
-    fn on(listener: TcpListener, handler: Handler) -> Serving {
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let config = ServeConfig {
-            drain_timeout: Duration::from_secs(5),
-            ..ServeConfig::default()
-        };
-        let shutdown = async {
-            let _ = rx.await;
-        };
-        let task = tokio::spawn(http_serve(listener, handler, shutdown, config));
-        Serving {
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
-    }
-
-    /// Shuts down (WebSockets get 1001) and waits until the listener is gone.
-    async fn stop(mut self) -> ServeStats {
-        self.stop.take().unwrap().send(()).unwrap();
-        within("http_serve to return", self.task).await.unwrap()
-    }
+fn url(server: &Serving, path: &str) -> String {
+    format!("ws://{}{path}", server.addr)
 }
 
 fn rt_rpc() -> Handler {
@@ -143,8 +112,8 @@ fn answer_back(client: &WrapperClient) {
 
 #[tokio::test]
 async fn requests_events_and_rejections_against_rt_server() {
-    let server = Serving::start(rt_rpc()).await;
-    let client = WrapperClient::connect(&server.url("/rpc"), ClientConfig::default())
+    let server = serve(rt_rpc()).await;
+    let client = WrapperClient::connect(&url(&server, "/rpc"), ClientConfig::default())
         .await
         .unwrap();
     assert_eq!(client.state(), ClientState::Connected { connection: 1 });
@@ -196,8 +165,8 @@ async fn requests_events_and_rejections_against_rt_server() {
 
 #[tokio::test]
 async fn server_to_client_requests_get_the_handlers_answers_and_errors() {
-    let server = Serving::start(rt_rpc()).await;
-    let client = WrapperClient::new(&server.url("/rpc"), ClientConfig::default()).unwrap();
+    let server = serve(rt_rpc()).await;
+    let client = WrapperClient::new(&url(&server, "/rpc"), ClientConfig::default()).unwrap();
     answer_back(&client);
     client.start().await.unwrap();
 
@@ -232,8 +201,8 @@ async fn server_to_client_requests_get_the_handlers_answers_and_errors() {
 
 #[tokio::test]
 async fn cancelling_slow_fails_fast_and_the_connection_keeps_working() {
-    let server = Serving::start(rt_rpc()).await;
-    let client = WrapperClient::connect(&server.url("/rpc"), ClientConfig::default())
+    let server = serve(rt_rpc()).await;
+    let client = WrapperClient::connect(&url(&server, "/rpc"), ClientConfig::default())
         .await
         .unwrap();
 
@@ -322,7 +291,7 @@ async fn observed_server() -> Observed {
     });
     let handler = server.handler(WsConfig::default());
     Observed {
-        server: Serving::start(handler).await,
+        server: serve(handler).await,
         cancelled,
         channel_closed,
     }
@@ -331,7 +300,7 @@ async fn observed_server() -> Observed {
 #[tokio::test]
 async fn the_server_handler_sees_cancel_timeout_and_drop() {
     let mut o = observed_server().await;
-    let client = WrapperClient::connect(&o.server.url("/"), ClientConfig::default())
+    let client = WrapperClient::connect(&url(&o.server, "/"), ClientConfig::default())
         .await
         .unwrap();
 
@@ -374,8 +343,8 @@ async fn the_server_handler_sees_cancel_timeout_and_drop() {
 
 #[tokio::test]
 async fn stream_over_an_anonymous_channel() {
-    let server = Serving::start(rt_rpc()).await;
-    let client = WrapperClient::connect(&server.url("/rpc"), ClientConfig::default())
+    let server = serve(rt_rpc()).await;
+    let client = WrapperClient::connect(&url(&server, "/rpc"), ClientConfig::default())
         .await
         .unwrap();
 
@@ -430,7 +399,7 @@ async fn stream_over_an_anonymous_channel() {
 #[tokio::test]
 async fn anonymous_channels_close_from_either_side() {
     let mut o = observed_server().await;
-    let client = WrapperClient::connect(&o.server.url("/"), ClientConfig::default())
+    let client = WrapperClient::connect(&url(&o.server, "/"), ClientConfig::default())
         .await
         .unwrap();
 
@@ -496,9 +465,9 @@ async fn state_where(client: &WrapperClient, f: impl Fn(&ClientState) -> bool) -
 
 #[tokio::test]
 async fn reconnects_after_a_restart_on_the_same_port_and_handlers_survive() {
-    let server = Serving::start(rt_rpc()).await;
+    let server = serve(rt_rpc()).await;
     let addr = server.addr;
-    let client = WrapperClient::new(&server.url("/rpc"), fast()).unwrap();
+    let client = WrapperClient::new(&url(&server, "/rpc"), fast()).unwrap();
     answer_back(&client);
     let mut notified = forward(&client, "notified");
     client.start().await.unwrap();
@@ -540,7 +509,7 @@ async fn reconnects_after_a_restart_on_the_same_port_and_handlers_survive() {
     assert!(delay >= Duration::from_millis(40), "{delay:?}");
 
     // Back on the same port: the client reconnects by itself.
-    let server = Serving::restart(addr, rt_rpc()).await;
+    let server = serve_again(addr, rt_rpc());
     assert_eq!(within("reconnection", client.connected()).await, Some(2));
     // Handlers registered once still answer, on the new connection.
     let x: i64 = client
@@ -565,8 +534,8 @@ async fn reconnects_after_a_restart_on_the_same_port_and_handlers_survive() {
 #[tokio::test]
 async fn a_user_close_stops_reconnection() {
     // Closed while connected: the server sees a normal close, nothing comes back.
-    let server = Serving::start(rt_rpc()).await;
-    let client = WrapperClient::connect(&server.url("/rpc"), fast())
+    let server = serve(rt_rpc()).await;
+    let client = WrapperClient::connect(&url(&server, "/rpc"), fast())
         .await
         .unwrap();
     let mut states = client.watch();
@@ -589,8 +558,8 @@ async fn a_user_close_stops_reconnection() {
 
     // Closed while waiting to reconnect: close returns at once, although the
     // next attempt is a minute away (1013's base in `fast`).
-    let server = Serving::start(rt_rpc()).await;
-    let client = WrapperClient::connect(&server.url("/rpc"), fast())
+    let server = serve(rt_rpc()).await;
+    let client = WrapperClient::connect(&url(&server, "/rpc"), fast())
         .await
         .unwrap();
     server.stop().await;
@@ -601,8 +570,8 @@ async fn a_user_close_stops_reconnection() {
     assert_eq!(client.state(), ClientState::Closed);
 
     // Dropping every handle closes too.
-    let server = Serving::start(rt_rpc()).await;
-    let client = WrapperClient::connect(&server.url("/rpc"), fast())
+    let server = serve(rt_rpc()).await;
+    let client = WrapperClient::connect(&url(&server, "/rpc"), fast())
         .await
         .unwrap();
     let mut rx = client.watch();
@@ -695,8 +664,8 @@ async fn connect_errors_say_what_failed() {
         Err(ConnectError::Io(_))
     ));
     // A route that is not a WebSocket.
-    let server = Serving::start(rt_rpc()).await;
-    let err = WrapperClient::connect(&server.url("/health"), ClientConfig::default())
+    let server = serve(rt_rpc()).await;
+    let err = WrapperClient::connect(&url(&server, "/health"), ClientConfig::default())
         .await
         .unwrap_err();
     assert!(matches!(err, ConnectError::Handshake(_)), "{err}");

@@ -7,61 +7,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use http_serve::{ServeConfig, ServeStats, http_serve};
+use http_serve::ServeStats;
 use http_types::Handler;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{WebSocketStream, client_async};
 use ws_handler::{Disconnect, WsConfig};
 use ws_hub::{ClientId, WsHub};
 
-/// How long any single wait may take before the test fails.
-pub(crate) const WAIT: Duration = Duration::from_secs(10);
+use crate::serving::Serving;
+pub(crate) use crate::serving::WAIT;
 
 pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     pub(crate) hub: WsHub,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<ServeStats>,
+    serving: Serving,
 }
 
 impl Server {
     /// Serves `handler` (whose WebSockets live in `hub`).
     pub(crate) async fn start(handler: Handler, hub: WsHub, drain: Duration) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let config = ServeConfig {
-            drain_timeout: drain,
-            ..ServeConfig::default()
-        };
-        let task = tokio::spawn(http_serve(
-            listener,
-            handler,
-            async {
-                let _ = rx.await;
-            },
-            config,
-        ));
+        let serving = Serving::start(handler, drain).await;
         Server {
-            addr,
+            addr: serving.addr,
             hub,
-            stop: Some(tx),
-            task,
+            serving,
         }
     }
 
-    pub(crate) async fn stop(mut self) -> ServeStats {
-        self.stop.take().unwrap().send(()).unwrap();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("http_serve returned")
-            .unwrap()
+    pub(crate) async fn stop(self) -> ServeStats {
+        self.serving.stop().await
     }
 
     /// Waits until the hub has `n` connections. A client sees the `101`

@@ -15,6 +15,8 @@
 //! - [`Shutdown`] is the signal a server gives long-lived responses (SSE
 //!   streams, WebSockets) so they end when it drains. `http_serve` puts it in
 //!   every request's extensions; handlers read it with [`Shutdown::from_request`].
+//! - [`query_pairs`] and [`query_values`] read a query string, percent-decoded,
+//!   the one way every handler here does.
 //! - [`LongLived`] marks a response body that `http_serve` writes straight to
 //!   the socket (SSE streams).
 //!
@@ -109,6 +111,46 @@ pub fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response {
 /// that do not know it, the marker changes nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LongLived;
+
+/// The percent-decoded `(name, value)` pairs of a query string, in order
+/// (`+` is a space; invalid escapes are kept as they are; a pair without
+/// `=` has an empty value).
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+/// The decoded values of parameter `name` in a query string.
+pub fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
+    query_pairs(query).filter_map(move |(k, v)| (k == name).then_some(v))
+}
+
+/// Percent-decoding of one query component, `+` as space.
+fn percent_decode(s: &str) -> String {
+    let hex = |c: Option<&u8>| {
+        char::from(*c?)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], hex(b.get(i + 1)), hex(b.get(i + 2))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+            (b'+', ..) => out.push(b' '),
+            (c, ..) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 /// An async function from [`Request`] to [`Response`]; cloning is cheap (an `Arc`).
 ///
@@ -384,6 +426,20 @@ mod tests {
         req.extensions_mut().insert(s.clone());
         s.trigger();
         assert!(Shutdown::from_request(&req).is_triggered());
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        let q = "topic=a%2Fb&x=1&topic=c+d&topic=%zz&lastEventId=7&flag&%74opic=e";
+        assert_eq!(
+            query_values(q, "topic").collect::<Vec<_>>(),
+            ["a/b", "c d", "%zz", "e"]
+        );
+        assert_eq!(query_values(q, "lastEventId").collect::<Vec<_>>(), ["7"]);
+        assert_eq!(query_values(q, "flag").collect::<Vec<_>>(), [""]);
+        for (raw, decoded) in [("%", "%"), ("%4", "%4"), ("%41", "A"), ("%c3%bc", "ü")] {
+            assert_eq!(percent_decode(raw), decoded);
+        }
     }
 
     #[test]

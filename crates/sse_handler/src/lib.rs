@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
-use http_types::{Handler, LongLived, Request, Response, Shutdown, boxed, text};
+use http_types::{Handler, LongLived, Request, Response, Shutdown, boxed, query_values, text};
 use sse_broker::SseBroker;
 use sse_event::SseEvent;
 use sse_keepalive::sse_keepalive;
@@ -174,46 +174,6 @@ fn stream(broker: &SseBroker, config: &SseConfig, req: &Request) -> Response {
     res
 }
 
-/// The percent-decoded values of `name` in a query string.
-fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
-    query.split('&').filter_map(move |pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(k) == name).then(|| decode(v))
-    })
-}
-
-/// Percent-decoding with `+` as space; invalid escapes are kept as they are.
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (b.get(i + 1).and_then(hex), b.get(i + 2).and_then(hex)) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: &u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,19 +199,6 @@ mod tests {
             .into_data()
             .unwrap();
         String::from_utf8(f.to_vec()).unwrap()
-    }
-
-    #[test]
-    fn query_values_decode() {
-        let q = "topic=a%2Fb&x=1&topic=c+d&topic=%zz&lastEventId=7";
-        assert_eq!(
-            query_values(q, "topic").collect::<Vec<_>>(),
-            ["a/b", "c d", "%zz"]
-        );
-        assert_eq!(query_values(q, "lastEventId").collect::<Vec<_>>(), ["7"]);
-        assert_eq!(decode("%"), "%");
-        assert_eq!(decode("%4"), "%4");
-        assert_eq!(decode("%41"), "A");
     }
 
     #[tokio::test]

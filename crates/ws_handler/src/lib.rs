@@ -450,9 +450,8 @@ where
         }
     }
 
-    /// Advances the writer as far as it goes; true if it moved.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
+    /// Advances the writer until it is blocked or done.
+    fn poll_write(&mut self, cx: &mut Context<'_>) {
         loop {
             match &mut self.write {
                 Write::Idle => {
@@ -464,23 +463,21 @@ where
                             self.write = Write::Closing(frame, false);
                             self.deadline =
                                 Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
-                            progress = true;
                             continue;
                         }
                         Poll::Ready(Outgoing::Gone) => {
                             self.batch.clear();
                             self.write = Write::Done(None);
-                            return true;
+                            return;
                         }
                         Poll::Ready(Outgoing::Messages) => self.batch.reverse(),
-                        Poll::Pending if !self.ping_due => return progress,
+                        Poll::Pending if !self.ping_due => return,
                         Poll::Pending => {}
                     }
                     if std::mem::take(&mut self.ping_due) {
                         self.batch.push(Message::Ping(Default::default()));
                     }
                     self.write = Write::Feeding;
-                    progress = true;
                 }
                 Write::Feeding => {
                     while !self.batch.is_empty() {
@@ -489,19 +486,17 @@ where
                                 let m = self.batch.pop().expect("not empty");
                                 if self.ws.start_send_unpin(m).is_err() {
                                     self.write = Write::Done(None);
-                                    return true;
+                                    return;
                                 }
-                                progress = true;
                             }
                             Poll::Ready(Err(_)) => {
                                 self.write = Write::Done(None);
-                                return true;
+                                return;
                             }
                             Poll::Pending if self.abandon_if_closing(cx) => {
-                                progress = true;
                                 break;
                             }
-                            Poll::Pending => return progress,
+                            Poll::Pending => return,
                         }
                     }
                     if matches!(self.write, Write::Feeding) {
@@ -511,14 +506,13 @@ where
                 Write::Flushing => match self.ws.poll_flush_unpin(cx) {
                     Poll::Ready(Ok(())) => {
                         self.write = Write::Idle;
-                        progress = true;
                     }
                     Poll::Ready(Err(_)) => {
                         self.write = Write::Done(None);
-                        return true;
+                        return;
                     }
-                    Poll::Pending if self.abandon_if_closing(cx) => progress = true,
-                    Poll::Pending => return progress,
+                    Poll::Pending if self.abandon_if_closing(cx) => {}
+                    Poll::Pending => return,
                 },
                 Write::Closing(frame, given) => {
                     if !*given {
@@ -529,23 +523,23 @@ where
                             }
                             Poll::Ready(Err(_)) => {
                                 self.write = Write::Done(None);
-                                return true;
+                                return;
                             }
-                            Poll::Pending => return progress,
+                            Poll::Pending => return,
                         }
                     }
                     match self.ws.poll_flush_unpin(cx) {
-                        Poll::Pending => return progress,
+                        Poll::Pending => return,
                         Poll::Ready(_) => {
                             let sent = frame.take();
                             self.write = Write::Done(sent);
                             // The peer now has `close_timeout` to answer.
                             self.deadline = None;
-                            return true;
+                            return;
                         }
                     }
                 }
-                Write::Done(_) => return progress,
+                Write::Done(_) => return,
             }
         }
     }

@@ -381,6 +381,8 @@ impl WsHub {
         mut f: impl FnMut(&WsClient),
     ) {
         let ix = read(&self.0.index);
+        // One room or one user is already a set: no need to de-duplicate.
+        let one_set = clients.is_empty() && rooms.len() + users.len() == 1;
         let mut seen: HashSet<ClientId> = HashSet::new();
         let sets = rooms
             .iter()
@@ -388,7 +390,7 @@ impl WsHub {
             .chain(users.iter().filter_map(|u| ix.users.get(u)));
         let ids = clients.iter().chain(sets.flatten());
         for id in ids {
-            if seen.insert(*id)
+            if (one_set || seen.insert(*id))
                 && let Some(c) = ix.clients.get(id)
             {
                 f(c);

@@ -51,7 +51,7 @@ use http_cors_middleware::{CorsConfig, http_cors_middleware};
 use http_logger_middleware::http_logger_middleware;
 use http_middleware_chain::http_middleware_chain;
 use http_router::http_router;
-use http_types::{Handler, Request, Response, Route, text};
+use http_types::{Handler, Request, Response, Route, query_pairs, query_values, text};
 use serde_json::{Value, json};
 use sse_broker::{BrokerConfig, SseBroker};
 use sse_event::SseEvent;
@@ -411,9 +411,8 @@ fn say_or_whisper(hub: &WsHub, client: &WsClient, msg: &Message) {
 async fn emit(hub: &WsHub, req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
     let mut target = Target::default();
-    for (k, v) in query.split('&').filter_map(|p| p.split_once('=')) {
-        let v = decode(v);
-        match decode(k).as_str() {
+    for (k, v) in query_pairs(&query) {
+        match k.as_str() {
             "room" => target.rooms.push(v),
             "user" => target.users.push(v),
             "client" => match v.parse() {
@@ -455,13 +454,7 @@ async fn emit(hub: &WsHub, req: Request) -> Response {
 
 async fn publish(broker: &SseBroker, hub: &WsHub, req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
-    let param = |name: &str| {
-        query
-            .split('&')
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| decode(k) == name)
-            .map(|(_, v)| decode(v))
-    };
+    let param = |name: &str| query_values(&query, name).next();
     let topic = param("topic").unwrap_or_else(|| "hub".into());
     let event = param("event");
     let body = match read_body(req.into_body(), MAX_PUBLISH).await {
@@ -503,28 +496,6 @@ async fn read_body(mut body: http_types::Body, limit: usize) -> Result<Vec<u8>, 
         }
     }
     Ok(out)
-}
-
-/// Percent-decoding of a query component, `+` as space (as `GET /events`
-/// decodes its query); invalid escapes are kept as they are.
-fn decode(s: &str) -> String {
-    let hex = |c: Option<&u8>| char::from(*c?).to_digit(16).map(|d| d as u8);
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match (b[i], hex(b.get(i + 1)), hex(b.get(i + 2))) {
-            (b'%', Some(h), Some(l)) => {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-            (b'+', ..) => out.push(b' '),
-            (c, ..) => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn hub_json(w: &ws_hub::HubStats) -> String {
