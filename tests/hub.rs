@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use ws_control::{ControlConfig, control_hooks};
 use ws_emit::ws_emit;
 use ws_event::{Event, Target};
-use ws_handler::{Disconnect, MessageHook, WsConfig, ws_handler};
+use ws_handler::{Disconnect, MessageHook, WsConfig, identify, ws_handler};
 use ws_hub::{ClientId, HubConfig, Identity, WsClient, WsHub};
 use ws_send::ws_send;
 use ws_send_to::{SendToError, ws_send_to};
@@ -128,6 +128,7 @@ fn mark(hub: &WsHub, n: u64) -> usize {
 async fn reference() -> Server {
     let rt_server::App { handler, rooms, .. } = rt_server::app(Options {
         log: false,
+        hub_identify: Some(rt_server::insecure_bearer_names()),
         ..Options::default()
     });
     Server::start(handler, rooms, Duration::from_secs(5)).await
@@ -160,7 +161,7 @@ async fn control_server(
     config.on_connect = Some(on_connect);
     config.on_message = Some(on_message);
     if config.identify.is_none() {
-        config.identify = Some(Arc::new(bearer));
+        config.identify = Some(identify(|req| std::future::ready(bearer(req))));
     }
     let server = Server::start(ws_handler(hub.clone(), config), hub, Duration::from_secs(5)).await;
     (server, hooks)
@@ -773,6 +774,7 @@ fn by_token(req: &Request) -> Result<Identity, Response> {
         Some(user) => Ok(Identity {
             user: Some(user.to_string()),
             metadata: BTreeMap::from([("via".to_string(), "x-token".to_string())]),
+            ..Identity::default()
         }),
     }
 }
@@ -786,7 +788,7 @@ async fn a_rejected_identify_answers_401_or_403_before_upgrading() {
         HubConfig::default(),
         any_room(),
         WsConfig {
-            identify: Some(Arc::new(by_token)),
+            identify: Some(identify(|req| std::future::ready(by_token(req)))),
             ..WsConfig::default()
         },
         None,
@@ -879,20 +881,20 @@ async fn connection_established_comes_first_and_the_connect_hook_can_send() {
     let (sent_tx, mut sent_rx) = mpsc::unbounded_channel();
     let app_connect = {
         let hub = hub.clone();
-        Arc::new(move |c: &WsClient| {
+        ws_handler::on_connect(move |c: &WsClient| {
             let hello = Event::new("hello", json!({"via": "handle"}));
             let by_handle = ws_send(c, Message::text(hello.to_json()));
             let hello = Event::new("hello", json!({"via": "id"}));
             let by_id = ws_send_to(&hub, c.id(), Message::text(hello.to_json()));
             let _ = sent_tx.send((c.id(), by_handle, by_id));
-            Ok(())
+            std::future::ready(Ok(()))
         })
     };
     let (on_connect, on_message) = control_hooks(hub.clone(), any_room(), Some(app_connect), None);
     let handler = ws_handler(
         hub.clone(),
         WsConfig {
-            identify: Some(Arc::new(bearer)),
+            identify: Some(identify(|req| std::future::ready(bearer(req)))),
             on_connect: Some(on_connect),
             on_message: Some(on_message),
             ..WsConfig::default()
@@ -1063,4 +1065,71 @@ async fn counts_return_to_zero_after_closes_and_after_dropped_sockets() {
     }
     assert_eq!(server.hub.stats().connected, 12);
     assert_eq!(server.stop().await.aborted, 0);
+}
+
+/// The reference server with JWT identity (what `--jwt-secret` builds): a
+/// valid token is its `sub`, and its `rooms` claim is what the guard allows;
+/// an expired or foreign token is `401` before upgrading; no token is
+/// anonymous (public rooms only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_hub_takes_identity_and_rooms_from_a_jwt() {
+    use jsonwebtoken::{EncodingKey, Header, encode, get_current_timestamp};
+    const SECRET: &[u8] = b"a secret of at least thirty-two bytes";
+    let auth = ws_identity_jwt::JwtAuth::hs256(SECRET)
+        .unwrap()
+        .audience("rt")
+        .allow_anonymous(true);
+    let rt_server::App { handler, rooms, .. } = rt_server::app(Options {
+        log: false,
+        hub_identify: Some(auth.identify_hook()),
+        ..Options::default()
+    });
+    let server = Server::start(handler, rooms, Duration::from_secs(5)).await;
+    let token = |sub: &str, exp_in: i64, key: &[u8]| {
+        let exp = get_current_timestamp() as i64 + exp_in;
+        let claims = json!({"sub": sub, "aud": "rt", "exp": exp, "rooms": ["team-*"]});
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(key).unwrap(),
+        )
+        .unwrap()
+    };
+    let mut ana = Peer {
+        ws: open(server.addr, "/hub", Some(&token("ana", 600, SECRET))).await,
+        id: 0,
+    };
+    let established = ana.expect("connection.established").await;
+    assert_eq!(established["userId"], "ana", "{established}");
+    assert_eq!(ana.subscribe("team-red").await["type"], "subscribed");
+    assert_eq!(ana.subscribe("public-lobby").await["type"], "error");
+    let mut anon = connect(server.addr, "/hub", None).await;
+    assert_eq!(anon.subscribe("public-lobby").await["type"], "subscribed");
+    assert_eq!(anon.subscribe("team-red").await["type"], "error");
+    for bad in [
+        token("ana", -600, SECRET),
+        token("ana", 600, b"another secret, also thirty-two bytes"),
+    ] {
+        let (status, body) = http_upgrade_status(server.addr, &bad).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    ana.close().await;
+    anon.close().await;
+    server.connections(0).await;
+    assert_eq!(server.stop().await.aborted, 0);
+}
+
+/// The status and body of a `/hub` upgrade with `token` as bearer.
+async fn http_upgrade_status(addr: SocketAddr, token: &str) -> (u16, String) {
+    let mut req = format!("ws://{addr}/hub").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match client_async(req, TcpStream::connect(addr).await.unwrap()).await {
+        Ok((_, res)) => (res.status().as_u16(), String::new()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => (
+            res.status().as_u16(),
+            String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned(),
+        ),
+        Err(e) => panic!("{e}"),
+    }
 }

@@ -704,7 +704,7 @@ async fn handshake_refusals_answer_403_503_400_426() {
     let (server, mut hooks) = hooked_server(
         HubConfig::default(),
         WsConfig {
-            max_connections: Some(1),
+            max_connections: 1,
             ..echo()
         },
         Duration::from_secs(5),

@@ -28,7 +28,8 @@ fi
 
 rm -rf "$out"
 mkdir -p "$out"
-"$server_bin" --addr 127.0.0.1:0 --quiet > "$out/server.log" 2>&1 &
+# The conformance testee takes any origin (wstest is no browser page).
+"$server_bin" --addr 127.0.0.1:0 --quiet --allow-any-origin > "$out/server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q listening "$out/server.log" && break; sleep 0.1; done

@@ -102,9 +102,9 @@ pub(crate) fn hooked(config: WsConfig) -> (WsConfig, Hooks) {
     let (ctx, connected) = mpsc::unbounded_channel();
     let (dtx, disconnected) = mpsc::unbounded_channel();
     let config = WsConfig {
-        on_connect: Some(Arc::new(move |c| {
+        on_connect: Some(ws_handler::on_connect(move |c| {
             let _ = ctx.send(c.id());
-            Ok(())
+            std::future::ready(Ok(()))
         })),
         on_disconnect: Some(Arc::new(move |c, why| {
             let _ = dtx.send((c.id(), why.clone()));

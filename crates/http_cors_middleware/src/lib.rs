@@ -9,20 +9,49 @@
 //!   through without CORS headers, so the browser withholds the response.
 //! - Responses always carry `Vary: Origin` when the answer depends on it.
 //!
+//! The configuration is checked when the middleware is built, and refused
+//! with a [`CorsError`]:
+//!
+//! - `allow_credentials` with the wildcard origin `*`: the Fetch standard
+//!   forbids it (a browser would drop the response), and echoing every origin
+//!   instead would let any site read a user's credentialed responses. List the
+//!   origins.
+//! - `allow_credentials` with the `null` origin: sandboxed iframes and local
+//!   files send it, and any page can make one, so it is as open as `*`.
+//! - An allowed origin that is not an origin as browsers send it: a lowercase
+//!   `scheme://host[:port]`, without path, trailing slash, user or query
+//!   (`https://app.example:8443`), or `null`. Origins are compared byte for
+//!   byte, so `https://App.example/` would never match anything.
+//!
 //! # Example
 //!
 //! ```
-//! use http_cors_middleware::{http_cors_middleware, CorsConfig};
+//! use http_cors_middleware::{http_cors_middleware, CorsConfig, CorsError};
 //! use http_types::{full, Handler, Response};
 //!
 //! let cors = http_cors_middleware(CorsConfig {
 //!     allowed_origins: vec!["https://app.example".into()],
+//!     allow_credentials: true,
 //!     ..CorsConfig::default()
-//! });
+//! })?;
 //! let app = cors.apply(Handler::new(|_| async { Response::new(full("ok")) }));
 //! # let _ = app;
+//!
+//! let refused = http_cors_middleware(CorsConfig {
+//!     allowed_origins: vec!["*".into()],
+//!     allow_credentials: true,
+//!     ..CorsConfig::default()
+//! });
+//! assert!(matches!(refused, Err(CorsError::WildcardWithCredentials)));
+//! # Ok::<(), CorsError>(())
 //! ```
+//!
+//! # Errors
+//!
+//! [`CorsError`] for credentials with `*` or `null`, or an allowed origin that
+//! is not an origin.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,14 +63,15 @@ use http_types::{Handler, Middleware, Request, Response, empty};
 #[derive(Debug, Clone)]
 pub struct CorsConfig {
     /// Allowed origins, exactly as browsers send them (`https://app.example:8443`);
-    /// `"*"` allows any. Default: none (every cross-origin request refused).
+    /// `"*"` allows any (not with credentials). Default: none (every
+    /// cross-origin request refused).
     pub allowed_origins: Vec<String>,
     /// Allowed methods. Default: `GET`, `HEAD`, `POST`.
     pub allowed_methods: Vec<Method>,
     /// Allowed request headers; empty echoes what the preflight asks for. Default: empty.
     pub allowed_headers: Vec<HeaderName>,
-    /// Whether cookies and credentials may be sent; the origin is then echoed,
-    /// never `*`. Default: false.
+    /// Whether cookies and credentials may be sent; the allowed origin is then
+    /// echoed, and `*` or `null` in `allowed_origins` is an error. Default: false.
     pub allow_credentials: bool,
     /// How long browsers may cache a preflight. Default: 10 minutes.
     pub max_age: Duration,
@@ -68,9 +98,11 @@ impl CorsConfig {
         self.any_origin() || self.allowed_origins.iter().any(|o| o == origin)
     }
 
-    /// The `Access-Control-Allow-Origin` value for an allowed origin.
+    /// The `Access-Control-Allow-Origin` value for an allowed origin: `*` for
+    /// the wildcard (never with credentials, refused when built), else the
+    /// origin itself.
     fn allow_origin(&self, origin: &HeaderValue) -> HeaderValue {
-        if self.any_origin() && !self.allow_credentials {
+        if self.any_origin() {
             HeaderValue::from_static("*")
         } else {
             origin.clone()
@@ -78,17 +110,133 @@ impl CorsConfig {
     }
 }
 
-/// The CORS middleware for `config`.
-pub fn http_cors_middleware(config: CorsConfig) -> Middleware {
+/// Why a CORS configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsError {
+    /// `allow_credentials` with the wildcard origin `*`.
+    WildcardWithCredentials,
+    /// `allow_credentials` with the `null` origin, which any page can send.
+    NullWithCredentials,
+    /// An allowed origin that is not a lowercase `scheme://host[:port]`, `*` or `null`.
+    InvalidOrigin {
+        /// The origin as configured.
+        origin: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl fmt::Display for CorsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorsError::WildcardWithCredentials => f.write_str(
+                "allow_credentials cannot be combined with the wildcard origin `*`: list the origins",
+            ),
+            CorsError::NullWithCredentials => f.write_str(
+                "allow_credentials cannot be combined with the origin `null`, which any page can send (sandboxed iframes): list the origins",
+            ),
+            CorsError::InvalidOrigin { origin, reason } => write!(
+                f,
+                "allowed origin `{origin}` is not an origin as browsers send it (scheme://host[:port]): {reason}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CorsError {}
+
+/// Checks `origin` as an allowed origin: `*`, `null`, or a lowercase
+/// `scheme://host[:port]`.
+fn check_origin(origin: &str) -> Result<(), &'static str> {
+    if origin == "*" || origin == "null" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err("no `://` after a scheme");
+    };
+    let mut s = scheme.chars();
+    if !s.next().is_some_and(|c| c.is_ascii_lowercase())
+        || !s.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'))
+    {
+        return Err("the scheme must be lowercase letters, digits, `+`, `-` or `.`");
+    }
+    if rest.contains(['/', '?', '#']) {
+        return Err("an origin has no path, trailing slash, query or fragment");
+    }
+    if rest.contains('@') {
+        return Err("an origin has no user or password");
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let Some((addr, after)) = v6.split_once(']') else {
+            return Err("an IPv6 host needs its closing `]`");
+        };
+        if addr.is_empty()
+            || !addr
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, 'a'..='f' | ':' | '.'))
+        {
+            return Err("an IPv6 host is lowercase hex digits, `:` and `.`");
+        }
+        match after {
+            "" => (addr, None),
+            p => match p.strip_prefix(':') {
+                Some(p) => (addr, Some(p)),
+                None => return Err("only `:port` may follow an IPv6 host"),
+            },
+        }
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the host is empty");
+    }
+    if !rest.starts_with('[')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+    {
+        return Err(
+            "the host must be lowercase ASCII letters, digits, `-` and `.` (punycode for other names)",
+        );
+    }
+    if let Some(p) = port
+        && (p.is_empty()
+            || p.len() > 5
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || p.parse::<u32>().map_or(true, |n| n > 65_535))
+    {
+        return Err("the port must be a number from 0 to 65535");
+    }
+    Ok(())
+}
+
+/// The CORS middleware for `config`, or why the configuration is refused.
+pub fn http_cors_middleware(config: CorsConfig) -> Result<Middleware, CorsError> {
+    for origin in &config.allowed_origins {
+        check_origin(origin).map_err(|reason| CorsError::InvalidOrigin {
+            origin: origin.clone(),
+            reason,
+        })?;
+        if config.allow_credentials {
+            match origin.as_str() {
+                "*" => return Err(CorsError::WildcardWithCredentials),
+                "null" => return Err(CorsError::NullWithCredentials),
+                _ => {}
+            }
+        }
+    }
     let config = Arc::new(config);
-    Middleware::new(move |next: Handler| {
+    Ok(Middleware::new(move |next: Handler| {
         let config = config.clone();
         Handler::new(move |req: Request| {
             let next = next.clone();
             let config = config.clone();
             async move { cors(&config, next, req).await }
         })
-    })
+    }))
 }
 
 async fn cors(config: &CorsConfig, next: Handler, req: Request) -> Response {
@@ -184,7 +332,8 @@ mod tests {
             seen.fetch_add(1, Ordering::SeqCst);
             async { Response::new(full("ok")) }
         });
-        (http_cors_middleware(config).apply(inner), calls)
+        let cors = http_cors_middleware(config).expect("a valid configuration");
+        (cors.apply(inner), calls)
     }
 
     fn config() -> CorsConfig {
@@ -283,27 +432,135 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn star_with_and_without_credentials() {
-        let (app1, _) = app(CorsConfig {
+    async fn star_allows_any_origin_without_credentials() {
+        let (app, _) = app(CorsConfig {
             allowed_origins: vec!["*".into()],
             ..CorsConfig::default()
         });
-        let res = app1
+        let res = app
             .call(req(Method::GET, &[("origin", "https://b.example")]))
             .await;
         assert_eq!(res.headers()["access-control-allow-origin"], "*");
-        let (app2, _) = app(CorsConfig {
-            allowed_origins: vec!["*".into()],
+        assert!(
+            res.headers()
+                .get("access-control-allow-credentials")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn credentials_echo_a_listed_origin() {
+        let (app, _) = app(CorsConfig {
+            allowed_origins: vec!["https://a.example".into()],
             allow_credentials: true,
             ..CorsConfig::default()
         });
-        let res = app2
-            .call(req(Method::GET, &[("origin", "https://b.example")]))
+        let res = app
+            .call(req(Method::GET, &[("origin", "https://a.example")]))
             .await;
         assert_eq!(
             res.headers()["access-control-allow-origin"],
-            "https://b.example"
+            "https://a.example"
         );
         assert_eq!(res.headers()["access-control-allow-credentials"], "true");
+        let res = app
+            .call(req(Method::GET, &[("origin", "https://b.example")]))
+            .await;
+        assert!(res.headers().get("access-control-allow-origin").is_none());
+        assert!(
+            res.headers()
+                .get("access-control-allow-credentials")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn credentials_with_star_or_null_are_refused() {
+        for (origins, want) in [
+            (vec!["*"], CorsError::WildcardWithCredentials),
+            (
+                vec!["https://a.example", "*"],
+                CorsError::WildcardWithCredentials,
+            ),
+            (vec!["null"], CorsError::NullWithCredentials),
+        ] {
+            let config = CorsConfig {
+                allowed_origins: origins.iter().map(|o| (*o).to_string()).collect(),
+                allow_credentials: true,
+                ..CorsConfig::default()
+            };
+            let err = http_cors_middleware(config.clone()).unwrap_err();
+            assert_eq!(err, want, "{origins:?}");
+            // The same origins without credentials are fine.
+            assert!(
+                http_cors_middleware(CorsConfig {
+                    allow_credentials: false,
+                    ..config
+                })
+                .is_ok()
+            );
+        }
+        assert_eq!(
+            CorsError::WildcardWithCredentials.to_string(),
+            "allow_credentials cannot be combined with the wildcard origin `*`: list the origins"
+        );
+    }
+
+    #[test]
+    fn origins_that_are_not_origins_are_refused() {
+        for good in [
+            "https://a.example",
+            "http://localhost:8080",
+            "https://xn--bcher-kva.example",
+            "http://127.0.0.1:3000",
+            "http://[::1]:8080",
+            "chrome-extension://abcdef",
+            "null",
+            "*",
+        ] {
+            assert_eq!(check_origin(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "a.example",
+            "https://a.example/",
+            "https://a.example/path",
+            "https://a.example?x",
+            "https://A.example",
+            "HTTPS://a.example",
+            "https://user@a.example",
+            "https://",
+            "https://a.example:",
+            "https://a.example:99999",
+            "https://a.example:8o",
+            "https://a b.example",
+            "https://a.example\r\n",
+            "https://bücher.example",
+            "http://[::1",
+            "http://[::1]x",
+            "http://[::FFFF:1]",
+            "1https://a.example",
+        ] {
+            let config = CorsConfig {
+                allowed_origins: vec![bad.into()],
+                ..CorsConfig::default()
+            };
+            match http_cors_middleware(config) {
+                Err(CorsError::InvalidOrigin { origin, reason }) => {
+                    assert_eq!(origin, bad);
+                    assert!(!reason.is_empty());
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        let err = http_cors_middleware(CorsConfig {
+            allowed_origins: vec!["https://a.example/".into()],
+            ..CorsConfig::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "allowed origin `https://a.example/` is not an origin as browsers send it (scheme://host[:port]): an origin has no path, trailing slash, query or fragment"
+        );
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Built on hyper 1: each connection is HTTP/2 when it opens with the HTTP/2
 //! preface (prior knowledge), HTTP/1.1 otherwise. Every request carries the
-//! server's [`Shutdown`] signal and the peer address ([`PeerAddr`]) in its
-//! extensions.
+//! server's [`Shutdown`] signal, the peer address ([`PeerAddr`]) and the
+//! server's limits ([`ServeLimits`]) in its extensions.
 //!
 //! Once hyper is done with an HTTP/1.1 connection, `http_serve` can take the
 //! socket back (hyper's `poll_without_shutdown` and `into_parts`):
@@ -12,10 +12,30 @@
 //!   answer `101` and the socket is handed over, with any bytes read ahead
 //!   ([`Upgraded`]). [`OnUpgrade::serve`] runs the new protocol inside the
 //!   connection's task, so shutdown drains it like any other connection.
-//! - **Long-lived bodies.** A response marked [`LongLived`](http_types::LongLived)
+//! - **Long-lived bodies.** A response marked [`LongLived`]
 //!   (SSE) gets its head from hyper, close-delimited, then its body is written
 //!   straight to the socket, without hyper's per-connection buffers: an idle
 //!   SSE stream costs about 2 KiB instead of 24.
+//!
+//! Limits ([`ServeConfig`]), so that slow or silent peers cost little and
+//! go away:
+//!
+//! - **Header read timeout** (10 s): a connection has that long from accept
+//!   to send its first request head, and an HTTP/1.1 keep-alive connection
+//!   that long for each next one, idle time included; then it is closed.
+//! - **Pending connections** (1,024): a connection is pending from accept
+//!   until its first request head has been read. At the cap, a new
+//!   connection takes the place of the oldest pending one once that has been
+//!   pending for a tenth of the header read timeout (1 s); until then, or
+//!   until a pending connection ends, accepting waits and new connections
+//!   queue in the listen backlog. So slowloris connections push out each
+//!   other, and a burst of clients that send their requests at once is
+//!   served in full rather than cut. Counting is one atomic per connection;
+//!   the accept loop alone keeps the order, without a lock.
+//! - **Write timeout** (10 s): a long-lived body whose socket takes no byte
+//!   for that long is dropped with its connection; any progress starts the
+//!   wait over. Every request carries it in [`ServeLimits`], for upgraded
+//!   protocols to apply to their own writes.
 //!
 //! Shutdown, when the `shutdown` future completes:
 //!
@@ -23,7 +43,8 @@
 //! 2. fire the [`Shutdown`] signal, so long-lived responses end on their own
 //!    (SSE streams finish their body, WebSocket handlers send close 1001);
 //! 3. ask every connection to close gracefully (HTTP/1.1 after the response
-//!    in flight, HTTP/2 with GOAWAY); connections still silent are closed;
+//!    in flight, HTTP/2 with GOAWAY); pending connections (silent, or with
+//!    part of their first request head) are closed;
 //! 4. wait for them at most [`ServeConfig::drain_timeout`], then abort the rest.
 //!
 //! So, unlike axum's `with_graceful_shutdown` with an open SSE stream
@@ -58,7 +79,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+mod pending;
 mod upgrade;
+use pending::{PendingQueue, Ticket};
 use upgrade::UpgradeSender;
 pub use upgrade::{OnUpgrade, UpgradeError, Upgraded};
 
@@ -71,9 +94,43 @@ pub struct ServeConfig {
     /// Back-off after a failed `accept` (for example too many open files), so
     /// the loop does not spin. Default: 50 ms.
     pub accept_backoff: Duration,
-    /// How long a client may take to send its first bytes and each request
-    /// head; slower connections are closed. Default: 30 seconds.
+    /// How long a client may take to send a request head. The first one
+    /// (HTTP/1.1 or HTTP/2) is counted from accept, silence included; each
+    /// later one on an HTTP/1.1 keep-alive connection from when the server
+    /// is ready to read it, so it is also how long such a connection may sit
+    /// idle. Slower connections are closed. Default: 10 seconds.
     pub header_read_timeout: Duration,
+    /// How many connections may be pending at once: accepted, without a
+    /// complete first request head yet (one that has sent nothing counts).
+    /// A connection stops being pending when its first request head has
+    /// been read; answered keep-alive connections are not counted
+    /// (`header_read_timeout` closes them when idle).
+    ///
+    /// At the cap, the oldest pending connection is closed to make room
+    /// once it has been pending for a tenth of `header_read_timeout` (1 s
+    /// by default). Until then, or until a pending connection ends,
+    /// accepting waits: new connections queue in the listener's backlog
+    /// (`TcpListener::bind` gives 128; a [`tokio::net::TcpSocket`] sets
+    /// more). So a flood of slow or silent connections (slowloris) pushes
+    /// out itself while a client that sends its request at once is served,
+    /// and a burst of such clients larger than the cap is served in full,
+    /// not cut. At least 1 (0 counts as 1).
+    ///
+    /// Default: 1,024. Clients send their head with or right after the
+    /// handshake, so only the connections of about one round trip are
+    /// pending; 1,024 leaves room for a burst as large, while the memory of
+    /// pending connections (about 20 KiB each once part of a head has
+    /// arrived, most of it hyper's read buffer) stays near 20 MiB.
+    pub max_pending_requests: usize,
+    /// How long a write may make no progress: when a long-lived body (SSE)
+    /// has bytes to send and the socket takes none of them for this long,
+    /// the connection is closed. Every byte the socket takes starts it
+    /// over, so a slow but steady reader is kept. Once a send buffer is
+    /// full, Linux takes more only when about a third of it is free again,
+    /// so a reader must drain that much in this time (the kernel sizes the
+    /// buffer, by default up to 4 MiB). Upgraded protocols find it in
+    /// [`ServeLimits`]. Default: 10 seconds.
+    pub write_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -81,7 +138,9 @@ impl Default for ServeConfig {
         ServeConfig {
             drain_timeout: Duration::from_secs(5),
             accept_backoff: Duration::from_millis(50),
-            header_read_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_pending_requests: 1024,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -89,6 +148,15 @@ impl Default for ServeConfig {
 /// The peer's address, in every request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// The server's limits, in every request's extensions, for a protocol that
+/// takes over the connection after an upgrade to apply to its own writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// [`ServeConfig::write_timeout`]: how long a write may wait with no
+    /// byte taken before the connection is given up.
+    pub write_timeout: Duration,
+}
 
 /// What happened while serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,12 +179,23 @@ pub async fn http_serve(
     let signal = Shutdown::new();
     let mut conns = JoinSet::new();
     let mut stats = ServeStats::default();
+    let mut pending = PendingQueue::new(
+        config.max_pending_requests,
+        config.header_read_timeout / PENDING_GRACE_DIVISOR,
+    );
+    let limits = ServeLimits {
+        write_timeout: config.write_timeout,
+    };
     tokio::pin!(shutdown);
     loop {
+        // At the cap, accepting waits (new connections queue in the listen
+        // backlog) until a pending connection ends or is old enough to evict.
+        let full = pending.make_room();
         tokio::select! {
             () = &mut shutdown => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
+            () = pending.wait_room(full.unwrap_or_else(tokio::time::Instant::now)), if full.is_some() => {}
+            accepted = listener.accept(), if full.is_none() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
@@ -127,7 +206,15 @@ pub async fn http_serve(
                 };
                 let _ = stream.set_nodelay(true);
                 stats.connections += 1;
-                conns.spawn(connection(stream, peer, handler.clone(), signal.clone(), config.header_read_timeout));
+                let ticket = pending.admit();
+                let conn = Conn {
+                    peer,
+                    handler: handler.clone(),
+                    signal: signal.clone(),
+                    limits,
+                    header_read_timeout: config.header_read_timeout,
+                };
+                conns.spawn(connection(stream, conn, ticket));
             }
         }
     }
@@ -145,45 +232,25 @@ pub async fn http_serve(
     stats
 }
 
+/// A pending connection may be evicted to make room once it has been pending
+/// for this fraction of the header read timeout (1 s by default).
+const PENDING_GRACE_DIVISOR: u32 = 10;
+
 /// The HTTP/2 connection preface a client sends first (RFC 9113, 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves one connection: HTTP/2 when it opens with the preface, HTTP/1.1
-/// otherwise; on the shutdown signal, closes it gracefully.
+/// otherwise; on the shutdown signal, closes it gracefully. Until its first
+/// request head is read it is pending, and closed at the header read
+/// timeout, at shutdown, or when a newer connection takes its place.
 ///
 /// Sniffing the protocol here, rather than with hyper-util's `auto` builder,
 /// keeps an idle streaming connection about 5 KiB smaller.
-async fn connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    handler: Handler,
-    signal: Shutdown,
-    header_read_timeout: Duration,
-) {
-    let sniffed = tokio::select! {
-        s = Box::pin(tokio::time::timeout(header_read_timeout, sniff(&mut stream))) => s,
-        () = signal.wait() => return,
-    };
-    let Ok(Ok(prefix)) = sniffed else {
-        return; // silent, broken or too slow before its first bytes
-    };
-    let h2 = prefix.is_h2();
-    let io = TokioIo::new(Prefixed { prefix, io: stream });
-    let service = Service {
-        handler,
-        signal: signal.clone(),
-        peer,
-        takeover: Arc::new(Mutex::new(Takeover::None)),
-        h2,
-    };
-    // hyper's connection state is boxed, so that once it is done a
-    // long-lived stream or an upgraded socket keeps only a small task.
-    if h2 {
-        Box::pin(serve_h2(io, service, signal)).await;
-        return;
-    }
-    let Some((mut stream, next, read_first)) =
-        Box::pin(serve_h1(io, service, signal, header_read_timeout)).await
+async fn connection(stream: TcpStream, conn: Conn, ticket: Ticket) {
+    let write_timeout = conn.limits.write_timeout;
+    // Boxed, so that once HTTP is done a long-lived stream or an upgraded
+    // socket keeps only a small task, without hyper's state or the timer.
+    let Some((mut stream, next, read_first)) = Box::pin(serve_pending(stream, conn, ticket)).await
     else {
         return;
     };
@@ -200,9 +267,81 @@ async fn connection(
         Takeover::Body(body) => {
             // Nothing the client sends now is read: free hyper's buffer first.
             drop(read_first);
-            Box::pin(write_long_lived(stream, body)).await;
+            Box::pin(write_long_lived(stream, body, write_timeout)).await;
         }
     }
+}
+
+/// Serves HTTP on the connection while its pending state is watched: closes
+/// it if it is still pending at the header read timeout, when a newer
+/// connection evicts it, or at shutdown.
+async fn serve_pending(
+    stream: TcpStream,
+    conn: Conn,
+    ticket: Ticket,
+) -> Option<(TcpStream, Takeover, Bytes)> {
+    let Ticket { slot, evicted } = ticket;
+    let pending = FinishOnDrop(slot);
+    let (peer, header_read_timeout) = (conn.peer, conn.header_read_timeout);
+    let signal = conn.signal.clone();
+    tokio::select! {
+        s = serve_http(stream, conn, pending.0.clone()) => s,
+        why = pending::watch(&pending.0, evicted, header_read_timeout, signal.wait()) => {
+            tracing::debug!(target: "http", %peer, "{why}");
+            None
+        }
+    }
+}
+
+/// What a connection's task needs besides its socket.
+struct Conn {
+    peer: SocketAddr,
+    handler: Handler,
+    signal: Shutdown,
+    limits: ServeLimits,
+    header_read_timeout: Duration,
+}
+
+/// Ends a connection's pending state when dropped, however its task ends.
+struct FinishOnDrop(Arc<pending::Slot>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+/// Sniffs the protocol and serves HTTP until the connection is done with it.
+/// Returns, for HTTP/1.1, the socket, what it becomes and the bytes read but
+/// not used, unless it failed or closed.
+async fn serve_http(
+    mut stream: TcpStream,
+    conn: Conn,
+    pending: Arc<pending::Slot>,
+) -> Option<(TcpStream, Takeover, Bytes)> {
+    let sniffed = tokio::select! {
+        s = sniff(&mut stream) => s,
+        () = conn.signal.wait() => return None,
+    };
+    let prefix = sniffed.ok()?; // broken before its first bytes
+    let h2 = prefix.is_h2();
+    let io = TokioIo::new(Prefixed { prefix, io: stream });
+    let service = Service {
+        handler: conn.handler,
+        signal: conn.signal.clone(),
+        peer: conn.peer,
+        limits: conn.limits,
+        pending,
+        takeover: Arc::new(Mutex::new(Takeover::None)),
+        h2,
+    };
+    // hyper's state is boxed apart, so that a connection still silent
+    // costs only the sniff.
+    if h2 {
+        Box::pin(serve_h2(io, service, conn.signal)).await;
+        return None;
+    }
+    Box::pin(serve_h1(io, service, conn.signal, conn.header_read_timeout)).await
 }
 
 /// Serves an HTTP/2 connection until it ends; on `signal`, sends GOAWAY and
@@ -277,15 +416,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Writes a long-lived body straight to the socket until it ends or the
-/// client goes away (noticed by reading: end of file or an error).
-async fn write_long_lived(mut stream: TcpStream, mut body: Body) {
+/// client goes away (noticed by reading: end of file or an error), or takes
+/// no byte for `write_timeout`.
+async fn write_long_lived(mut stream: TcpStream, mut body: Body, write_timeout: Duration) {
     loop {
         tokio::select! {
             frame = body.frame() => match frame {
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data()
-                        && stream.write_all(&data).await.is_err()
-                    {
+                    let Ok(data) = frame.into_data() else { continue };
+                    // Most writes fit the socket at once; only a full one
+                    // waits, under the write timeout, boxed so that an idle
+                    // stream's task does not carry the timer.
+                    let written = match write_ready(&stream, &data) {
+                        Ok(n) if n == data.len() => Ok(()),
+                        Ok(n) => {
+                            Box::pin(write_progressing(&mut stream, &data[n..], write_timeout)).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = written {
+                        tracing::debug!(target: "http", error = %e, "long-lived body: connection closed");
                         return;
                     }
                 }
@@ -313,13 +463,55 @@ async fn write_long_lived(mut stream: TcpStream, mut body: Body) {
     let _ = stream.shutdown().await;
 }
 
-/// The per-connection hyper service: adds the signal, the peer and, for an
-/// upgrade request, an [`OnUpgrade`] to each request; notes what the
+/// Writes what the socket takes of `buf` now, without waiting: how many
+/// bytes, all of them unless it is full.
+fn write_ready(stream: &TcpStream, buf: &[u8]) -> std::io::Result<usize> {
+    let mut off = 0;
+    while off < buf.len() {
+        match stream.try_write(&buf[off..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => off += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(off)
+}
+
+/// Writes all of `buf`, failing with `TimedOut` when no byte is taken for
+/// `limit`; each write that takes some starts the wait over.
+async fn write_progressing(
+    stream: &mut TcpStream,
+    buf: &[u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    let mut off = 0;
+    while off < buf.len() {
+        match tokio::time::timeout(limit, stream.write(&buf[off..])).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => off += n,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "write timeout: the peer took no byte",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The per-connection hyper service: adds the signal, the peer, the limits
+/// and, for an upgrade request, an [`OnUpgrade`] to each request; ends the
+/// connection's pending state at its first request; notes what the
 /// connection becomes after the response.
 struct Service {
     handler: Handler,
     signal: Shutdown,
     peer: SocketAddr,
+    limits: ServeLimits,
+    pending: Arc<pending::Slot>,
     takeover: Arc<Mutex<Takeover>>,
     h2: bool,
 }
@@ -330,9 +522,12 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Service 
     type Future = Respond;
 
     fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Respond {
+        // hyper calls this once a request head is complete.
+        self.pending.finish();
         let mut req = req.map(boxed);
         req.extensions_mut().insert(self.signal.clone());
         req.extensions_mut().insert(PeerAddr(self.peer));
+        req.extensions_mut().insert(self.limits);
         let upgrade = (!self.h2 && req.headers().contains_key(http::header::UPGRADE)).then(|| {
             let (tx, on) = OnUpgrade::pair();
             req.extensions_mut().insert(on);
@@ -505,7 +700,29 @@ mod tests {
         oneshot::Sender<()>,
         tokio::task::JoinHandle<ServeStats>,
     ) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        start_on(
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            handler,
+            config,
+        )
+    }
+
+    /// A listener on 127.0.0.1 whose backlog holds `backlog` connections.
+    fn listen(backlog: u32) -> TcpListener {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        socket.listen(backlog).unwrap()
+    }
+
+    fn start_on(
+        listener: TcpListener,
+        handler: Handler,
+        config: ServeConfig,
+    ) -> (
+        SocketAddr,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<ServeStats>,
+    ) {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(http_serve(
@@ -610,6 +827,27 @@ mod tests {
             0,
             "closed without a word"
         );
+    }
+
+    #[tokio::test]
+    async fn a_half_sent_request_head_does_not_hold_up_shutdown() {
+        let h = Handler::new(|_| async { Response::new(full("")) });
+        let config = ServeConfig {
+            drain_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+            ..ServeConfig::default()
+        };
+        let (addr, stop, task) = start(h, config).await;
+        let mut partial = slowloris(addr).await;
+        // The server has accepted it once a request on another connection is answered.
+        assert!(get(addr, "/").await.starts_with("HTTP/1.1 200"));
+        stop.send(()).unwrap();
+        let stats = tokio::time::timeout(WAIT, task)
+            .await
+            .expect("returned well before the drain timeout")
+            .unwrap();
+        assert_eq!(stats.aborted, 0);
+        assert!(closed(&mut partial).await);
     }
 
     #[tokio::test]
@@ -784,6 +1022,363 @@ mod tests {
         assert!(get(addr, "/").await.ends_with("false"));
         stop.send(()).unwrap();
         task.await.unwrap();
+    }
+
+    /// How long any single wait of a test may take before it fails.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// The partial request head of a slowloris client.
+    const PARTIAL_HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n";
+
+    /// Raises the soft limit of open files so a test can hold `need`.
+    fn raise_fd_limit(need: u64) {
+        let got = rlimit::increase_nofile_limit(need).unwrap_or(0);
+        assert!(
+            got >= need,
+            "needs {need} open files, the limit allows {got}"
+        );
+    }
+
+    fn ok_handler() -> Handler {
+        Handler::new(|_| async { Response::new(full("ok")) })
+    }
+
+    /// A connection that sends part of a request head, then nothing.
+    async fn slowloris(addr: SocketAddr) -> TcpStream {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(PARTIAL_HEAD).await.unwrap();
+        s
+    }
+
+    /// Whether the server closes `s` within [`WAIT`] (what it sent first is skipped).
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut sink = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut sink))
+            .await
+            .is_ok()
+    }
+
+    /// Completes a slowloris head and reads the whole answer.
+    async fn finish_head(s: &mut TcpStream) -> String {
+        s.write_all(b"connection: close\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+            .await
+            .expect("answered in time")
+            .unwrap();
+        out
+    }
+
+    /// Reads one answer of `ok_handler` on a keep-alive connection.
+    async fn read_ok(s: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\nok") {
+            let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+                .await
+                .expect("answered in time")
+                .unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    /// A `GET` on a new connection and how long it took to be answered.
+    async fn timed_get(addr: SocketAddr) -> Duration {
+        let t = std::time::Instant::now();
+        let res = get(addr, "/").await;
+        let took = t.elapsed();
+        assert!(res.starts_with("HTTP/1.1 200 OK"), "{res}");
+        took
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_limits() {
+        let c = ServeConfig::default();
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_pending_requests, 1024);
+        assert_eq!(c.write_timeout, Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn requests_carry_the_serve_limits() {
+        let h = Handler::new(|req: http_types::Request| async move {
+            let limits = req.extensions().get::<ServeLimits>().copied();
+            Response::new(full(format!("{:?}", limits.map(|l| l.write_timeout))))
+        });
+        let config = ServeConfig {
+            write_timeout: Duration::from_millis(1234),
+            ..ServeConfig::default()
+        };
+        let (addr, stop, task) = start(h, config).await;
+        let res = get(addr, "/").await;
+        assert!(res.ends_with("Some(1.234s)"), "{res}");
+        stop.send(()).unwrap();
+        assert_eq!(task.await.unwrap().aborted, 0);
+    }
+
+    #[tokio::test]
+    async fn a_normal_client_is_served_promptly_among_1000_slowloris_connections() {
+        raise_fd_limit(8192);
+        let (addr, stop, task) = start(ok_handler(), ServeConfig::default()).await;
+        let mut lorises = Vec::new();
+        for _ in 0..1000 {
+            lorises.push(slowloris(addr).await);
+        }
+        // Accepted in order: once this is answered, all 1,000 are pending.
+        timed_get(addr).await;
+        let mut took = Vec::new();
+        for _ in 0..20 {
+            took.push(timed_get(addr).await);
+        }
+        took.sort();
+        let (median, max) = (took[took.len() / 2], took[took.len() - 1]);
+        println!("GET with 1,000 slowloris connections open: median {median:?}, max {max:?}");
+        assert!(max < Duration::from_millis(50), "{took:?}");
+        // Below the cap nothing was closed: the oldest and the newest still
+        // get their answer once they finish their head.
+        let mut last = lorises.pop().unwrap();
+        assert!(
+            finish_head(&mut lorises[0])
+                .await
+                .starts_with("HTTP/1.1 200 OK")
+        );
+        assert!(finish_head(&mut last).await.starts_with("HTTP/1.1 200 OK"));
+        // The 998 still pending are closed at shutdown, not waited for.
+        stop.send(()).unwrap();
+        let stats = tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+        assert_eq!(stats.connections, 1021);
+        assert_eq!(stats.aborted, 0);
+        drop(lorises);
+    }
+
+    #[tokio::test]
+    async fn at_the_pending_cap_accepting_waits_then_the_oldest_pending_connection_is_closed() {
+        raise_fd_limit(8192);
+        let grace = Duration::from_millis(500);
+        let config = ServeConfig {
+            max_pending_requests: 100,
+            header_read_timeout: grace * PENDING_GRACE_DIVISOR,
+            ..ServeConfig::default()
+        };
+        // Room for the whole burst: what is not accepted waits there.
+        let (addr, stop, task) = start_on(listen(1024), ok_handler(), config);
+        let mut lorises = Vec::new();
+        for _ in 0..300 {
+            lorises.push(slowloris(addr).await);
+        }
+        // The burst fills the cap three times over: each hundred waits in the
+        // backlog until the hundred before it is old enough to evict, and
+        // this client after them.
+        let waited = timed_get(addr).await;
+        println!("GET behind a burst of 300 slowloris connections, cap 100: {waited:?}");
+        assert!(waited >= 2 * grace, "{waited:?}");
+        // The pending connections are old now: the next client takes the
+        // place of the oldest at once.
+        let took = timed_get(addr).await;
+        println!("GET with 100 old slowloris connections pending, cap 100: {took:?}");
+        assert!(took < Duration::from_millis(50), "{took:?}");
+        for (i, s) in lorises[..=201].iter_mut().enumerate() {
+            assert!(closed(s).await, "slowloris {i} was closed");
+        }
+        for s in &mut lorises[202..] {
+            assert!(finish_head(s).await.starts_with("HTTP/1.1 200 OK"));
+        }
+        stop.send(()).unwrap();
+        assert_eq!(task.await.unwrap().aborted, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_clients_over_the_pending_cap_is_served_in_full() {
+        raise_fd_limit(16_384);
+        let (addr, stop, task) = start_on(listen(4096), ok_handler(), ServeConfig::default());
+        let n = 4000;
+        let go = Arc::new(tokio::sync::Barrier::new(n));
+        let mut clients = JoinSet::new();
+        for _ in 0..n {
+            let go = go.clone();
+            clients.spawn(async move {
+                go.wait().await;
+                get(addr, "/").await.starts_with("HTTP/1.1 200 OK")
+            });
+        }
+        let mut served = 0;
+        while let Some(ok) = clients.join_next().await {
+            served += usize::from(ok.unwrap());
+        }
+        assert_eq!(served, n, "no prompt client is closed to make room");
+        stop.send(()).unwrap();
+        assert_eq!(task.await.unwrap().aborted, 0);
+    }
+
+    #[tokio::test]
+    async fn an_answered_keep_alive_connection_is_not_pending() {
+        let config = ServeConfig {
+            max_pending_requests: 1,
+            header_read_timeout: Duration::from_secs(2),
+            ..ServeConfig::default()
+        };
+        let (addr, stop, task) = start(ok_handler(), config).await;
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_ok(&mut kept).await.starts_with("HTTP/1.1 200 OK"));
+        let mut slow = slowloris(addr).await;
+        // The one pending place is the slowloris connection's: this client
+        // takes it once it is old enough (200 ms).
+        timed_get(addr).await;
+        assert!(closed(&mut slow).await);
+        kept.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_ok(&mut kept).await.starts_with("HTTP/1.1 200 OK"));
+        drop(kept);
+        stop.send(()).unwrap();
+        assert_eq!(task.await.unwrap().aborted, 0);
+    }
+
+    #[tokio::test]
+    async fn slow_silent_and_idle_connections_are_closed_at_the_header_read_timeout() {
+        let limit = Duration::from_millis(200);
+        let config = ServeConfig {
+            header_read_timeout: limit,
+            ..ServeConfig::default()
+        };
+        let (addr, stop, task) = start(ok_handler(), config).await;
+        let start = std::time::Instant::now();
+        let mut partial = slowloris(addr).await;
+        let mut h2 = TcpStream::connect(addr).await.unwrap();
+        h2.write_all(H2_PREFACE).await.unwrap();
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_ok(&mut idle).await.starts_with("HTTP/1.1 200 OK"));
+        let idle_from = std::time::Instant::now();
+        for (name, s) in [
+            ("partial head", &mut partial),
+            ("HTTP/2 preface only", &mut h2),
+            ("silent", &mut silent),
+        ] {
+            assert!(closed(s).await, "{name}: closed");
+            let after = start.elapsed();
+            assert!(after >= limit, "{name}: closed after {after:?}");
+        }
+        assert!(closed(&mut idle).await, "idle keep-alive: closed");
+        let after = idle_from.elapsed();
+        assert!(after >= limit, "idle keep-alive: closed after {after:?}");
+        stop.send(()).unwrap();
+        assert_eq!(task.await.unwrap().aborted, 0);
+    }
+
+    /// A long-lived response whose body repeats `chunk` forever; `gone`
+    /// fires when the server drops the body.
+    fn endless(chunk: http_types::Bytes) -> (Handler, oneshot::Receiver<()>) {
+        let (gone_tx, gone_rx) = oneshot::channel::<()>();
+        let gone_tx = Arc::new(std::sync::Mutex::new(Some(gone_tx)));
+        let h = Handler::new(move |_| {
+            let body = Endless {
+                chunk: chunk.clone(),
+                _guard: DropSignal(gone_tx.lock().unwrap().take()),
+            };
+            async move { long_lived(body) }
+        });
+        (h, gone_rx)
+    }
+
+    #[tokio::test]
+    async fn a_long_lived_body_to_a_client_that_never_reads_is_dropped_at_the_write_timeout() {
+        let limit = Duration::from_millis(200);
+        let (h, gone) = endless(http_types::Bytes::from(vec![b'x'; 64 * 1024]));
+        let config = ServeConfig {
+            write_timeout: limit,
+            ..ServeConfig::default()
+        };
+        let (addr, stop, task) = start(h, config).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let start = std::time::Instant::now();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, gone)
+            .await
+            .expect("dropped in time")
+            .expect("the body was dropped");
+        let after = start.elapsed();
+        assert!(after >= limit, "dropped after {after:?}");
+        println!("never-reading client dropped after {after:?} (write timeout {limit:?})");
+        // What was written before is there to read, then the end.
+        let mut all = Vec::new();
+        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut all))
+            .await
+            .expect("the connection is closed");
+        assert!(all.starts_with(b"HTTP/1.0 200 OK"));
+        stop.send(()).unwrap();
+        assert_eq!(task.await.unwrap().aborted, 0);
+    }
+
+    #[tokio::test]
+    async fn a_slow_but_steady_reader_keeps_its_long_lived_body() {
+        let limit = Duration::from_millis(500);
+        // Each 8 MiB write takes the reader longer than the write timeout.
+        let (h, mut gone) = endless(http_types::Bytes::from(vec![b'x'; 8 << 20]));
+        let config = ServeConfig {
+            write_timeout: limit,
+            ..ServeConfig::default()
+        };
+        let (addr, stop, task) = start(h, config).await;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(64 * 1024).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let start = std::time::Instant::now();
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        while total < 12 << 20 {
+            let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+                .await
+                .expect("bytes keep coming")
+                .unwrap();
+            assert!(n > 0, "closed after {total} bytes");
+            total += n;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = start.elapsed();
+        println!("slow reader: {total} bytes in {took:?}");
+        assert!(took > 3 * limit, "the reader was slow: {took:?}");
+        assert_eq!(
+            gone.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty),
+            "the body is still being written"
+        );
+        drop(s);
+        tokio::time::timeout(WAIT, gone)
+            .await
+            .expect("dropped once the client left")
+            .unwrap();
+        stop.send(()).unwrap();
+        assert_eq!(task.await.unwrap().aborted, 0);
+    }
+
+    /// A body that repeats one chunk forever, holding a guard.
+    struct Endless {
+        chunk: http_types::Bytes,
+        _guard: DropSignal,
+    }
+    impl http_body::Body for Endless {
+        type Data = http_types::Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Infallible>>> {
+            Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.clone()))))
+        }
     }
 
     /// A response marked [`LongLived`].

@@ -442,6 +442,67 @@ mod tests {
         }
     }
 
+    /// `s` percent-encoded as a form would: unreserved bytes as they are,
+    /// space as `+`, every other byte as `%XX`.
+    fn form_encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    char::from(b).to_string()
+                }
+                b' ' => "+".to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn encoded_pairs_decode_back_exactly() {
+        use proptest::prelude::*;
+        let name = prop_oneof![Just("topic".to_string()), "(?s).{0,8}"];
+        let pairs = prop::collection::vec((name, "(?s).{0,16}"), 0..6);
+        proptest!(ProptestConfig::with_cases(512), |(pairs in pairs)| {
+            let query: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+                .collect();
+            let query = query.join("&");
+            prop_assert_eq!(query_pairs(&query).collect::<Vec<_>>(), pairs.clone(), "{}", query);
+            let topics: Vec<&str> =
+                pairs.iter().filter(|(k, _)| k == "topic").map(|(_, v)| v.as_str()).collect();
+            prop_assert_eq!(query_values(&query, "topic").collect::<Vec<_>>(), topics);
+        });
+    }
+
+    #[test]
+    fn arbitrary_queries_never_panic_and_split_on_ampersands() {
+        use proptest::prelude::*;
+        let query = prop_oneof!["(?s).{0,60}", "[a-z=&%+0-9A-F]{0,60}"];
+        proptest!(ProptestConfig::with_cases(1024), |(query in query)| {
+            let pairs: Vec<(String, String)> = query_pairs(&query).collect();
+            let segments: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+            prop_assert_eq!(pairs.len(), segments.len());
+            for ((k, v), seg) in pairs.iter().zip(&segments) {
+                let (rk, rv) = seg.split_once('=').unwrap_or((seg, ""));
+                // Text without escapes decodes to itself; a decoded part is
+                // never longer than it was.
+                for (decoded, raw) in [(k, rk), (v, rv)] {
+                    if !raw.contains(['%', '+']) {
+                        prop_assert_eq!(decoded, raw);
+                    } else if !raw.contains('%') {
+                        prop_assert_eq!(decoded, &raw.replace('+', " "));
+                    }
+                    prop_assert!(decoded.chars().count() <= raw.len());
+                }
+            }
+            if let Some((name, _)) = pairs.first() {
+                let want: Vec<&str> =
+                    pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect();
+                prop_assert_eq!(query_values(&query, name).collect::<Vec<_>>(), want);
+            }
+        });
+    }
+
     #[test]
     fn text_sets_status_and_type() {
         let res = text(http::StatusCode::NOT_FOUND, "nope");

@@ -4,9 +4,11 @@
 //! all connections, so each event reached one of them. Here every event
 //! reaches every subscriber of its topic:
 //!
-//! - [`SseBroker::publish`] gives the event the next id (one sequence across
-//!   all topics, so ids order events), encodes it once and queues the same
-//!   bytes on every subscriber's stream. It never waits: a subscriber whose
+//! - [`SseBroker::publish`] checks the topic and the event name with
+//!   `name_validate` ([`NameKind::Topic`], [`NameKind::Event`]: not empty,
+//!   bounded, no control characters), gives the event the next id (one
+//!   sequence across all topics, so ids order events), encodes it once and
+//!   queues the same bytes on every subscriber's stream. It never waits: a subscriber whose
 //!   queue is full has its stream ended (its client reconnects with
 //!   `Last-Event-ID` and resumes), and is counted in [`BrokerStats::slow_dropped`].
 //! - Each topic keeps its last [`BrokerConfig::replay`] events.
@@ -36,7 +38,8 @@
 //! let id = broker.publish("prices", SseEvent::data("42"))?;
 //! assert_eq!(id, 1);
 //! assert_eq!(broker.stats().subscribers, 1);
-//! # Ok::<(), sse_encode::SseEncodeError>(())
+//! assert!(broker.publish("bad\ntopic", SseEvent::data("x")).is_err());
+//! # Ok::<(), sse_broker::PublishError>(())
 //! ```
 
 use std::collections::HashMap;
@@ -45,6 +48,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use bytes::Bytes;
+use name_validate::{NameError, NameKind, name_validate};
 use sse_encode::{SseEncodeError, sse_encode};
 use sse_event::SseEvent;
 use sse_stream::{SseSender, SseStreamError};
@@ -130,7 +134,14 @@ impl SseBroker {
 
     /// Publishes `event` on `topic`: sets its id to the next one, buffers it
     /// and queues it on every subscriber. Returns the id.
-    pub fn publish(&self, topic: &str, mut event: SseEvent) -> Result<u64, SseEncodeError> {
+    ///
+    /// An invalid topic or event name (`name_validate`), or an event that
+    /// cannot be encoded, is an error and takes no id.
+    pub fn publish(&self, topic: &str, mut event: SseEvent) -> Result<u64, PublishError> {
+        name_validate(NameKind::Topic, topic).map_err(PublishError::Topic)?;
+        if let Some(name) = &event.event {
+            name_validate(NameKind::Event, name).map_err(PublishError::Event)?;
+        }
         let mut st = self.lock();
         let id = st.last_id + 1;
         event.id = Some(id.to_string());
@@ -274,6 +285,41 @@ impl fmt::Debug for SseBroker {
         f.debug_struct("SseBroker")
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+/// Why [`SseBroker::publish`] refused an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishError {
+    /// The topic is not a valid [`NameKind::Topic`] name.
+    Topic(NameError),
+    /// The event's name (`event:`) is not a valid [`NameKind::Event`] name.
+    Event(NameError),
+    /// The event has a field that would break the stream.
+    Encode(SseEncodeError),
+}
+
+impl From<SseEncodeError> for PublishError {
+    fn from(e: SseEncodeError) -> Self {
+        PublishError::Encode(e)
+    }
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishError::Topic(e) | PublishError::Event(e) => e.fmt(f),
+            PublishError::Encode(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PublishError::Topic(e) | PublishError::Event(e) => Some(e),
+            PublishError::Encode(e) => Some(e),
+        }
     }
 }
 
@@ -457,8 +503,57 @@ mod tests {
     #[test]
     fn invalid_event_is_an_error_and_takes_no_id() {
         let b = SseBroker::new(BrokerConfig::default());
-        assert!(b.publish("a", SseEvent::data("x").event("a\nb")).is_err());
+        assert_eq!(
+            b.publish("a", SseEvent::data("x").event("a\nb")),
+            Err(PublishError::Event(NameError::ControlChar {
+                kind: NameKind::Event,
+                at: 1
+            }))
+        );
         assert_eq!(b.last_id(), 0);
         assert_eq!(b.publish("a", ev(1)), Ok(1));
+    }
+
+    #[test]
+    fn invalid_topic_or_event_names_are_refused_and_take_no_id() {
+        let b = SseBroker::new(BrokerConfig::default());
+        let (tx, _body) = sse_stream::sse_stream(8);
+        let _sub = b.subscribe(&topics(&["a"]), None, &tx);
+        let long_topic = "t".repeat(129);
+        let long_event = "e".repeat(65);
+        for (topic, event, want) in [
+            ("", None, "topic name is empty"),
+            (
+                long_topic.as_str(),
+                None,
+                "topic name is 129 bytes, at most 128",
+            ),
+            ("a\rb", None, "topic name has a control character at byte 1"),
+            ("a", Some(""), "event name is empty"),
+            (
+                "a",
+                Some(long_event.as_str()),
+                "event name is 65 bytes, at most 64",
+            ),
+            (
+                "a",
+                Some("x\u{7f}"),
+                "event name has a control character at byte 1",
+            ),
+        ] {
+            let mut e = SseEvent::data("x");
+            e.event = event.map(str::to_string);
+            let err = b.publish(topic, e).unwrap_err();
+            assert_eq!(err.to_string(), want, "{topic:?} {event:?}");
+            assert!(matches!(
+                (&err, event),
+                (PublishError::Topic(_), None) | (PublishError::Event(_), Some(_))
+            ));
+        }
+        assert_eq!(b.last_id(), 0);
+        assert_eq!(b.stats().published, 0);
+        assert_eq!(b.stats().topics, 1, "no topic was created");
+        assert_eq!(b.publish(&"t".repeat(128), ev(1)), Ok(1));
+        assert_eq!(b.publish("a", ev(2).event("e".repeat(64))), Ok(2));
     }
 }

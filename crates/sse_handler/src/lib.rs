@@ -12,8 +12,15 @@
 //!   refusing it (401, 403, ...). Resume replays only those topics.
 //! - **Resume.** The `Last-Event-ID` header (what browsers send when they
 //!   reconnect), or `?lastEventId=` on a first connection (as Mercure
-//!   allows): see `sse_broker` for exactly what is replayed and the
-//!   `sse-reset` event sent when the id is too old.
+//!   allows); the header wins when both are sent. See `sse_broker` for
+//!   exactly what is replayed and the `sse-reset` event sent when the id is
+//!   too old. An empty value is no id (as in the WHATWG spec, where an empty
+//!   last event ID means none).
+//! - **Client input is checked** with `name_validate` before anything is
+//!   subscribed, and refused with `400` and a one-line text reason: more than
+//!   [`SseConfig::max_topics`] topics (default [`MAX_TOPICS_PER_STREAM`]), a
+//!   topic that is empty, longer than 128 bytes or holds a control character,
+//!   a Last-Event-ID longer than 64 bytes or not printable ASCII.
 //! - **Slow clients.** Each stream queues at most [`SseConfig::queue`]
 //!   messages; when full, the broker ends the stream and the client resumes.
 //!   Publishing never waits for a client.
@@ -45,6 +52,8 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
 use http_types::{Handler, LongLived, Request, Response, Shutdown, boxed, query_values, text};
+pub use name_validate::MAX_TOPICS_PER_STREAM;
+use name_validate::{NameKind, name_validate, name_validate_bytes};
 use sse_broker::SseBroker;
 use sse_event::SseEvent;
 use sse_keepalive::sse_keepalive;
@@ -72,7 +81,8 @@ pub struct SseConfig {
     pub retry: Option<Duration>,
     /// Messages queued per client before it counts as slow. Default: 256.
     pub queue: usize,
-    /// Most topics one request may name. Default: 32.
+    /// Most topics one request may name; more is a `400`.
+    /// Default: [`MAX_TOPICS_PER_STREAM`] (16).
     pub max_topics: usize,
 }
 
@@ -85,7 +95,7 @@ impl Default for SseConfig {
             keepalive: Duration::from_secs(15),
             retry: None,
             queue: 256,
-            max_topics: 32,
+            max_topics: MAX_TOPICS_PER_STREAM,
         }
     }
 }
@@ -124,13 +134,30 @@ fn stream(broker: &SseBroker, config: &SseConfig, req: &Request) -> Response {
         return res;
     }
     let query = req.uri().query().unwrap_or("");
-    let mut topics: Vec<String> = query_values(query, &config.topic_param).collect();
+    let mut topics: Vec<String> = query_values(query, &config.topic_param)
+        .take(config.max_topics.saturating_add(1))
+        .collect();
     if topics.len() > config.max_topics {
         return text(
             StatusCode::BAD_REQUEST,
-            format!("at most {} topics per stream\n", config.max_topics),
+            format!(
+                "too many ?{}= topics: at most {} per stream\n",
+                config.topic_param, config.max_topics
+            ),
         );
     }
+    for t in &topics {
+        if let Err(e) = name_validate(NameKind::Topic, t) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("invalid ?{}= value: {e}\n", config.topic_param),
+            );
+        }
+    }
+    let last_event_id = match last_event_id(req, query) {
+        Ok(id) => id,
+        Err(why) => return text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+    };
     if topics.is_empty() {
         topics.clone_from(&config.default_topics);
     }
@@ -142,13 +169,6 @@ fn stream(broker: &SseBroker, config: &SseConfig, req: &Request) -> Response {
             Err(refused) => return refused,
         };
     }
-    let last_event_id = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| query_values(query, "lastEventId").next());
-
     let (tx, body) = sse_stream(config.queue);
     let mut hello = SseEvent::comment("ok");
     hello.retry = config.retry;
@@ -172,6 +192,30 @@ fn stream(broker: &SseBroker, config: &SseConfig, req: &Request) -> Response {
     // `http_serve` writes the stream straight to the socket (no hyper buffers).
     res.extensions_mut().insert(LongLived);
     res
+}
+
+/// The id a resuming client sent: the `Last-Event-ID` header, else the first
+/// `?lastEventId=` of `query`; `None` when neither is sent or the value is
+/// empty. A value that is not a valid [`NameKind::LastEventId`] is an error
+/// naming where it came from and what is wrong.
+fn last_event_id(req: &Request, query: &str) -> Result<Option<String>, String> {
+    if let Some(v) = req.headers().get("last-event-id") {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        return match name_validate_bytes(NameKind::LastEventId, v.as_bytes()) {
+            Ok(id) => Ok(Some(id.to_string())),
+            Err(e) => Err(format!("invalid Last-Event-ID header: {e}")),
+        };
+    }
+    match query_values(query, "lastEventId").next() {
+        None => Ok(None),
+        Some(id) if id.is_empty() => Ok(None),
+        Some(id) => match name_validate(NameKind::LastEventId, &id) {
+            Ok(()) => Ok(Some(id)),
+            Err(e) => Err(format!("invalid ?lastEventId= value: {e}")),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -304,6 +348,166 @@ mod tests {
         let res = h.call(post).await;
         assert_eq!(res.status(), 405);
         assert_eq!(res.headers()["allow"], "GET, HEAD");
+    }
+
+    async fn body_text(res: Response) -> String {
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn invalid_or_too_many_topics_are_refused_with_a_reason() {
+        let broker = SseBroker::new(BrokerConfig::default());
+        let h = sse_handler(broker.clone(), SseConfig::default());
+        let long = "t".repeat(129);
+        for (uri, why) in [
+            (
+                "/e?topic=".to_string(),
+                "invalid ?topic= value: topic name is empty\n",
+            ),
+            (
+                "/e?topic=a%0Ab".to_string(),
+                "invalid ?topic= value: topic name has a control character at byte 1\n",
+            ),
+            (
+                format!("/e?topic=ok&topic={long}"),
+                "invalid ?topic= value: topic name is 129 bytes, at most 128\n",
+            ),
+        ] {
+            let res = h.call(get(&uri, &[])).await;
+            assert_eq!(res.status(), 400, "{uri}");
+            assert_eq!(body_text(res).await, why, "{uri}");
+        }
+        let topics = |n: usize| {
+            let q: Vec<String> = (0..n).map(|i| format!("topic=t{i}")).collect();
+            format!("/e?{}", q.join("&"))
+        };
+        assert_eq!(SseConfig::default().max_topics, MAX_TOPICS_PER_STREAM);
+        let res = h.call(get(&topics(MAX_TOPICS_PER_STREAM + 1), &[])).await;
+        assert_eq!(res.status(), 400);
+        assert_eq!(
+            body_text(res).await,
+            "too many ?topic= topics: at most 16 per stream\n"
+        );
+        let res = h.call(get(&topics(MAX_TOPICS_PER_STREAM), &[])).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(broker.stats().subscribers, 1);
+        let ok = h
+            .call(get(&format!("/e?topic={}", "t".repeat(128)), &[]))
+            .await;
+        assert_eq!(ok.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn invalid_last_event_ids_are_refused_with_a_reason() {
+        let broker = SseBroker::new(BrokerConfig::default());
+        let h = sse_handler(broker.clone(), SseConfig::default());
+        let long = "1".repeat(65);
+        let mut obs_text = get("/e", &[]);
+        obs_text
+            .headers_mut()
+            .insert("last-event-id", HeaderValue::from_bytes(b"12\xe9").unwrap());
+        for (req, why) in [
+            (
+                get("/e", &[("last-event-id", &long)]),
+                "invalid Last-Event-ID header: Last-Event-ID is 65 bytes, at most 64\n",
+            ),
+            (
+                get("/e", &[("last-event-id", "1\t2")]),
+                "invalid Last-Event-ID header: Last-Event-ID has a control character at byte 1\n",
+            ),
+            (
+                obs_text,
+                "invalid Last-Event-ID header: Last-Event-ID has a character outside printable ASCII at byte 2\n",
+            ),
+            (
+                get("/e?lastEventId=%C3%A9", &[]),
+                "invalid ?lastEventId= value: Last-Event-ID has a character outside printable ASCII at byte 0\n",
+            ),
+            (
+                get("/e?lastEventId=1%0D%0Adata:%20x", &[]),
+                "invalid ?lastEventId= value: Last-Event-ID has a control character at byte 1\n",
+            ),
+        ] {
+            let res = h.call(req).await;
+            assert_eq!(res.status(), 400, "{why}");
+            assert_eq!(body_text(res).await, why);
+        }
+        assert_eq!(broker.stats().subscribers, 0, "nothing was subscribed");
+    }
+
+    #[tokio::test]
+    async fn an_empty_last_event_id_is_no_id() {
+        let broker = SseBroker::new(BrokerConfig::default());
+        broker.publish("hub", SseEvent::data("old")).unwrap();
+        let h = sse_handler(broker.clone(), SseConfig::default());
+        for req in [
+            get("/e", &[("last-event-id", "")]),
+            get("/e?lastEventId=", &[]),
+        ] {
+            let mut res = h.call(req).await;
+            assert_eq!(res.status(), 200);
+            assert_eq!(next_frame(&mut res).await, ": ok\n\n");
+            broker.publish("hub", SseEvent::data("new")).unwrap();
+            // No replay and no reset: the next frame is the live event.
+            assert!(next_frame(&mut res).await.ends_with("data: new\n\n"));
+        }
+        assert_eq!(broker.stats().resets, 0);
+    }
+
+    /// What the rules say about a Last-Event-ID, written out independently:
+    /// 1 to 64 bytes of printable ASCII (space to `~`).
+    fn valid_id(bytes: &[u8]) -> bool {
+        (1..=64).contains(&bytes.len()) && bytes.iter().all(|b| (0x20..0x7f).contains(b))
+    }
+
+    #[test]
+    fn arbitrary_last_event_ids_never_panic_and_only_valid_ones_are_used() {
+        use proptest::prelude::*;
+        // Every byte a header value may hold (tab, visible ASCII, obs-text),
+        // mostly visible ASCII so that valid ids come up often.
+        let header_byte = prop_oneof![8 => 0x20u8..0x7f, 1 => Just(b'\t'), 1 => 0x80u8..=0xff];
+        let header = prop::collection::vec(header_byte, 0..80);
+        let query = prop_oneof!["[ -~]{0,80}", "(?s).{0,80}"];
+        let broker = SseBroker::new(BrokerConfig::default());
+        broker.publish("hub", SseEvent::data("e1")).unwrap();
+        let config = SseConfig::default();
+        // The keep-alive timer of a stream needs a runtime to be created in.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _rt = rt.enter();
+        proptest!(ProptestConfig::with_cases(512), |(h in header, q in query, use_header in any::<bool>())| {
+            // The query value percent-encoded byte by byte: it decodes to `q` exactly.
+            let encoded: String = q.bytes().map(|b| format!("%{b:02X}")).collect();
+            let mut req = get(&format!("/events?lastEventId={encoded}"), &[]);
+            if use_header {
+                req.headers_mut()
+                    .insert("last-event-id", HeaderValue::from_bytes(&h).expect("header bytes"));
+            }
+            let query = req.uri().query().unwrap_or("").to_string();
+            let got = last_event_id(&req, &query);
+            let sent: &[u8] = if use_header { &h } else { q.as_bytes() };
+            match &got {
+                Ok(None) => prop_assert!(sent.is_empty()),
+                Ok(Some(id)) => {
+                    prop_assert!(valid_id(sent), "{:?}", sent);
+                    prop_assert_eq!(id.as_bytes(), sent);
+                }
+                Err(why) => {
+                    prop_assert!(!valid_id(sent) && !sent.is_empty(), "{:?}", sent);
+                    let from = if use_header { "invalid Last-Event-ID header: " } else { "invalid ?lastEventId= value: " };
+                    prop_assert!(why.starts_with(from), "{}", why);
+                }
+            }
+            // The handler agrees: a refused id is a 400 and subscribes nothing.
+            let res = stream(&broker, &config, &req);
+            prop_assert_eq!(res.status() == StatusCode::BAD_REQUEST, got.is_err());
+            prop_assert_eq!(broker.stats().subscribers, usize::from(got.is_ok()));
+            drop(res);
+            prop_assert_eq!(broker.stats().subscribers, 0);
+        });
     }
 
     #[tokio::test]

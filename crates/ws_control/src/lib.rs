@@ -113,6 +113,10 @@ struct Probe<'a> {
 /// Parses `text`: `None` if it is not a control message (not a JSON object
 /// with a control `type`), `Some(Err(why))` if it is one but malformed.
 pub fn parse_control(text: &str) -> Option<Result<Control, String>> {
+    // Only objects: serde would read `["ping"]` into the probe as well.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
     let probe: Probe<'_> = serde_json::from_str(text).ok()?;
     let kind = probe.kind?;
     let room = |verb: &str| match probe.room {
@@ -210,7 +214,7 @@ pub fn control_hooks(
         }
         match &on_connect {
             Some(hook) => hook(client),
-            None => Ok(()),
+            None => Box::pin(std::future::ready(Ok(()))),
         }
     });
     let message: MessageHook = Arc::new(move |client, msg| {
@@ -226,6 +230,7 @@ pub fn control_hooks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
     use ws_hub::{HubConfig, Identity};
 
     fn replies(c: &WsClient) -> Vec<Value> {
@@ -243,6 +248,16 @@ mod tests {
             })),
             ..ControlConfig::default()
         }
+    }
+
+    #[test]
+    fn json_arrays_are_not_control_messages() {
+        assert_eq!(parse_control(r#"["subscribe","r"]"#), None);
+        assert_eq!(parse_control(r#"["ping",null]"#), None);
+        assert_eq!(
+            parse_control(r#" {"type":"ping"}"#),
+            Some(Ok(Control::Ping))
+        );
     }
 
     #[test]
@@ -370,7 +385,9 @@ mod tests {
         let app: MessageHook = Arc::new(move |_c, m| s.lock().unwrap().push(m));
         let (connect, message) = control_hooks(hub.clone(), guarded(), None, Some(app));
         let c = hub.register_as(None, Identity::user("ana")).unwrap();
-        connect(&c).unwrap();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let connected = std::pin::pin!(connect(&c)).poll(&mut cx);
+        assert!(matches!(connected, std::task::Poll::Ready(Ok(()))));
         let r = replies(&c);
         assert_eq!(r[0]["type"], "connection.established");
         assert_eq!(

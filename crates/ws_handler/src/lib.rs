@@ -5,14 +5,20 @@
 //!
 //! 1. validates the handshake and the origin (`ws_upgrader`: 400, 403, 405,
 //!    426 with a short body);
-//! 2. refuses with `503` and a JSON body when [`WsConfig::max_connections`]
-//!    are open or the hub is stopped, before upgrading;
-//! 3. asks [`WsConfig::identify`] who the request is (user and metadata), or
-//!    answers with the response it refuses with (401, 403), before upgrading;
-//! 4. answers `101`, registers a [`WsClient`] with that identity and runs the
-//!    connection: a **reader** that hands text and binary messages to
-//!    [`WsConfig::on_message`], and a **writer** that drains the client's
-//!    outbox, gives tungstenite everything queued and flushes once.
+//! 2. takes a connection slot, atomically, or refuses with `503`,
+//!    `Retry-After` and a JSON body when [`WsConfig::max_connections`] (or
+//!    [`WsConfig::max_per_ip`] for the peer's address) are open or the hub
+//!    is stopped, before upgrading: a burst of upgrades never passes the limit;
+//! 3. awaits [`WsConfig::identify`] (async, at most [`WsConfig::hook_timeout`],
+//!    then `401`) for who the request is, or answers with the response it
+//!    refuses with (401, 403), before upgrading;
+//! 4. answers `101`; with [`WsConfig::authenticate`], reads the first message
+//!    and lets it establish the identity (close `1008` on refusal or silence);
+//!    registers a [`WsClient`] with that identity, awaits
+//!    [`WsConfig::on_connect`], and runs the connection: a **reader** that
+//!    hands text and binary messages to [`WsConfig::on_message`], and a
+//!    **writer** that drains the client's outbox, gives tungstenite
+//!    everything queued and flushes once.
 //!
 //! The reader and the writer are the two halves of one state machine over
 //! one `WebSocketStream`, polled together by the connection's task: neither
@@ -28,7 +34,15 @@
 //!   (no frame, no pong) arrived for `idle_timeout` (75 s) is closed.
 //! - **Limits**: a message over `max_message_size` (1 MiB) or a frame over
 //!   `max_frame_size` closes with `1009`; invalid UTF-8 in a text message
-//!   with `1007`; any other protocol error with `1002`. Only that connection.
+//!   with `1007`; any other protocol error with `1002`; more messages than
+//!   `message_rate` allows (200/s, bursts of 400) with `1008`. Only that
+//!   connection.
+//! - **A peer that stops reading**: while a write is blocked and the
+//!   client's outbox is at least half full, the connection is not read
+//!   (backpressure: a client that floods requests and never reads the
+//!   answers stops being served); a write that makes no progress for
+//!   `write_timeout` (10 s) drops the connection (`1008 write timeout`).
+//!   Memory per such client stays within its outbox and write buffer bounds.
 //! - **Buffers** sized for many connections: a 512-byte read buffer
 //!   (tungstenite's default is 128 KiB, about 1 GB at 10,000 idle sockets; a
 //!   large message is still read whole, 512 bytes per read), a write buffer
@@ -42,9 +56,11 @@
 //!   connection gets `1001 Going Away`; `http_serve` waits for the close handshakes within its
 //!   drain timeout, because the connection runs inside the connection's task
 //!   ([`OnUpgrade::serve`]).
-//! - **Hooks**: `on_connect` (may refuse with a close frame; sending from it
-//!   works: the client is registered), `on_message`, `on_disconnect` (with
-//!   why). Hooks run in the connection's task: a slow hook slows that
+//! - **Hooks**: `identify`, `authenticate` and `on_connect` are async and
+//!   bounded by `hook_timeout` (5 s); `on_connect` may refuse with a close
+//!   frame, and what it sends (the client is registered) goes out before
+//!   that close. `on_message` and `on_disconnect` (with why) are plain
+//!   functions. Hooks run in the connection's task: a slow hook slows that
 //!   connection only; spawn for long work.
 //!
 //! Served by `http_serve` the upgrade uses its `OnUpgrade`; mounted in a
@@ -70,18 +86,22 @@
 //! # let _ = route;
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, poll_fn};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, StatusCode, header};
 use http_serve::{OnUpgrade, PeerAddr};
 use http_types::{Handler, Request, Response, Shutdown, ShutdownWait, full};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -90,35 +110,118 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use ws_hub::{Identity, Outgoing, WsClient, WsHub, going_away};
 use ws_upgrader::{UpgradeConfig, ws_upgrader};
 
-/// Establishes who the upgrade request is (its cookie, token, ...), before
-/// upgrading; `Err` is the response that refuses it (401, 403). The only
-/// source of a connection's identity: no client message can change it.
-pub type IdentifyHook = Arc<dyn Fn(&Request) -> Result<Identity, Response> + Send + Sync>;
+/// Establishes who the upgrade request is (its cookie, token, a session
+/// looked up in a database...), before upgrading; `Err` is the response that
+/// refuses it (401, 403). Runs for at most [`WsConfig::hook_timeout`] (then
+/// `401`). Make one with [`identify`]. No client message can change what it
+/// decides, except through [`WsConfig::authenticate`].
+pub type IdentifyHook =
+    Arc<dyn Fn(&Request) -> BoxFuture<'static, Result<Identity, Response>> + Send + Sync>;
+/// Establishes the identity from the connection's first message (a token
+/// sent after the upgrade), given what [`IdentifyHook`] decided; `Err`
+/// closes the connection with that frame before it is registered. Runs for at
+/// most [`WsConfig::hook_timeout`], counted from the upgrade (then close
+/// `1008`). Make one with [`authenticate`].
+pub type AuthenticateHook = Arc<
+    dyn Fn(&Identity, Message) -> BoxFuture<'static, Result<Identity, CloseFrame>> + Send + Sync,
+>;
 /// Called once a client is registered; `Err` closes it with that frame.
-pub type ConnectHook = Arc<dyn Fn(&WsClient) -> Result<(), CloseFrame> + Send + Sync>;
+/// Sending to the client from it works: messages are queued and delivered
+/// once it returns. Runs for at most [`WsConfig::hook_timeout`] (then close
+/// `1008`). Make one with [`on_connect`].
+pub type ConnectHook =
+    Arc<dyn Fn(&WsClient) -> BoxFuture<'static, Result<(), CloseFrame>> + Send + Sync>;
 /// Called with each text or binary message a client sends, in the
 /// connection's task (spawn for long work).
 pub type MessageHook = Arc<dyn Fn(&WsClient, Message) + Send + Sync>;
 /// Called once a client's connection has ended, with why.
 pub type DisconnectHook = Arc<dyn Fn(&WsClient, &Disconnect) + Send + Sync>;
 
+/// An [`IdentifyHook`] from an async function of the request. The future
+/// owns what it needs: copy headers out of the request before `async move`.
+pub fn identify<F, Fut>(f: F) -> IdentifyHook
+where
+    F: Fn(&Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Identity, Response>> + Send + 'static,
+{
+    Arc::new(move |req| Box::pin(f(req)))
+}
+
+/// An [`AuthenticateHook`] from an async function of the identity so far
+/// and the first message.
+pub fn authenticate<F, Fut>(f: F) -> AuthenticateHook
+where
+    F: Fn(&Identity, Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Identity, CloseFrame>> + Send + 'static,
+{
+    Arc::new(move |identity, msg| Box::pin(f(identity, msg)))
+}
+
+/// A [`ConnectHook`] from an async function of the registered client (a
+/// cheap clone of it may move into the future).
+pub fn on_connect<F, Fut>(f: F) -> ConnectHook
+where
+    F: Fn(&WsClient) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), CloseFrame>> + Send + 'static,
+{
+    Arc::new(move |client| Box::pin(f(client)))
+}
+
+/// A per-connection limit on messages from the client: a token bucket that
+/// holds `burst` tokens and refills `per_second`; a message over it closes
+/// the connection with `1008` and reason `message rate exceeded`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MessageRate {
+    /// Sustained messages per second.
+    pub per_second: f64,
+    /// Messages that may arrive at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl Default for MessageRate {
+    /// 200 messages a second, bursts of 400: generous for people and apps,
+    /// small for a flood.
+    fn default() -> Self {
+        MessageRate {
+            per_second: 200.0,
+            burst: 400,
+        }
+    }
+}
+
 /// Settings of the handler; every field has a default.
 #[derive(Clone)]
 pub struct WsConfig {
     /// Handshake and origin checks. Default: same host, no subprotocols.
     pub upgrade: UpgradeConfig,
-    /// Open connections beyond which upgrades get `503`. Default: none.
-    pub max_connections: Option<usize>,
+    /// Connections (open, or upgrading) beyond which upgrades get `503` with
+    /// `Retry-After`; the slot is taken atomically before identifying and
+    /// answering `101`, so a burst never passes it. Default:
+    /// [`default_max_connections`] (from the open-file limit).
+    pub max_connections: usize,
+    /// Connections from one IP address beyond which upgrades get `503`.
+    /// Default: none, because many users share one address behind NAT.
+    pub max_per_ip: Option<usize>,
     /// Largest message, after reassembling fragments; larger closes with 1009. Default: 1 MiB.
     pub max_message_size: usize,
     /// Largest single frame; larger closes with 1009. Default: 1 MiB.
     pub max_frame_size: usize,
+    /// Messages the client may send; over it closes with `1008`. Default:
+    /// [`MessageRate::default`] (200/s, bursts of 400); `None` is unlimited.
+    pub message_rate: Option<MessageRate>,
     /// Interval of server pings. Default: 30 s.
     pub ping_interval: Duration,
     /// Silence from the peer (no frame at all) after which the connection is closed. Default: 75 s.
     pub idle_timeout: Duration,
     /// How long to wait for the peer's close reply after sending a close. Default: 5 s.
     pub close_timeout: Duration,
+    /// How long a write may stay blocked with bytes pending and no byte
+    /// written (a peer that stopped reading) before the connection is
+    /// dropped (reported as closed by the server with `1008`). Default: 10 s.
+    pub write_timeout: Duration,
+    /// How long each of the identify, authenticate and connect hooks may
+    /// take (then `401`, or close `1008`). Default: 5 s.
+    pub hook_timeout: Duration,
     /// Bytes read from the socket at a time (tungstenite's read buffer, kept
     /// for the life of the connection). Small, because most of an idle
     /// connection's memory is this buffer; a large message is still read
@@ -130,6 +233,9 @@ pub struct WsConfig {
     pub max_write_buffer_size: usize,
     /// See [`IdentifyHook`]. Default: none (every connection anonymous).
     pub identify: Option<IdentifyHook>,
+    /// See [`AuthenticateHook`]. Default: none (the first message is an
+    /// ordinary message).
+    pub authenticate: Option<AuthenticateHook>,
     /// See [`ConnectHook`]. Default: none.
     pub on_connect: Option<ConnectHook>,
     /// See [`MessageHook`]. Default: none (messages are read and dropped).
@@ -138,20 +244,36 @@ pub struct WsConfig {
     pub on_disconnect: Option<DisconnectHook>,
 }
 
+/// The default of [`WsConfig::max_connections`]: nine tenths of the
+/// process's soft open-file limit less 64, leaving room for listeners,
+/// files, outgoing connections and non-WebSocket requests (at least 64).
+pub fn default_max_connections() -> usize {
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+    (soft / 10 * 9).saturating_sub(64).max(64)
+}
+
 impl Default for WsConfig {
     fn default() -> Self {
         WsConfig {
             upgrade: UpgradeConfig::default(),
-            max_connections: None,
+            max_connections: default_max_connections(),
+            max_per_ip: None,
             max_message_size: 1 << 20,
             max_frame_size: 1 << 20,
+            message_rate: Some(MessageRate::default()),
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
             close_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            hook_timeout: Duration::from_secs(5),
             read_buffer_size: 512,
             write_buffer_size: 64 * 1024,
             max_write_buffer_size: 1 << 20,
             identify: None,
+            authenticate: None,
             on_connect: None,
             on_message: None,
             on_disconnect: None,
@@ -164,15 +286,20 @@ impl fmt::Debug for WsConfig {
         f.debug_struct("WsConfig")
             .field("upgrade", &self.upgrade)
             .field("max_connections", &self.max_connections)
+            .field("max_per_ip", &self.max_per_ip)
             .field("max_message_size", &self.max_message_size)
             .field("max_frame_size", &self.max_frame_size)
+            .field("message_rate", &self.message_rate)
             .field("ping_interval", &self.ping_interval)
             .field("idle_timeout", &self.idle_timeout)
             .field("close_timeout", &self.close_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("hook_timeout", &self.hook_timeout)
             .field("read_buffer_size", &self.read_buffer_size)
             .field("write_buffer_size", &self.write_buffer_size)
             .field("max_write_buffer_size", &self.max_write_buffer_size)
             .field("identify", &self.identify.is_some())
+            .field("authenticate", &self.authenticate.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -183,7 +310,7 @@ pub enum Disconnect {
     /// The peer closed, with this frame (none: no code).
     Closed(Option<CloseFrame>),
     /// The server closed it with this frame: a refusal, a slow client, a
-    /// limit, a protocol error, the idle timeout or shutdown.
+    /// limit, a protocol error, the idle or write timeout or shutdown.
     ClosedByServer(Option<CloseFrame>),
     /// The socket ended without a close handshake.
     Gone,
@@ -191,14 +318,88 @@ pub enum Disconnect {
 
 /// The WebSocket handler for `hub`.
 pub fn ws_handler(hub: WsHub, config: WsConfig) -> Handler {
-    let config = Arc::new(config);
+    let shared = Arc::new(Shared {
+        config,
+        slots: Slots::default(),
+    });
     Handler::new(move |mut req: Request| {
-        let res = upgrade(&hub, &config, &mut req);
-        async move { res }
+        let (hub, shared) = (hub.clone(), shared.clone());
+        async move { upgrade(&hub, &shared, &mut req).await }
     })
 }
 
-fn upgrade(hub: &WsHub, config: &Arc<WsConfig>, req: &mut Request) -> Response {
+/// What every connection of one handler shares.
+struct Shared {
+    config: WsConfig,
+    slots: Slots,
+}
+
+/// Connection slots: open (or upgrading) connections, in all and per IP
+/// address. A slot is taken before the upgrade and given back on drop.
+#[derive(Default)]
+struct Slots {
+    open: AtomicUsize,
+    /// Only kept when [`WsConfig::max_per_ip`] is set.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One taken slot; dropping it frees it.
+struct Slot {
+    shared: Arc<Shared>,
+    ip: Option<IpAddr>,
+}
+
+impl Slots {
+    fn take(shared: &Arc<Shared>, peer: Option<SocketAddr>) -> Result<Slot, &'static str> {
+        let max = shared.config.max_connections;
+        let slots = &shared.slots;
+        if slots
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err("too many connections");
+        }
+        let mut slot = Slot {
+            shared: shared.clone(),
+            ip: None,
+        };
+        if let (Some(max), Some(peer)) = (shared.config.max_per_ip, peer) {
+            let mut per_ip = slots.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = per_ip.entry(peer.ip()).or_default();
+            if *n >= max {
+                if *n == 0 {
+                    per_ip.remove(&peer.ip());
+                }
+                return Err("too many connections from this address");
+            }
+            *n += 1;
+            slot.ip = Some(peer.ip());
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let slots = &self.shared.slots;
+        slots.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip {
+            let mut per_ip = slots.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+async fn upgrade(hub: &WsHub, shared: &Arc<Shared>, req: &mut Request) -> Response {
+    let config = &shared.config;
     let handshake = match ws_upgrader(req, &config.upgrade) {
         Ok(h) => h,
         Err(e) => return e.into_response(),
@@ -206,27 +407,37 @@ fn upgrade(hub: &WsHub, config: &Arc<WsConfig>, req: &mut Request) -> Response {
     if !hub.is_running() {
         return unavailable("the server is shutting down");
     }
-    if config.max_connections.is_some_and(|max| hub.len() >= max) {
-        return unavailable("too many connections");
-    }
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+    let slot = match Slots::take(shared, peer) {
+        Ok(slot) => slot,
+        Err(why) => {
+            tracing::debug!(target: "ws", peer = ?peer, why, "upgrade refused");
+            return unavailable(why);
+        }
+    };
     let identity = match &config.identify {
-        Some(identify) => match identify(req) {
-            Ok(identity) => identity,
-            Err(refused) => return refused,
+        Some(identify) => match tokio::time::timeout(config.hook_timeout, identify(req)).await {
+            Ok(Ok(identity)) => identity,
+            Ok(Err(refused)) => return refused,
+            Err(_) => {
+                return json(
+                    StatusCode::UNAUTHORIZED,
+                    "identifying the request timed out",
+                );
+            }
         },
         None => Identity::default(),
     };
-    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
     let shutdown = Shutdown::from_request(req);
-    let (hub, config) = (hub.clone(), config.clone());
+    let (hub, shared) = (hub.clone(), shared.clone());
     if let Some(on) = OnUpgrade::take(req) {
-        on.serve(move |io| serve(hub, config, io, peer, identity, shutdown));
+        on.serve(move |io| serve(hub, shared, slot, io, peer, identity, shutdown));
     } else if let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
         tokio::spawn(async move {
             match on.await {
                 Ok(io) => {
                     let io = hyper_util::rt::TokioIo::new(io);
-                    serve(hub, config, io, peer, identity, shutdown).await;
+                    serve(hub, shared, slot, io, peer, identity, shutdown).await;
                 }
                 Err(e) => tracing::debug!(target: "ws", error = %e, "upgrade failed"),
             }
@@ -261,14 +472,16 @@ fn json(status: StatusCode, error: &str) -> Response {
 /// Runs one upgraded connection until it ends.
 async fn serve<S>(
     hub: WsHub,
-    config: Arc<WsConfig>,
+    shared: Arc<Shared>,
+    slot: Slot,
     io: S,
-    peer: Option<std::net::SocketAddr>,
+    peer: Option<SocketAddr>,
     identity: Identity,
     shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let config = &shared.config;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_size)
         .write_buffer_size(config.write_buffer_size)
@@ -279,16 +492,45 @@ async fn serve<S>(
         )
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_frame_size));
+    let io = Progress {
+        io,
+        written: Instant::now(),
+    };
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+    let identity = match &config.authenticate {
+        None => identity,
+        Some(hook) => {
+            let first = tokio::select! {
+                r = tokio::time::timeout(config.hook_timeout, first_message(&mut ws, hook, &identity)) => {
+                    r.unwrap_or_else(|_| Err(policy("authentication timed out")))
+                }
+                () = shutdown.wait() => Err(going_away()),
+            };
+            match first {
+                Ok(identity) => identity,
+                Err(frame) => {
+                    refuse(&mut ws, frame, config.close_timeout).await;
+                    return;
+                }
+            }
+        }
+    };
     let Ok(client) = hub.register_as(peer, identity) else {
         // Stopped between the upgrade and now.
-        let _ = ws.send(Message::Close(Some(going_away()))).await;
+        refuse(&mut ws, going_away(), config.close_timeout).await;
         return;
     };
-    if let Some(hook) = &config.on_connect
-        && let Err(frame) = hook(&client)
-    {
-        client.close(Some(frame));
+    if let Some(hook) = &config.on_connect {
+        match tokio::time::timeout(config.hook_timeout, hook(&client)).await {
+            Ok(Ok(())) => {}
+            // What the hook sent goes out before the close (it may say why).
+            Ok(Err(frame)) => {
+                client.close_after_queued(Some(frame));
+            }
+            Err(_) => {
+                client.close_after_queued(Some(policy("the connect hook timed out")));
+            }
+        }
     }
     let interval = config.ping_interval.max(Duration::from_millis(1));
     let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -296,7 +538,7 @@ async fn serve<S>(
     let mut conn = Connection {
         ws,
         client: &client,
-        config: &config,
+        config,
         stop: Some(shutdown.wait()),
         ping,
         ping_due: false,
@@ -305,13 +547,140 @@ async fn serve<S>(
         write: Write::Idle,
         read: Read::Open,
         deadline: None,
+        stalled: None,
+        bucket: config.message_rate.map(Bucket::new),
     };
     let end = poll_fn(|cx| conn.poll(cx)).await;
     drop(conn);
     client.disconnected();
     hub.unregister(client.id());
+    drop(slot);
     if let Some(hook) = &config.on_disconnect {
         hook(&client, &end);
+    }
+}
+
+/// The identity the first data message establishes; pings and pongs before
+/// it are answered and skipped.
+async fn first_message<S>(
+    ws: &mut WebSocketStream<S>,
+    hook: &AuthenticateHook,
+    identity: &Identity,
+) -> Result<Identity, CloseFrame>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match ws.next().await {
+            Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                return hook(identity, msg).await;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Close(_))) | None => return Err(going_away()),
+            Some(Err(e)) => return Err(close_for(&e).unwrap_or_else(going_away)),
+        }
+    }
+}
+
+/// Closes a connection that was never registered: the close frame, then
+/// the peer's reply, within `close_timeout`.
+async fn refuse<S>(ws: &mut WebSocketStream<S>, frame: CloseFrame, close_timeout: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(close_timeout, async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
+
+/// The socket, with the time a byte was last written to it: the write
+/// timeout counts from there, so a slow but steady reader is never cut off.
+struct Progress<S> {
+    io: S,
+    written: Instant,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Progress<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Progress<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.written = Instant::now();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.written = Instant::now();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The token bucket of [`MessageRate`]; written here because it is two
+/// numbers per connection (a keyed limiter crate keeps far more).
+#[derive(Debug)]
+struct Bucket {
+    rate: MessageRate,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: MessageRate) -> Self {
+        Bucket {
+            rate,
+            tokens: f64::from(rate.burst),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token; false when there is none.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate.per_second;
+        self.tokens = (self.tokens + refill).min(f64::from(self.rate.burst.max(1)));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -321,7 +690,7 @@ async fn serve<S>(
 /// full socket does not stop reading, a slow read does not stop a close) and
 /// an idle connection holds no lock, no second task and no split stream.
 struct Connection<'a, S> {
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<Progress<S>>,
     client: &'a WsClient,
     config: &'a WsConfig,
     /// The server's shutdown signal, until it fired.
@@ -339,6 +708,11 @@ struct Connection<'a, S> {
     /// While closing: when to give up on the close (sending it, or the
     /// peer's reply). No timer while the connection is open.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// While a write is blocked: when the write timeout runs out, counted
+    /// from the last byte written. No timer while writes go through.
+    stalled: Option<Pin<Box<Sleep>>>,
+    /// The client's message allowance, if limited.
+    bucket: Option<Bucket>,
 }
 
 /// The writer's half.
@@ -359,6 +733,10 @@ enum Write {
 #[derive(PartialEq)]
 enum Read {
     Open,
+    /// The server closed over a limit: reading goes on until the peer's
+    /// close reply (so unread bytes do not turn the close into a reset),
+    /// but data messages are dropped.
+    Discarding,
     /// The peer closed; reading on sends tungstenite's reply.
     PeerClosed(Option<CloseFrame>),
     /// A protocol error: nothing more is read; the writer sends the close.
@@ -391,7 +769,16 @@ where
                 again = true;
             }
             self.poll_write(cx);
-            if self.read != Read::Failed {
+            if self.write_timed_out(cx) {
+                return Poll::Ready(Disconnect::ClosedByServer(Some(policy("write timeout"))));
+            }
+            // Backpressure: a client whose outbox backs up behind a blocked
+            // write is not read until it drains (the writer wakes us).
+            let paused = matches!(
+                self.write,
+                Write::Feeding | Write::Flushing | Write::Closing(..)
+            ) && self.client.is_backed_up();
+            if self.read != Read::Failed && !paused {
                 match self.ws.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(msg))) => {
                         again = true;
@@ -399,7 +786,7 @@ where
                         self.on_message(msg);
                     }
                     Poll::Ready(Some(Err(e))) => match close_for(&e) {
-                        Some(frame) if self.read == Read::Open => {
+                        Some(frame) if matches!(self.read, Read::Open | Read::Discarding) => {
                             // Answers to what the peer sent before go out first.
                             self.client.close_after_queued(Some(frame));
                             self.read = Read::Failed;
@@ -431,16 +818,27 @@ where
     fn on_message(&mut self, msg: Message) {
         match msg {
             Message::Text(_) | Message::Binary(_) => {
-                if self.read == Read::Open
-                    && let Some(hook) = &self.config.on_message
+                if self.read != Read::Open {
+                    return;
+                }
+                if let Some(bucket) = &mut self.bucket
+                    && !bucket.take()
                 {
+                    tracing::debug!(target: "ws", client = self.client.id(), "message rate exceeded");
+                    self.client.close(Some(policy("message rate exceeded")));
+                    self.read = Read::Discarding;
+                    return;
+                }
+                if let Some(hook) = &self.config.on_message {
                     hook(self.client, msg);
                 }
             }
             Message::Close(frame) => {
                 // Our own close's reply, or the peer's close: tungstenite
                 // queues the reply; the writer stops without writing.
-                if !matches!(self.write, Write::Done(Some(_))) && self.read == Read::Open {
+                if !matches!(self.write, Write::Done(Some(_)))
+                    && matches!(self.read, Read::Open | Read::Discarding)
+                {
                     self.read = Read::PeerClosed(frame);
                     self.client.disconnected();
                     self.arm_deadline();
@@ -556,6 +954,34 @@ where
         false
     }
 
+    /// Whether a blocked write has made no progress for the write timeout.
+    /// Arms the timer when a write blocks, drops it when writes go through.
+    fn write_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        if !matches!(
+            self.write,
+            Write::Feeding | Write::Flushing | Write::Closing(..)
+        ) {
+            self.stalled = None;
+            return false;
+        }
+        loop {
+            let due = self.ws.get_ref().written + self.config.write_timeout;
+            let timer = self
+                .stalled
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if Instant::now() >= due {
+                tracing::debug!(target: "ws", client = self.client.id(), "write timeout");
+                return true;
+            }
+        }
+    }
+
     fn arm_deadline(&mut self) {
         if self.deadline.is_none() {
             self.deadline = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
@@ -589,6 +1015,14 @@ fn close_for(e: &WsError) -> Option<CloseFrame> {
         code,
         reason: reason.into(),
     })
+}
+
+/// A `1008 Policy Violation` close with `reason`.
+fn policy(reason: &str) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Policy,
+        reason: reason.to_string().into(),
+    }
 }
 
 fn idle_timeout() -> CloseFrame {

@@ -172,15 +172,31 @@ pub struct Identity {
     pub user: Option<String>,
     /// Whatever else the server knows about the connection.
     pub metadata: BTreeMap<String, String>,
+    /// The rooms the connection's credential allows it to join (a token's
+    /// claim): exact names, or prefixes ending in `*`. `None`: the
+    /// credential says nothing about rooms (the room guard decides alone).
+    pub allowed_rooms: Option<Vec<String>>,
 }
 
 impl Identity {
-    /// The identity of `user`, without metadata.
+    /// The identity of `user`, without metadata or room claims.
     pub fn user(user: impl Into<String>) -> Self {
         Identity {
             user: Some(user.into()),
-            metadata: BTreeMap::new(),
+            ..Identity::default()
         }
+    }
+
+    /// Whether [`Identity::allowed_rooms`] lets the connection join `room`:
+    /// true when there is no such claim, or an entry is `room` or a `*`
+    /// prefix of it.
+    pub fn allows_room(&self, room: &str) -> bool {
+        self.allowed_rooms.as_ref().is_none_or(|rooms| {
+            rooms.iter().any(|r| match r.strip_suffix('*') {
+                Some(prefix) => room.starts_with(prefix),
+                None => r == room,
+            })
+        })
     }
 }
 
@@ -660,6 +676,14 @@ impl WsClient {
     /// Messages waiting in the outbox.
     pub fn queued(&self) -> usize {
         self.lock().queue.len()
+    }
+
+    /// Whether the outbox is at least half full (in messages or bytes): the
+    /// connection stops reading from a client that does not read what it is
+    /// sent, until its outbox drains.
+    pub fn is_backed_up(&self) -> bool {
+        let ob = self.lock();
+        ob.queue.len() * 2 >= self.0.queue_messages || ob.bytes * 2 >= self.0.queue_bytes
     }
 
     /// For the connection's writer: moves every queued message into `batch`,

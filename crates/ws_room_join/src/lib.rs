@@ -1,7 +1,8 @@
 //! Puts a WebSocket connection in a room of its hub; idempotent, with a bounded name and a bounded number of rooms per connection.
 //!
 //! Room names often come from clients (`{"type":"subscribe","room":...}`), so
-//! they are checked: 1 to [`MAX_ROOM_NAME`] bytes, no control characters.
+//! they are checked by `name_validate` as a [`NameKind::Room`]: 1 to
+//! [`MAX_ROOM_NAME`] bytes, no control characters.
 //! Who may join which room is not decided here but by the caller's guard
 //! (see `ws_control`); this function does the joining. A connection is in
 //! at most `HubConfig::max_rooms` rooms.
@@ -22,14 +23,15 @@
 
 use std::fmt;
 
+use name_validate::{NameKind, name_validate};
 use ws_hub::{HubError, WsClient, WsHub};
 
-/// Longest room name, in bytes.
-pub const MAX_ROOM_NAME: usize = 128;
+/// Longest room name, in bytes (`name_validate`'s limit for rooms).
+pub use name_validate::MAX_ROOM_NAME;
 
 /// Puts `client` in `room`: `Ok(true)` if it joined, `Ok(false)` if it was in already.
 pub fn ws_room_join(hub: &WsHub, client: &WsClient, room: &str) -> Result<bool, RoomError> {
-    if room.is_empty() || room.len() > MAX_ROOM_NAME || room.chars().any(char::is_control) {
+    if name_validate(NameKind::Room, room).is_err() {
         return Err(RoomError::InvalidName);
     }
     hub.join(client, room).map_err(|e| match e {

@@ -344,6 +344,19 @@ fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a He
     }
 }
 
+/// Whether the `Origin` of `req` (any request, not only a handshake) passes
+/// `policy`, compared as the handshake compares it. A request without
+/// `Origin` passes: browsers send it on every cross-origin `POST` and every
+/// WebSocket handshake, so its absence means no browser page sent it. Use it
+/// to refuse cross-site writes (a hostile page's form or `fetch`).
+pub fn origin_allowed<B>(req: &Request<B>, policy: &OriginPolicy) -> bool {
+    match single(req.headers(), &header::ORIGIN) {
+        Ok(None) => true,
+        Ok(Some(origin)) => origin_passes(req, origin, policy),
+        Err(()) => matches!(policy, OriginPolicy::Any),
+    }
+}
+
 fn check_origin<B>(req: &Request<B>, config: &UpgradeConfig) -> Result<(), WsUpgradeError> {
     let Some(origin) =
         single(req.headers(), &header::ORIGIN).map_err(|()| WsUpgradeError::ForbiddenOrigin)?
@@ -354,7 +367,15 @@ fn check_origin<B>(req: &Request<B>, config: &UpgradeConfig) -> Result<(), WsUpg
             Err(WsUpgradeError::MissingOrigin)
         };
     };
-    let allowed = match &config.origins {
+    if origin_passes(req, origin, &config.origins) {
+        Ok(())
+    } else {
+        Err(WsUpgradeError::ForbiddenOrigin)
+    }
+}
+
+fn origin_passes<B>(req: &Request<B>, origin: &HeaderValue, policy: &OriginPolicy) -> bool {
+    match policy {
         OriginPolicy::Any => true,
         OriginPolicy::SameHost => origin
             .to_str()
@@ -367,11 +388,6 @@ fn check_origin<B>(req: &Request<B>, config: &UpgradeConfig) -> Result<(), WsUpg
             .ok()
             .and_then(Origin::parse)
             .is_some_and(|o| list.iter().filter_map(|e| Origin::parse(e)).any(|e| e == o)),
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(WsUpgradeError::ForbiddenOrigin)
     }
 }
 

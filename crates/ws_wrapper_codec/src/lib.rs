@@ -1206,4 +1206,222 @@ mod tests {
             "the mutations kept some frames valid: {decoded}"
         );
     }
+
+    /// Property tests: arbitrary text never panics, and what decodes encodes
+    /// back to the same message (a `null` reason reads back as the default Error).
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// `m` as it reads back after [`encode`]: a `null` rejection or
+        /// cancellation reason is written as the default Error.
+        fn normalized(m: &WrapperMessage) -> WrapperMessage {
+            let default = |v: &Value, error_object: bool, message: &str| {
+                if v.is_null() {
+                    (error_value(message), true)
+                } else {
+                    (v.clone(), error_object)
+                }
+            };
+            match m.clone() {
+                Reject {
+                    id,
+                    error,
+                    error_object,
+                } => {
+                    let (error, error_object) =
+                        default(&error, error_object, DEFAULT_REJECT_MESSAGE);
+                    Reject {
+                        id,
+                        error,
+                        error_object,
+                    }
+                }
+                Cancel {
+                    id,
+                    reason,
+                    error_object,
+                } => {
+                    let (reason, error_object) =
+                        default(&reason, error_object, DEFAULT_ABORT_MESSAGE);
+                    Cancel {
+                        id,
+                        reason,
+                        error_object,
+                    }
+                }
+                Abort {
+                    handle,
+                    reason,
+                    error_object,
+                } => {
+                    let (reason, error_object) =
+                        default(&reason, error_object, DEFAULT_ABORT_MESSAGE);
+                    Abort {
+                        handle,
+                        reason,
+                        error_object,
+                    }
+                }
+                other => other,
+            }
+        }
+
+        /// Any JSON value without floats (serde_json does not promise to read
+        /// back every float bit for bit), a few levels deep.
+        fn json_value() -> BoxedStrategy<Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                "(?s).{0,10}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::btree_map("(?s).{0,6}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+            .boxed()
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(RESERVED.to_vec()).prop_map(str::to_owned),
+                "[a-z.]{1,8}",
+                "(?s).{0,8}",
+            ]
+        }
+
+        fn message() -> impl Strategy<Value = WrapperMessage> {
+            let id = 1..=u64::MAX;
+            let channel = prop::option::of(prop_oneof![Just(String::new()), "(?s).{0,8}"]);
+            let args = prop::collection::vec(json_value(), 0..4);
+            prop_oneof![
+                (channel.clone(), name(), args.clone()).prop_map(|(channel, name, args)| {
+                    Event {
+                        channel,
+                        name,
+                        args,
+                    }
+                }),
+                (id.clone(), channel, name(), args.clone()).prop_map(
+                    |(id, channel, name, args)| Request {
+                        id,
+                        channel,
+                        name,
+                        args,
+                    }
+                ),
+                (id.clone(), json_value()).prop_map(|(id, data)| Resolve { id, data }),
+                (id.clone(), json_value(), any::<bool>()).prop_map(|(id, error, error_object)| {
+                    Reject {
+                        id,
+                        error,
+                        error_object,
+                    }
+                }),
+                (id.clone(), json_value(), any::<bool>()).prop_map(|(id, reason, error_object)| {
+                    Cancel {
+                        id,
+                        reason,
+                        error_object,
+                    }
+                }),
+                id.clone().prop_map(|id| ChannelCreated { id }),
+                (id.clone(), name(), args.clone()).prop_map(|(handle, name, args)| ChannelEvent {
+                    handle,
+                    name,
+                    args
+                }),
+                (id.clone(), id.clone(), name(), args).prop_map(|(id, handle, name, args)| {
+                    ChannelRequest {
+                        id,
+                        handle,
+                        name,
+                        args,
+                    }
+                }),
+                (id, json_value(), any::<bool>()).prop_map(|(handle, reason, error_object)| {
+                    Abort {
+                        handle,
+                        reason,
+                        error_object,
+                    }
+                }),
+            ]
+        }
+
+        /// JSON objects made of the protocol's keys with any values, written
+        /// in any order: most are no message, some are.
+        fn frame() -> impl Strategy<Value = String> {
+            let key =
+                prop::sample::select(vec!["a", "c", "h", "i", "d", "e", "x", "_", "ws-wrapper"]);
+            let small = prop_oneof![
+                (0u64..4).prop_map(Value::from),
+                Just(Value::from("5")),
+                Just(Value::from("05")),
+                Just(serde_json::json!(["x", 1])),
+                Just(serde_json::json!(["open"])),
+                Just(Value::from(false)),
+                json_value(),
+            ];
+            prop::collection::vec((key, small), 0..5).prop_map(|pairs| {
+                let mut m = serde_json::Map::new();
+                for (k, v) in pairs {
+                    m.insert(k.to_owned(), v);
+                }
+                Value::Object(m).to_string()
+            })
+        }
+
+        #[test]
+        fn every_message_encodes_and_decodes_back() {
+            proptest!(ProptestConfig::with_cases(1024), |(m in message())| {
+                let text = encode(&m);
+                let main_channel = matches!(
+                    &m,
+                    Event { channel, .. } | Request { channel, .. }
+                        if channel.as_deref().is_none_or(str::is_empty)
+                );
+                let reserved = match &m {
+                    Event { name, .. } | Request { name, .. } => is_reserved(name),
+                    _ => false,
+                };
+                if main_channel && reserved {
+                    prop_assert_eq!(decode(&text), Decoded::Ignored(Ignore::Reserved), "{}", text);
+                } else {
+                    prop_assert_eq!(decode(&text), Decoded::Message(normalized(&m)), "{}", text);
+                }
+            });
+        }
+
+        #[test]
+        fn arbitrary_text_and_frames_never_panic_and_what_decodes_encodes_back() {
+            let text = prop_oneof!["(?s).{0,60}", frame()];
+            let decoded = std::cell::Cell::new(0);
+            proptest!(ProptestConfig::with_cases(1024), |(text in text)| {
+                match decode(&text) {
+                    Decoded::Ignored(Ignore::NotJson) => {
+                        prop_assert!(serde_json::from_str::<Value>(&text).is_err(), "{}", text);
+                    }
+                    Decoded::Ignored(_) => {
+                        prop_assert!(serde_json::from_str::<Value>(&text).is_ok(), "{}", text);
+                    }
+                    Decoded::Message(m) => {
+                        decoded.set(decoded.get() + 1);
+                        let again = encode(&m);
+                        prop_assert_eq!(
+                            decode(&again),
+                            Decoded::Message(normalized(&m)),
+                            "{} -> {}", text, again
+                        );
+                    }
+                }
+            });
+            assert!(decoded.get() > 0, "some frames are messages");
+        }
+    }
 }

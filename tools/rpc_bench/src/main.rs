@@ -64,7 +64,7 @@ fn start_server() -> Result<(Child, String), String> {
     let mut child = Command::new("taskset")
         .args(["-c", "0"])
         .arg(&server)
-        .args(["--addr", "127.0.0.1:0", "--quiet"])
+        .args(["--addr", "127.0.0.1:0", "--quiet", "--message-rate", "0"])
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| {

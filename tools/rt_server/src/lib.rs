@@ -12,14 +12,28 @@
 //! | `GET /stats` | broker and hub counters as JSON |
 //! | `GET /health` | `ok` |
 //!
-//! The WebSocket routes accept any `Origin` (a test surface, not an app).
+//! Safe by default ([`Options::default`], and `rt-server` with no flags; see
+//! `SECURITY.md`):
 //!
-//! `/hub` is a surface for tests and tools, not a pattern for real auth:
-//! **identity is the `Authorization: Bearer <name>` header** of the upgrade
-//! request (a stand-in for a real identify hook that would check a token);
-//! no header means anonymous. The control protocol (`ws_control`) is on; its
-//! room guard lets anyone join `public-*` and only user `<name>` join
-//! `private-<name>`. App messages:
+//! - WebSockets (`/ws`, `/hub`, `/rpc`, `/echo`) accept pages of the same
+//!   host only (and clients that send no `Origin`); [`Options::origins`]
+//!   opens them to more. CORS answers no other origin unless it is listed.
+//! - `POST /publish` and `POST /emit` need `Authorization: Bearer TOKEN`
+//!   when [`Options::publish_token`] is set (`401` with `WWW-Authenticate`
+//!   otherwise); without a token they refuse requests a cross-origin page
+//!   sent (`403`), and the binary refuses to listen beyond loopback.
+//! - Connections are limited (in all, optionally per IP address), messages
+//!   per connection are rate-limited, rooms per connection capped, writes
+//!   to a peer that stopped reading time out: [`Limits`].
+//!
+//! `/hub` takes identity from [`Options::hub_identify`]: none (the default)
+//! makes every connection anonymous; the binary verifies a JWT
+//! (`--jwt-secret`, `--jwt-public-key`), and, for tests only,
+//! [`insecure_bearer_names`] takes `Authorization: Bearer <name>` as user
+//! `<name>`. The control protocol (`ws_control`) is on; its room guard lets
+//! a connection whose token lists rooms join those, and otherwise anyone
+//! join `public-*` and only user `<name>` join `private-<name>`. App
+//! messages:
 //!
 //! - `{"type":"say","room":R,"data":X}` from a member of `R`: event `said`
 //!   `{from, data}` to the room;
@@ -43,6 +57,7 @@
 //! # let _ = (app.handler, app.broker, app.hub);
 //! ```
 
+use std::fmt;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -57,15 +72,16 @@ use sse_broker::{BrokerConfig, SseBroker};
 use sse_event::SseEvent;
 use sse_handler::{SseConfig, sse_handler};
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 use tokio_tungstenite::tungstenite::Message;
 use ws_broadcast::ws_broadcast;
 use ws_control::{ControlConfig, control_hooks};
 use ws_emit::ws_emit;
 use ws_event::{Event, Target};
-use ws_handler::{WsConfig, ws_handler};
+use ws_handler::{IdentifyHook, MessageRate, WsConfig, identify, ws_handler};
 use ws_hub::{HubConfig, Identity, WsClient, WsHub};
 use ws_send::ws_send;
-use ws_upgrader::{OriginPolicy, UpgradeConfig};
+use ws_upgrader::{OriginPolicy, UpgradeConfig, origin_allowed};
 use ws_wrapper_server::{Ctx, Reply, RequestError, WrapperConfig, WrapperError, WrapperServer};
 
 /// The page of `GET /`.
@@ -75,7 +91,7 @@ const INDEX_HTML: &str = include_str!("index.html");
 pub const MAX_PUBLISH: usize = 1 << 20;
 
 /// Server options.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// Log every request through `tracing`. Default: true.
     pub log: bool,
@@ -88,6 +104,16 @@ pub struct Options {
     /// Reconnection delay sent to browsers (`retry:`). Default: none (the
     /// browser's own, about 3 s).
     pub retry: Option<Duration>,
+    /// Which pages may open WebSockets, and which origins CORS answers.
+    /// Default: [`OriginPolicy::SameHost`] (and no CORS).
+    pub origins: OriginPolicy,
+    /// The bearer token `POST /publish` and `POST /emit` require. Default:
+    /// none (they are open to clients that are not cross-origin pages).
+    pub publish_token: Option<String>,
+    /// Who a `/hub` connection is. Default: none (everyone anonymous).
+    pub hub_identify: Option<IdentifyHook>,
+    /// Connection, message and write limits.
+    pub limits: Limits,
 }
 
 impl Default for Options {
@@ -98,7 +124,59 @@ impl Default for Options {
             replay: 1024,
             queue: 256,
             retry: None,
+            origins: OriginPolicy::SameHost,
+            publish_token: None,
+            hub_identify: None,
+            limits: Limits::default(),
         }
+    }
+}
+
+/// The limits of the WebSocket routes; every field has a default.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open WebSocket connections per route. Default:
+    /// [`ws_handler::default_max_connections`] (from the open-file limit).
+    pub max_connections: usize,
+    /// WebSocket connections per IP address and route. Default: none.
+    pub max_per_ip: Option<usize>,
+    /// Messages per connection on `/ws`, `/hub` and `/rpc` (not `/echo`,
+    /// the conformance testee). Default: 200/s, bursts of 400.
+    pub message_rate: Option<MessageRate>,
+    /// Rooms one `/hub` connection may be in. Default: 100.
+    pub max_rooms: usize,
+    /// A blocked write with no progress for this long drops the connection. Default: 10 s.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: ws_handler::default_max_connections(),
+            max_per_ip: None,
+            message_rate: Some(MessageRate::default()),
+            max_rooms: 100,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("log", &self.log)
+            .field("keepalive", &self.keepalive)
+            .field("replay", &self.replay)
+            .field("queue", &self.queue)
+            .field("retry", &self.retry)
+            .field("origins", &self.origins)
+            .field(
+                "publish_token",
+                &self.publish_token.as_ref().map(|_| "<set>"),
+            )
+            .field("hub_identify", &self.hub_identify.is_some())
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -130,22 +208,29 @@ pub fn app(options: Options) -> App {
         },
     );
     let hub = WsHub::new(HubConfig::default());
-    let any_origin = UpgradeConfig {
-        origins: OriginPolicy::Any,
-        ..UpgradeConfig::default()
+    let limits = &options.limits;
+    let base = WsConfig {
+        upgrade: UpgradeConfig {
+            origins: options.origins.clone(),
+            ..UpgradeConfig::default()
+        },
+        max_connections: limits.max_connections,
+        max_per_ip: limits.max_per_ip,
+        message_rate: limits.message_rate,
+        write_timeout: limits.write_timeout,
+        ..WsConfig::default()
     };
     let ws = {
         let hub = hub.clone();
         ws_handler(
             hub.clone(),
             WsConfig {
-                upgrade: any_origin.clone(),
                 on_message: Some(Arc::new(move |_client, msg| {
                     if msg.is_text() {
                         ws_broadcast(&hub, msg);
                     }
                 })),
-                ..WsConfig::default()
+                ..base.clone()
             },
         )
     };
@@ -155,31 +240,54 @@ pub fn app(options: Options) -> App {
             ..HubConfig::default()
         }),
         WsConfig {
-            upgrade: any_origin,
             max_message_size: 64 << 20,
             max_frame_size: 64 << 20,
             max_write_buffer_size: 128 << 20,
+            message_rate: None,
             on_message: Some(Arc::new(|client, msg| {
                 let _ = client.try_send(msg);
             })),
-            ..WsConfig::default()
+            ..base.clone()
         },
     );
-    let rpc = rpc_handler();
-    let rooms = WsHub::new(HubConfig::default());
-    let room_hub = hub_handler(rooms.clone());
+    let rpc = rpc_handler(base.clone());
+    let rooms = WsHub::new(HubConfig {
+        max_rooms: limits.max_rooms,
+        ..HubConfig::default()
+    });
+    let room_hub = hub_handler(
+        rooms.clone(),
+        WsConfig {
+            identify: options.hub_identify.clone(),
+            ..base
+        },
+    );
+    let gate = Arc::new(WriteGate {
+        token: options.publish_token.clone(),
+        origins: options.origins.clone(),
+    });
     let emit = {
-        let rooms = rooms.clone();
+        let (rooms, gate) = (rooms.clone(), gate.clone());
         Handler::new(move |req: Request| {
-            let rooms = rooms.clone();
-            async move { emit(&rooms, req).await }
+            let (rooms, gate) = (rooms.clone(), gate.clone());
+            async move {
+                match gate.check(&req) {
+                    Ok(()) => emit(&rooms, req).await,
+                    Err(refused) => refused,
+                }
+            }
         })
     };
     let publish = {
         let (broker, hub) = (broker.clone(), hub.clone());
         Handler::new(move |req: Request| {
-            let (broker, hub) = (broker.clone(), hub.clone());
-            async move { publish(&broker, &hub, req).await }
+            let (broker, hub, gate) = (broker.clone(), hub.clone(), gate.clone());
+            async move {
+                match gate.check(&req) {
+                    Ok(()) => publish(&broker, &hub, req).await,
+                    Err(refused) => refused,
+                }
+            }
         })
     };
     let stats = {
@@ -225,10 +333,18 @@ pub fn app(options: Options) -> App {
         Route::get("/health", health),
     ])
     .expect("the route table is valid");
-    let mut layers = vec![http_cors_middleware(CorsConfig {
-        allowed_origins: vec!["*".into()],
-        ..CorsConfig::default()
-    })];
+    let allowed_origins = match &options.origins {
+        OriginPolicy::Any => vec!["*".to_string()],
+        OriginPolicy::AllowList(list) => list.clone(),
+        OriginPolicy::SameHost => Vec::new(),
+    };
+    let mut layers = vec![
+        http_cors_middleware(CorsConfig {
+            allowed_origins,
+            ..CorsConfig::default()
+        })
+        .expect("origins without credentials are a valid CORS configuration"),
+    ];
     if options.log {
         layers.insert(0, http_logger_middleware());
     }
@@ -240,11 +356,64 @@ pub fn app(options: Options) -> App {
     }
 }
 
-/// `/hub`: identity from `Authorization: Bearer <name>`, the control
-/// protocol with the `public-*` / `private-<name>` guard, `say` and `whisper`.
-fn hub_handler(hub: WsHub) -> Handler {
+/// Who may write (`/publish`, `/emit`): the bearer token when one is set;
+/// without one, anyone but a page of another origin.
+struct WriteGate {
+    token: Option<String>,
+    origins: OriginPolicy,
+}
+
+impl WriteGate {
+    #[allow(clippy::result_large_err)] // a refusal is the response
+    fn check(&self, req: &Request) -> Result<(), Response> {
+        let Some(token) = &self.token else {
+            if origin_allowed(req, &self.origins) {
+                return Ok(());
+            }
+            return Err(json(
+                StatusCode::FORBIDDEN,
+                "{\"error\":\"writes from pages of another origin are refused\"}\n".into(),
+            ));
+        };
+        let given = bearer(req).unwrap_or("");
+        // Constant time: how much of a guess matched must not show in timing.
+        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return Ok(());
+        }
+        let mut res = json(
+            StatusCode::UNAUTHORIZED,
+            "{\"error\":\"expected Authorization: Bearer <publish token>\"}\n".into(),
+        );
+        res.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"rt-server\""),
+        );
+        Err(res)
+    }
+}
+
+/// The credential of `Authorization: Bearer <credential>` (the scheme
+/// compared without regard to case, RFC 9110 11.1), trimmed.
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    v.get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("bearer "))
+        .map(|_| v[7..].trim())
+}
+
+/// `/hub`: identity from `config.identify`, the control protocol with its
+/// guard (the token's rooms, else `public-*` / `private-<name>`), `say` and
+/// `whisper`.
+fn hub_handler(hub: WsHub, config: WsConfig) -> Handler {
     let control = ControlConfig {
         guard: Some(Arc::new(|client: &WsClient, room: &str| {
+            if client.identity().allowed_rooms.is_some() {
+                return client.identity().allows_room(room);
+            }
             room.starts_with("public-")
                 || client
                     .user()
@@ -260,20 +429,15 @@ fn hub_handler(hub: WsHub) -> Handler {
     ws_handler(
         hub,
         WsConfig {
-            upgrade: UpgradeConfig {
-                origins: OriginPolicy::Any,
-                ..UpgradeConfig::default()
-            },
-            identify: Some(Arc::new(bearer_identity)),
             on_connect: Some(on_connect),
             on_message: Some(on_message),
-            ..WsConfig::default()
+            ..config
         },
     )
 }
 
 /// `/rpc`: the ws-wrapper reference endpoint.
-fn rpc_handler() -> Handler {
+fn rpc_handler(config: WsConfig) -> Handler {
     let server = WrapperServer::new(WsHub::new(HubConfig::default()), WrapperConfig::default());
     server
         .on("echo", |_ctx, (x,): (Value,)| async move {
@@ -337,40 +501,28 @@ fn rpc_handler() -> Handler {
     server
         .of("room1")
         .on("who", |_ctx, (): ()| async { Ok::<_, WrapperError>("me") });
-    server.handler(WsConfig {
-        upgrade: UpgradeConfig {
-            origins: OriginPolicy::Any,
-            ..UpgradeConfig::default()
-        },
-        ..WsConfig::default()
-    })
+    server.handler(config)
 }
 
-/// `/hub`'s identify hook: `Authorization: Bearer <name>` is user `<name>`
-/// (1 to 64 bytes), no header is anonymous, anything else is refused (401).
-#[allow(clippy::result_large_err)] // the hook's shape: a refusal is a response
-fn bearer_identity(req: &Request) -> Result<Identity, Response> {
-    let Some(value) = req.headers().get(http::header::AUTHORIZATION) else {
-        return Ok(Identity::default());
-    };
-    let name = value
-        .to_str()
-        .ok()
-        // The scheme is case-insensitive (RFC 9110, 11.1).
-        .and_then(|v| {
-            v.get(..7)
-                .filter(|s| s.eq_ignore_ascii_case("bearer "))
-                .map(|_| &v[7..])
-        })
-        .map(str::trim)
-        .unwrap_or("");
-    if name.is_empty() || name.len() > 64 {
-        return Err(json(
-            StatusCode::UNAUTHORIZED,
-            "{\"error\":\"expected Authorization: Bearer <name>\"}\n".into(),
-        ));
-    }
-    Ok(Identity::user(name))
+/// An identify hook **for tests only**: `Authorization: Bearer <name>` is
+/// user `<name>` (1 to 64 bytes), no header is anonymous, anything else is
+/// refused (401). Anyone can claim any name: never use it where identity
+/// matters (`rt-server --insecure-bearer-names`).
+pub fn insecure_bearer_names() -> IdentifyHook {
+    identify(|req: &Request| {
+        let result = if req.headers().contains_key(http::header::AUTHORIZATION) {
+            match bearer(req) {
+                Some(name) if !name.is_empty() && name.len() <= 64 => Ok(Identity::user(name)),
+                _ => Err(json(
+                    StatusCode::UNAUTHORIZED,
+                    "{\"error\":\"expected Authorization: Bearer <name>\"}\n".into(),
+                )),
+            }
+        } else {
+            Ok(Identity::default())
+        };
+        std::future::ready(result)
+    })
 }
 
 /// The app messages of `/hub`; anything else gets an `error` event.

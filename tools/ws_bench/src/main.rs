@@ -351,7 +351,18 @@ fn targets(a: &Args) -> Result<Vec<Target>, String> {
             out.push(Target {
                 name: "rt-server",
                 program: path,
-                args: vec!["--addr".into(), "127.0.0.1:0".into(), "--quiet".into()],
+                // What a benchmark measures is not a limit: open them by name.
+                args: [
+                    "--addr",
+                    "127.0.0.1:0",
+                    "--quiet",
+                    "--allow-any-origin",
+                    "--message-rate",
+                    "0",
+                    "--insecure-bearer-names",
+                ]
+                .map(String::from)
+                .to_vec(),
                 env: vec![],
             });
         } else if a.peers {
