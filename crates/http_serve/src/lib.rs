@@ -534,8 +534,9 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Service 
             tx
         });
         let direct = !self.h2 && req.method() != http::Method::HEAD;
+        let fut = self.handler.call(req);
         Respond {
-            fut: self.handler.call(req),
+            fut,
             upgrade,
             direct,
             takeover: self.takeover.clone(),
@@ -1114,6 +1115,32 @@ mod tests {
         let (addr, stop, task) = start(h, config).await;
         let res = get(addr, "/").await;
         assert!(res.ends_with("Some(1.234s)"), "{res}");
+        stop.send(()).unwrap();
+        assert_eq!(task.await.unwrap().aborted, 0);
+    }
+
+    /// Both framings at once is how requests are smuggled past proxies
+    /// (RFC 9112, 6.1): hyper reads the body as chunked and closes the
+    /// connection after answering, so nothing sent after it is a request.
+    #[tokio::test]
+    async fn content_length_with_transfer_encoding_closes_after_one_answer() {
+        let (addr, stop, task) = start(ok_handler(), ServeConfig::default()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\
+              Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+              GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+        assert!(
+            out.to_ascii_lowercase().contains("connection: close"),
+            "{out}"
+        );
         stop.send(()).unwrap();
         assert_eq!(task.await.unwrap().aborted, 0);
     }

@@ -74,7 +74,7 @@ pub struct HubConfig {
     pub queue_bytes: usize,
     /// What a full outbox means. Default: [`SlowPolicy::Close`].
     pub slow: SlowPolicy,
-    /// Rooms one client may be in at once. Default: 64.
+    /// Rooms one client may be in at once. Default: 100.
     pub max_rooms: usize,
 }
 
@@ -84,7 +84,7 @@ impl Default for HubConfig {
             queue_messages: 256,
             queue_bytes: 1 << 20,
             slow: SlowPolicy::Close,
-            max_rooms: 64,
+            max_rooms: 100,
         }
     }
 }

@@ -67,6 +67,7 @@ use http_logger_middleware::http_logger_middleware;
 use http_middleware_chain::http_middleware_chain;
 use http_router::http_router;
 use http_types::{Handler, Request, Response, Route, query_pairs, query_values, text};
+use name_validate::{NameKind, name_validate};
 use serde_json::{Value, json};
 use sse_broker::{BrokerConfig, SseBroker};
 use sse_event::SseEvent;
@@ -564,6 +565,16 @@ async fn emit(hub: &WsHub, req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
     let mut target = Target::default();
     for (k, v) in query_pairs(&query) {
+        let kind = match k.as_str() {
+            "room" => Some(NameKind::Room),
+            "user" => Some(NameKind::User),
+            _ => None,
+        };
+        if let Some(kind) = kind
+            && let Err(e) = name_validate(kind, &v)
+        {
+            return text(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
         match k.as_str() {
             "room" => target.rooms.push(v),
             "user" => target.users.push(v),
