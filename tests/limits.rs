@@ -358,7 +358,6 @@ async fn a_peer_that_stops_reading_is_dropped_at_the_write_timeout() {
     ws_broadcast(&server.hub, Message::text("after"));
     while next_data(&mut reader).await != Message::text("after") {}
     drop((stalled, reader));
-    eprintln!("DEBUG dropped");
     hooks.disconnected().await;
     assert_eq!(server.stop().await.aborted, 0);
 }
