@@ -112,6 +112,39 @@ pub fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LongLived;
 
+/// The credential of `Authorization: Bearer <credential>`, trimmed (the
+/// scheme compared without regard to case, RFC 9110 11.1): `Ok(None)`
+/// without a Bearer header, [`MalformedBearer`] for an empty credential,
+/// several Bearer headers or a value that is not visible ASCII.
+pub fn bearer<B>(req: &http::Request<B>) -> Result<Option<&str>, MalformedBearer> {
+    let mut found = None;
+    for value in req.headers().get_all(http::header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| MalformedBearer)?.trim();
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            continue;
+        }
+        let credential = rest.trim();
+        if credential.is_empty() || found.is_some() {
+            return Err(MalformedBearer);
+        }
+        found = Some(credential);
+    }
+    Ok(found)
+}
+
+/// An `Authorization: Bearer` header that does not hold one credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedBearer;
+
+impl std::fmt::Display for MalformedBearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("expected one `Authorization: Bearer <credential>`")
+    }
+}
+
+impl std::error::Error for MalformedBearer {}
+
 /// The percent-decoded `(name, value)` pairs of a query string, in order
 /// (`+` is a space; invalid escapes are kept as they are; a pair without
 /// `=` has an empty value).

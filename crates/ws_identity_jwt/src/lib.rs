@@ -100,9 +100,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use http::header::WWW_AUTHENTICATE;
 use http::{HeaderValue, StatusCode};
-use http_types::{Request, Response, query_values, text};
+use http_types::{Request, Response, bearer, query_values, text};
 use jsonwebtoken::crypto::CryptoProvider;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -568,19 +568,9 @@ fn alg_name(alg: Algorithm) -> &'static str {
 
 /// The bearer token of a request: `Authorization: Bearer`, else `?token=`.
 fn bearer_token(req: &Request) -> Result<Option<String>, JwtError> {
-    let mut found = None;
-    for value in req.headers().get_all(AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| JwtError::Malformed)?.trim();
-        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            continue;
-        }
-        let token = rest.trim();
-        if token.is_empty() || found.is_some() {
-            return Err(JwtError::Malformed);
-        }
-        found = Some(token.to_string());
-    }
+    let found = bearer(req)
+        .map_err(|_| JwtError::Malformed)?
+        .map(str::to_string);
     if found.is_some() {
         return Ok(found);
     }
@@ -888,7 +878,7 @@ mod tests {
     fn request(auth: Option<&str>, uri: &str) -> Request {
         let mut b = http::Request::builder().uri(uri);
         if let Some(a) = auth {
-            b = b.header(AUTHORIZATION, a);
+            b = b.header(http::header::AUTHORIZATION, a);
         }
         b.body(http_types::empty()).unwrap()
     }

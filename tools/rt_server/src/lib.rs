@@ -66,7 +66,7 @@ use http_cors_middleware::{CorsConfig, http_cors_middleware};
 use http_logger_middleware::http_logger_middleware;
 use http_middleware_chain::http_middleware_chain;
 use http_router::http_router;
-use http_types::{Handler, Request, Response, Route, query_pairs, query_values, text};
+use http_types::{Handler, Request, Response, Route, bearer, query_pairs, query_values, text};
 use name_validate::{NameKind, name_validate};
 use serde_json::{Value, json};
 use sse_broker::{BrokerConfig, SseBroker};
@@ -376,7 +376,7 @@ impl WriteGate {
                 "{\"error\":\"writes from pages of another origin are refused\"}\n".into(),
             ));
         };
-        let given = bearer(req).unwrap_or("");
+        let given = bearer(req).ok().flatten().unwrap_or("");
         // Constant time: how much of a guess matched must not show in timing.
         if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
             return Ok(());
@@ -391,19 +391,6 @@ impl WriteGate {
         );
         Err(res)
     }
-}
-
-/// The credential of `Authorization: Bearer <credential>` (the scheme
-/// compared without regard to case, RFC 9110 11.1), trimmed.
-fn bearer(req: &Request) -> Option<&str> {
-    let v = req
-        .headers()
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    v.get(..7)
-        .filter(|s| s.eq_ignore_ascii_case("bearer "))
-        .map(|_| v[7..].trim())
 }
 
 /// `/hub`: identity from `config.identify`, the control protocol with its
@@ -512,7 +499,7 @@ fn rpc_handler(config: WsConfig) -> Handler {
 pub fn insecure_bearer_names() -> IdentifyHook {
     identify(|req: &Request| {
         let result = if req.headers().contains_key(http::header::AUTHORIZATION) {
-            match bearer(req) {
+            match bearer(req).ok().flatten() {
                 Some(name) if !name.is_empty() && name.len() <= 64 => Ok(Identity::user(name)),
                 _ => Err(json(
                     StatusCode::UNAUTHORIZED,
