@@ -4,9 +4,10 @@
 -- version is `PRAGMA user_version`; `fn` refuses a database of another version.
 -- Query it directly with `sqlite3 registry/registry.db` (see registry/README.md).
 
-PRAGMA user_version = 1;
+PRAGMA user_version = 3;
 
--- Facts about the index run: schema_version, root, indexed_at (unix seconds),
+-- Facts about the index run: schema_version, root (absolute), repository (the
+-- workspace's `repository`, absent when it has none), indexed_at (unix seconds),
 -- entries, tool_version.
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -37,6 +38,28 @@ CREATE TABLE entries (
     notes            TEXT NOT NULL,              -- the `## Notes` section
     extra            TEXT NOT NULL DEFAULT '{}'  -- unknown frontmatter keys, as JSON
 );
+-- One row per Cargo package under crates/ (from its Cargo.toml), entries or not:
+-- `fn show CRATE` and the lines to depend on a crate. Entries point here by `crate`.
+CREATE TABLE crates (
+    name        TEXT PRIMARY KEY,
+    version     TEXT NOT NULL,              -- '' when the manifest has none
+    description TEXT NOT NULL,              -- '' when the manifest has none
+    path        TEXT NOT NULL               -- the crate folder, root-relative
+) WITHOUT ROWID;
+
+-- The public API of each crate's src/lib.rs that no entry of the crate describes:
+-- free functions and `pub use` re-exports (one row per name brought in), in file
+-- order, for `fn show CRATE`.
+CREATE TABLE crate_api (
+    crate     TEXT NOT NULL REFERENCES crates (name),
+    position  INTEGER NOT NULL,             -- order in src/lib.rs, from 0
+    kind      TEXT NOT NULL CHECK (kind IN ('function', 're-export')),
+    name      TEXT NOT NULL,                -- `text`; a re-export's name: `http`, `Message`, `*`; `m::f` in `pub mod m`
+    signature TEXT NOT NULL,                -- one line: `pub fn text(...) -> Response`, `pub use http`
+    doc       TEXT NOT NULL,                -- first sentence of the doc comment, '' without one
+    PRIMARY KEY (crate, position)
+) WITHOUT ROWID;
+
 CREATE TABLE tags (
     entry_id TEXT NOT NULL REFERENCES entries (id),
     tag      TEXT NOT NULL

@@ -36,6 +36,10 @@ fn members() -> Vec<(String, toml::Table)> {
         }
     }
     out.push(("tests".into(), read_toml(&root.join("tests/Cargo.toml"))));
+    out.push((
+        "examples".into(),
+        read_toml(&root.join("examples/Cargo.toml")),
+    ));
     out
 }
 
@@ -102,11 +106,50 @@ fn cargo_lock_has_one_version_of_each_crate() {
     // RustCrypto proc-macros under `jsonwebtoken` (zeroize_derive,
     // curve25519-dalek-derive) are written against; nothing of it is linked.
     const BUILD_ONLY: [(&str, usize); 1] = [("syn", 2)];
+    // Locked, never built: Cargo locks an optional dependency that only a
+    // weak feature (`dep?/feature`) names, even when nothing enables it
+    // (cargo#10801). rustls-webpki's `ring?/alloc` locks ring (and so its
+    // getrandom 0.2 and windows-sys 0.52) although rustls runs on aws-lc-rs
+    // here; aws-lc-rs's optional ring-compatible API locks untrusted 0.7;
+    // yasna (under rcgen, tests only) locks bit-vec 0.9. `cargo tree -d`
+    // shows what is built: no duplicate but syn. Each is allowed only while
+    // the named package is the one that locks it.
+    const LOCK_ONLY: [(&str, &str, &str); 4] = [
+        ("getrandom", "0.2.", "ring"),
+        ("windows-sys", "0.52.", "ring"),
+        ("untrusted", "0.7.", "aws-lc-rs"),
+        ("bit-vec", "0.9.", "yasna"),
+    ];
     let lock = read_toml(&root().join("Cargo.lock"));
+    let packages = lock["package"].as_array().expect("[[package]] list");
     let mut versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for p in lock["package"].as_array().expect("[[package]] list") {
+    for p in packages {
         let name = p["name"].as_str().unwrap().to_string();
         let version = p["version"].as_str().unwrap().to_string();
+        let lock_only = LOCK_ONLY
+            .iter()
+            .find(|(n, v, _)| *n == name && version.starts_with(v));
+        if let Some((_, _, via)) = lock_only {
+            // Who locks it: dependency entries are `name` or `name version`.
+            let users: Vec<&str> = packages
+                .iter()
+                .filter(|q| {
+                    q.get("dependencies")
+                        .and_then(|d| d.as_array())
+                        .is_some_and(|deps| {
+                            deps.iter()
+                                .filter_map(|d| d.as_str())
+                                .any(|d| d == name || d == format!("{name} {version}"))
+                        })
+                })
+                .map(|q| q["name"].as_str().unwrap())
+                .collect();
+            assert!(
+                users.iter().all(|u| u == via),
+                "{name} {version} is allowed only as {via}'s lock-only dependency, but {users:?} depend on it"
+            );
+            continue;
+        }
         versions.entry(name).or_default().insert(version);
     }
     let dups: Vec<String> = versions
@@ -186,4 +229,94 @@ fn the_repository_registry_passes_fn_check() {
         "fn check on the repository:\n{}",
         text.join("\n")
     );
+}
+
+#[test]
+fn registry_crates_are_publishable_and_leaves_are_not() {
+    let ws = read_toml(&root().join("Cargo.toml"));
+    let ws = ws["workspace"].as_table().expect("[workspace]");
+    let shared = ws.get("package").and_then(|p| p.as_table());
+    let ws_deps = ws["dependencies"]
+        .as_table()
+        .expect("[workspace.dependencies]");
+    // A key is set when the package has it, or inherits it from [workspace.package].
+    let value = |pkg: &toml::Table, key: &str| -> Option<toml::Value> {
+        match pkg.get(key) {
+            Some(v) if v.get("workspace").and_then(|w| w.as_bool()) == Some(true) => {
+                shared.and_then(|s| s.get(key)).cloned()
+            }
+            other => other.cloned(),
+        }
+    };
+    let mut bad = Vec::new();
+    for (dir, m) in members() {
+        let pkg = m["package"].as_table().expect("[package]");
+        let name = pkg["name"].as_str().unwrap_or_default();
+        let publish = value(pkg, "publish").and_then(|p| p.as_bool()) != Some(false);
+        if !dir.starts_with("crates/") {
+            if publish {
+                bad.push(format!(
+                    "{dir}/Cargo.toml: tools and tests are not published: add `publish.workspace = true`"
+                ));
+            }
+            continue;
+        }
+        if !publish {
+            bad.push(format!(
+                "{dir}/Cargo.toml: registry crates are published: remove `publish`"
+            ));
+        }
+        for key in ["description", "license", "repository", "readme"] {
+            let set = value(pkg, key).and_then(|v| v.as_str().map(str::to_string));
+            if set.is_none_or(|s| s.is_empty()) {
+                bad.push(format!(
+                    "{dir}/Cargo.toml: no `{key}`: add `{key}.workspace = true` (or the crate's own)"
+                ));
+            }
+        }
+        // `cargo package` keeps only the version of a path dependency.
+        let version = value(pkg, "version").and_then(|v| v.as_str().map(str::to_string));
+        let declared = ws_deps
+            .get(name)
+            .and_then(|d| d.get("version"))
+            .and_then(|v| v.as_str());
+        if declared.is_none() || declared.map(str::to_string) != version {
+            bad.push(format!(
+                "Cargo.toml [workspace.dependencies] {name}: write `{name} = {{ path = \"{dir}\", version = \"{}\" }}`",
+                version.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn every_crate_answers_fn_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("registry.db");
+    if let Err(e) = fn_tool::index::index(&root(), &db) {
+        let why = match e {
+            fn_tool::index::IndexError::Problems(reg) => reg
+                .problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            fn_tool::index::IndexError::Failed(e) => e,
+        };
+        panic!("fn index on the repository:\n{why}");
+    }
+    let conn = fn_tool::query::open(&db).unwrap();
+    let mut bad = Vec::new();
+    for (dir, _) in members().iter().filter(|(d, _)| d.starts_with("crates/")) {
+        let name = dir.trim_start_matches("crates/");
+        match fn_tool::query::lookup(&conn, name) {
+            Ok(fn_tool::query::Found::Entry(s)) if s.cargo.is_none() => {
+                bad.push(format!("fn show {name}: no Cargo.toml lines"));
+            }
+            Ok(_) => {}
+            Err(e) => bad.push(format!("fn show {name}: {e}")),
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

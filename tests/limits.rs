@@ -341,14 +341,24 @@ async fn a_peer_that_stops_reading_is_dropped_at_the_write_timeout() {
     let big = Message::binary(vec![7u8; 256 * 1024]);
     let stalled_client = server.hub.client(stalled_id).unwrap();
     let mut sent = 0;
-    // Until the stalled socket is full: its outbox grows.
-    while stalled_client.queued() < 3 && !stalled_client.is_closed() {
-        assert!(sent < 4000, "the socket never filled");
-        ws_broadcast(&server.hub, big.clone());
-        next_data(&mut reader).await;
-        sent += 1;
-    }
-    let (gone, why) = hooks.disconnected().await;
+    // Keep the stalled outbox holding a few messages until the server drops
+    // it: a queue that reached 3 may still drain into socket buffers that
+    // grow (loopback autotuning) when the machine is slow, so one burst is
+    // not enough to stall the write.
+    let (gone, why) = loop {
+        if stalled_client.queued() < 3 && !stalled_client.is_closed() {
+            assert!(sent < 4000, "the socket never filled");
+            ws_broadcast(&server.hub, big.clone());
+            next_data(&mut reader).await;
+            sent += 1;
+            continue;
+        }
+        if let Ok(gone) =
+            tokio::time::timeout(Duration::from_millis(100), hooks.disconnected()).await
+        {
+            break gone;
+        }
+    };
     assert_eq!(gone, stalled_id);
     assert_eq!(closed_by_server_with(&why), Some(1008), "{why:?}");
     match &why {

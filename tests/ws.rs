@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use ws_broadcast::ws_broadcast;
-use ws_handler::{Disconnect, WsConfig, ws_handler};
+use ws_handler::{Disconnect, Refusal, WsConfig, WsStats, ws_handler};
 use ws_hub::{HubConfig, WsHub};
 use ws_send::ws_send;
 
@@ -701,10 +701,12 @@ async fn shutdown_reaches_a_client_whose_socket_is_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_refusals_answer_403_503_400_426() {
     let _shared = PROCESS.read().await;
+    let stats = WsStats::default();
     let (server, mut hooks) = hooked_server(
         HubConfig::default(),
         WsConfig {
             max_connections: 1,
+            stats: stats.clone(),
             ..echo()
         },
         Duration::from_secs(5),
@@ -777,6 +779,19 @@ async fn handshake_refusals_answer_403_503_400_426() {
     assert_eq!(server.hub.stats().connected, 2);
     drop(again);
     assert_eq!(hooks.disconnected().await.0, again_id);
+    // Each refusal was counted under its reason, each message read once.
+    let counts: Vec<(&str, u64)> = Refusal::ALL
+        .iter()
+        .map(|r| (r.as_str(), stats.refused(*r)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(
+        counts,
+        [("handshake", 2), ("origin", 2), ("connections", 2)]
+    );
+    assert_eq!(stats.received(), 2);
+    let hub = server.hub.stats();
+    assert_eq!((hub.written, hub.bytes_out), (2, 6), "two echoes, 6 bytes");
     assert_eq!(server.stop().await.aborted, 0);
 }
 

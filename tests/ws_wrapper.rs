@@ -652,7 +652,7 @@ async fn try_again_later_waits_for_the_longer_base() {
 #[tokio::test]
 async fn connect_errors_say_what_failed() {
     assert!(matches!(
-        WrapperClient::connect("wss://127.0.0.1:1/", ClientConfig::default()).await,
+        WrapperClient::connect("https://127.0.0.1:1/", ClientConfig::default()).await,
         Err(ConnectError::InvalidUrl(_))
     ));
     // A port nobody listens on.

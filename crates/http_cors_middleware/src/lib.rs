@@ -1,13 +1,22 @@
 //! Answers CORS preflights and adds CORS headers for allowed origins and methods.
 //!
-//! - A request without `Origin` passes through untouched (not a CORS request).
+//! - A request without `Origin` reaches the handler and its response gets no
+//!   CORS headers (it is not a CORS request), only `Vary`.
 //! - A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
 //!   is answered here: `204` with the allow headers when the origin and method
 //!   are allowed, `403` otherwise; it never reaches the inner handler.
 //! - Any other request from an allowed origin reaches the handler and its
 //!   response gets `Access-Control-Allow-Origin`; from another origin it passes
 //!   through without CORS headers, so the browser withholds the response.
-//! - Responses always carry `Vary: Origin` when the answer depends on it.
+//! - Every response carries `Vary` with the request headers its answer
+//!   depends on: `Origin` always (also on answers to requests without one),
+//!   `Access-Control-Request-Method` on answers to `OPTIONS`, and
+//!   `Access-Control-Request-Headers` when they are echoed. A cache never
+//!   gives one origin's answer, or the answer without `Origin`, to another.
+//!
+//! The returned `Middleware` is also a `tower::Layer`: mount it in axum with
+//! `Router::layer(http_cors_middleware(config)?)`, or in a
+//! `http_middleware_chain`.
 //!
 //! The configuration is checked when the middleware is built, and refused
 //! with a [`CorsError`]:
@@ -22,6 +31,38 @@
 //!   `scheme://host[:port]`, without path, trailing slash, user or query
 //!   (`https://app.example:8443`), or `null`. Origins are compared byte for
 //!   byte, so `https://App.example/` would never match anything.
+//!
+//! # Against tower-http
+//!
+//! Kept hand-written rather than wrapping `tower_http::cors::CorsLayer`
+//! because it refuses unsafe configurations with an error when built, where
+//! `CorsLayer` panics (or, for `null`, accepts them). `tests/tower_http.rs` sends the
+//! same requests through both, configured alike, and asserts the same status
+//! and CORS headers but for these deliberate differences:
+//!
+//! - **Preflights answer with a status that says it**: `204` when allowed
+//!   (tower-http: `200`); `403` with only `Vary` when the origin or the
+//!   method is not allowed, where tower-http answers `200` without
+//!   `Access-Control-Allow-Origin`, or with a method list that lacks the
+//!   method, and leaves the refusal to the browser. Requested headers are not
+//!   checked here either: a browser refuses a header that
+//!   `Access-Control-Allow-Headers` does not list.
+//! - **CORS headers go to allowed origins only**: tower-http also sends
+//!   `Access-Control-Allow-Credentials: true` to other origins and to
+//!   requests without `Origin`, and `Access-Control-Allow-Origin: *` to
+//!   requests without `Origin`; browsers ignore both there. So with `*` our
+//!   answer still depends on `Origin` and says `Vary: origin`, which
+//!   tower-http leaves out.
+//! - **`Vary` names `Access-Control-Request-Method` on answers to `OPTIONS`**,
+//!   since it decides them (preflight or not, `204` or `403`); tower-http,
+//!   whose preflight answer does not read it, leaves it out.
+//! - **Only `OPTIONS` with `Origin` and `Access-Control-Request-Method` is a
+//!   preflight** (the Fetch standard's definition): tower-http answers every
+//!   `OPTIONS` itself, so the app's own `OPTIONS` route (or the router's
+//!   `405`) never runs; here it does.
+//! - **`*` or `null` with credentials is a [`CorsError`]** when built;
+//!   tower-http panics when its layer wraps a service for `*`, and accepts
+//!   `null`.
 //!
 //! # Example
 //!
@@ -240,8 +281,13 @@ pub fn http_cors_middleware(config: CorsConfig) -> Result<Middleware, CorsError>
 }
 
 async fn cors(config: &CorsConfig, next: Handler, req: Request) -> Response {
+    let vary = vary_for(config, req.method());
     let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
-        return next.call(req).await;
+        // Not a CORS request, but the answer to one would differ: caches
+        // must not serve this response to a request with an `Origin`.
+        let mut res = next.call(req).await;
+        res.headers_mut().append(header::VARY, vary);
+        return res;
     };
     let allowed = origin.to_str().is_ok_and(|o| config.allows(o));
     let requested = req
@@ -254,7 +300,7 @@ async fn cors(config: &CorsConfig, next: Handler, req: Request) -> Response {
         let method_ok = Method::from_bytes(requested.as_bytes())
             .is_ok_and(|m| config.allowed_methods.contains(&m));
         let mut res = Response::new(empty());
-        vary(&mut res);
+        res.headers_mut().append(header::VARY, vary);
         if !(allowed && method_ok) {
             *res.status_mut() = StatusCode::FORBIDDEN;
             return res;
@@ -297,7 +343,7 @@ async fn cors(config: &CorsConfig, next: Handler, req: Request) -> Response {
         return res;
     }
     let mut res = next.call(req).await;
-    vary(&mut res);
+    res.headers_mut().append(header::VARY, vary);
     if allowed {
         let h = res.headers_mut();
         h.insert(
@@ -314,9 +360,19 @@ async fn cors(config: &CorsConfig, next: Handler, req: Request) -> Response {
     res
 }
 
-fn vary(res: &mut Response) {
-    res.headers_mut()
-        .append(header::VARY, HeaderValue::from_static("origin"));
+/// The `Vary` of every response: the request headers its answer reads.
+/// `Origin` always (even with `*`, a request without one gets no CORS
+/// headers); `Access-Control-Request-Method` for `OPTIONS`, which it makes a
+/// preflight and whose answer (`204` or `403`) it decides; and
+/// `Access-Control-Request-Headers` when it is echoed (no `allowed_headers`).
+fn vary_for(config: &CorsConfig, method: &Method) -> HeaderValue {
+    let mirrored = config.allowed_headers.is_empty();
+    HeaderValue::from_static(match (method == Method::OPTIONS, mirrored) {
+        (true, true) => "origin, access-control-request-method, access-control-request-headers",
+        (true, false) => "origin, access-control-request-method",
+        (false, true) => "origin, access-control-request-headers",
+        (false, false) => "origin",
+    })
 }
 
 #[cfg(test)]
@@ -351,11 +407,16 @@ mod tests {
         b.body(empty()).unwrap()
     }
 
+    /// `Vary` of a non-`OPTIONS` answer when headers are echoed.
+    const VARY: &str = "origin, access-control-request-headers";
+
     #[tokio::test]
-    async fn no_origin_passes_through() {
+    async fn no_origin_passes_through_with_vary() {
         let (app, calls) = app(config());
         let res = app.call(req(Method::GET, &[])).await;
         assert!(res.headers().get("access-control-allow-origin").is_none());
+        // A cache must not give this answer to a request with an Origin.
+        assert_eq!(res.headers()["vary"], VARY);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -369,7 +430,7 @@ mod tests {
             res.headers()["access-control-allow-origin"],
             "https://a.example"
         );
-        assert_eq!(res.headers()["vary"], "origin");
+        assert_eq!(res.headers()["vary"], VARY);
     }
 
     #[tokio::test]
@@ -404,6 +465,11 @@ mod tests {
             "content-type"
         );
         assert_eq!(res.headers()["access-control-max-age"], "600");
+        // The answer read the method and headers asked for.
+        assert_eq!(
+            res.headers()["vary"],
+            "origin, access-control-request-method, access-control-request-headers"
+        );
         assert_eq!(
             calls.load(Ordering::SeqCst),
             0,
@@ -428,6 +494,18 @@ mod tests {
                 ))
                 .await;
             assert_eq!(res.status(), 403, "{origin} {method}");
+            assert!(
+                res.headers()
+                    .keys()
+                    .all(|k| !k.as_str().starts_with("access-control-")),
+                "{origin} {method}"
+            );
+            assert!(
+                res.headers()["vary"]
+                    .to_str()
+                    .unwrap()
+                    .contains("access-control-request-method")
+            );
         }
     }
 

@@ -2,7 +2,9 @@
 //!
 //! `http_middleware_chain(vec![a, b, c]).apply(h)` is `a(b(c(h)))`: a request
 //! passes `a`, then `b`, then `c`, then reaches `h`; the response goes back
-//! the other way. An empty chain returns the handler unchanged.
+//! the other way. An empty chain returns the handler unchanged. A tower layer
+//! (tower-http's) joins a chain as `Middleware::from_layer(layer)`, and the
+//! chain itself is a `tower::Layer`.
 //!
 //! # Example
 //!

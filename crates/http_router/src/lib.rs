@@ -1,32 +1,55 @@
-//! Routes requests by method and path, with `:name` parameters, 404 for unknown paths and 405 with `Allow` for unknown methods.
+//! Routes requests by method and path with `matchit`: `{name}` and `{*rest}` parameters, conflicts refused when built, 404 for unknown paths and 405 with `Allow` for unknown methods.
 //!
-//! Patterns are `/`-separated segments, each a literal or a `:name`
-//! parameter. When several routes match a path, the one with more literal
-//! segments wins, whatever the order given (`/users/me` beats `/users/:id`).
-//! A trailing slash is ignored (`/a/` is `/a`). `HEAD` is answered by the
-//! `GET` route when there is no `HEAD` route. Parameters are handed to the
-//! handler as [`PathParams`] in the request extensions, as they appear in the
-//! path (not percent-decoded).
+//! Path matching is [`matchit`] 0.8's (the matcher and version axum 0.8
+//! uses, so an app with axum builds one copy), so patterns are written as in
+//! axum: `/users/{id}`, `/files/{*path}`. This crate adds
+//! what a route table needs around it: one matcher per method, `405` with an
+//! `Allow` header when the path exists under other methods, `HEAD` answered by
+//! the `GET` route, and the parameters in the request extensions as
+//! [`PathParams`].
+//!
+//! - **Patterns** start with `/`. A segment is a literal, `{name}` (one
+//!   segment, possibly after a literal prefix: `/v{version}`; matchit 0.8
+//!   has no suffixes) or, at the end, `{*rest}` (one or more segments, not
+//!   empty). `{{` and `}}` are literal braces. The old `:name` syntax is refused with
+//!   [`RouterError::ColonParam`], so a table written for it fails loudly
+//!   instead of matching a literal `:name`.
+//! - **Priority** is matchit's, whatever the order given: a literal beats a
+//!   parameter, which beats a catch-all (`/users/me` beats `/users/{id}`).
+//!   Patterns that would make a path ambiguous (`/{a}` and `/{b}`, `/{x}` and
+//!   `/{*rest}`) under one method are a [`RouterError::Conflict`] when the
+//!   table is built, never a surprise at request time.
+//! - **A trailing slash is ignored**, in patterns and paths alike (`/a/` is
+//!   `/a`; `/` stays `/`): both are trimmed before matching, without copying.
+//!   Other empty segments are not collapsed: `//a` is not `/a`.
+//! - **Parameters are not percent-decoded**: [`PathParams`] holds them as they
+//!   appear in the path.
 //!
 //! # Example
 //!
 //! ```
-//! use http_router::{http_router, PathParams};
+//! use http_router::{http_router, PathParams, RouterError};
 //! use http_types::{full, Handler, Request, Response, Route};
 //!
 //! let user = Handler::new(|req: Request| async move {
 //!     let id = req.extensions().get::<PathParams>().and_then(|p| p.get("id")).unwrap_or("?").to_string();
 //!     Response::new(full(id))
 //! });
-//! let app = http_router(vec![Route::get("/users/:id", user)])?;
+//! let app = http_router(vec![Route::get("/users/{id}", user.clone())])?;
 //! # let _ = app;
-//! # Ok::<(), http_router::RouterError>(())
+//!
+//! // The old syntax is refused with a message that says what to write.
+//! let old = http_router(vec![Route::get("/users/:id", user)]).unwrap_err();
+//! assert!(matches!(old, RouterError::ColonParam { .. }));
+//! assert!(old.to_string().contains("write `{id}`"));
+//! # Ok::<(), RouterError>(())
 //! ```
 //!
 //! # Errors
 //!
-//! [`RouterError`] for a pattern that does not start with `/`, an empty
-//! parameter name, or two routes with the same method and pattern.
+//! [`RouterError`] for a pattern that does not start with `/`, uses `:name`,
+//! is not valid matchit syntax, or conflicts with another route of the same
+//! method.
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,34 +59,49 @@ use http_types::{Handler, Request, Route, text};
 
 /// Builds the handler that dispatches to `routes`.
 pub fn http_router(routes: Vec<Route>) -> Result<Handler, RouterError> {
-    let mut compiled: Vec<Compiled> = Vec::with_capacity(routes.len());
-    for r in routes {
-        let segments = parse(&r.path)?;
-        if compiled
-            .iter()
-            .any(|c| c.method == r.method && same_shape(&c.segments, &segments))
-        {
-            return Err(RouterError::Duplicate {
-                method: r.method,
-                path: r.path,
-            });
+    let mut table: Vec<(Method, matchit::Router<Handler>)> = Vec::new();
+    for Route {
+        method,
+        path,
+        handler,
+    } in routes
+    {
+        if !path.starts_with('/') {
+            return Err(RouterError::NotAbsolute { path });
         }
-        compiled.push(Compiled {
-            method: r.method,
-            segments,
-            handler: r.handler,
-        });
+        if let Some(name) = path.split('/').find_map(|s| s.strip_prefix(':')) {
+            let name = name.to_string();
+            return Err(RouterError::ColonParam { path, name });
+        }
+        let i = match table.iter().position(|(m, _)| *m == method) {
+            Some(i) => i,
+            None => {
+                table.push((method.clone(), matchit::Router::new()));
+                table.len() - 1
+            }
+        };
+        match table[i].1.insert(trim(&path), handler) {
+            Ok(()) => {}
+            Err(matchit::InsertError::Conflict { with }) => {
+                return Err(RouterError::Conflict { method, path, with });
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                return Err(RouterError::Invalid { path, reason });
+            }
+        }
     }
-    // More literal segments first; stable, so equal routes keep their order.
-    compiled.sort_by_key(|c| std::cmp::Reverse(c.literals()));
-    let table = Arc::new(compiled);
+    // Sorted by name, so an `Allow` header lists methods in a stable order.
+    table.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let table = Arc::new(table);
     Ok(Handler::new(move |req| {
         let table = table.clone();
         async move { dispatch(&table, req).await }
     }))
 }
 
-/// The `:name` parameters of the matched route, in path order.
+/// The `{name}` and `{*rest}` parameters of the matched route, in path order,
+/// as they appear in the path (not percent-decoded).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PathParams(pub Vec<(String, String)>);
 
@@ -85,17 +123,33 @@ pub enum RouterError {
         /// The pattern.
         path: String,
     },
-    /// A `:` segment without a name.
-    EmptyParam {
+    /// A segment starts with `:`, the parameter syntax before matchit; write
+    /// `{name}` instead.
+    ColonParam {
         /// The pattern.
         path: String,
+        /// The name after the `:` (empty for a bare `:`).
+        name: String,
     },
-    /// Two routes with the same method and pattern.
-    Duplicate {
+    /// The pattern is not valid matchit syntax: an empty or unclosed `{}`,
+    /// two parameters in one segment, text after a parameter in its segment,
+    /// a `{*rest}` that is not last.
+    Invalid {
+        /// The pattern.
+        path: String,
+        /// What matchit found wrong.
+        reason: String,
+    },
+    /// The pattern matches some path another route of the same method also
+    /// matches, with no rule to choose (`/{a}` and `/{b}`, or the same pattern
+    /// twice, a trailing slash aside).
+    Conflict {
         /// The method.
         method: Method,
-        /// The pattern.
+        /// The pattern refused.
         path: String,
+        /// The pattern of the route already in the table (trailing slash trimmed).
+        with: String,
     },
 }
 
@@ -105,14 +159,18 @@ impl fmt::Display for RouterError {
             RouterError::NotAbsolute { path } => {
                 write!(f, "route pattern `{path}` must start with `/`")
             }
-            RouterError::EmptyParam { path } => {
+            RouterError::ColonParam { path, name } => {
+                let name = if name.is_empty() { "name" } else { name };
                 write!(
                     f,
-                    "route pattern `{path}` has a `:` without a parameter name"
+                    "route pattern `{path}` uses the old `:{name}` parameter syntax; write `{{{name}}}`"
                 )
             }
-            RouterError::Duplicate { method, path } => {
-                write!(f, "two routes for {method} {path}")
+            RouterError::Invalid { path, reason } => {
+                write!(f, "route pattern `{path}` is invalid: {reason}")
+            }
+            RouterError::Conflict { method, path, with } => {
+                write!(f, "route {method} {path} conflicts with {method} {with}")
             }
         }
     }
@@ -120,104 +178,55 @@ impl fmt::Display for RouterError {
 
 impl std::error::Error for RouterError {}
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    Param(String),
-}
-
-struct Compiled {
-    method: Method,
-    segments: Vec<Segment>,
-    handler: Handler,
-}
-
-impl Compiled {
-    fn literals(&self) -> usize {
-        self.segments
-            .iter()
-            .filter(|s| matches!(s, Segment::Literal(_)))
-            .count()
-    }
-
-    /// The parameters when `parts` matches this pattern.
-    fn matches(&self, parts: &[&str]) -> Option<PathParams> {
-        if parts.len() != self.segments.len() {
-            return None;
-        }
-        let mut params = Vec::new();
-        for (seg, part) in self.segments.iter().zip(parts) {
-            match seg {
-                Segment::Literal(l) if l == part => {}
-                Segment::Literal(_) => return None,
-                Segment::Param(name) => params.push((name.clone(), (*part).to_string())),
-            }
-        }
-        Some(PathParams(params))
+/// `path` without trailing slashes; `/` (and a path of slashes) stays `/`.
+fn trim(path: &str) -> &str {
+    match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
     }
 }
 
-/// Two patterns match the same paths (parameter names aside).
-fn same_shape(a: &[Segment], b: &[Segment]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|pair| match pair {
-            (Segment::Literal(x), Segment::Literal(y)) => x == y,
-            (Segment::Param(_), Segment::Param(_)) => true,
-            _ => false,
-        })
+type Table = [(Method, matchit::Router<Handler>)];
+
+/// The handler and parameters of `method`'s route for `path`, if any.
+fn find(table: &Table, method: &Method, path: &str) -> Option<(Handler, PathParams)> {
+    let (_, router) = table.iter().find(|(m, _)| m == method)?;
+    let m = router.at(path).ok()?;
+    let params = m
+        .params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Some((m.value.clone(), PathParams(params)))
 }
 
-fn split(path: &str) -> Vec<&str> {
-    path.split('/').filter(|s| !s.is_empty()).collect()
-}
-
-fn parse(path: &str) -> Result<Vec<Segment>, RouterError> {
-    if !path.starts_with('/') {
-        return Err(RouterError::NotAbsolute { path: path.into() });
-    }
-    split(path)
-        .into_iter()
-        .map(|s| match s.strip_prefix(':') {
-            Some("") => Err(RouterError::EmptyParam { path: path.into() }),
-            Some(name) => Ok(Segment::Param(name.into())),
-            None => Ok(Segment::Literal(s.into())),
-        })
-        .collect()
-}
-
-async fn dispatch(table: &[Compiled], mut req: Request) -> http_types::Response {
-    let parts = split(req.uri().path());
+async fn dispatch(table: &Table, mut req: Request) -> http_types::Response {
     let method = req.method().clone();
-    let mut allowed: Vec<Method> = Vec::new();
-    let mut get_fallback: Option<(&Compiled, PathParams)> = None;
-    for route in table {
-        let Some(params) = route.matches(&parts) else {
-            continue;
-        };
-        if route.method == method {
-            req.extensions_mut().insert(params);
-            return route.handler.call(req).await;
-        }
-        if method == Method::HEAD && route.method == Method::GET && get_fallback.is_none() {
-            get_fallback = Some((route, params));
-        }
-        allowed.push(route.method.clone());
-    }
-    if let Some((route, params)) = get_fallback {
+    let path = trim(req.uri().path());
+    let found = find(table, &method, path).or_else(|| {
+        (method == Method::HEAD)
+            .then(|| find(table, &Method::GET, path))
+            .flatten()
+    });
+    if let Some((handler, params)) = found {
         req.extensions_mut().insert(params);
-        return route.handler.call(req).await;
+        return handler.call(req).await;
     }
+    let mut allowed: Vec<&str> = table
+        .iter()
+        .filter(|(_, router)| router.at(path).is_ok())
+        .map(|(m, _)| m.as_str())
+        .collect();
     if allowed.is_empty() {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
-    if allowed.contains(&Method::GET) {
-        allowed.push(Method::HEAD);
+    if allowed.contains(&"GET") {
+        allowed.push("HEAD");
     }
-    allowed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    allowed.sort_unstable();
     allowed.dedup();
-    let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
     let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-    if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+    if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
         res.headers_mut().insert(http::header::ALLOW, v);
     }
     res
@@ -262,12 +271,23 @@ mod tests {
     fn router() -> Handler {
         http_router(vec![
             Route::get("/", named("root")),
-            Route::get("/users/:id", named("user")),
+            Route::get("/users/{id}", named("user")),
             Route::get("/users/me", named("me")),
-            Route::post("/users/:id/posts/:post", named("post")),
-            Route::new(Method::DELETE, "/users/:id", named("delete")),
+            Route::post("/users/{id}/posts/{post}", named("post")),
+            Route::new(Method::DELETE, "/users/{user}", named("delete")),
+            Route::get("/files/{*path}", named("file")),
+            Route::get("/img/img-{name}", named("img")),
+            Route::get("/trailing/", named("trailing")),
         ])
         .unwrap()
+    }
+
+    fn build_err(routes: &[(Method, &str)]) -> RouterError {
+        let routes = routes
+            .iter()
+            .map(|(m, p)| Route::new(m.clone(), *p, named("x")))
+            .collect();
+        http_router(routes).unwrap_err()
     }
 
     #[tokio::test]
@@ -275,24 +295,67 @@ mod tests {
         let r = router();
         assert_eq!(check(&r, Method::GET, "/").await.1, "root ");
         assert_eq!(check(&r, Method::GET, "/users/42").await.1, "user id=42");
-        assert_eq!(check(&r, Method::GET, "/users/42/").await.1, "user id=42");
         assert_eq!(
             check(&r, Method::POST, "/users/7/posts/9?x=1").await.1,
             "post id=7,post=9"
         );
-        assert_eq!(check(&r, Method::DELETE, "/users/7").await.1, "delete id=7");
+        // Another method may name the parameter differently.
+        assert_eq!(
+            check(&r, Method::DELETE, "/users/7").await.1,
+            "delete user=7"
+        );
+        assert_eq!(
+            check(&r, Method::GET, "/files/a/b/c.txt").await.1,
+            "file path=a/b/c.txt"
+        );
+        assert_eq!(
+            check(&r, Method::GET, "/img/img-cat").await.1,
+            "img name=cat"
+        );
+        // As they appear in the path: not percent-decoded.
+        assert_eq!(
+            check(&r, Method::GET, "/users/a%2Fb").await.1,
+            "user id=a%2Fb"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_trailing_slash_is_ignored_in_paths_and_patterns() {
+        let r = router();
+        assert_eq!(check(&r, Method::GET, "/users/42/").await.1, "user id=42");
+        assert_eq!(check(&r, Method::GET, "/users/42//").await.1, "user id=42");
+        assert_eq!(check(&r, Method::GET, "/trailing").await.1, "trailing ");
+        assert_eq!(check(&r, Method::GET, "/trailing/").await.1, "trailing ");
+        assert_eq!(
+            check(&r, Method::GET, "/files/a/b/").await.1,
+            "file path=a/b"
+        );
+        // Only trailing: inner empty segments are not collapsed.
+        assert_eq!(check(&r, Method::GET, "//users/42").await.0, 404);
     }
 
     #[tokio::test]
     async fn literal_beats_parameter_whatever_the_order() {
         assert_eq!(check(&router(), Method::GET, "/users/me").await.1, "me ");
+        let reversed = http_router(vec![
+            Route::get("/users/me", named("me")),
+            Route::get("/users/{id}", named("user")),
+        ])
+        .unwrap();
+        assert_eq!(check(&reversed, Method::GET, "/users/me").await.1, "me ");
+        assert_eq!(
+            check(&reversed, Method::GET, "/users/mel").await.1,
+            "user id=mel"
+        );
     }
 
     #[tokio::test]
     async fn unknown_path_is_404() {
-        let (status, _, allow) = check(&router(), Method::GET, "/nope").await;
-        assert_eq!((status, allow), (404, None));
+        let (status, body, allow) = check(&router(), Method::GET, "/nope").await;
+        assert_eq!((status, body.as_str(), allow), (404, "not found\n", None));
         assert_eq!(check(&router(), Method::GET, "/users/1/2").await.0, 404);
+        // A catch-all is never empty.
+        assert_eq!(check(&router(), Method::GET, "/files/").await.0, 404);
     }
 
     #[tokio::test]
@@ -300,36 +363,97 @@ mod tests {
         let (status, _, allow) = check(&router(), Method::PUT, "/users/42").await;
         assert_eq!(status, 405);
         assert_eq!(allow.as_deref(), Some("DELETE, GET, HEAD"));
+        let (status, _, allow) = check(&router(), Method::GET, "/users/1/posts/2").await;
+        assert_eq!((status, allow.as_deref()), (405, Some("POST")));
     }
 
     #[tokio::test]
-    async fn head_uses_the_get_route() {
+    async fn head_uses_the_get_route_unless_there_is_a_head_route() {
         assert_eq!(
             check(&router(), Method::HEAD, "/users/42").await.1,
             "user id=42"
         );
+        let r = http_router(vec![
+            Route::get("/a", named("get")),
+            Route::new(Method::HEAD, "/a", named("head")),
+        ])
+        .unwrap();
+        assert_eq!(check(&r, Method::HEAD, "/a").await.1, "head ");
+        assert_eq!(
+            check(&r, Method::POST, "/a").await.2.as_deref(),
+            Some("GET, HEAD")
+        );
     }
 
     #[test]
-    fn bad_tables_are_errors() {
-        let h = named("x");
+    fn conflicts_are_refused_when_the_table_is_built() {
+        let get = Method::GET;
+        let dup = build_err(&[(get.clone(), "/a/{x}"), (get.clone(), "/a/{y}/")]);
         assert_eq!(
-            http_router(vec![Route::get("users", h.clone())]).unwrap_err(),
+            dup,
+            RouterError::Conflict {
+                method: Method::GET,
+                path: "/a/{y}/".into(),
+                with: "/a/{x}".into(),
+            }
+        );
+        assert_eq!(
+            dup.to_string(),
+            "route GET /a/{y}/ conflicts with GET /a/{x}"
+        );
+        assert!(matches!(
+            build_err(&[(get.clone(), "/a"), (get.clone(), "/a/")]),
+            RouterError::Conflict { .. }
+        ));
+        assert!(matches!(
+            build_err(&[(get.clone(), "/{x}"), (get.clone(), "/{*rest}")]),
+            RouterError::Conflict { .. }
+        ));
+        // The same pattern under two methods is two routes, not a conflict.
+        http_router(vec![
+            Route::get("/a/{x}", named("x")),
+            Route::post("/a/{y}", named("y")),
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn the_old_colon_syntax_is_refused_with_what_to_write() {
+        let old = build_err(&[(Method::GET, "/users/:id/posts")]);
+        assert_eq!(
+            old,
+            RouterError::ColonParam {
+                path: "/users/:id/posts".into(),
+                name: "id".into(),
+            }
+        );
+        assert_eq!(
+            old.to_string(),
+            "route pattern `/users/:id/posts` uses the old `:id` parameter syntax; write `{id}`"
+        );
+        assert!(
+            build_err(&[(Method::GET, "/a/:")])
+                .to_string()
+                .ends_with("write `{name}`")
+        );
+    }
+
+    #[test]
+    fn bad_patterns_are_errors() {
+        assert_eq!(
+            build_err(&[(Method::GET, "users")]),
             RouterError::NotAbsolute {
                 path: "users".into()
             }
         );
-        assert_eq!(
-            http_router(vec![Route::get("/a/:", h.clone())]).unwrap_err(),
-            RouterError::EmptyParam {
-                path: "/a/:".into()
+        for bad in ["/a/{}", "/a/{x", "/a/{x}{y}", "/a/{x}.png", "/a/{*rest}/b"] {
+            match build_err(&[(Method::GET, bad)]) {
+                RouterError::Invalid { path, reason } => {
+                    assert_eq!(path, bad);
+                    assert!(!reason.is_empty());
+                }
+                other => panic!("{bad}: {other:?}"),
             }
-        );
-        let dup = http_router(vec![
-            Route::get("/a/:x", h.clone()),
-            Route::get("/a/:y/", h),
-        ])
-        .unwrap_err();
-        assert_eq!(dup.to_string(), "two routes for GET /a/:y/");
+        }
     }
 }

@@ -1,17 +1,30 @@
-//! Serves a handler on a TCP listener over HTTP/1.1 and HTTP/2 until a shutdown future completes, then drains within a bounded timeout.
+//! Serves a handler on a TCP listener over HTTP/1.1 and HTTP/2, plain or TLS (ALPN), until a shutdown future completes, then drains within a bounded timeout.
 //!
 //! Built on hyper 1: each connection is HTTP/2 when it opens with the HTTP/2
 //! preface (prior knowledge), HTTP/1.1 otherwise. Every request carries the
 //! server's [`Shutdown`] signal, the peer address ([`PeerAddr`]) and the
 //! server's limits ([`ServeLimits`]) in its extensions.
 //!
+//! **TLS** ([`ServeConfig::tls`], [`TlsConfig`]): `http_serve` terminates
+//! TLS itself (rustls) and offers ALPN `h2` and `http/1.1`, so browsers get
+//! HTTP/2 (many SSE streams on one connection, past HTTP/1.1's six per
+//! host) while WebSocket clients, which ask for `http/1.1`, upgrade as on
+//! plain TCP. A client that offers no ALPN is sniffed as on plain TCP.
+//! Everything below holds over TLS too; the handshake is part of the time
+//! to the first request head, and a failed one closes only its connection.
+//!
+//! Each connection runs in a `tracing` span `conn` with its `id` (from 1),
+//! `peer`, `tls` and, on TLS, the `alpn` protocol chosen, so events logged
+//! while serving it (by the handler too) are attributed to it.
+//!
 //! Once hyper is done with an HTTP/1.1 connection, `http_serve` can take the
 //! socket back (hyper's `poll_without_shutdown` and `into_parts`):
 //!
 //! - **Upgrades.** A request with an `Upgrade` header carries an [`OnUpgrade`];
-//!   answer `101` and the socket is handed over, with any bytes read ahead
-//!   ([`Upgraded`]). [`OnUpgrade::serve`] runs the new protocol inside the
-//!   connection's task, so shutdown drains it like any other connection.
+//!   answer `101` and the stream is handed over (TCP or TLS, [`Io`]), with
+//!   any bytes read ahead ([`Upgraded`]). [`OnUpgrade::serve`] runs the new
+//!   protocol inside the connection's task, so shutdown drains it like any
+//!   other connection.
 //! - **Long-lived bodies.** A response marked [`LongLived`]
 //!   (SSE) gets its head from hyper, close-delimited, then its body is written
 //!   straight to the socket, without hyper's per-connection buffers: an idle
@@ -34,8 +47,9 @@
 //!   the accept loop alone keeps the order, without a lock.
 //! - **Write timeout** (10 s): a long-lived body whose socket takes no byte
 //!   for that long is dropped with its connection; any progress starts the
-//!   wait over. Every request carries it in [`ServeLimits`], for upgraded
-//!   protocols to apply to their own writes.
+//!   wait over (over TLS, what rustls holds, at most 64 KiB, must also
+//!   drain in that time). Every request carries it in [`ServeLimits`], for
+//!   upgraded protocols to apply to their own writes.
 //!
 //! Shutdown, when the `shutdown` future completes:
 //!
@@ -43,8 +57,9 @@
 //! 2. fire the [`Shutdown`] signal, so long-lived responses end on their own
 //!    (SSE streams finish their body, WebSocket handlers send close 1001);
 //! 3. ask every connection to close gracefully (HTTP/1.1 after the response
-//!    in flight, HTTP/2 with GOAWAY); pending connections (silent, or with
-//!    part of their first request head) are closed;
+//!    in flight, HTTP/2 with GOAWAY; TLS with close_notify); pending
+//!    connections (silent, or with part of their first request head or of
+//!    a TLS handshake) are closed;
 //! 4. wait for them at most [`ServeConfig::drain_timeout`], then abort the rest.
 //!
 //! So, unlike axum's `with_graceful_shutdown` with an open SSE stream
@@ -59,10 +74,33 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let app = Handler::new(|_| async { Response::new(full("hello")) });
-//! let stats = http_serve(listener, app, async { let _ = tokio::signal::ctrl_c().await; }, ServeConfig::default()).await;
+//! // SIGINT (Ctrl-C) or SIGTERM (containers, systemd) starts the drain.
+//! let stop = shutdown_signal::shutdown_signal()?;
+//! let stats = http_serve(listener, app, async move { stop.await; }, ServeConfig::default()).await;
 //! println!("served {} connections", stats.connections);
 //! # Ok(()) }
 //! ```
+//!
+//! Over TLS, with a PEM certificate chain and key:
+//!
+//! ```no_run
+//! use http_serve::{http_serve, ServeConfig, TlsConfig};
+//! # use http_types::{full, Handler, Response};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # let app = Handler::new(|_| async { Response::new(full("hello")) });
+//! let tls = TlsConfig::from_pem_files("cert.pem", "key.pem")?; // ALPN h2, http/1.1
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:443").await?;
+//! let config = ServeConfig { tls: Some(tls), ..ServeConfig::default() };
+//! let stop = shutdown_signal::shutdown_signal()?;
+//! http_serve(listener, app, async move { stop.await; }, config).await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Errors
+//!
+//! Serving does not fail: a connection that breaks is closed and logged at
+//! `debug`. Loading a certificate and key does: [`TlsError`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -78,10 +116,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 mod pending;
+mod tls;
 mod upgrade;
 use pending::{PendingQueue, Ticket};
+pub use tls::{Io, TlsConfig, TlsError};
+/// The rustls crate [`TlsConfig`] is made of (`ServerConfig`, `pki_types`).
+pub use tokio_rustls::rustls;
 use upgrade::UpgradeSender;
 pub use upgrade::{OnUpgrade, UpgradeError, Upgraded};
 
@@ -131,6 +174,12 @@ pub struct ServeConfig {
     /// buffer, by default up to 4 MiB). Upgraded protocols find it in
     /// [`ServeLimits`]. Default: 10 seconds.
     pub write_timeout: Duration,
+    /// Serve TLS (HTTPS, WSS) on every connection with this certificate,
+    /// the protocol chosen by ALPN (`h2` or `http/1.1`, see [`TlsConfig`]).
+    /// The handshake is part of the first request head's time: it counts
+    /// against `header_read_timeout` and `max_pending_requests`. A failed
+    /// handshake closes that connection only. Default: `None`, plain TCP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServeConfig {
@@ -141,6 +190,7 @@ impl Default for ServeConfig {
             header_read_timeout: Duration::from_secs(10),
             max_pending_requests: 1024,
             write_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -186,6 +236,7 @@ pub async fn http_serve(
     let limits = ServeLimits {
         write_timeout: config.write_timeout,
     };
+    let tls = config.tls.as_ref().map(TlsConfig::acceptor);
     tokio::pin!(shutdown);
     loop {
         // At the cap, accepting waits (new connections queue in the listen
@@ -213,8 +264,18 @@ pub async fn http_serve(
                     signal: signal.clone(),
                     limits,
                     header_read_timeout: config.header_read_timeout,
+                    tls: tls.clone(),
                 };
-                conns.spawn(connection(stream, conn, ticket));
+                // Whatever happens on the connection is logged inside its span.
+                let span = tracing::info_span!(
+                    target: "http",
+                    "conn",
+                    id = stats.connections,
+                    %peer,
+                    tls = tls.is_some(),
+                    alpn = tracing::field::Empty,
+                );
+                conns.spawn(connection(stream, conn, ticket).instrument(span));
             }
         }
     }
@@ -250,24 +311,34 @@ async fn connection(stream: TcpStream, conn: Conn, ticket: Ticket) {
     let write_timeout = conn.limits.write_timeout;
     // Boxed, so that once HTTP is done a long-lived stream or an upgraded
     // socket keeps only a small task, without hyper's state or the timer.
-    let Some((mut stream, next, read_first)) = Box::pin(serve_pending(stream, conn, ticket)).await
+    let Some((stream, next, read_first)) = Box::pin(serve_pending(stream, conn, ticket)).await
     else {
         return;
     };
-    match next {
-        Takeover::None => {
+    match (next, stream) {
+        (Takeover::None, Io::Tcp(mut stream)) => {
             drop(read_first);
             let _ = stream.shutdown().await;
         }
-        Takeover::Upgrade(up) => {
+        (Takeover::None, Io::Tls(mut stream)) => {
+            drop(read_first);
+            // close_notify, then FIN; a peer that reads nothing does not hold it.
+            let _ = tokio::time::timeout(write_timeout, stream.shutdown()).await;
+        }
+        (Takeover::Upgrade(up), stream) => {
             if let Some(protocol) = up.complete(Upgraded::new(stream, read_first)) {
                 protocol.await;
             }
         }
-        Takeover::Body(body) => {
+        (Takeover::Body(body), stream) => {
             // Nothing the client sends now is read: free hyper's buffer first.
             drop(read_first);
-            Box::pin(write_long_lived(stream, body, write_timeout)).await;
+            match stream {
+                Io::Tcp(stream) => Box::pin(write_long_lived(stream, body, write_timeout)).await,
+                Io::Tls(stream) => {
+                    Box::pin(write_long_lived_tls(stream, body, write_timeout)).await;
+                }
+            }
         }
     }
 }
@@ -279,7 +350,7 @@ async fn serve_pending(
     stream: TcpStream,
     conn: Conn,
     ticket: Ticket,
-) -> Option<(TcpStream, Takeover, Bytes)> {
+) -> Option<(Io, Takeover, Bytes)> {
     let Ticket { slot, evicted } = ticket;
     let pending = FinishOnDrop(slot);
     let (peer, header_read_timeout) = (conn.peer, conn.header_read_timeout);
@@ -300,6 +371,7 @@ struct Conn {
     signal: Shutdown,
     limits: ServeLimits,
     header_read_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Ends a connection's pending state when dropped, however its task ends.
@@ -311,20 +383,46 @@ impl Drop for FinishOnDrop {
     }
 }
 
-/// Sniffs the protocol and serves HTTP until the connection is done with it.
-/// Returns, for HTTP/1.1, the socket, what it becomes and the bytes read but
+/// Completes the TLS handshake if any, tells the protocol (ALPN, else by
+/// sniffing) and serves HTTP until the connection is done with it.
+/// Returns, for HTTP/1.1, the stream, what it becomes and the bytes read but
 /// not used, unless it failed or closed.
 async fn serve_http(
-    mut stream: TcpStream,
+    stream: TcpStream,
     conn: Conn,
     pending: Arc<pending::Slot>,
-) -> Option<(TcpStream, Takeover, Bytes)> {
-    let sniffed = tokio::select! {
-        s = sniff(&mut stream) => s,
-        () = conn.signal.wait() => return None,
+) -> Option<(Io, Takeover, Bytes)> {
+    let mut stream = match &conn.tls {
+        None => Io::Tcp(stream),
+        // Boxed: a plain connection's state does not carry rustls' handshake.
+        Some(tls) => tokio::select! {
+            s = Box::pin(tls.accept(stream)) => match s {
+                Ok(s) => Io::Tls(Box::new(s)),
+                Err(e) => {
+                    tracing::debug!(target: "http", error = %e, "TLS handshake failed");
+                    return None;
+                }
+            },
+            () = conn.signal.wait() => return None,
+        },
     };
-    let prefix = sniffed.ok()?; // broken before its first bytes
-    let h2 = prefix.is_h2();
+    let alpn = stream.alpn().map(<[u8]>::to_vec);
+    if let Some(alpn) = &alpn {
+        tracing::Span::current().record("alpn", String::from_utf8_lossy(alpn).as_ref());
+    }
+    let (prefix, h2) = match alpn.as_deref() {
+        Some(b"h2") => (Prefix::EMPTY, true),
+        Some(_) => (Prefix::EMPTY, false),
+        None => {
+            let sniffed = tokio::select! {
+                s = sniff(&mut stream) => s,
+                () = conn.signal.wait() => return None,
+            };
+            let prefix = sniffed.ok()?; // broken before its first bytes
+            let h2 = prefix.is_h2();
+            (prefix, h2)
+        }
+    };
     let io = TokioIo::new(Prefixed { prefix, io: stream });
     let service = Service {
         handler: conn.handler,
@@ -371,7 +469,7 @@ async fn serve_h1(
     service: Service,
     signal: Shutdown,
     header_read_timeout: Duration,
-) -> Option<(TcpStream, Takeover, Bytes)> {
+) -> Option<(Io, Takeover, Bytes)> {
     let takeover = service.takeover.clone();
     let mut conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -478,28 +576,71 @@ fn write_ready(stream: &TcpStream, buf: &[u8]) -> std::io::Result<usize> {
     Ok(off)
 }
 
-/// Writes all of `buf`, failing with `TimedOut` when no byte is taken for
-/// `limit`; each write that takes some starts the wait over.
-async fn write_progressing(
-    stream: &mut TcpStream,
+/// Writes all of `buf` and flushes it, failing with `TimedOut` when no
+/// byte is taken for `limit`; each write that takes some starts the wait
+/// over. (A TCP flush is nothing; a TLS one sends what rustls holds, at
+/// most its 64 KiB buffer, within `limit`.)
+async fn write_progressing<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     buf: &[u8],
     limit: Duration,
 ) -> std::io::Result<()> {
+    let timed_out = || {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "write timeout: the peer took no byte",
+        )
+    };
     let mut off = 0;
     while off < buf.len() {
         match tokio::time::timeout(limit, stream.write(&buf[off..])).await {
             Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(Ok(n)) => off += n,
             Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "write timeout: the peer took no byte",
-                ));
+            Err(_) => return Err(timed_out()),
+        }
+    }
+    tokio::time::timeout(limit, stream.flush())
+        .await
+        .map_err(|_| timed_out())?
+}
+
+/// [`write_long_lived`] over TLS: every frame is encrypted and flushed
+/// under the write timeout; the client going away is noticed by reading
+/// (end of file, close_notify or an error). Ends with close_notify.
+async fn write_long_lived_tls(
+    mut stream: Box<tokio_rustls::server::TlsStream<TcpStream>>,
+    mut body: Body,
+    write_timeout: Duration,
+) {
+    let mut scratch = [0u8; 256];
+    loop {
+        tokio::select! {
+            frame = body.frame() => match frame {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    let written =
+                        Box::pin(write_progressing(&mut *stream, &data, write_timeout)).await;
+                    if let Err(e) = written {
+                        tracing::debug!(target: "http", error = %e, "long-lived body: connection closed");
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(target: "http", error = %e, "long-lived body failed");
+                    return;
+                }
+                None => break,
+            },
+            // Whatever else the client sends is dropped.
+            read = stream.read(&mut scratch) => {
+                if !matches!(read, Ok(n) if n > 0) {
+                    return;
+                }
             }
         }
     }
-    Ok(())
+    let _ = tokio::time::timeout(write_timeout, stream.shutdown()).await;
 }
 
 /// The per-connection hyper service: adds the signal, the peer, the limits
@@ -600,6 +741,13 @@ struct Prefix {
 }
 
 impl Prefix {
+    /// Nothing sniffed: the protocol is known (ALPN).
+    const EMPTY: Prefix = Prefix {
+        bytes: [0; 24],
+        len: 0,
+        pos: 0,
+    };
+
     /// The sniffed bytes not yet read back.
     fn rest(&self) -> &[u8] {
         &self.bytes[usize::from(self.pos)..usize::from(self.len)]
@@ -611,7 +759,7 @@ impl Prefix {
 }
 
 /// Reads until the bytes are the whole HTTP/2 preface or cannot be; at most 24.
-async fn sniff(stream: &mut TcpStream) -> std::io::Result<Prefix> {
+async fn sniff(stream: &mut Io) -> std::io::Result<Prefix> {
     let mut p = Prefix {
         bytes: [0; 24],
         len: 0,
@@ -636,7 +784,7 @@ async fn sniff(stream: &mut TcpStream) -> std::io::Result<Prefix> {
 #[derive(Debug)]
 struct Prefixed {
     prefix: Prefix,
-    io: TcpStream,
+    io: Io,
 }
 
 impl AsyncRead for Prefixed {
@@ -1469,7 +1617,7 @@ mod tests {
     /// One chunk, then nothing until the shutdown signal fires.
     struct SignalBody {
         first: Option<http_types::Bytes>,
-        wait: Pin<Box<http_types::ShutdownWait>>,
+        wait: Pin<Box<http_types::WaitForCancellationFutureOwned>>,
     }
 
     impl http_body::Body for SignalBody {

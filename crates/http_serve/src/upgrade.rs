@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::Io;
+
 /// The connection of an HTTP/1.1 request asking to switch protocols, found in
 /// the request's extensions when [`http_serve`](crate::http_serve) serves it.
 ///
@@ -130,28 +132,37 @@ impl fmt::Display for UpgradeError {
 
 impl std::error::Error for UpgradeError {}
 
-/// A connection after its last HTTP response head: the socket, and the bytes
-/// the peer sent that HTTP read but did not use (read first).
+/// A connection after its last HTTP response head: the stream (plain TCP or
+/// TLS, see [`Io`]), and the bytes the peer sent that HTTP read but did not
+/// use (read first).
 #[derive(Debug)]
 pub struct Upgraded {
-    io: TcpStream,
+    io: Io,
     read_first: Bytes,
 }
 
 impl Upgraded {
-    /// The socket and the bytes already read from it.
-    pub fn new(io: TcpStream, read_first: Bytes) -> Self {
-        Upgraded { io, read_first }
+    /// The stream (a `TcpStream` or an [`Io`]) and the bytes already read from it.
+    pub fn new(io: impl Into<Io>, read_first: Bytes) -> Self {
+        Upgraded {
+            io: io.into(),
+            read_first,
+        }
     }
 
-    /// The socket and the unread bytes, for code that drives it directly.
-    pub fn into_parts(self) -> (TcpStream, Bytes) {
+    /// The stream and the unread bytes, for code that drives it directly.
+    pub fn into_parts(self) -> (Io, Bytes) {
         (self.io, self.read_first)
     }
 
-    /// The socket.
+    /// The TCP socket (under TLS, if any).
     pub fn get_ref(&self) -> &TcpStream {
-        &self.io
+        self.io.tcp()
+    }
+
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.io, Io::Tls(_))
     }
 }
 

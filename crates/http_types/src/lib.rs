@@ -40,17 +40,18 @@
 //! # let _ = app;
 //! ```
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 pub use bytes::Bytes;
+/// The `http` crate whose types every signature here uses (`StatusCode`, `Method`, ...).
+pub use http;
 use http_body_util::BodyExt;
+pub use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Any error a body can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -101,6 +102,28 @@ pub fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response {
     res
 }
 
+/// A JSON response with `status`: `application/json`, `value` serialized by
+/// serde_json with a trailing newline. A value serde_json cannot serialize
+/// (a map with non-string keys) answers `500` with the reason.
+pub fn json<T: serde::Serialize + ?Sized>(status: http::StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            let mut res = Response::new(full(body));
+            *res.status_mut() = status;
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            res
+        }
+        Err(e) => text(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("response not serializable: {e}\n"),
+        ),
+    }
+}
+
 /// A response extension marking its body as a long-lived stream (SSE).
 ///
 /// On HTTP/1.x, `http_serve` lets hyper write the response head, then takes
@@ -147,42 +170,16 @@ impl std::error::Error for MalformedBearer {}
 
 /// The percent-decoded `(name, value)` pairs of a query string, in order
 /// (`+` is a space; invalid escapes are kept as they are; a pair without
-/// `=` has an empty value).
+/// `=` has an empty value; bytes that are not UTF-8 become U+FFFD), as
+/// `application/x-www-form-urlencoded` is parsed by the `form_urlencoded`
+/// crate of the `url` project.
 pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k), percent_decode(v))
-    })
+    form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
 }
 
 /// The decoded values of parameter `name` in a query string.
 pub fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
     query_pairs(query).filter_map(move |(k, v)| (k == name).then_some(v))
-}
-
-/// Percent-decoding of one query component, `+` as space.
-fn percent_decode(s: &str) -> String {
-    let hex = |c: Option<&u8>| {
-        char::from(*c?)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    };
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match (b[i], hex(b.get(i + 1)), hex(b.get(i + 2))) {
-            (b'%', Some(h), Some(l)) => {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-            (b'+', ..) => out.push(b' '),
-            (c, ..) => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An async function from [`Request`] to [`Response`]; cloning is cheap (an `Arc`).
@@ -204,6 +201,38 @@ impl Handler {
     /// Answers one request.
     pub fn call(&self, req: Request) -> BoxFuture<Response> {
         (self.0)(req)
+    }
+
+    /// Wraps any tower service that answers every request (`Error =
+    /// Infallible`), such as an axum `Router` or a tower-http stack.
+    pub fn from_service<S, B>(service: S) -> Handler
+    where
+        S: tower_service::Service<Request, Response = http::Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        // A mutex, not `S: Sync`: tower services are often `Send` only.
+        let service = std::sync::Mutex::new(service);
+        Handler::new(move |req| {
+            let mut svc = service
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            async move {
+                let ready = std::future::poll_fn(|cx| svc.poll_ready(cx)).await;
+                let Ok(()) = ready;
+                // Boxed to a `dyn Future + Send`: keeps `S::Future` (and its
+                // higher-ranked `Send` question) out of this future's state.
+                let call: BoxFuture<Result<http::Response<B>, Infallible>> =
+                    Box::pin(svc.call(req));
+                let Ok(res) = call.await;
+                res.map(boxed)
+            }
+        })
     }
 }
 
@@ -248,6 +277,42 @@ impl Middleware {
     pub fn apply(&self, inner: Handler) -> Handler {
         (self.0)(inner)
     }
+
+    /// A middleware from any tower layer whose service answers every
+    /// request, so tower-http's layers join a `http_middleware_chain`.
+    pub fn from_layer<L, B>(layer: L) -> Middleware
+    where
+        L: tower_layer::Layer<Handler> + Send + Sync + 'static,
+        L::Service: tower_service::Service<Request, Response = http::Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        <L::Service as tower_service::Service<Request>>::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Middleware::new(move |inner| Handler::from_service(layer.layer(inner)))
+    }
+}
+
+/// A middleware is a tower layer: it wraps any service that answers every
+/// request (an axum `Router` or `Route`, a [`Handler`]), so
+/// `axum::Router::layer(cors)` works as `cors.apply(handler)` does.
+impl<S, B> tower_layer::Layer<S> for Middleware
+where
+    S: tower_service::Service<Request, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Service = Handler;
+
+    fn layer(&self, inner: S) -> Handler {
+        self.apply(Handler::from_service(inner))
+    }
 }
 
 impl fmt::Debug for Middleware {
@@ -258,7 +323,8 @@ impl fmt::Debug for Middleware {
 
 /// A method and path pattern with the handler that answers them.
 ///
-/// Patterns are literal segments and `:name` parameters: `/users/:id/posts`.
+/// Patterns are `http_router`'s (matchit syntax): literal segments, `{name}`
+/// parameters and a final `{*rest}`: `/users/{id}/posts`.
 #[derive(Debug, Clone)]
 pub struct Route {
     /// The method this route answers.
@@ -290,20 +356,16 @@ impl Route {
     }
 }
 
-/// A one-shot signal that the server is shutting down, cheap to clone and to wait on.
+/// The signal that the server is shutting down: a typed request extension
+/// over [`CancellationToken`], cheap to clone and to wait on.
 ///
-/// Long-lived responses wait on it and end; it never resets.
+/// Long-lived responses wait on it and end; it never resets. It is a newtype,
+/// not a bare token, so the server's signal in the request extensions cannot
+/// be confused with another layer's token. Any app's own token becomes the
+/// server's signal with `Shutdown::from(token)`; in axum, mount it with
+/// `Router::layer(axum::Extension(shutdown))`.
 #[derive(Clone, Default)]
-pub struct Shutdown(Arc<ShutdownInner>);
-
-#[derive(Default)]
-struct ShutdownInner {
-    fired: AtomicBool,
-    next_id: AtomicU64,
-    /// Registered wakers by wait id: a lookup, so thousands of open streams
-    /// cost nothing per poll.
-    waiters: Mutex<HashMap<u64, Waker>>,
-}
+pub struct Shutdown(CancellationToken);
 
 impl Shutdown {
     /// A signal that has not fired.
@@ -313,25 +375,23 @@ impl Shutdown {
 
     /// Fires the signal: every waiter wakes, now and later.
     pub fn trigger(&self) {
-        self.0.fired.store(true, Ordering::SeqCst);
-        let waiters = std::mem::take(&mut *lock(&self.0.waiters));
-        for w in waiters.into_values() {
-            w.wake();
-        }
+        self.0.cancel();
     }
 
     /// Whether the signal has fired.
     pub fn is_triggered(&self) -> bool {
-        self.0.fired.load(Ordering::SeqCst)
+        self.0.is_cancelled()
     }
 
-    /// Completes when the signal fires (at once if it has).
-    pub fn wait(&self) -> ShutdownWait {
-        ShutdownWait {
-            inner: self.0.clone(),
-            id: self.0.next_id.fetch_add(1, Ordering::Relaxed),
-            registered: None,
-        }
+    /// Completes when the signal fires (at once if it has). Not `Unpin`:
+    /// box it to keep it in a struct.
+    pub fn wait(&self) -> WaitForCancellationFutureOwned {
+        self.0.clone().cancelled_owned()
+    }
+
+    /// The token underneath, to hand to code that takes a [`CancellationToken`].
+    pub fn token(&self) -> &CancellationToken {
+        &self.0
     }
 
     /// The signal the server put in the request's extensions, or one that never fires.
@@ -343,6 +403,12 @@ impl Shutdown {
     }
 }
 
+impl From<CancellationToken> for Shutdown {
+    fn from(token: CancellationToken) -> Self {
+        Shutdown(token)
+    }
+}
+
 impl fmt::Debug for Shutdown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shutdown")
@@ -351,103 +417,85 @@ impl fmt::Debug for Shutdown {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The future of [`Shutdown::wait`]; dropping it unregisters its waker.
-#[derive(Debug)]
-#[must_use = "futures do nothing unless awaited"]
-pub struct ShutdownWait {
-    inner: Arc<ShutdownInner>,
-    id: u64,
-    /// The waker last registered, so polling again with the same one takes no lock.
-    registered: Option<Waker>,
-}
-
-impl fmt::Debug for ShutdownInner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ShutdownInner")
-    }
-}
-
-impl Future for ShutdownWait {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        if this.inner.fired.load(Ordering::SeqCst) {
-            return Poll::Ready(());
-        }
-        if this
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            return Poll::Pending;
-        }
-        let mut waiters = lock(&this.inner.waiters);
-        // Checked again under the lock: `trigger` sets the flag before taking the list.
-        if this.inner.fired.load(Ordering::SeqCst) {
-            return Poll::Ready(());
-        }
-        waiters.insert(this.id, cx.waker().clone());
-        this.registered = Some(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Drop for ShutdownWait {
-    fn drop(&mut self) {
-        if self.registered.is_some() {
-            lock(&self.inner.waiters).remove(&self.id);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Wake;
 
-    struct Flag(AtomicBool);
-    impl Wake for Flag {
-        fn wake(self: Arc<Self>) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-
-    fn poll_once<F: Future + Unpin>(f: &mut F, flag: &Arc<Flag>) -> Poll<F::Output> {
-        let waker = Waker::from(flag.clone());
-        Pin::new(f).poll(&mut Context::from_waker(&waker))
-    }
-
-    #[test]
-    fn shutdown_wakes_waiters_and_stays_fired() {
+    #[tokio::test]
+    async fn shutdown_wakes_waiters_and_stays_fired() {
         let s = Shutdown::new();
-        let flag = Arc::new(Flag(AtomicBool::new(false)));
-        let mut w = s.wait();
-        assert!(poll_once(&mut w, &flag).is_pending());
-        assert_eq!(lock(&s.0.waiters).len(), 1);
+        let waiting = tokio::spawn(s.wait());
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
         s.trigger();
-        assert!(flag.0.load(Ordering::SeqCst), "waker called");
-        assert!(poll_once(&mut w, &flag).is_ready());
-        assert!(
-            poll_once(&mut s.wait(), &flag).is_ready(),
-            "later waits complete at once"
-        );
+        waiting.await.expect("the waiter completes");
+        assert!(s.is_triggered());
+        s.wait().await; // later waits complete at once
     }
 
     #[test]
-    fn dropped_waits_unregister() {
-        let s = Shutdown::new();
-        let flag = Arc::new(Flag(AtomicBool::new(false)));
-        for _ in 0..100 {
-            let mut w = s.wait();
-            assert!(poll_once(&mut w, &flag).is_pending());
-            assert!(poll_once(&mut w, &flag).is_pending());
-        }
-        assert_eq!(lock(&s.0.waiters).len(), 0);
+    fn a_token_of_the_app_is_the_signal() {
+        let token = CancellationToken::new();
+        let s = Shutdown::from(token.clone());
+        token.cancel();
+        assert!(s.is_triggered());
+        assert!(s.token().is_cancelled());
+    }
+
+    fn tagging(tag: &'static str) -> Middleware {
+        Middleware::new(move |next: Handler| {
+            Handler::new(move |req| {
+                let next = next.clone();
+                async move {
+                    let mut res = next.call(req).await;
+                    res.headers_mut()
+                        .append("x-tag", http::HeaderValue::from_static(tag));
+                    res
+                }
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_middleware_is_a_tower_layer_and_a_layer_is_a_middleware() {
+        use tower_layer::Layer;
+        let hello = Handler::new(|_req: Request| async { Response::new(full("hello")) });
+        // As a tower layer over any service that answers every request.
+        let layered = tagging("outer").layer(hello.clone());
+        let res = layered.call(http::Request::new(empty())).await;
+        assert_eq!(res.headers()["x-tag"], "outer");
+        // Any tower layer as a middleware (here: a middleware seen as a layer).
+        let from = Middleware::from_layer(tagging("inner"));
+        let both = tagging("outer").apply(from.apply(hello));
+        let res = both.call(http::Request::new(empty())).await;
+        let tags: Vec<_> = res.headers().get_all("x-tag").iter().collect();
+        assert_eq!(tags, ["inner", "outer"]);
+    }
+
+    #[tokio::test]
+    async fn a_handler_serves_any_body_as_a_tower_service() {
+        use tower_service::Service;
+        let mut echo = Handler::new(|req: Request| async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            Response::new(full(body))
+        });
+        let req = http::Request::new(http_body_util::Full::new(Bytes::from_static(b"abc")));
+        let res = Service::call(&mut echo, req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"abc");
+    }
+
+    #[test]
+    fn json_answers_with_the_value_and_a_newline() {
+        let res = json(http::StatusCode::CREATED, &serde_json::json!({"id": 7}));
+        assert_eq!(res.status(), 201);
+        assert_eq!(
+            res.headers()[http::header::CONTENT_TYPE],
+            "application/json"
+        );
+        let mut map = std::collections::HashMap::new();
+        map.insert(vec![1u8], 1);
+        assert_eq!(json(http::StatusCode::OK, &map).status(), 500);
     }
 
     #[test]
@@ -470,8 +518,17 @@ mod tests {
         );
         assert_eq!(query_values(q, "lastEventId").collect::<Vec<_>>(), ["7"]);
         assert_eq!(query_values(q, "flag").collect::<Vec<_>>(), [""]);
-        for (raw, decoded) in [("%", "%"), ("%4", "%4"), ("%41", "A"), ("%c3%bc", "ü")] {
-            assert_eq!(percent_decode(raw), decoded);
+        for (raw, decoded) in [
+            ("%", "%"),
+            ("%4", "%4"),
+            ("%41", "A"),
+            ("%c3%bc", "ü"),
+            ("%2B+", "+ "),
+            ("%ff", "\u{FFFD}"),
+            ("a=b", "a=b"),
+        ] {
+            let query = format!("k={raw}");
+            assert_eq!(query_values(&query, "k").collect::<Vec<_>>(), [decoded]);
         }
     }
 

@@ -85,8 +85,15 @@ pub struct BrokerStats {
     pub delivered: u64,
     /// Streams ended because their queue was full.
     pub slow_dropped: u64,
-    /// Resumes that got a [`RESET_EVENT`].
+    /// Resumes that got a [`RESET_EVENT`]: the client may have missed
+    /// events (a gap).
     pub resets: u64,
+    /// Subscriptions that came with a `Last-Event-ID` (resumes).
+    pub resumes: u64,
+    /// Events queued from replay buffers on resume (counted in `delivered` too).
+    pub replayed: u64,
+    /// Encoded bytes of what was queued on streams (events, replays, resets).
+    pub delivered_bytes: u64,
 }
 
 /// The publish/subscribe hub of SSE streams; clones share it.
@@ -168,6 +175,7 @@ impl SseBroker {
             t.evicted = id;
         }
         let mut gone = Vec::new();
+        let before = st.stats.delivered;
         for (sub, stream) in &t.subs {
             match stream.try_send(bytes.clone()) {
                 Ok(()) => st.stats.delivered += 1,
@@ -179,6 +187,8 @@ impl SseBroker {
                 Err(SseStreamError::Closed) => gone.push(*sub),
             }
         }
+        // Counted once per event, not per subscriber.
+        st.stats.delivered_bytes += (st.stats.delivered - before) * bytes.len() as u64;
         if !gone.is_empty() {
             t.subs.retain(|(s, _)| !gone.contains(s));
         }
@@ -226,11 +236,11 @@ impl SseBroker {
         replay.dedup_by_key(|(id, _)| *id);
         let mut first = Vec::new();
         if let Some((sent, oldest)) = &reset {
-            let data = format!(
-                "{{\"last_event_id\":{},\"oldest_id\":\"{}\"}}",
-                json_string(sent),
-                oldest.map(|o| o.to_string()).unwrap_or_default()
-            );
+            let data = serde_json::to_string(&ResetData {
+                last_event_id: sent,
+                oldest_id: oldest.map(|o| o.to_string()).unwrap_or_default(),
+            })
+            .expect("strings always serialize");
             // The event name and data are ours and single-line: cannot fail.
             let _ = sse_encode(&SseEvent::data(data).event(RESET_EVENT), &mut first);
             st.stats.resets += 1;
@@ -238,8 +248,14 @@ impl SseBroker {
         for (_, b) in &replay {
             first.extend_from_slice(b);
         }
+        if last_event_id.is_some() {
+            st.stats.resumes += 1;
+        }
+        let first_len = first.len() as u64;
         if !first.is_empty() && stream.try_send(Bytes::from(first)).is_ok() {
             st.stats.delivered += replay.len() as u64;
+            st.stats.replayed += replay.len() as u64;
+            st.stats.delivered_bytes += first_len;
         }
         let mut unique: Vec<&String> = topics.iter().collect();
         unique.sort();
@@ -353,20 +369,11 @@ impl Drop for Subscription {
     }
 }
 
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// The data of the reset event: `{"last_event_id": <as sent>, "oldest_id": "<id>" or ""}`.
+#[derive(serde::Serialize)]
+struct ResetData<'a> {
+    last_event_id: &'a str,
+    oldest_id: String,
 }
 
 #[cfg(test)]
@@ -418,6 +425,8 @@ mod tests {
             drain(tx, body).await,
             "id: 2\ndata: e2\n\nid: 3\ndata: e3\n\nid: 5\ndata: e5\n\nid: 6\ndata: e6\n\n"
         );
+        let st = b.stats();
+        assert_eq!((st.resumes, st.replayed, st.resets), (1, 3, 0));
     }
 
     #[tokio::test]
@@ -433,7 +442,8 @@ mod tests {
             drain(tx, body).await,
             "event: sse-reset\ndata: {\"last_event_id\":\"2\",\"oldest_id\":\"4\"}\n\nid: 4\ndata: e4\n\nid: 5\ndata: e5\n\n"
         );
-        assert_eq!(b.stats().resets, 1);
+        let st = b.stats();
+        assert_eq!((st.resumes, st.replayed, st.resets), (1, 2, 1));
     }
 
     #[tokio::test]
@@ -456,6 +466,8 @@ mod tests {
         let (tx, body) = sse_stream(16);
         drop(b.subscribe(&topics(&["a"]), Some("1"), &tx));
         assert_eq!(drain(tx, body).await, "");
+        let st = b.stats();
+        assert_eq!((st.resumes, st.replayed, st.resets), (1, 0, 0));
     }
 
     #[tokio::test]
@@ -472,6 +484,11 @@ mod tests {
         let st = b.stats();
         assert_eq!(st.slow_dropped, 1);
         assert_eq!(st.delivered, 2 + 10);
+        let event_len = "id: 1\ndata: e1\n\n".len() as u64;
+        assert_eq!(
+            st.delivered_bytes,
+            (2 + 9) * event_len + "id: 10\ndata: e10\n\n".len() as u64
+        );
         drop(s2);
         assert_eq!(drain(fast, fast_body).await.matches("data: ").count(), 10);
     }

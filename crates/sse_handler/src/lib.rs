@@ -27,6 +27,10 @@
 //! - **Ending.** The stream ends when the client goes away (the subscription
 //!   and the keep-alive timer go with it), when it falls behind, or when the
 //!   server shuts down (`http_serve`'s `Shutdown` signal).
+//! - **Tracing** (target `sse`, `DEBUG`): `stream opened` with the fields
+//!   `topics`, `resumed` and `last_event_id`, and `stream closed` with
+//!   `topics`, `resumed` and `open_ms` when the body goes. Counters of
+//!   resumes, replays and gaps are the broker's (`BrokerStats`).
 //!
 //! The handler is a plain [`Handler`], so it is also a tower service: mount it
 //! in axum with `Router::route_service("/events", sse_handler(broker, config))`.
@@ -47,7 +51,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
@@ -176,9 +180,21 @@ fn stream(broker: &SseBroker, config: &SseConfig, req: &Request) -> Response {
     let _ = sse_send(&tx, &hello);
     let subscription = broker.subscribe(&topics, last_event_id.as_deref(), &tx);
     drop(tx); // the broker holds the sender now
-    let body = body
-        .with_shutdown(&Shutdown::from_request(req))
-        .with_guard(subscription);
+    let resumed = last_event_id.is_some();
+    tracing::debug!(target: "sse", topics = ?topics, resumed, last_event_id, "stream opened");
+    let body = body.with_shutdown(&Shutdown::from_request(req));
+    // The close event's fields live as long as the stream: kept only when
+    // the event is enabled, so an idle stream costs nothing more otherwise.
+    let body = if tracing::enabled!(target: "sse", tracing::Level::DEBUG) {
+        let closing = Closing {
+            topics,
+            resumed,
+            opened: Instant::now(),
+        };
+        body.with_guard((subscription, closing))
+    } else {
+        body.with_guard(subscription)
+    };
     let body = sse_keepalive(body, config.keepalive);
 
     let mut res = Response::new(boxed(body));
@@ -192,6 +208,21 @@ fn stream(broker: &SseBroker, config: &SseConfig, req: &Request) -> Response {
     // `http_serve` writes the stream straight to the socket (no hyper buffers).
     res.extensions_mut().insert(LongLived);
     res
+}
+
+/// Emits the close event of a stream when its body is dropped (the client
+/// went away, fell behind, or the server shut down).
+struct Closing {
+    topics: Vec<String>,
+    resumed: bool,
+    opened: Instant,
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        let open_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::debug!(target: "sse", topics = ?self.topics, resumed = self.resumed, open_ms, "stream closed");
+    }
 }
 
 /// The id a resuming client sent: the `Last-Event-ID` header, else the first
@@ -244,6 +275,7 @@ mod tests {
             .unwrap();
         String::from_utf8(f.to_vec()).unwrap()
     }
+
 
     #[tokio::test]
     async fn headers_comment_then_events() {

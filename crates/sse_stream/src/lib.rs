@@ -40,7 +40,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
-use http_types::{Shutdown, ShutdownWait};
+use http_types::{Shutdown, WaitForCancellationFutureOwned};
 use tokio::sync::Notify;
 
 /// Most bytes one frame coalesces from the queue.
@@ -226,7 +226,7 @@ impl std::error::Error for SseStreamError {}
 /// The response body of one stream.
 pub struct SseBody {
     shared: Arc<Shared>,
-    shutdown: Option<ShutdownWait>,
+    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     _guard: Option<Box<dyn Any + Send>>,
 }
 
@@ -234,7 +234,7 @@ impl SseBody {
     /// Also ends the stream when `signal` fires (the server is shutting down).
     #[must_use]
     pub fn with_shutdown(mut self, signal: &Shutdown) -> Self {
-        self.shutdown = Some(signal.wait());
+        self.shutdown = Some(Box::pin(signal.wait()));
         self
     }
 
@@ -268,7 +268,7 @@ impl http_body::Body for SseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
         if let Some(s) = &mut this.shutdown
-            && Pin::new(s).poll(cx).is_ready()
+            && s.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(None);
         }

@@ -11,7 +11,7 @@
 //! ```
 //! use ws_broadcast::ws_broadcast;
 //! use ws_hub::{HubConfig, WsHub};
-//! use tokio_tungstenite::tungstenite::Message;
+//! use ws_hub::Message;
 //!
 //! let hub = WsHub::new(HubConfig::default());
 //! let _a = hub.register(None).unwrap();
@@ -20,7 +20,8 @@
 //! assert_eq!(report.sent, 2);
 //! ```
 
-use tokio_tungstenite::tungstenite::Message;
+/// The message type of the signature, re-exported (see `ws_hub::Message`).
+pub use ws_hub::Message;
 use ws_hub::{SendError, WsHub};
 use ws_send::ws_send;
 

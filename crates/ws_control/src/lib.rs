@@ -48,9 +48,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 use ws_event::{Event, types};
 use ws_handler::{ConnectHook, MessageHook};
+/// The message type of the signature, re-exported (see `ws_hub::Message`).
+pub use ws_hub::Message;
 use ws_hub::{WsClient, WsHub};
 use ws_room_join::ws_room_join;
 use ws_room_leave::ws_room_leave;

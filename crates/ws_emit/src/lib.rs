@@ -25,10 +25,11 @@
 //! assert_eq!(report.sent, 1);
 //! ```
 
-use tokio_tungstenite::tungstenite::Message;
 pub use ws_broadcast::Broadcast;
 use ws_broadcast::ws_broadcast;
 use ws_event::{Event, Target};
+/// The message type of the signature, re-exported (see `ws_hub::Message`).
+pub use ws_hub::Message;
 use ws_hub::WsHub;
 use ws_send::ws_send;
 

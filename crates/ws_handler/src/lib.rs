@@ -62,6 +62,16 @@
 //!   that close. `on_message` and `on_disconnect` (with why) are plain
 //!   functions. Hooks run in the connection's task: a slow hook slows that
 //!   connection only; spawn for long work.
+//! - **Observability**: each connection has a `ws` span (target `ws`,
+//!   `INFO`) with `peer` and `path`, then `user` once the identify or
+//!   authenticate hook decides and `client` (the hub id) once registered; it
+//!   is the parent of the connection's events and is entered around the
+//!   hooks, never on the write path. Events: `connected` and `closed` (`by`,
+//!   close `code` and `reason`) at `DEBUG`; slow clients (1013, write
+//!   timeout), limit refusals and closes (`reason`: origin, connections,
+//!   per_ip, message_rate, hook_timeout, ...) at `INFO`.
+//!   [`WsConfig::stats`] counts messages read and each [`Refusal`];
+//!   what was sent and written is the hub's (`HubStats`).
 //!
 //! Served by `http_serve` the upgrade uses its `OnUpgrade`; mounted in a
 //! plain hyper or axum app it falls back to hyper's upgrade (then the server's
@@ -91,7 +101,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -100,15 +110,18 @@ use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, StatusCode, header};
 use http_serve::{OnUpgrade, PeerAddr};
-use http_types::{Handler, Request, Response, Shutdown, ShutdownWait, full};
+use http_types::{Handler, Request, Response, Shutdown, WaitForCancellationFutureOwned, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::{Instrument, Span};
+/// The message type of the hooks, re-exported (see `ws_hub::Message`).
+pub use ws_hub::Message;
 use ws_hub::{Identity, Outgoing, WsClient, WsHub, going_away};
-use ws_upgrader::{UpgradeConfig, ws_upgrader};
+use ws_upgrader::{UpgradeConfig, WsUpgradeError, ws_upgrader};
 
 /// Establishes who the upgrade request is (its cookie, token, a session
 /// looked up in a database...), before upgrading; `Err` is the response that
@@ -242,6 +255,98 @@ pub struct WsConfig {
     pub on_message: Option<MessageHook>,
     /// See [`DisconnectHook`]. Default: none.
     pub on_disconnect: Option<DisconnectHook>,
+    /// Where the handler counts messages read and connections refused or
+    /// closed over a limit. Default: counters of this handler alone; give
+    /// several handlers clones of one [`WsStats`] to add them up.
+    pub stats: WsStats,
+}
+
+/// Counters of a handler's connections that its hub does not see: messages
+/// read from clients, and connections refused or closed over a limit, by
+/// [`Refusal`]. Clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct WsStats(Arc<StatsInner>);
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    received: AtomicU64,
+    refused: [AtomicU64; Refusal::ALL.len()],
+}
+
+impl WsStats {
+    /// Text and binary messages read from clients.
+    pub fn received(&self) -> u64 {
+        self.0.received.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused, or closed over a limit, for `why`.
+    pub fn refused(&self, why: Refusal) -> u64 {
+        self.0.refused[why as usize].load(Ordering::Relaxed)
+    }
+
+    fn count(&self, why: Refusal) {
+        self.0.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why `ws_handler` refused a connection, or closed it over a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// Not a valid WebSocket handshake (400, 405, 426).
+    Handshake,
+    /// The page's origin is not allowed (403).
+    Origin,
+    /// The server is shutting down (503).
+    ShuttingDown,
+    /// [`WsConfig::max_connections`] are open (503).
+    Connections,
+    /// [`WsConfig::max_per_ip`] are open from the peer's address (503).
+    PerIp,
+    /// The identify hook refused the request (its response), or the
+    /// authenticate hook refused the first message (its close frame).
+    Identify,
+    /// The identify, authenticate or connect hook took longer than
+    /// [`WsConfig::hook_timeout`] (401, or close `1008`).
+    HookTimeout,
+    /// The connect hook refused the registered client (its close frame).
+    Connect,
+    /// Closed: over [`WsConfig::message_rate`] (`1008`).
+    MessageRate,
+    /// Closed: a write made no progress for [`WsConfig::write_timeout`]
+    /// (a peer that stopped reading).
+    WriteTimeout,
+}
+
+impl Refusal {
+    /// Every reason, in declaration order.
+    pub const ALL: [Refusal; 10] = [
+        Refusal::Handshake,
+        Refusal::Origin,
+        Refusal::ShuttingDown,
+        Refusal::Connections,
+        Refusal::PerIp,
+        Refusal::Identify,
+        Refusal::HookTimeout,
+        Refusal::Connect,
+        Refusal::MessageRate,
+        Refusal::WriteTimeout,
+    ];
+
+    /// A short snake_case name, for a metric label or a log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Handshake => "handshake",
+            Refusal::Origin => "origin",
+            Refusal::ShuttingDown => "shutting_down",
+            Refusal::Connections => "connections",
+            Refusal::PerIp => "per_ip",
+            Refusal::Identify => "identify",
+            Refusal::HookTimeout => "hook_timeout",
+            Refusal::Connect => "connect",
+            Refusal::MessageRate => "message_rate",
+            Refusal::WriteTimeout => "write_timeout",
+        }
+    }
 }
 
 /// The default of [`WsConfig::max_connections`]: nine tenths of the
@@ -277,6 +382,7 @@ impl Default for WsConfig {
             on_connect: None,
             on_message: None,
             on_disconnect: None,
+            stats: WsStats::default(),
         }
     }
 }
@@ -300,6 +406,7 @@ impl fmt::Debug for WsConfig {
             .field("max_write_buffer_size", &self.max_write_buffer_size)
             .field("identify", &self.identify.is_some())
             .field("authenticate", &self.authenticate.is_some())
+            .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
 }
@@ -350,7 +457,7 @@ struct Slot {
 }
 
 impl Slots {
-    fn take(shared: &Arc<Shared>, peer: Option<SocketAddr>) -> Result<Slot, &'static str> {
+    fn take(shared: &Arc<Shared>, peer: Option<SocketAddr>) -> Result<Slot, Refusal> {
         let max = shared.config.max_connections;
         let slots = &shared.slots;
         if slots
@@ -360,7 +467,7 @@ impl Slots {
             })
             .is_err()
         {
-            return Err("too many connections");
+            return Err(Refusal::Connections);
         }
         let mut slot = Slot {
             shared: shared.clone(),
@@ -373,7 +480,7 @@ impl Slots {
                 if *n == 0 {
                     per_ip.remove(&peer.ip());
                 }
-                return Err("too many connections from this address");
+                return Err(Refusal::PerIp);
             }
             *n += 1;
             slot.ip = Some(peer.ip());
@@ -400,50 +507,97 @@ impl Drop for Slot {
 
 async fn upgrade(hub: &WsHub, shared: &Arc<Shared>, req: &mut Request) -> Response {
     let config = &shared.config;
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+    let path = req.uri().path();
     let handshake = match ws_upgrader(req, &config.upgrade) {
         Ok(h) => h,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            let why = match e {
+                WsUpgradeError::MissingOrigin | WsUpgradeError::ForbiddenOrigin => Refusal::Origin,
+                _ => Refusal::Handshake,
+            };
+            config.stats.count(why);
+            if why == Refusal::Origin {
+                let origin = req
+                    .headers()
+                    .get(header::ORIGIN)
+                    .and_then(|o| o.to_str().ok());
+                tracing::info!(target: "ws", peer = peer.map(tracing::field::display), path, origin, reason = why.as_str(), "connection refused");
+            } else {
+                tracing::debug!(target: "ws", peer = peer.map(tracing::field::display), path, reason = why.as_str(), error = %e, "connection refused");
+            }
+            return e.into_response();
+        }
     };
     if !hub.is_running() {
+        config.stats.count(Refusal::ShuttingDown);
         return unavailable("the server is shutting down");
     }
-    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
     let slot = match Slots::take(shared, peer) {
         Ok(slot) => slot,
         Err(why) => {
-            tracing::debug!(target: "ws", peer = ?peer, why, "upgrade refused");
-            return unavailable(why);
+            config.stats.count(why);
+            tracing::info!(target: "ws", peer = peer.map(tracing::field::display), path, reason = why.as_str(), "connection refused");
+            return unavailable(match why {
+                Refusal::PerIp => "too many connections from this address",
+                _ => "too many connections",
+            });
         }
     };
+    // The connection's span: a root (it outlives the upgrade request), with
+    // what identifies the connection; `client` and `user` are recorded once known.
+    let span = tracing::info_span!(
+        target: "ws",
+        parent: None,
+        "ws",
+        client = tracing::field::Empty,
+        peer = peer.map(tracing::field::display),
+        path,
+        user = tracing::field::Empty,
+    );
     let identity = match &config.identify {
-        Some(identify) => match tokio::time::timeout(config.hook_timeout, identify(req)).await {
-            Ok(Ok(identity)) => identity,
-            Ok(Err(refused)) => return refused,
-            Err(_) => {
-                return json(
-                    StatusCode::UNAUTHORIZED,
-                    "identifying the request timed out",
-                );
+        Some(identify) => {
+            let decided = identify(req).instrument(span.clone());
+            match tokio::time::timeout(config.hook_timeout, decided).await {
+                Ok(Ok(identity)) => identity,
+                Ok(Err(refused)) => {
+                    config.stats.count(Refusal::Identify);
+                    tracing::info!(target: "ws", parent: &span, reason = Refusal::Identify.as_str(), status = refused.status().as_u16(), "connection refused");
+                    return refused;
+                }
+                Err(_) => {
+                    config.stats.count(Refusal::HookTimeout);
+                    tracing::info!(target: "ws", parent: &span, reason = Refusal::HookTimeout.as_str(), hook = "identify", "connection refused");
+                    return error(
+                        StatusCode::UNAUTHORIZED,
+                        "identifying the request timed out",
+                    );
+                }
             }
-        },
+        }
         None => Identity::default(),
     };
+    if let Some(user) = &identity.user {
+        span.record("user", user.as_str());
+    }
     let shutdown = Shutdown::from_request(req);
     let (hub, shared) = (hub.clone(), shared.clone());
     if let Some(on) = OnUpgrade::take(req) {
-        on.serve(move |io| serve(hub, shared, slot, io, peer, identity, shutdown));
+        on.serve(move |io| serve(hub, shared, slot, io, peer, identity, shutdown, span));
     } else if let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
         tokio::spawn(async move {
             match on.await {
                 Ok(io) => {
                     let io = hyper_util::rt::TokioIo::new(io);
-                    serve(hub, shared, slot, io, peer, identity, shutdown).await;
+                    serve(hub, shared, slot, io, peer, identity, shutdown, span).await;
                 }
-                Err(e) => tracing::debug!(target: "ws", error = %e, "upgrade failed"),
+                Err(e) => {
+                    tracing::debug!(target: "ws", parent: &span, error = %e, "upgrade failed");
+                }
             }
         });
     } else {
-        return json(
+        return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "this server cannot hand over connections",
         );
@@ -452,24 +606,24 @@ async fn upgrade(hub: &WsHub, shared: &Arc<Shared>, req: &mut Request) -> Respon
 }
 
 fn unavailable(why: &str) -> Response {
-    let mut res = json(StatusCode::SERVICE_UNAVAILABLE, why);
+    let mut res = error(StatusCode::SERVICE_UNAVAILABLE, why);
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     res
 }
 
-fn json(status: StatusCode, error: &str) -> Response {
-    let body = format!("{{\"error\":\"{}\"}}\n", error.replace('"', "'"));
-    let mut res = Response::new(full(body));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res
+/// The JSON body of a refusal: `{"error": "..."}`.
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+fn error(status: StatusCode, error: &str) -> Response {
+    json(status, &ErrorBody { error })
 }
 
 /// Runs one upgraded connection until it ends.
+#[allow(clippy::too_many_arguments)] // one call site each, all of it the connection
 async fn serve<S>(
     hub: WsHub,
     shared: Arc<Shared>,
@@ -478,6 +632,7 @@ async fn serve<S>(
     peer: Option<SocketAddr>,
     identity: Identity,
     shutdown: Shutdown,
+    span: Span,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -500,13 +655,31 @@ async fn serve<S>(
     let identity = match &config.authenticate {
         None => identity,
         Some(hook) => {
+            let first = first_message(&mut ws, hook, &identity).instrument(span.clone());
             let first = tokio::select! {
-                r = tokio::time::timeout(config.hook_timeout, first_message(&mut ws, hook, &identity)) => {
-                    r.unwrap_or_else(|_| Err(policy("authentication timed out")))
-                }
-                () = shutdown.wait() => Err(going_away()),
+                r = tokio::time::timeout(config.hook_timeout, first) => r.unwrap_or(Auth::TimedOut),
+                () = shutdown.wait() => Auth::Ended(going_away()),
             };
-            match first {
+            let frame = match first {
+                Auth::Identified(identity) => {
+                    if let Some(user) = &identity.user {
+                        span.record("user", user.as_str());
+                    }
+                    Ok(identity)
+                }
+                Auth::Refused(frame) => {
+                    config.stats.count(Refusal::Identify);
+                    tracing::info!(target: "ws", parent: &span, reason = Refusal::Identify.as_str(), code = u16::from(frame.code), close_reason = %frame.reason, "authentication refused");
+                    Err(frame)
+                }
+                Auth::TimedOut => {
+                    config.stats.count(Refusal::HookTimeout);
+                    tracing::info!(target: "ws", parent: &span, reason = Refusal::HookTimeout.as_str(), hook = "authenticate", "authentication refused");
+                    Err(policy("authentication timed out"))
+                }
+                Auth::Ended(frame) => Err(frame),
+            };
+            match frame {
                 Ok(identity) => identity,
                 Err(frame) => {
                     refuse(&mut ws, frame, config.close_timeout).await;
@@ -517,17 +690,25 @@ async fn serve<S>(
     };
     let Ok(client) = hub.register_as(peer, identity) else {
         // Stopped between the upgrade and now.
+        config.stats.count(Refusal::ShuttingDown);
         refuse(&mut ws, going_away(), config.close_timeout).await;
         return;
     };
+    span.record("client", client.id());
+    tracing::debug!(target: "ws", parent: &span, "connected");
     if let Some(hook) = &config.on_connect {
-        match tokio::time::timeout(config.hook_timeout, hook(&client)).await {
+        let connected = hook(&client).instrument(span.clone());
+        match tokio::time::timeout(config.hook_timeout, connected).await {
             Ok(Ok(())) => {}
             // What the hook sent goes out before the close (it may say why).
             Ok(Err(frame)) => {
+                config.stats.count(Refusal::Connect);
+                tracing::info!(target: "ws", parent: &span, code = u16::from(frame.code), reason = %frame.reason, "connect hook refused the client");
                 client.close_after_queued(Some(frame));
             }
             Err(_) => {
+                config.stats.count(Refusal::HookTimeout);
+                tracing::info!(target: "ws", parent: &span, reason = Refusal::HookTimeout.as_str(), hook = "on_connect", "closing");
                 client.close_after_queued(Some(policy("the connect hook timed out")));
             }
         }
@@ -539,7 +720,9 @@ async fn serve<S>(
         ws,
         client: &client,
         config,
-        stop: Some(shutdown.wait()),
+        span: &span,
+        paused: false,
+        stop: Some(Box::pin(shutdown.wait())),
         ping,
         ping_due: false,
         last_seen: Instant::now(),
@@ -555,9 +738,38 @@ async fn serve<S>(
     client.disconnected();
     hub.unregister(client.id());
     drop(slot);
+    log_end(&span, &end);
     if let Some(hook) = &config.on_disconnect {
-        hook(&client, &end);
+        span.in_scope(|| hook(&client, &end));
     }
+}
+
+/// The close event: who closed, with what code and reason; a slow client
+/// (closed with `1013` by the hub's slow-client policy) at `INFO`.
+fn log_end(span: &Span, end: &Disconnect) {
+    let (by, frame) = match end {
+        Disconnect::Closed(frame) => ("peer", frame.as_ref()),
+        Disconnect::ClosedByServer(frame) => ("server", frame.as_ref()),
+        Disconnect::Gone => ("gone", None),
+    };
+    let code = frame.map(|f| u16::from(f.code));
+    let reason = frame.map(|f| f.reason.as_str());
+    if by == "server" && frame.is_some_and(|f| f.code == CloseCode::Again) {
+        tracing::info!(target: "ws", parent: span, by, code, reason, "slow client closed");
+    } else {
+        tracing::debug!(target: "ws", parent: span, by, code, reason, "closed");
+    }
+}
+
+/// What the authenticate hook made of the first message.
+enum Auth {
+    Identified(Identity),
+    /// The hook refused it, with this close.
+    Refused(CloseFrame),
+    /// The connection ended (or broke) before a data message: close with this.
+    Ended(CloseFrame),
+    /// Nothing decided within the hook timeout.
+    TimedOut,
 }
 
 /// The identity the first data message establishes; pings and pongs before
@@ -566,18 +778,21 @@ async fn first_message<S>(
     ws: &mut WebSocketStream<S>,
     hook: &AuthenticateHook,
     identity: &Identity,
-) -> Result<Identity, CloseFrame>
+) -> Auth
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
         match ws.next().await {
             Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                return hook(identity, msg).await;
+                return match hook(identity, msg).await {
+                    Ok(identity) => Auth::Identified(identity),
+                    Err(frame) => Auth::Refused(frame),
+                };
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            Some(Ok(Message::Close(_))) | None => return Err(going_away()),
-            Some(Err(e)) => return Err(close_for(&e).unwrap_or_else(going_away)),
+            Some(Ok(Message::Close(_))) | None => return Auth::Ended(going_away()),
+            Some(Err(e)) => return Auth::Ended(close_for(&e).unwrap_or_else(going_away)),
         }
     }
 }
@@ -693,8 +908,13 @@ struct Connection<'a, S> {
     ws: WebSocketStream<Progress<S>>,
     client: &'a WsClient,
     config: &'a WsConfig,
+    /// The connection's span: entered around the message hook, parent of
+    /// its events; never on the write path.
+    span: &'a Span,
+    /// Reading is paused for backpressure (logged when it starts).
+    paused: bool,
     /// The server's shutdown signal, until it fired.
-    stop: Option<ShutdownWait>,
+    stop: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     ping: tokio::time::Interval,
     /// A ping is to be written.
     ping_due: bool,
@@ -754,7 +974,7 @@ where
             // next tick): the writer runs until it is blocked on its own.
             let mut again = false;
             if let Some(stop) = &mut self.stop
-                && Pin::new(stop).poll(cx).is_ready()
+                && stop.as_mut().poll(cx).is_ready()
             {
                 self.stop = None;
                 self.client.close(Some(going_away()));
@@ -770,6 +990,8 @@ where
             }
             self.poll_write(cx);
             if self.write_timed_out(cx) {
+                self.config.stats.count(Refusal::WriteTimeout);
+                tracing::info!(target: "ws", parent: self.span, timeout_ms = u64::try_from(self.config.write_timeout.as_millis()).unwrap_or(u64::MAX), "write timeout: the peer stopped reading");
                 return Poll::Ready(Disconnect::ClosedByServer(Some(policy("write timeout"))));
             }
             // Backpressure: a client whose outbox backs up behind a blocked
@@ -778,6 +1000,12 @@ where
                 self.write,
                 Write::Feeding | Write::Flushing | Write::Closing(..)
             ) && self.client.is_backed_up();
+            if paused != self.paused {
+                self.paused = paused;
+                if paused {
+                    tracing::debug!(target: "ws", parent: self.span, queued = self.client.queued(), "backpressure: reading paused until the outbox drains");
+                }
+            }
             if self.read != Read::Failed && !paused {
                 match self.ws.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(msg))) => {
@@ -824,12 +1052,15 @@ where
                 if let Some(bucket) = &mut self.bucket
                     && !bucket.take()
                 {
-                    tracing::debug!(target: "ws", client = self.client.id(), "message rate exceeded");
+                    self.config.stats.count(Refusal::MessageRate);
+                    tracing::info!(target: "ws", parent: self.span, reason = Refusal::MessageRate.as_str(), "message rate exceeded: closing");
                     self.client.close(Some(policy("message rate exceeded")));
                     self.read = Read::Discarding;
                     return;
                 }
+                self.config.stats.0.received.fetch_add(1, Ordering::Relaxed);
                 if let Some(hook) = &self.config.on_message {
+                    let _entered = self.span.enter();
                     hook(self.client, msg);
                 }
             }
@@ -976,7 +1207,6 @@ where
                 return false;
             }
             if Instant::now() >= due {
-                tracing::debug!(target: "ws", client = self.client.id(), "write timeout");
                 return true;
             }
         }

@@ -13,8 +13,10 @@
 //!   stays.
 //!
 //! Close requests never wait behind data: the writer takes them before the
-//! queue. Counters of sends, drops, slow closes and disconnects are in
-//! [`WsHub::stats`].
+//! queue. Counters of sends, drops, slow closes and disconnects, of what
+//! writers took (messages and payload bytes) and histograms of latency and
+//! queue depth (1 message in [`SAMPLE_EVERY`] timed, so a send reads no
+//! clock) are in [`WsHub::stats`].
 //!
 //! The hub does no I/O. `ws_handler` runs the connections: it registers a
 //! client per upgraded socket, drains its outbox into the socket with
@@ -23,8 +25,7 @@
 //! # Example
 //!
 //! ```
-//! use ws_hub::{HubConfig, Outgoing, WsHub};
-//! use tokio_tungstenite::tungstenite::Message;
+//! use ws_hub::{HubConfig, Message, Outgoing, WsHub};
 //!
 //! let hub = WsHub::new(HubConfig::default());
 //! let client = hub.register(None).unwrap();
@@ -47,8 +48,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
-use tokio_tungstenite::tungstenite::Message;
+/// tungstenite itself, for close codes and frames (`tungstenite::protocol::CloseFrame`).
+pub use tokio_tungstenite::tungstenite;
+/// The WebSocket message type of every signature here (tungstenite's, re-exported
+/// so an app needs no tungstenite dependency of a matching version).
+pub use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -104,6 +110,47 @@ pub struct HubStats {
     pub dropped: u64,
     /// Clients closed because their outbox was full ([`SlowPolicy::Close`]).
     pub slow_closed: u64,
+    /// Messages connections' writers took from outboxes to write.
+    pub written: u64,
+    /// Payload bytes of those messages.
+    pub bytes_out: u64,
+    /// Time from queuing a message to the socket write of its batch being
+    /// flushed, in microseconds, for 1 message in [`SAMPLE_EVERY`]: a clock
+    /// read per message would cost more than the rest of a send.
+    pub latency_us: HubHistogram,
+    /// Messages a writer took at once (the outbox's depth then), for the
+    /// batches holding a sampled message.
+    pub queue_depth: HubHistogram,
+}
+
+/// One message in this many sent is timed for [`HubStats::latency_us`]
+/// and [`HubStats::queue_depth`].
+pub const SAMPLE_EVERY: u64 = 64;
+
+/// Upper bounds of [`HubStats::latency_us`], in microseconds.
+pub const LATENCY_BOUNDS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+/// Upper bounds of [`HubStats::queue_depth`], in messages.
+pub const DEPTH_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 4_096];
+
+/// A histogram of sampled values: how many fell at or under each bound and
+/// not under the previous one (`counts[12]`: over the last bound), and their sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HubHistogram {
+    /// The upper bound of each bucket but the last, ascending.
+    pub bounds: [u64; 12],
+    /// Values per bucket (not cumulative); the last is over every bound.
+    pub counts: [u64; 13],
+    /// The sum of the values.
+    pub sum: u64,
+}
+
+impl HubHistogram {
+    /// How many values were recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +160,44 @@ struct Counters {
     sent: AtomicU64,
     dropped: AtomicU64,
     slow_closed: AtomicU64,
+    /// Of clients no longer registered (live ones count in their outbox).
+    written: AtomicU64,
+    bytes_out: AtomicU64,
+    latency_us: Buckets,
+    queue_depth: Buckets,
+}
+
+impl Counters {
+    /// Moves what a client that is being unregistered wrote into the hub's
+    /// totals (under the index's write lock, so a snapshot counts it once).
+    fn fold(&self, client: &WsClient) {
+        let ob = client.lock();
+        self.written.fetch_add(ob.written, Ordering::Relaxed);
+        self.bytes_out.fetch_add(ob.bytes_out, Ordering::Relaxed);
+    }
+}
+
+/// The atomic side of a [`HubHistogram`].
+#[derive(Debug, Default)]
+struct Buckets {
+    counts: [AtomicU64; 13],
+    sum: AtomicU64,
+}
+
+impl Buckets {
+    fn record(&self, bounds: &[u64; 12], value: u64) {
+        let i = bounds.partition_point(|b| *b < value);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self, bounds: [u64; 12]) -> HubHistogram {
+        HubHistogram {
+            bounds,
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            sum: self.sum.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// The registry of open connections; clones share it.
@@ -290,7 +375,14 @@ impl WsHub {
     /// Removes a client (its connection ended) from the hub, its rooms and
     /// its user; idempotent.
     pub fn unregister(&self, id: ClientId) -> Option<WsClient> {
-        let gone = write(&self.0.index).remove(id);
+        let gone = {
+            let mut ix = write(&self.0.index);
+            let gone = ix.remove(id);
+            if let Some(c) = &gone {
+                self.0.counters.fold(c);
+            }
+            gone
+        };
         if gone.is_some() {
             self.0.counters.disconnected.fetch_add(1, Ordering::Relaxed);
         }
@@ -443,7 +535,11 @@ impl WsHub {
             ix.rooms.clear();
             ix.users.clear();
             ix.memberships.clear();
-            ix.clients.drain().map(|(_, c)| c).collect()
+            let all: Vec<WsClient> = ix.clients.drain().map(|(_, c)| c).collect();
+            for c in &all {
+                self.0.counters.fold(c);
+            }
+            all
         };
         self.0
             .counters
@@ -459,16 +555,36 @@ impl WsHub {
         self.0.running.load(Ordering::SeqCst)
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters. Visits every registered client (what
+    /// live connections wrote is counted in their outboxes, not in a shared
+    /// counter per message): for a scrape or a stats page, not a hot path.
     pub fn stats(&self) -> HubStats {
         let c = &self.0.counters;
+        let (connections, written, bytes_out) = {
+            let ix = read(&self.0.index);
+            let (written, bytes_out) = (
+                c.written.load(Ordering::Relaxed),
+                c.bytes_out.load(Ordering::Relaxed),
+            );
+            ix.clients.values().fold(
+                (ix.clients.len(), written, bytes_out),
+                |(n, w, b), client| {
+                    let ob = client.lock();
+                    (n, w + ob.written, b + ob.bytes_out)
+                },
+            )
+        };
         HubStats {
-            connections: self.len(),
+            connections,
             connected: c.connected.load(Ordering::Relaxed),
             disconnected: c.disconnected.load(Ordering::Relaxed),
             sent: c.sent.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             slow_closed: c.slow_closed.load(Ordering::Relaxed),
+            written,
+            bytes_out,
+            latency_us: c.latency_us.snapshot(LATENCY_BOUNDS_US),
+            queue_depth: c.queue_depth.snapshot(DEPTH_BOUNDS),
         }
     }
 }
@@ -518,6 +634,13 @@ struct Outbox {
     /// The writer is gone (the connection ended).
     gone: bool,
     waker: Option<Waker>,
+    /// When the sampled message still in `queue` was queued.
+    sampled: Option<Instant>,
+    /// When the sampled message of the batch being written was queued.
+    in_flight: Option<Instant>,
+    /// Messages the writer took, and their payload bytes.
+    written: u64,
+    bytes_out: u64,
 }
 
 /// Why a message was not queued for a client.
@@ -622,7 +745,16 @@ impl WsClient {
             ob.queue.push_back(msg);
             ob.waker.take()
         };
-        self.0.counters.sent.fetch_add(1, Ordering::Relaxed);
+        // The count every send already made picks the samples: the other 63
+        // sends in 64 read no clock and take the lock once.
+        let n = self.0.counters.sent.fetch_add(1, Ordering::Relaxed);
+        if n.is_multiple_of(SAMPLE_EVERY) {
+            let mut ob = self.lock();
+            // Still queued (else the writer took it already: no sample).
+            if !ob.queue.is_empty() && ob.sampled.is_none() {
+                ob.sampled = Some(Instant::now());
+            }
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -640,6 +772,7 @@ impl WsClient {
             ob.closed = true;
             ob.close = Some(frame);
             ob.bytes = 0;
+            ob.sampled = None;
             (ob.waker.take(), std::mem::take(&mut ob.queue))
         };
         drop(dropped);
@@ -693,10 +826,16 @@ impl WsClient {
         let mut ob = self.lock();
         if let Some(frame) = ob.close.take() {
             ob.gone = true;
+            ob.in_flight = None;
             return Poll::Ready(Outgoing::Close(frame));
         }
         if ob.gone {
             return Poll::Ready(Outgoing::Gone);
+        }
+        // The writer asks again once the last batch is flushed.
+        if let Some(queued) = ob.in_flight.take() {
+            let us = u64::try_from(queued.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.0.counters.latency_us.record(&LATENCY_BOUNDS_US, us);
         }
         if ob.queue.is_empty() {
             if let Some(frame) = ob.close_after.take() {
@@ -708,6 +847,13 @@ impl WsClient {
             }
             return Poll::Pending;
         }
+        if let Some(queued) = ob.sampled.take() {
+            ob.in_flight = Some(queued);
+            let depth = ob.queue.len() as u64;
+            self.0.counters.queue_depth.record(&DEPTH_BOUNDS, depth);
+        }
+        ob.written += ob.queue.len() as u64;
+        ob.bytes_out += ob.bytes as u64;
         ob.bytes = 0;
         batch.extend(ob.queue.drain(..));
         Poll::Ready(Outgoing::Messages)
@@ -756,6 +902,8 @@ impl WsClient {
             ob.closed = true;
             ob.gone = true;
             ob.bytes = 0;
+            ob.sampled = None;
+            ob.in_flight = None;
             std::mem::take(&mut ob.queue)
         };
         drop(dropped);
@@ -1022,5 +1170,39 @@ mod tests {
         c.disconnected();
         assert_eq!(c.try_send(Message::text("y")), Err(SendError::Closed));
         assert_eq!(c.queued(), 0);
+    }
+
+    #[test]
+    fn written_bytes_and_sampled_latency_are_counted_once_across_unregister() {
+        let hub = WsHub::new(HubConfig::default());
+        let a = hub.register(None).unwrap();
+        let b = hub.register(None).unwrap();
+        let mut batch = Vec::new();
+        // Send 0 of the hub is sampled: it goes to `a`, with 2 more behind it.
+        for m in ["one", "two", "six"] {
+            a.try_send(Message::text(m)).unwrap();
+        }
+        b.try_send(Message::text("four")).unwrap();
+        assert_eq!(poll(&a, &mut batch), Poll::Ready(Outgoing::Messages));
+        let s = hub.stats();
+        assert_eq!((s.sent, s.written, s.bytes_out), (4, 3, 9));
+        assert_eq!(s.queue_depth.count(), 1, "the sampled message's batch");
+        assert_eq!(s.queue_depth.sum, 3);
+        assert_eq!(s.queue_depth.counts[2], 1, "3 is in the bucket of le=4");
+        assert_eq!(s.latency_us.count(), 0, "not flushed yet");
+        // The writer asks again: the batch was flushed.
+        batch.clear();
+        assert!(poll(&a, &mut batch).is_pending());
+        assert_eq!(hub.stats().latency_us.count(), 1);
+        assert_eq!(hub.stats().latency_us.bounds, LATENCY_BOUNDS_US);
+        // Unregistering moves a client's counts into the totals: nothing
+        // lost, nothing counted twice.
+        hub.unregister(a.id());
+        assert_eq!(poll(&b, &mut batch), Poll::Ready(Outgoing::Messages));
+        let s = hub.stats();
+        assert_eq!((s.written, s.bytes_out), (4, 13));
+        hub.stop();
+        let s = hub.stats();
+        assert_eq!((s.connections, s.written, s.bytes_out), (0, 4, 13));
     }
 }

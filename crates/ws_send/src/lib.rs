@@ -12,7 +12,7 @@
 //! ```
 //! use ws_hub::{HubConfig, SendError, WsHub};
 //! use ws_send::ws_send;
-//! use tokio_tungstenite::tungstenite::Message;
+//! use ws_hub::Message;
 //!
 //! let hub = WsHub::new(HubConfig::default());
 //! let client = hub.register(None).unwrap();
@@ -22,7 +22,8 @@
 //! # Ok::<(), SendError>(())
 //! ```
 
-use tokio_tungstenite::tungstenite::Message;
+/// The message type of the signature, re-exported (see `ws_hub::Message`).
+pub use ws_hub::Message;
 pub use ws_hub::SendError;
 use ws_hub::WsClient;
 

@@ -10,7 +10,7 @@
 //! ```
 //! use ws_hub::{HubConfig, WsHub};
 //! use ws_send_to::{ws_send_to, SendToError};
-//! use tokio_tungstenite::tungstenite::Message;
+//! use ws_hub::Message;
 //!
 //! let hub = WsHub::new(HubConfig::default());
 //! let c = hub.register(None).unwrap();
@@ -22,7 +22,8 @@
 
 use std::fmt;
 
-use tokio_tungstenite::tungstenite::Message;
+/// The message type of the signature, re-exported (see `ws_hub::Message`).
+pub use ws_hub::Message;
 use ws_hub::{ClientId, SendError, WsHub};
 use ws_send::ws_send;
 

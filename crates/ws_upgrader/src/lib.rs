@@ -48,11 +48,11 @@
 //!   the choice to the client, which closes the connection if it needs one.
 //! - **Extensions are never negotiated** (no `Sec-WebSocket-Extensions` in the
 //!   answer), so clients send no compressed frames.
-//! - **`Sec-WebSocket-Accept` is computed here**, SHA-1 and base64 in a
-//!   private module of about 100 lines tested against RFC 3174 and RFC 4648
-//!   vectors, rather than through `tungstenite`, whose `handshake` feature
-//!   brings some 20 crates (`sha1`/`digest`, `rand`, `httparse`, `thiserror`)
-//!   into a crate that otherwise needs only `http`.
+//! - **`Sec-WebSocket-Accept`** is tungstenite's
+//!   [`derive_accept_key`](tokio_tungstenite::tungstenite::handshake::derive_accept_key)
+//!   (SHA-1 and base64 from RustCrypto's `sha1` and `data-encoding`), and the
+//!   key is checked with the `base64` crate: no hashing or encoding is
+//!   written here.
 //!
 //! # Example
 //!
@@ -103,8 +103,7 @@ use std::fmt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
 use http_types::{Response, empty, text};
-
-mod accept;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// Which origins may open a WebSocket.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -209,12 +208,12 @@ pub fn ws_upgrader<B>(
         .ok_or(WsUpgradeError::MissingKey)?
         .as_bytes()
         .trim_ascii();
-    if !accept::is_base64_of_16_bytes(key) {
+    if !is_base64_of_16_bytes(key) {
         return Err(WsUpgradeError::InvalidKey);
     }
     check_origin(req, config)?;
 
-    let accept = HeaderValue::from_str(&accept::accept_key(key))
+    let accept = HeaderValue::from_str(&derive_accept_key(key))
         .expect("base64 is visible ASCII, a valid header value");
     let protocol = config
         .protocols
@@ -222,6 +221,20 @@ pub fn ws_upgrader<B>(
         .find(|p| tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL).any(|t| t == p.as_bytes()))
         .and_then(|p| HeaderValue::from_str(p).ok());
     Ok(Handshake { accept, protocol })
+}
+
+/// Whether `key` is standard, padded base64 of exactly 16 bytes: 22 alphabet
+/// characters then `==`. Like Go's `base64.StdEncoding`, the 4 unused bits of
+/// the last character are not required to be zero.
+fn is_base64_of_16_bytes(key: &[u8]) -> bool {
+    use base64::Engine;
+    use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
+    const KEY_ENGINE: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    let mut out = [0u8; 18];
+    key.len() == 24 && matches!(KEY_ENGINE.decode_slice(key, &mut out), Ok(16))
 }
 
 /// Why a request is not a WebSocket handshake this server accepts.
@@ -564,56 +577,27 @@ mod tests {
         }
     }
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     #[test]
     fn rfc_6455_sample_key() {
         let hs = check(&valid().body(()).unwrap(), &UpgradeConfig::default()).unwrap();
         assert_eq!(hs.accept, ACCEPT);
         assert_eq!(hs.protocol, None);
-        assert_eq!(accept::accept_key(KEY.as_bytes()), ACCEPT);
+        assert_eq!(derive_accept_key(KEY.as_bytes()), ACCEPT);
     }
 
     #[test]
-    fn sha1_and_base64_match_the_rfc_vectors() {
-        // RFC 3174 / FIPS 180 test vectors, including the two-block and the
-        // exactly-one-block-of-padding cases.
-        let million_a = vec![b'a'; 1_000_000];
-        for (input, want) in [
-            (&b""[..], "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
-            (b"abc", "a9993e364706816aba3e25717850c26c9cd0d89d"),
-            (
-                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
-                "84983e441c3bd26ebaae4aa1f95129e5e54670f1",
-            ),
-            (
-                b"The quick brown fox jumps over the lazy dog",
-                "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12",
-            ),
-            (&million_a, "34aa973cd4c4daa4f61eeb2bdbad27316534016f"),
-        ] {
-            assert_eq!(hex(&accept::sha1(input)), want, "{} bytes", input.len());
-        }
-        // 64 bytes: the padding needs a block of its own.
+    fn accept_key_matches_tungstenite_and_a_second_vector() {
+        // A second key, computed independently (Python: base64(sha1(key+GUID))).
         assert_eq!(
-            hex(&accept::sha1(&[b'a'; 64])),
-            "0098ba824b5c16427bd7a1122a5a442a25ec644d"
+            derive_accept_key(b"x3JJHMbDL1EzLkh9GBhXDw=="),
+            "HSmrc0sMlYUkAGmm5OPpG2HaGWk="
         );
-        // RFC 4648 §10.
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(accept::base64_encode(input.as_bytes()), want);
-        }
-        assert_eq!(accept::base64_encode(&[0xFB, 0xFF, 0xBF]), "+/+/");
+        let hs = check(
+            &with("sec-websocket-key", &["x3JJHMbDL1EzLkh9GBhXDw=="]),
+            &UpgradeConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(hs.accept, "HSmrc0sMlYUkAGmm5OPpG2HaGWk=");
     }
 
     #[test]
@@ -800,6 +784,8 @@ mod tests {
         );
         ok(&with("sec-websocket-key", &["AAAAAAAAAAAAAAAAAAAAAA=="]));
         ok(&with("sec-websocket-key", &["/////////////////////w=="]));
+        // Non-zero unused bits in the last character, as Go accepts.
+        ok(&with("sec-websocket-key", &["dGhlIHNhbXBsZSBub25jZR=="]));
         assert_eq!(WsUpgradeError::MissingKey.status(), StatusCode::BAD_REQUEST);
         assert_eq!(WsUpgradeError::InvalidKey.status(), StatusCode::BAD_REQUEST);
     }

@@ -7,8 +7,11 @@
 //!
 //! - **Connecting**: [`WrapperClient::connect`] (or [`WrapperClient::new`],
 //!   handlers, then [`WrapperClient::start`], so that no message arrives
-//!   before its handler is registered). `ws://` URLs only, over
-//!   tokio-tungstenite.
+//!   before its handler is registered). `ws://` or `wss://` URLs, over
+//!   tokio-tungstenite; TLS is rustls, trusting Mozilla's roots
+//!   (webpki-roots) unless [`ClientConfig::tls`] says otherwise (a private
+//!   CA: [`ClientConfig::tls_trusting`]). [`ClientConfig::headers`] go with
+//!   every handshake (`Authorization: Bearer ...`).
 //! - **Handlers** per event name on the main channel ([`WrapperClient::on`])
 //!   or a named channel ([`WrapperClient::of`]), with typed arguments (the
 //!   `args` array deserialized into a tuple) and a typed result; an `Err`
@@ -50,6 +53,22 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Over TLS, with a bearer token on the handshake, trusting a private CA
+//! (leave `tls` out for a server with a public certificate):
+//!
+//! ```no_run
+//! use ws_wrapper_client::{ClientConfig, WrapperClient};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = ClientConfig::default();
+//! config.headers.insert("authorization", "Bearer TOKEN".parse()?);
+//! config.tls = Some(ClientConfig::tls_trusting(&std::fs::read("ca.pem")?)?);
+//! let client = WrapperClient::connect("wss://rt.example:8443/rpc", config).await?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::fmt;
@@ -65,22 +84,28 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+use tokio_util::sync::CancellationToken;
 use ws_wrapper_codec::{
     DEFAULT_ABORT_MESSAGE, DEFAULT_REJECT_MESSAGE, Decoded, WrapperMessage, decode, encode,
     error_value, is_reserved,
 };
 
+/// The rustls crate of [`ClientConfig::tls`].
+pub use tokio_rustls::rustls;
+
 /// How long a close the user asked for waits for the server's close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Settings of a client; every field has a default.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// How long a request waits for its answer. Default: 2 minutes (the
     /// JavaScript library's Node server).
@@ -97,6 +122,42 @@ pub struct ClientConfig {
     /// The first delay after a close with 1012 (Service Restart) or 1013
     /// (Try Again Later): the server asked for patience. Default: 5 s.
     pub restart_backoff_base: Duration,
+    /// Headers added to every WebSocket handshake request, reconnections
+    /// included: `Authorization: Bearer ...`, cookies. Default: none.
+    pub headers: http::HeaderMap,
+    /// TLS of `wss://` URLs, used as it is: the roots to trust, client
+    /// certificates, ALPN. [`ClientConfig::tls_trusting`] makes one that
+    /// trusts a private CA. Default: `None`, Mozilla's roots (webpki-roots),
+    /// ALPN `http/1.1`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl ClientConfig {
+    /// A TLS configuration for [`ClientConfig::tls`] that trusts only the
+    /// CA certificates in `ca_pem` (PEM, one or more), with ALPN `http/1.1`:
+    /// for a server whose certificate a private or self-made CA signed.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::InvalidTls`] when `ca_pem` is not PEM or holds no
+    /// certificate rustls accepts as a root.
+    pub fn tls_trusting(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| ConnectError::InvalidTls(format!("CA PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| ConnectError::InvalidTls(format!("CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(ConnectError::InvalidTls(
+                "CA PEM: no CERTIFICATE section".into(),
+            ));
+        }
+        Ok(tls_config(roots))
+    }
 }
 
 impl Default for ClientConfig {
@@ -108,6 +169,8 @@ impl Default for ClientConfig {
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             restart_backoff_base: Duration::from_secs(5),
+            headers: http::HeaderMap::new(),
+            tls: None,
         }
     }
 }
@@ -170,10 +233,16 @@ pub enum ClientState {
 /// Why [`WrapperClient::connect`] or [`WrapperClient::start`] did not connect.
 #[derive(Debug)]
 pub enum ConnectError {
-    /// Not a `ws://host[:port][/path]` URL.
+    /// Not a `ws://` or `wss://host[:port][/path]` URL.
     InvalidUrl(String),
     /// The TCP connection failed.
     Io(std::io::Error),
+    /// The TLS handshake of a `wss://` URL failed: for example the server's
+    /// certificate is not signed by a trusted root, or not for that host.
+    Tls(std::io::Error),
+    /// A TLS setting is unusable (a CA PEM with no certificate, a host that
+    /// is no TLS server name).
+    InvalidTls(String),
     /// The WebSocket handshake failed (for example a non-101 answer).
     Handshake(String),
     /// No connection within [`ClientConfig::connect_timeout`].
@@ -187,6 +256,8 @@ impl fmt::Display for ConnectError {
         match self {
             ConnectError::InvalidUrl(why) => write!(f, "invalid url: {why}"),
             ConnectError::Io(e) => write!(f, "connect: {e}"),
+            ConnectError::Tls(e) => write!(f, "tls handshake: {e}"),
+            ConnectError::InvalidTls(why) => write!(f, "tls: {why}"),
             ConnectError::Handshake(e) => write!(f, "websocket handshake: {e}"),
             ConnectError::Timeout => f.write_str("connect timed out"),
             ConnectError::Closed => f.write_str("the client was closed"),
@@ -295,31 +366,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A one-shot signal: set once, waited on by anyone.
-#[derive(Clone, Default)]
-struct Signal(Arc<(AtomicBool, Notify)>);
-
-impl Signal {
-    fn set(&self) {
-        self.0.0.store(true, Ordering::SeqCst);
-        self.0.1.notify_waiters();
-    }
-
-    fn is_set(&self) -> bool {
-        self.0.0.load(Ordering::SeqCst)
-    }
-
-    async fn wait(&self) {
-        let notified = self.0.1.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.is_set() {
-            return;
-        }
-        notified.await;
-    }
-}
-
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Handler =
     Arc<dyn Fn(ClientCtx, Vec<Value>) -> BoxFuture<Result<Value, PeerError>> + Send + Sync>;
@@ -414,12 +460,12 @@ struct Conn {
     out: mpsc::UnboundedSender<Message>,
     /// The client's default, for requests on anonymous channels.
     request_timeout: Duration,
-    closed: Signal,
+    closed: CancellationToken,
     next_id: AtomicU64,
     /// Requests sent, waiting for answers.
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     /// Requests of the peer being handled.
-    inflight: Mutex<HashMap<u64, Signal>>,
+    inflight: Mutex<HashMap<u64, CancellationToken>>,
     /// Anonymous channels, by handle.
     channels: Mutex<HashMap<u64, ClientChannel>>,
 }
@@ -429,7 +475,7 @@ impl Conn {
         Conn {
             out,
             request_timeout,
-            closed: Signal::default(),
+            closed: CancellationToken::new(),
             next_id: AtomicU64::new(0),
             pending: Mutex::default(),
             inflight: Mutex::default(),
@@ -438,7 +484,7 @@ impl Conn {
     }
 
     fn send(&self, msg: &WrapperMessage) -> Result<(), ClientRequestError> {
-        if self.closed.is_set() {
+        if self.closed.is_cancelled() {
             return Err(ClientRequestError::Disconnected);
         }
         self.out
@@ -449,10 +495,10 @@ impl Conn {
     /// The connection ended: waiting requests fail as disconnected, handlers
     /// are cancelled, channels close.
     fn shutdown(&self) {
-        self.closed.set();
+        self.closed.cancel();
         lock(&self.pending).clear();
         for (_, c) in lock(&self.inflight).drain() {
-            c.set();
+            c.cancel();
         }
         let channels: Vec<ClientChannel> = lock(&self.channels).drain().map(|(_, c)| c).collect();
         for ch in channels {
@@ -468,7 +514,7 @@ struct Inner {
     handlers: RwLock<Handlers>,
     conn: Mutex<Option<Arc<Conn>>>,
     state: watch::Sender<ClientState>,
-    close: Signal,
+    close: CancellationToken,
     started: AtomicBool,
     /// The user handles' guard, to give handlers an owning [`WrapperClient`].
     owner: OnceLock<Weak<Owner>>,
@@ -493,7 +539,7 @@ struct Owner(Arc<Inner>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.0.close.set();
+        self.0.close.cancel();
         if !self.0.started.load(Ordering::SeqCst) {
             self.0.state.send_replace(ClientState::Closed);
         }
@@ -509,27 +555,28 @@ pub struct WrapperClient {
     _owner: Arc<Owner>,
 }
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Stream>;
 
-/// `ws://host[:port][/path]` as (`host:port`, the URL to request).
+/// `ws://` or `wss://host[:port][/path]` as (`host:port`, the URL to request).
 fn parse_url(url: &str) -> Result<(String, String), ConnectError> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| ConnectError::InvalidUrl(format!("{url}: {e}")))?;
-    match uri.scheme_str() {
-        Some("ws") => {}
+    let (scheme, default_port) = match uri.scheme_str() {
+        Some("ws") => ("ws", 80),
+        Some("wss") => ("wss", 443),
         Some(other) => {
             return Err(ConnectError::InvalidUrl(format!(
-                "{url}: scheme {other}, only ws:// is supported"
+                "{url}: scheme {other}, only ws:// and wss:// are supported"
             )));
         }
         None => return Err(ConnectError::InvalidUrl(format!("{url}: no scheme"))),
-    }
+    };
     let host = uri
         .host()
         .filter(|h| !h.is_empty())
         .ok_or_else(|| ConnectError::InvalidUrl(format!("{url}: no host")))?;
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(default_port);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let path = if path.is_empty() { "/" } else { path };
     let authority = match uri.port_u16() {
@@ -537,17 +584,71 @@ fn parse_url(url: &str) -> Result<(String, String), ConnectError> {
         None => host.to_string(),
     };
     // `[::1]` stays bracketed for both the socket address and the URL.
-    Ok((format!("{host}:{port}"), format!("ws://{authority}{path}")))
+    Ok((
+        format!("{host}:{port}"),
+        format!("{scheme}://{authority}{path}"),
+    ))
+}
+
+/// A rustls client configuration trusting `roots`, ALPN `http/1.1` (what
+/// a WebSocket handshake speaks).
+fn tls_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the provider supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Mozilla's roots (webpki-roots), made once.
+fn default_tls() -> Arc<rustls::ClientConfig> {
+    static DEFAULT: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| {
+            tls_config(rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            })
+        })
+        .clone()
+}
+
+/// The TLS server name of `host:port` (`[::1]` without its brackets).
+fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, ConnectError> {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| ConnectError::InvalidTls(format!("{host}: {e}")))
 }
 
 async fn open_socket(inner: &Inner) -> Result<Ws, ConnectError> {
     let attempt = async {
+        let mut request = inner
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ConnectError::InvalidUrl(format!("{}: {e}", inner.url)))?;
+        for (name, value) in &inner.config.headers {
+            request.headers_mut().append(name, value.clone());
+        }
         let tcp = TcpStream::connect(&inner.addr)
             .await
             .map_err(ConnectError::Io)?;
         let _ = tcp.set_nodelay(true);
+        let stream = if inner.url.starts_with("wss://") {
+            let tls = inner.config.tls.clone().unwrap_or_else(default_tls);
+            let tls = tokio_rustls::TlsConnector::from(tls)
+                .connect(server_name(&inner.addr)?, tcp)
+                .await
+                .map_err(ConnectError::Tls)?;
+            Stream::Tls(Box::new(tls))
+        } else {
+            Stream::Plain(tcp)
+        };
         let config = WebSocketConfig::default();
-        let (ws, _response) = client_async_with_config(inner.url.as_str(), tcp, Some(config))
+        let (ws, _response) = client_async_with_config(request, stream, Some(config))
             .await
             .map_err(|e| ConnectError::Handshake(e.to_string()))?;
         Ok(ws)
@@ -557,8 +658,61 @@ async fn open_socket(inner: &Inner) -> Result<Ws, ConnectError> {
         .map_err(|_| ConnectError::Timeout)?
 }
 
+/// The client's byte stream: plain TCP (`ws://`) or TLS over it (`wss://`).
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 impl WrapperClient {
-    /// Connects to `url` (`ws://host[:port][/path]`) once; the client then
+    /// Connects to `url` (`ws://` or `wss://host[:port][/path]`) once; the client then
     /// reconnects by itself. Handlers added after this miss what arrives
     /// before them: use [`WrapperClient::new`] and [`WrapperClient::start`]
     /// when the server speaks first.
@@ -578,7 +732,7 @@ impl WrapperClient {
             handlers: RwLock::default(),
             conn: Mutex::default(),
             state: watch::Sender::new(ClientState::Connecting),
-            close: Signal::default(),
+            close: CancellationToken::new(),
             started: AtomicBool::new(false),
             owner: OnceLock::new(),
         });
@@ -595,7 +749,7 @@ impl WrapperClient {
     /// Once started, waits until connected, or [`ConnectError::Closed`].
     pub async fn start(&self) -> Result<(), ConnectError> {
         let inner = &self.inner;
-        if inner.close.is_set() {
+        if inner.close.is_cancelled() {
             return Err(ConnectError::Closed);
         }
         if inner.started.swap(true, Ordering::SeqCst) {
@@ -603,13 +757,13 @@ impl WrapperClient {
         }
         let ws = tokio::select! {
             ws = open_socket(inner) => ws,
-            () = inner.close.wait() => Err(ConnectError::Closed),
+            () = inner.close.cancelled() => Err(ConnectError::Closed),
         };
         let ws = match ws {
             Ok(ws) => ws,
             Err(e) => {
                 inner.started.store(false, Ordering::SeqCst);
-                if inner.close.is_set() {
+                if inner.close.is_cancelled() {
                     inner.state.send_replace(ClientState::Closed);
                 }
                 return Err(e);
@@ -649,7 +803,7 @@ impl WrapperClient {
     /// Closes for good: a normal close (1000) to the server, no reconnection,
     /// pending requests fail as disconnected. Returns once closed.
     pub async fn close(&self) {
-        self.inner.close.set();
+        self.inner.close.cancel();
         if !self.inner.started.load(Ordering::SeqCst) {
             self.inner.state.send_replace(ClientState::Closed);
         }
@@ -734,7 +888,7 @@ impl WrapperClient {
             name: name.to_string(),
             args,
             timeout: self.inner.config.request_timeout,
-            cancel: Signal::default(),
+            cancel: CancellationToken::new(),
             answer: PhantomData,
         }
     }
@@ -779,7 +933,7 @@ async fn drive(inner: Arc<Inner>, first: Ws, ready: oneshot::Sender<()>) {
     let mut connection = 1;
     'connections: loop {
         let close_code = run_connection(&inner, ws, connection, ready.take()).await;
-        if inner.close.is_set() || !inner.config.reconnect {
+        if inner.close.is_cancelled() || !inner.config.reconnect {
             break;
         }
         let mut attempt = 0;
@@ -794,10 +948,10 @@ async fn drive(inner: Arc<Inner>, first: Ws, ready: oneshot::Sender<()>) {
                 () = tokio::time::sleep(delay) => {
                     tokio::select! {
                         ws = open_socket(&inner) => Some(ws),
-                        () = inner.close.wait() => None,
+                        () = inner.close.cancelled() => None,
                     }
                 }
-                () = inner.close.wait() => None,
+                () = inner.close.cancelled() => None,
             };
             match opened {
                 None => break 'connections,
@@ -853,7 +1007,7 @@ async fn run_connection(
             },
             None => tokio::select! {
                 m = stream.next() => m,
-                () = inner.close.wait() => {
+                () = inner.close.cancelled() => {
                     let _ = conn.out.send(Message::Close(Some(CloseFrame {
                         code: CloseCode::Normal,
                         reason: "".into(),
@@ -951,7 +1105,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Arc<Conn>, text: &str) {
         }
         WrapperMessage::Cancel { id, .. } => {
             if let Some(c) = lock(&conn.inflight).remove(&id) {
-                c.set();
+                c.cancel();
             }
         }
         WrapperMessage::ChannelEvent { handle, name, args } => {
@@ -1017,7 +1171,7 @@ fn run_request(
     args: Vec<Value>,
     channel: Option<ClientChannel>,
 ) {
-    let cancel = Signal::default();
+    let cancel = CancellationToken::new();
     lock(&conn.inflight).insert(id, cancel.clone());
     let ctx = ClientCtx {
         client,
@@ -1029,7 +1183,7 @@ fn run_request(
     tokio::spawn(async move {
         let out = AssertUnwindSafe(h(ctx, args)).catch_unwind().await;
         lock(&conn.inflight).remove(&id);
-        if cancel.is_set() {
+        if cancel.is_cancelled() {
             return; // the peer gave up (or the connection ended): no answer
         }
         let msg = match out {
@@ -1046,7 +1200,7 @@ fn run_request(
 pub struct ClientCtx {
     client: WrapperClient,
     request: Option<u64>,
-    cancel: Option<Signal>,
+    cancel: Option<CancellationToken>,
     channel: Option<ClientChannel>,
 }
 
@@ -1063,13 +1217,15 @@ impl ClientCtx {
 
     /// Whether the peer cancelled this request or its connection ended (never for events).
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.as_ref().is_some_and(Signal::is_set)
+        self.cancel
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Completes when the peer cancels this request or its connection ends (never for events).
     pub async fn cancelled(&self) {
         match &self.cancel {
-            Some(c) => c.wait().await,
+            Some(c) => c.cancelled().await,
             None => std::future::pending().await,
         }
     }
@@ -1146,26 +1302,26 @@ pub struct PendingRequest<R> {
     name: String,
     args: Result<Vec<Value>, ClientRequestError>,
     timeout: Duration,
-    cancel: Signal,
+    cancel: CancellationToken,
     answer: PhantomData<fn() -> R>,
 }
 
 /// Cancels a [`PendingRequest`] from elsewhere: the request fails with
 /// [`ClientRequestError::Cancelled`] and `{i, x, _: 1}` goes to the peer.
 #[derive(Clone)]
-pub struct CancelHandle(Signal);
+pub struct CancelHandle(CancellationToken);
 
 impl CancelHandle {
     /// Cancels the request (before it is sent: it fails as soon as it is awaited).
     pub fn cancel(&self) {
-        self.0.set();
+        self.0.cancel();
     }
 }
 
 impl fmt::Debug for CancelHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CancelHandle")
-            .field("cancelled", &self.0.is_set())
+            .field("cancelled", &self.0.is_cancelled())
             .finish()
     }
 }
@@ -1213,7 +1369,7 @@ impl<R> PendingRequest<R> {
     /// Sends it and waits for an answer, value or channel.
     async fn send(self) -> Result<Answer, ClientRequestError> {
         let args = self.args?;
-        if self.cancel.is_set() {
+        if self.cancel.is_cancelled() {
             return Err(ClientRequestError::Cancelled);
         }
         let (conn, handle) = match &self.via {
@@ -1257,7 +1413,7 @@ impl<R> PendingRequest<R> {
                 outstanding.give_up("Request timed out");
                 return Err(ClientRequestError::Timeout);
             }
-            () = self.cancel.wait() => {
+            () = self.cancel.cancelled() => {
                 outstanding.give_up(DEFAULT_ABORT_MESSAGE);
                 return Err(ClientRequestError::Cancelled);
             }
@@ -1321,7 +1477,7 @@ type Event = (String, Vec<Value>);
 struct ChannelShared {
     conn: Arc<Conn>,
     handle: u64,
-    closed: Signal,
+    closed: CancellationToken,
     handlers: Mutex<HashMap<String, Handler>>,
     queue: Mutex<Option<mpsc::UnboundedSender<Event>>>,
     events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
@@ -1333,7 +1489,7 @@ impl ClientChannel {
         ClientChannel(Arc::new(ChannelShared {
             conn,
             handle,
-            closed: Signal::default(),
+            closed: CancellationToken::new(),
             handlers: Mutex::default(),
             queue: Mutex::new(Some(tx)),
             events: tokio::sync::Mutex::new(rx),
@@ -1357,7 +1513,7 @@ impl ClientChannel {
 
     /// Closed from the other side or by the connection's end: nothing is sent.
     fn close_here(&self) {
-        self.0.closed.set();
+        self.0.closed.cancel();
         lock(&self.0.queue).take();
     }
 
@@ -1400,7 +1556,7 @@ impl ClientChannel {
             name: name.to_string(),
             args: to_args(args),
             timeout: self.0.conn.request_timeout,
-            cancel: Signal::default(),
+            cancel: CancellationToken::new(),
             answer: PhantomData,
         }
     }
@@ -1417,12 +1573,12 @@ impl ClientChannel {
 
     /// Whether it was aborted (either side) or its connection ended.
     pub fn is_closed(&self) -> bool {
-        self.0.closed.is_set() || self.0.conn.closed.is_set()
+        self.0.closed.is_cancelled() || self.0.conn.closed.is_cancelled()
     }
 
     /// Completes when the channel is aborted (either side) or its connection ends.
     pub async fn closed(&self) {
-        self.0.closed.wait().await;
+        self.0.closed.cancelled().await;
     }
 }
 
@@ -1532,8 +1688,24 @@ mod tests {
             ok("ws://[::1]:7/rpc"),
             ("[::1]:7".into(), "ws://[::1]:7/rpc".into())
         );
+        assert_eq!(
+            ok("wss://example.com/rpc"),
+            ("example.com:443".into(), "wss://example.com/rpc".into())
+        );
+        assert_eq!(
+            ok("wss://127.0.0.1:8443"),
+            ("127.0.0.1:8443".into(), "wss://127.0.0.1:8443/".into())
+        );
+        assert_eq!(
+            server_name("[::1]:443").unwrap(),
+            rustls::pki_types::ServerName::IpAddress(std::net::Ipv6Addr::LOCALHOST.into())
+        );
+        assert_eq!(
+            server_name("example.com:443").unwrap().to_str(),
+            "example.com"
+        );
         for bad in [
-            "wss://example.com/",
+            "https://example.com/",
             "http://x/",
             "127.0.0.1:80",
             "",

@@ -30,6 +30,9 @@
 //!   channel is answered with an abort. Reserved names (`open`, `connect`,
 //!   `message`, `error`, `close`, `disconnect`) are never sent on the main
 //!   channel. Anything that is not a protocol message is ignored.
+//! - **Counters**: [`WrapperServer::stats`] counts the peers' requests by
+//!   outcome ([`WrapperStats`]: resolved, rejected, panicked, unknown,
+//!   cancelled), one atomic add per request.
 //!
 //! # Example
 //!
@@ -57,8 +60,9 @@ use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 use ws_handler::{DisconnectHook, MessageHook, WsConfig, ws_handler};
 use ws_hub::{ClientId, SendError, WsClient, WsHub};
 use ws_send::ws_send;
@@ -258,6 +262,32 @@ struct Shared {
     config: WrapperConfig,
     handlers: RwLock<Handlers>,
     conns: Mutex<HashMap<ClientId, Arc<Conn>>>,
+    /// Requests of peers by outcome, indexed by [`Outcome`].
+    outcomes: [AtomicU64; 5],
+}
+
+/// Requests of peers, by how they ended: counters since the server was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WrapperStats {
+    /// Answered with a value (or an anonymous channel).
+    pub resolved: u64,
+    /// Answered with the handler's error.
+    pub rejected: u64,
+    /// Rejected because the handler panicked.
+    pub panicked: u64,
+    /// Rejected because no handler (or no named channel) has that name.
+    pub unknown: u64,
+    /// Cancelled by the peer before an answer (none is sent).
+    pub cancelled: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Outcome {
+    Resolved,
+    Rejected,
+    Panicked,
+    Unknown,
+    Cancelled,
 }
 
 /// Per-connection protocol state.
@@ -267,7 +297,7 @@ struct Conn {
     /// Requests this server sent, waiting for answers.
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, WrapperError>>>>,
     /// Requests of the peer being handled, by id.
-    inflight: Mutex<HashMap<u64, Cancel>>,
+    inflight: Mutex<HashMap<u64, CancellationToken>>,
     /// Anonymous channels, by handle.
     channels: Mutex<HashMap<u64, AnonChannel>>,
     /// Handlers of this client, overriding the server's.
@@ -286,7 +316,24 @@ impl WrapperServer {
             config,
             handlers: RwLock::default(),
             conns: Mutex::default(),
+            outcomes: Default::default(),
         }))
+    }
+
+    /// Requests of peers so far, by outcome.
+    pub fn stats(&self) -> WrapperStats {
+        let n = |o: Outcome| self.0.outcomes[o as usize].load(Ordering::Relaxed);
+        WrapperStats {
+            resolved: n(Outcome::Resolved),
+            rejected: n(Outcome::Rejected),
+            panicked: n(Outcome::Panicked),
+            unknown: n(Outcome::Unknown),
+            cancelled: n(Outcome::Cancelled),
+        }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        self.0.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The hub of its connections.
@@ -448,6 +495,7 @@ impl WrapperServer {
             } => match self.lookup(&conn, channel.as_deref(), &name) {
                 Ok(h) => self.run_request(client, &conn, id, h, args),
                 Err(why) => {
+                    self.count(Outcome::Unknown);
                     let _ = send(client, &reject(id, &WrapperError::new(why)));
                 }
             },
@@ -489,6 +537,7 @@ impl WrapperServer {
                 match ch.handler(&name) {
                     Some(h) => self.run_request(client, &conn, id, h, args),
                     None => {
+                        self.count(Outcome::Unknown);
                         let why = WrapperError::new(format!("No event listener for '{name}'"));
                         let _ = send(client, &reject(id, &why));
                     }
@@ -540,25 +589,32 @@ impl WrapperServer {
         h: Handler,
         args: Vec<Value>,
     ) {
-        let cancel = Cancel::default();
+        let cancel = CancellationToken::new();
         lock(&conn.inflight).insert(id, cancel.clone());
         let ctx = Ctx::new(self, client, Some(id), Some(cancel.clone()));
-        let (client, conn) = (client.clone(), conn.clone());
+        let (client, conn, server) = (client.clone(), conn.clone(), self.clone());
         let answer = move |out: Result<Result<Reply, WrapperError>, _>| {
             lock(&conn.inflight).remove(&id);
             if cancel.is_cancelled() {
+                server.count(Outcome::Cancelled);
                 return; // the peer gave up: it ignores any answer
             }
-            let answer = match out {
-                Ok(Ok(Reply::Value(data))) => WrapperMessage::Resolve { id, data },
+            let (answer, outcome) = match out {
+                Ok(Ok(Reply::Value(data))) => {
+                    (WrapperMessage::Resolve { id, data }, Outcome::Resolved)
+                }
                 Ok(Ok(Reply::Channel(ch))) => {
                     ch.0.ready.store(true, Ordering::SeqCst);
                     lock(&conn.channels).insert(ch.0.handle, ch.clone());
-                    WrapperMessage::ChannelCreated { id }
+                    (WrapperMessage::ChannelCreated { id }, Outcome::Resolved)
                 }
-                Ok(Err(e)) => reject(id, &e),
-                Err(_) => reject(id, &WrapperError::new("handler panicked")),
+                Ok(Err(e)) => (reject(id, &e), Outcome::Rejected),
+                Err(_) => (
+                    reject(id, &WrapperError::new("handler panicked")),
+                    Outcome::Panicked,
+                ),
             };
+            server.count(outcome);
             let _ = send(&client, &answer);
         };
         run(AssertUnwindSafe(h(ctx, args)).catch_unwind(), answer);
@@ -645,38 +701,13 @@ impl fmt::Debug for ChannelOf<'_> {
     }
 }
 
-/// A cancellation signal: set once, waited on.
-#[derive(Clone, Default)]
-struct Cancel(Arc<(AtomicBool, Notify)>);
-
-impl Cancel {
-    fn cancel(&self) {
-        self.0.0.store(true, Ordering::SeqCst);
-        self.0.1.notify_waiters();
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.0.0.load(Ordering::SeqCst)
-    }
-
-    async fn cancelled(&self) {
-        let notified = self.0.1.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.is_cancelled() {
-            return;
-        }
-        notified.await;
-    }
-}
-
 /// What a handler knows: its client, its cancellation, its channel.
 pub struct Ctx {
     server: WrapperServer,
     client: WsClient,
     /// The id of the request being handled; `None` for an event.
     request: Option<u64>,
-    cancel: Option<Cancel>,
+    cancel: Option<CancellationToken>,
     channel: Mutex<Option<AnonChannel>>,
 }
 
@@ -685,7 +716,7 @@ impl Ctx {
         server: &WrapperServer,
         client: &WsClient,
         request: Option<u64>,
-        cancel: Option<Cancel>,
+        cancel: Option<CancellationToken>,
     ) -> Self {
         Ctx {
             server: server.clone(),
@@ -713,7 +744,9 @@ impl Ctx {
 
     /// Whether the peer cancelled this request (never for events).
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.as_ref().is_some_and(Cancel::is_cancelled)
+        self.cancel
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Completes when the peer cancels this request (never for events).
@@ -767,7 +800,7 @@ struct AnonShared {
     client: WsClient,
     handle: u64,
     ready: AtomicBool,
-    cancel: Cancel,
+    cancel: CancellationToken,
     handlers: Mutex<HashMap<String, Handler>>,
 }
 
@@ -777,7 +810,7 @@ impl AnonChannel {
             client,
             handle,
             ready: AtomicBool::new(false),
-            cancel: Cancel::default(),
+            cancel: CancellationToken::new(),
             handlers: Mutex::default(),
         }))
     }
@@ -941,6 +974,8 @@ mod tests {
         assert!(
             matches!(&got[3], WrapperMessage::Reject { id: 4, error, .. } if error["message"].as_str().unwrap().starts_with("invalid arguments"))
         );
+        let st = server.stats();
+        assert_eq!((st.resolved, st.rejected, st.unknown), (2, 2, 0), "{st:?}");
     }
 
     #[tokio::test]
@@ -971,6 +1006,8 @@ mod tests {
             matches!(got[2], WrapperMessage::Abort { handle: 77, .. }),
             "an unknown channel is aborted"
         );
+        let st = server.stats();
+        assert_eq!((st.unknown, st.resolved, st.rejected), (2, 0, 0), "{st:?}");
     }
 
     #[tokio::test]
@@ -1002,6 +1039,8 @@ mod tests {
                 data: serde_json::json!("fine")
             }
         );
+        let st = server.stats();
+        assert_eq!((st.panicked, st.resolved, st.rejected), (1, 1, 0), "{st:?}");
     }
 
     #[tokio::test]
@@ -1036,6 +1075,8 @@ mod tests {
             }],
             "no answer to 4"
         );
+        let st = server.stats();
+        assert_eq!((st.cancelled, st.resolved), (1, 1), "{st:?}");
     }
 
     #[tokio::test]

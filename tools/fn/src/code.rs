@@ -11,6 +11,10 @@
 //! - `returns`, `error_type` and `returns_optional` appear in that signature;
 //! - `tested` agrees with the test functions that exist;
 //! - a type entry's `fields` and `variants` are the type's public fields and variants.
+//!
+//! From the same parse, [`check_and_api`] also reads what each crate's `src/lib.rs`
+//! makes public that no entry describes (free functions, re-exports: [`ApiItem`]),
+//! which `fn index` stores for the crate view of `fn show`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,6 +29,22 @@ use crate::registry::{self, Registry};
 
 /// Runs every code check of the registry's Rust entries and crates.
 pub fn check(reg: &Registry) -> Vec<Problem> {
+    run(reg, false).0
+}
+
+/// [`check`], and the public API of every crate that no entry describes
+/// ([`CrateApis`]), from the same parse of each crate's `src/lib.rs`.
+pub fn check_and_api(reg: &Registry) -> (Vec<Problem>, CrateApis) {
+    run(reg, true)
+}
+
+/// The public API of `crates` (crate names under `crates/`) that no entry
+/// describes, without the checks: for a root that is not a Cargo workspace.
+pub fn api<'a>(reg: &Registry, crates: impl IntoIterator<Item = &'a str>) -> CrateApis {
+    crate_apis(&reg.root, crates, &reg.entries, &mut Sources::default())
+}
+
+fn run(reg: &Registry, want_api: bool) -> (Vec<Problem>, CrateApis) {
     let mut out = Vec::new();
     let root = &reg.root;
     let workspace = Workspace::load(root, &mut out);
@@ -84,10 +104,16 @@ pub fn check(reg: &Registry) -> Vec<Problem> {
         if let Some(ws) = &workspace
             && !ws.deps.contains(&name)
         {
+            let version = match &m.version {
+                Version::Own(v) => Some(v.as_str()),
+                Version::Workspace => ws.version.as_deref(),
+                Version::Missing => None,
+            }
+            .map_or(String::new(), |v| format!(", version = \"{v}\""));
             out.push(Problem::new(
                 "Cargo.toml",
                 ws.deps_line,
-                format!("registry crate `{name}` is not declared in [workspace.dependencies]: add `{name} = {{ path = \"crates/{name}\" }}`"),
+                format!("registry crate `{name}` is not declared in [workspace.dependencies]: add `{name} = {{ path = \"crates/{name}\"{version} }}`"),
             ));
         }
         manifests.insert(name, m);
@@ -103,7 +129,13 @@ pub fn check(reg: &Registry) -> Vec<Problem> {
     for e in reg.entries.iter().filter(|e| e.lang == "rust") {
         check_entry(e, &cx, &mut sources, &mut out);
     }
-    out
+    let apis = if want_api {
+        let names = manifests.keys().map(String::as_str);
+        crate_apis(root, names, &reg.entries, &mut sources)
+    } else {
+        CrateApis::new()
+    };
+    (out, apis)
 }
 
 /// What the per-entry checks read: the root, the crates' manifests, the entries.
@@ -805,6 +837,300 @@ fn compare_members(
     }
 }
 
+/// What a crate's `src/lib.rs` makes public that no entry describes: a free
+/// function or a `pub use` re-export. `fn index` stores them for the crate view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiItem {
+    /// A function or a re-export.
+    pub kind: ApiKind,
+    /// The function's name, or the name a re-export brings in (`http`,
+    /// `Message`, `*` for a glob); `m::name` inside an inline `pub mod m`.
+    pub name: String,
+    /// One line, spaced as rustfmt prints it:
+    /// `pub fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response`,
+    /// `pub use tokio_tungstenite::tungstenite::Message`.
+    pub signature: String,
+    /// The first sentence of its doc comment; empty without one.
+    pub doc: String,
+}
+
+/// The kinds of [`ApiItem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKind {
+    /// A public free function (`pub fn`).
+    Function,
+    /// A `pub use`, one row per name it brings in.
+    ReExport,
+}
+
+impl ApiKind {
+    /// As stored: `function` or `re-export`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiKind::Function => "function",
+            ApiKind::ReExport => "re-export",
+        }
+    }
+}
+
+/// Crate name -> its [`ApiItem`]s in file order; crates without any are absent.
+pub type CrateApis = BTreeMap<String, Vec<ApiItem>>;
+
+/// The API of each crate's `src/lib.rs` (parsed through `sources`, so a file
+/// the checks read is parsed once) that is not an entry of that crate.
+fn crate_apis<'a>(
+    root: &Path,
+    crates: impl IntoIterator<Item = &'a str>,
+    entries: &[Entry],
+    sources: &mut Sources,
+) -> CrateApis {
+    let mut out = CrateApis::new();
+    let mut crates = crates.into_iter().peekable();
+    if crates.peek().is_none() {
+        return out;
+    }
+    let homes = registry::by_crate(entries);
+    for name in crates {
+        let rel = format!("crates/{name}/src/lib.rs");
+        let Some(file) = sources.get(root, &rel) else {
+            continue;
+        };
+        let described: BTreeSet<&str> = homes
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        let mut items = Vec::new();
+        collect_api(&file.items, "", &described, &mut items);
+        if !items.is_empty() {
+            out.insert(name.to_string(), items);
+        }
+    }
+    out
+}
+
+fn collect_api(
+    items: &[syn::Item],
+    module: &str,
+    described: &BTreeSet<&str>,
+    out: &mut Vec<ApiItem>,
+) {
+    use quote::quote;
+    for item in items {
+        match item {
+            syn::Item::Fn(f) if is_pub(&f.vis) && in_api(&f.attrs) => {
+                let name = f.sig.ident.to_string();
+                if described.contains(name.as_str()) {
+                    continue;
+                }
+                let (vis, sig) = (&f.vis, &f.sig);
+                out.push(ApiItem {
+                    kind: ApiKind::Function,
+                    name: format!("{module}{name}"),
+                    signature: one_line(quote!(#vis #sig)),
+                    doc: first_sentence(&doc_text(&f.attrs)),
+                });
+            }
+            syn::Item::Use(u) if is_pub(&u.vis) && in_api(&u.attrs) => {
+                let doc = first_sentence(&doc_text(&u.attrs));
+                let lead = if u.leading_colon.is_some() { "::" } else { "" };
+                let mut leaves = Vec::new();
+                use_leaves(&u.tree, lead.to_string(), &mut leaves);
+                for (path, name) in leaves {
+                    if described.contains(name.as_str()) {
+                        continue;
+                    }
+                    out.push(ApiItem {
+                        kind: ApiKind::ReExport,
+                        name: format!("{module}{name}"),
+                        signature: format!("pub use {path}"),
+                        doc: doc.clone(),
+                    });
+                }
+            }
+            syn::Item::Mod(m) if is_pub(&m.vis) && in_api(&m.attrs) => {
+                if let Some((_, items)) = &m.content {
+                    collect_api(items, &format!("{module}{}::", m.ident), described, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Not `#[doc(hidden)]` and not `#[cfg(test)]`.
+fn in_api(attrs: &[syn::Attribute]) -> bool {
+    !attrs.iter().any(|a| {
+        let syn::Meta::List(l) = &a.meta else {
+            return false;
+        };
+        let args = l.tokens.to_string();
+        (a.path().is_ident("doc") && args == "hidden")
+            || (a.path().is_ident("cfg") && args == "test")
+    })
+}
+
+/// Each name a `use` tree brings in: (path as written, name).
+fn use_leaves(tree: &syn::UseTree, prefix: String, out: &mut Vec<(String, String)>) {
+    match tree {
+        syn::UseTree::Path(p) => use_leaves(&p.tree, format!("{prefix}{}::", p.ident), out),
+        // `a::{self}` brings in `a`.
+        syn::UseTree::Name(n) if n.ident == "self" && !prefix.is_empty() => {
+            let path = prefix.trim_end_matches("::").to_string();
+            let name = path.rsplit("::").next().unwrap_or_default().to_string();
+            out.push((path, name));
+        }
+        syn::UseTree::Name(n) => out.push((format!("{prefix}{}", n.ident), n.ident.to_string())),
+        syn::UseTree::Rename(r) => out.push((
+            format!("{prefix}{} as {}", r.ident, r.rename),
+            r.rename.to_string(),
+        )),
+        syn::UseTree::Glob(_) => out.push((format!("{prefix}*"), "*".to_string())),
+        syn::UseTree::Group(g) => {
+            for t in &g.items {
+                use_leaves(t, prefix.clone(), out);
+            }
+        }
+    }
+}
+
+/// The first sentence of a doc comment's first paragraph, on one line: up to
+/// the first `.` followed by a space outside `code` (not `e.g.` or `i.e.`).
+fn first_sentence(doc: &str) -> String {
+    let para = squash(doc.split("\n\n").next().unwrap_or(""));
+    let mut in_code = false;
+    for (i, c) in para.char_indices() {
+        match c {
+            '`' => in_code = !in_code,
+            '.' if !in_code
+                && para[i + 1..].starts_with(' ')
+                && !para[..i].ends_with("e.g")
+                && !para[..i].ends_with("i.e") =>
+            {
+                return para[..=i].to_string();
+            }
+            _ => {}
+        }
+    }
+    para
+}
+
+/// A token, a lifetime or an operator of several joined punctuation marks,
+/// or a delimited group: what [`one_line`] spaces.
+enum Atom {
+    Word(String),
+    Op(String),
+    Group(proc_macro2::Delimiter, Vec<Atom>),
+}
+
+fn atoms(tokens: TokenStream) -> Vec<Atom> {
+    let mut out = Vec::new();
+    let mut op = String::new();
+    let mut iter = tokens.into_iter();
+    while let Some(t) = iter.next() {
+        if !matches!(t, TokenTree::Punct(_)) && !op.is_empty() {
+            out.push(Atom::Op(std::mem::take(&mut op)));
+        }
+        match t {
+            TokenTree::Punct(p) if p.as_char() == '\'' && op.is_empty() => match iter.next() {
+                Some(TokenTree::Ident(i)) => out.push(Atom::Word(format!("'{i}"))),
+                _ => out.push(Atom::Word("'".to_string())),
+            },
+            TokenTree::Punct(p) => {
+                op.push(p.as_char());
+                if p.spacing() == proc_macro2::Spacing::Alone {
+                    out.push(Atom::Op(std::mem::take(&mut op)));
+                }
+            }
+            TokenTree::Ident(i) => out.push(Atom::Word(i.to_string())),
+            TokenTree::Literal(l) => out.push(Atom::Word(l.to_string())),
+            TokenTree::Group(g) => out.push(Atom::Group(g.delimiter(), atoms(g.stream()))),
+        }
+    }
+    if !op.is_empty() {
+        out.push(Atom::Op(op));
+    }
+    out
+}
+
+/// Tokens on one line, spaced as rustfmt spaces a signature:
+/// `pub fn f<'a, T: ?Sized>(x: &'a T, y: impl Into<u8>) -> Option<&'a str> where T: Send`
+/// (a `where` clause stays on the line; trailing commas go).
+fn one_line(tokens: TokenStream) -> String {
+    let mut out = String::new();
+    write_atoms(&atoms(tokens), &mut out);
+    out.trim_end_matches(',').to_string()
+}
+
+fn is_op(a: Option<&Atom>, ops: &[&str]) -> bool {
+    matches!(a, Some(Atom::Op(o)) if ops.contains(&o.as_str()))
+}
+
+fn write_atoms(list: &[Atom], out: &mut String) {
+    use proc_macro2::Delimiter;
+    let mut prev: Option<&Atom> = None;
+    for a in list {
+        let glued = match (prev, a) {
+            (None, _) => true,
+            (_, Atom::Op(o)) if matches!(o.as_str(), "," | ";" | ":" | ">") => true,
+            (Some(Atom::Op(p)), _)
+                if matches!(p.as_str(), "::" | "<" | "&" | "&&" | "*" | "?" | "#") =>
+            {
+                true
+            }
+            (Some(Atom::Word(_)), Atom::Op(o)) if o == "::" || o == "<" => true,
+            (Some(Atom::Op(p)), Atom::Op(o)) if p == ">" && o == "::" => true,
+            // A call-like group: `text(`, `Fn(`, `fn(`, `pub(crate)`, `f<T>(`.
+            (Some(Atom::Word(w)), Atom::Group(Delimiter::Parenthesis, _)) => !matches!(
+                w.as_str(),
+                "mut"
+                    | "impl"
+                    | "dyn"
+                    | "as"
+                    | "where"
+                    | "ref"
+                    | "const"
+                    | "unsafe"
+                    | "async"
+                    | "extern"
+            ),
+            (Some(Atom::Op(p)), Atom::Group(Delimiter::Parenthesis, _)) => p == ">",
+            _ => false,
+        };
+        // `<A, B,>` prints as `<A, B>`.
+        if is_op(Some(a), &[">"]) && is_op(prev, &[","]) {
+            out.pop();
+        }
+        if !glued {
+            out.push(' ');
+        }
+        match a {
+            Atom::Word(w) | Atom::Op(w) => out.push_str(w),
+            Atom::Group(d, inner) => {
+                let mut text = String::new();
+                write_atoms(inner, &mut text);
+                // A trailing comma goes, except the one of a 1-tuple `(T,)`.
+                let commas = inner.iter().filter(|x| is_op(Some(x), &[","])).count();
+                let args = glued && prev.is_some();
+                if text.ends_with(',') && (args || commas > 1 || *d != Delimiter::Parenthesis) {
+                    text.pop();
+                }
+                let (open, close) = match d {
+                    Delimiter::Parenthesis => ("(", ")"),
+                    Delimiter::Bracket => ("[", "]"),
+                    Delimiter::Brace => ("{ ", " }"),
+                    Delimiter::None => ("", ""),
+                };
+                out.push_str(open);
+                out.push_str(&text);
+                out.push_str(close);
+            }
+        }
+        prev = Some(a);
+    }
+}
+
 /// Parsed Rust files, each read once.
 #[derive(Default)]
 struct Sources {
@@ -834,11 +1160,61 @@ impl Sources {
     }
 }
 
-/// The root manifest's `[workspace.dependencies]` and `[workspace.package]` version.
+/// A registry crate as its `Cargo.toml` describes it: what `fn index` stores
+/// for `fn show` (the crate view and the lines to depend on it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrateInfo {
+    /// Package name (= folder under `crates/`).
+    pub name: String,
+    /// Version, inherited from `[workspace.package]` when the crate says so;
+    /// empty when it has none.
+    pub version: String,
+    /// `description`, empty when it has none.
+    pub description: String,
+}
+
+/// The crates under `root/crates/` whose `Cargo.toml` reads, sorted by name,
+/// and the `repository` of the root's `[workspace.package]`. Manifests that do
+/// not read are skipped (`fn check` reports them).
+pub fn crates(root: &Path) -> (Vec<CrateInfo>, Option<String>) {
+    let mut ignored = Vec::new();
+    let ws = Workspace::load(root, &mut ignored);
+    let mut out = Vec::new();
+    for dir in registry::crate_dirs(root).unwrap_or_default() {
+        let Some(name) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let rel = PathBuf::from("crates").join(&name).join("Cargo.toml");
+        if !root.join(&rel).is_file() {
+            continue;
+        }
+        let Some(m) = Manifest::load(root, &rel, &mut ignored) else {
+            continue;
+        };
+        let version = match m.version {
+            Version::Own(v) => v,
+            Version::Workspace => ws
+                .as_ref()
+                .and_then(|w| w.version.clone())
+                .unwrap_or_default(),
+            Version::Missing => String::new(),
+        };
+        out.push(CrateInfo {
+            name,
+            version,
+            description: m.description.unwrap_or_default(),
+        });
+    }
+    (out, ws.and_then(|w| w.repository))
+}
+
+/// The root manifest's `[workspace.dependencies]` and `[workspace.package]`
+/// version and repository.
 struct Workspace {
     deps: BTreeSet<String>,
     deps_line: usize,
     version: Option<String>,
+    repository: Option<String>,
 }
 
 impl Workspace {
@@ -861,16 +1237,18 @@ impl Workspace {
             .and_then(|d| d.as_table())
             .map(|d| d.keys().map(|k| norm(k)).collect())
             .unwrap_or_default();
-        let version = ws
-            .get("package")
-            .and_then(|p| p.get("version"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+        let package = |key: &str| {
+            ws.get("package")
+                .and_then(|p| p.get(key))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
         let deps_line = line_of(&text, |l| l.trim() == "[workspace.dependencies]").unwrap_or(1);
         Some(Workspace {
             deps,
             deps_line,
-            version,
+            version: package("version"),
+            repository: package("repository"),
         })
     }
 }
@@ -1009,5 +1387,73 @@ impl Manifest {
             })
         })
         .unwrap_or(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{first_sentence, one_line};
+    use quote::quote;
+
+    /// The signature of the first function in `src`, printed by [`one_line`].
+    fn sig(src: &str) -> String {
+        let f: syn::ItemFn = syn::parse_str(src).unwrap();
+        let (vis, sig) = (&f.vis, &f.sig);
+        one_line(quote!(#vis #sig))
+    }
+
+    #[test]
+    fn signatures_print_on_one_line_as_rustfmt_spaces_them() {
+        for (src, want) in [
+            (
+                "pub fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response {}",
+                "pub fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response",
+            ),
+            (
+                "pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T,) -> Response {}",
+                "pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response",
+            ),
+            (
+                "pub fn long(\n    only_one: u8,\n) -> (u8,) {}",
+                "pub fn long(only_one: u8) -> (u8,)",
+            ),
+            (
+                "pub fn boxed<B,>(body: B) -> Body\nwhere\n    B: http_body::Body<Data = Bytes> + Send + 'static,\n    B::Error: Into<BoxError>,\n{}",
+                "pub fn boxed<B>(body: B) -> Body where B: http_body::Body<Data = Bytes> + Send + 'static, B::Error: Into<BoxError>",
+            ),
+            (
+                "pub fn pairs<'a>(q: &'a str, v: &mut Vec<[u8; 4]>) -> impl Iterator<Item = (String, String)> + 'a {}",
+                "pub fn pairs<'a>(q: &'a str, v: &mut Vec<[u8; 4]>) -> impl Iterator<Item = (String, String)> + 'a",
+            ),
+            (
+                "pub(crate) async unsafe fn raw(p: *const u8, f: fn(u8) -> u8, g: &dyn Fn(&str) -> bool, mut n: u8) -> ! {}",
+                "pub(crate) async unsafe fn raw(p: *const u8, f: fn(u8) -> u8, g: &dyn Fn(&str) -> bool, mut n: u8) -> !",
+            ),
+            (
+                "pub fn out<T: Iterator>(t: T) -> Option<<T as Iterator>::Item> {}",
+                "pub fn out<T: Iterator>(t: T) -> Option<<T as Iterator>::Item>",
+            ),
+            (
+                "pub fn hrtb(f: Box<dyn for<'a> Fn(&'a [u8]) -> &'a str + Send>) {}",
+                "pub fn hrtb(f: Box<dyn for<'a> Fn(&'a [u8]) -> &'a str + Send>)",
+            ),
+        ] {
+            assert_eq!(sig(src), want, "from {src}");
+        }
+    }
+
+    #[test]
+    fn the_first_sentence_ends_at_a_period_outside_code() {
+        assert_eq!(
+            first_sentence("A body. Holding `bytes`.\nMore.\n\nNext paragraph."),
+            "A body."
+        );
+        assert_eq!(
+            first_sentence("Calls `a. b` and\nwraps, e.g. twice. Then stops."),
+            "Calls `a. b` and wraps, e.g. twice."
+        );
+        assert_eq!(first_sentence("No period at all"), "No period at all");
+        assert_eq!(first_sentence("Ends here.\n\nSecond."), "Ends here.");
+        assert_eq!(first_sentence(""), "");
     }
 }

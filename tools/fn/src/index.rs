@@ -16,7 +16,7 @@ pub const SCHEMA_SQL: &str = include_str!("../../../registry/schema.sql");
 const INDEXES_MARKER: &str = "-- indexes:";
 
 /// The schema version this tool writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// What an index run wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,24 +76,38 @@ pub fn index(root: &Path, db: &Path) -> Result<(Registry, Counts), IndexError> {
         (filled, problems)
     });
     let result = filled.map_err(IndexError::Failed).and_then(|filled| {
-        let mut reg = Registry::from_parsed(root, filled.entries, problems);
+        let Filled {
+            entries,
+            counts,
+            dangling,
+            crates,
+            conn,
+        } = filled;
+        let mut reg = Registry::from_parsed(root, entries, problems);
         // In a Cargo workspace the entries must also be true to the code (the
         // checks of `fn check`); a root of entries only has no code to hold them to.
-        if root.join("Cargo.toml").is_file() {
-            let code = crate::code::check(&reg);
+        // The crates' API comes from the same parse of their `src/lib.rs`.
+        let apis = if root.join("Cargo.toml").is_file() {
+            let (code, apis) = crate::code::check_and_api(&reg);
             reg.problems.extend(code);
             reg.problems.sort();
             reg.problems.dedup();
-        }
+            apis
+        } else {
+            crate::code::api(&reg, crates.iter().map(String::as_str))
+        };
         if !reg.problems.is_empty() {
             return Err(IndexError::Problems(reg));
         }
-        if let Some(table) = filled.dangling {
+        let dangling = match dangling {
+            Some(table) => Some(table),
+            None => write_apis(conn, &apis).map_err(IndexError::Failed)?,
+        };
+        if let Some(table) = dangling {
             return Err(IndexError::Failed(format!(
                 "a reference in table `{table}` points at no entry, though the entries check out: please report this"
             )));
         }
-        let counts = filled.counts;
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .and_then(|()| std::fs::rename(&tmp, db))
@@ -121,6 +135,49 @@ struct Filled {
     counts: Counts,
     /// A table with a reference to no entry, if any.
     dangling: Option<String>,
+    /// The names in the `crates` table.
+    crates: Vec<String>,
+    /// The new database, committed and still open: [`write_apis`] finishes it.
+    conn: Connection,
+}
+
+/// Writes the crates' API (known once the code is parsed, after the entries)
+/// into the database `fill` left open, and closes it. Returns a table with a
+/// dangling reference, if any.
+fn write_apis(
+    mut conn: Connection,
+    apis: &crate::code::CrateApis,
+) -> Result<Option<String>, String> {
+    let sql = |e: rusqlite::Error| format!("writing the index failed: {e}");
+    let tx = conn.transaction().map_err(sql)?;
+    {
+        let mut ins = tx
+            .prepare(
+                "INSERT INTO crate_api (crate, position, kind, name, signature, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(sql)?;
+        for (krate, items) in apis {
+            for (n, it) in items.iter().enumerate() {
+                ins.execute(params![
+                    krate,
+                    n as i64,
+                    it.kind.as_str(),
+                    it.name,
+                    it.signature,
+                    it.doc
+                ])
+                .map_err(sql)?;
+            }
+        }
+    }
+    let dangling: Option<String> = tx
+        .query_row("PRAGMA foreign_key_check(crate_api)", [], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    tx.commit().map_err(sql)?;
+    conn.close().map_err(|(_, e)| sql(e))?;
+    Ok(dangling)
 }
 
 /// Writes `entries` into a new database at `path`; gives the entries back.
@@ -148,6 +205,7 @@ fn fill(entries: impl Iterator<Item = Entry>, root: &Path, path: &Path) -> Resul
         refs: 0,
     };
     let mut kept = Vec::new();
+    let mut crate_names = Vec::new();
     {
         let mut ins_entry = tx
             .prepare(
@@ -263,20 +321,43 @@ fn fill(entries: impl Iterator<Item = Entry>, root: &Path, path: &Path) -> Resul
             kept.push(e);
         }
 
+        let (crates, repository) = crate::code::crates(root);
+        let mut ins_crate = tx
+            .prepare(
+                "INSERT INTO crates (name, version, description, path) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(sql)?;
+        for c in &crates {
+            crate_names.push(c.name.clone());
+            ins_crate
+                .execute(params![
+                    c.name,
+                    c.version,
+                    c.description,
+                    format!("crates/{}", c.name)
+                ])
+                .map_err(sql)?;
+        }
+
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut meta = tx
             .prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")
             .map_err(sql)?;
+        // Absolute, so `fn show` prints path dependencies that work from anywhere.
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         for (k, v) in [
-            ("schema_version", SCHEMA_VERSION.to_string()),
-            ("root", root.display().to_string()),
-            ("indexed_at", now.to_string()),
-            ("entries", kept.len().to_string()),
-            ("tool_version", env!("CARGO_PKG_VERSION").to_string()),
+            ("schema_version", Some(SCHEMA_VERSION.to_string())),
+            ("root", Some(root.display().to_string())),
+            ("repository", repository),
+            ("indexed_at", Some(now.to_string())),
+            ("entries", Some(kept.len().to_string())),
+            ("tool_version", Some(env!("CARGO_PKG_VERSION").to_string())),
         ] {
-            meta.execute(params![k, v]).map_err(sql)?;
+            if let Some(v) = v {
+                meta.execute(params![k, v]).map_err(sql)?;
+            }
         }
     }
     tx.execute_batch(indexes).map_err(sql)?;
@@ -287,11 +368,12 @@ fn fill(entries: impl Iterator<Item = Entry>, root: &Path, path: &Path) -> Resul
         .optional()
         .map_err(sql)?;
     tx.commit().map_err(sql)?;
-    conn.close().map_err(|(_, e)| sql(e))?;
     Ok(Filled {
         entries: kept,
         counts,
         dangling,
+        crates: crate_names,
+        conn,
     })
 }
 

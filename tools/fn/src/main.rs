@@ -92,9 +92,11 @@ enum Command {
         #[command(flatten)]
         out: ReadArgs,
     },
-    /// One entry: its fields, direct dependencies and dependents, how to depend on it, its example.
+    /// One entry: its fields, direct dependencies and dependents, how to depend on it, its example;
+    /// or a crate no entry is named after: its entries, its other public functions and
+    /// re-exports, and how to depend on it.
     Show {
-        /// Entry name or ID (`ws_send` or `ws_send_rust_infra`).
+        /// Entry name or ID (`ws_send` or `ws_send_rust_infra`), or crate name (`http_types`).
         name: String,
         #[command(flatten)]
         out: ReadArgs,
@@ -316,11 +318,14 @@ fn run(cmd: Command) -> Result<(), Failure> {
         }
         Command::Show { name, out } => {
             let conn = query::open(&db_path(out.db, &find_root(None)))?;
-            let s = query::show(&conn, &name)?;
+            let found = query::lookup(&conn, &name)?;
             if out.json {
-                return print_json(&s);
+                return print_json(&found);
             }
-            print_shown(&s);
+            match &found {
+                query::Found::Entry(s) => print_shown(s),
+                query::Found::Crate(c) => print_crate(c),
+            }
             Ok(())
         }
         Command::Deps {
@@ -517,12 +522,7 @@ fn print_shown(s: &query::Shown) {
     edges("uses", &s.uses);
     edges("used by", &s.used_by);
     if let Some(c) = &s.cargo {
-        say!("\ndepend on it (Cargo.toml [dependencies]):");
-        say!("  {}    # in this workspace", c.workspace);
-        say!(
-            "  {}    # from elsewhere, relative to this checkout",
-            c.path
-        );
+        print_cargo(c);
     }
     say!("\nfile: {}", s.file_path);
     say!("entry: {}", s.entry_path);
@@ -539,4 +539,52 @@ fn print_shown(s: &query::Shown) {
     if !s.example.is_empty() {
         say!("\n## Example\n\n{}", s.example);
     }
+}
+
+fn print_cargo(c: &query::CargoLines) {
+    say!("\ndepend on it (Cargo.toml [dependencies], one of):");
+    say!("  {}    # in this workspace", c.workspace);
+    say!("  {}    # this checkout, from any project", c.path);
+    if let Some(git) = &c.git {
+        say!("  {git}    # the repository");
+    }
+    say!("  {}    # crates.io", c.version);
+}
+
+fn print_crate(c: &query::CrateShown) {
+    say!("crate {}  (v{}, {})", c.name, c.version, c.path);
+    say!();
+    say!("{}", c.description);
+    if c.entries.is_empty() {
+        say!("\nentries: none");
+    } else {
+        say!("\nentries (`fn show NAME` for one):");
+        for e in &c.entries {
+            say!("  {}  [{}]  {}", e.id, e.kind, e.description);
+        }
+    }
+    let api = |title: &str, list: &[query::ApiOut]| {
+        if list.is_empty() {
+            return;
+        }
+        say!("\n{title}:");
+        for f in list {
+            // A name with a path is in an inline `pub mod`.
+            match f.name.rsplit_once("::") {
+                Some((module, _)) => say!("  {}  (in mod {module})", f.signature),
+                None => say!("  {}", f.signature),
+            }
+            if !f.doc.is_empty() {
+                say!("      {}", f.doc);
+            }
+        }
+    };
+    api("functions", &c.functions);
+    api("re-exports", &c.re_exports);
+    if c.used_by.is_empty() {
+        say!("\nused by: nothing");
+    } else {
+        say!("\nused by (crates): {}", c.used_by.join(", "));
+    }
+    print_cargo(&c.cargo);
 }

@@ -365,13 +365,64 @@ pub struct Edge {
     pub depth: u32,
 }
 
-/// How to depend on an entry's crate.
+/// How to depend on a crate: `[dependencies]` lines that work as printed.
 #[derive(Debug, Clone, Serialize)]
 pub struct CargoLines {
-    /// In a member of this workspace.
+    /// In a member of this workspace: `name.workspace = true`.
     pub workspace: String,
-    /// From another project, by path to this checkout.
+    /// From any other project on this machine, by the absolute path of this
+    /// checkout's crate folder: `name = { path = "/abs/crates/name" }`.
     pub path: String,
+    /// From the repository: `name = { git = "URL", package = "name" }`;
+    /// `None` when the workspace declares no `repository`.
+    pub git: Option<String>,
+    /// From crates.io, by version: `name = "0.1.0"`.
+    pub version: String,
+}
+
+/// The dependency lines of crate `krate`: its version and folder from the
+/// `crates` table (else `version` and `crates/<krate>`), under the indexed root.
+fn cargo_lines(conn: &Connection, krate: &str, version: &str) -> Result<CargoLines, String> {
+    let e = |e: rusqlite::Error| e.to_string();
+    let meta = |key: &str| -> Result<Option<String>, String> {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(e)
+    };
+    let row: Option<(String, String)> = conn
+        .query_row(
+            "SELECT version, path FROM crates WHERE name = ?1",
+            [krate],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(e)?;
+    let (version, rel) = match row {
+        Some((v, p)) if !v.is_empty() => (v, p),
+        Some((_, p)) => (version.to_string(), p),
+        None => (version.to_string(), format!("crates/{krate}")),
+    };
+    let root = meta("root")?.unwrap_or_default();
+    let dir = Path::new(&root).join(rel);
+    Ok(CargoLines {
+        workspace: format!("{krate}.workspace = true"),
+        path: format!(
+            "{krate} = {{ path = {} }}",
+            toml_string(&dir.to_string_lossy())
+        ),
+        git: meta("repository")?.map(|url| {
+            format!(
+                "{krate} = {{ git = {}, package = \"{krate}\" }}",
+                toml_string(&url)
+            )
+        }),
+        version: format!("{krate} = \"{version}\""),
+    })
+}
+
+/// A TOML basic string: quoted, with `\` and `"` escaped.
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// Everything `fn show` prints.
@@ -504,14 +555,156 @@ pub fn show(conn: &Connection, name_or_id: &str) -> Result<Shown, String> {
     if shown.entry.lang == "rust"
         && let Some(k) = &shown.krate
     {
-        shown.cargo = Some(CargoLines {
-            workspace: format!("{k}.workspace = true"),
-            path: format!("{k} = {{ path = \"crates/{k}\" }}"),
-        });
+        shown.cargo = Some(cargo_lines(conn, k, &shown.entry.version)?);
     }
     shown.uses = deps(conn, &id, Direction::Uses, false)?;
     shown.used_by = deps(conn, &id, Direction::UsedBy, false)?;
     Ok(shown)
+}
+
+/// A crate as `fn show CRATE` prints it when no entry has that name (a crate
+/// that only defines types): what it is, the entries it holds, the rest of its
+/// public API (functions and re-exports), how to depend on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrateShown {
+    /// Always `crate`, to tell this shape from an entry's.
+    pub kind: &'static str,
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// The Cargo `description`.
+    pub description: String,
+    /// The crate folder, absolute.
+    pub path: String,
+    /// The entries whose code is in the crate: functions first, then by name.
+    pub entries: Vec<Summary>,
+    /// Its public free functions that are not entries, in file order.
+    pub functions: Vec<ApiOut>,
+    /// Its `pub use` re-exports (of names that are not its entries), in file order.
+    pub re_exports: Vec<ApiOut>,
+    /// The other crates whose entries use one of these entries, sorted.
+    pub used_by: Vec<String>,
+    /// Cargo.toml lines to depend on it.
+    pub cargo: CargoLines,
+}
+
+/// A public function or re-export of a crate that is not an entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiOut {
+    /// The function's name, or the name the re-export brings in (`Message`).
+    pub name: String,
+    /// One line: `pub fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response`,
+    /// `pub use http`.
+    pub signature: String,
+    /// The first sentence of its doc comment; empty without one.
+    pub doc: String,
+}
+
+/// What `fn show` found.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Found {
+    /// An entry (by ID, or by name).
+    Entry(Box<Shown>),
+    /// A crate no entry is named after.
+    Crate(Box<CrateShown>),
+}
+
+/// `fn show NAME|ID`: the entry of that ID or name, else the crate of that
+/// name (every crate under `crates/` is one or the other).
+pub fn lookup(conn: &Connection, name_or_id: &str) -> Result<Found, String> {
+    let e = |e: rusqlite::Error| e.to_string();
+    let named = |sql: &str| -> Result<bool, String> {
+        conn.query_row(sql, [name_or_id], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(e)
+    };
+    let is_entry = named("SELECT 1 FROM entries WHERE id = ?1 OR name = ?1 LIMIT 1")?;
+    if !is_entry && named("SELECT 1 FROM crates WHERE name = ?1")? {
+        return show_crate(conn, name_or_id).map(|c| Found::Crate(Box::new(c)));
+    }
+    show(conn, name_or_id).map(|s| Found::Entry(Box::new(s)))
+}
+
+/// The crate view of crate `name`.
+pub fn show_crate(conn: &Connection, name: &str) -> Result<CrateShown, String> {
+    let e = |e: rusqlite::Error| e.to_string();
+    let (version, description, rel): (String, String, String) = conn
+        .query_row(
+            "SELECT version, description, path FROM crates WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(e)?
+        .ok_or_else(|| format!("no crate named `{name}`"))?;
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM entries e WHERE e.crate = ?1
+             ORDER BY e.kind <> 'function', e.name, e.id"
+        ))
+        .map_err(e)?;
+    let entries = stmt
+        .query_map([name], Summary::from_row)
+        .map_err(e)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(e)?;
+    let api = |kind: &str| -> Result<Vec<ApiOut>, String> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, signature, doc FROM crate_api WHERE crate = ?1 AND kind = ?2
+                 ORDER BY position",
+            )
+            .map_err(e)?;
+        stmt.query_map([name, kind], |r| {
+            Ok(ApiOut {
+                name: r.get(0)?,
+                signature: r.get(1)?,
+                doc: r.get(2)?,
+            })
+        })
+        .map_err(e)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(e)
+    };
+    let functions = api("function")?;
+    let re_exports = api("re-export")?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT DISTINCT f.crate FROM refs r
+             JOIN entries t ON t.id = r.to_id
+             JOIN entries f ON f.id = r.from_id
+             WHERE t.crate = ?1 AND f.crate IS NOT NULL AND f.crate <> ?1
+             ORDER BY f.crate",
+        )
+        .map_err(e)?;
+    let used_by = stmt
+        .query_map([name], |r| r.get(0))
+        .map_err(e)?
+        .collect::<rusqlite::Result<Vec<String>>>()
+        .map_err(e)?;
+    let cargo = cargo_lines(conn, name, &version)?;
+    let root: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'root'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(e)?
+        .unwrap_or_default();
+    Ok(CrateShown {
+        kind: "crate",
+        name: name.to_string(),
+        path: Path::new(&root).join(rel).to_string_lossy().into_owned(),
+        version,
+        description,
+        entries,
+        functions,
+        re_exports,
+        used_by,
+        cargo,
+    })
 }
 
 /// Which way to walk the graph.

@@ -14,6 +14,9 @@ pub struct Created {
 /// The marker comment in the root Cargo.toml after which registry crates are listed.
 pub const MARKER: &str = "# Registry crates";
 
+/// The version of a new crate (Cargo.toml, the entry and the workspace dependency).
+const VERSION: &str = "0.1.0";
+
 /// Scaffolds `crates/<name>/` under `root`.
 pub fn new_crate(root: &Path, name: &str, domain: &str) -> Result<Created, String> {
     if !name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -68,12 +71,13 @@ fn cargo_toml(name: &str, description: &str) -> String {
     format!(
         r#"[package]
 name = "{name}"
-version = "0.1.0"
+version = "{VERSION}"
 description = "{description}"
 edition.workspace = true
 rust-version.workspace = true
 license.workspace = true
-publish.workspace = true
+repository.workspace = true
+readme.workspace = true
 
 [dependencies]
 
@@ -116,7 +120,7 @@ name: {name}
 kind: function
 lang: rust
 domain: {domain}
-version: "0.1.0"
+version: "{VERSION}"
 purity: pure
 signature: "pub fn {name}(x: u32) -> u32"
 description: "{description}"
@@ -151,8 +155,10 @@ Say here what a caller must know: limits, costs, what it never does.
     )
 }
 
-/// Adds `name = { path = "crates/name" }` to `[workspace.dependencies]`, in
-/// order after the marker comment. Returns false when the root has no workspace.
+/// Adds `name = { path = "crates/name", version = "0.1.0" }` to
+/// `[workspace.dependencies]`, in order after the marker comment (the version
+/// is what `cargo package` needs of a path dependency). Returns false when the
+/// root has no workspace.
 fn add_to_workspace(root: &Path, name: &str) -> Result<bool, String> {
     let path = root.join("Cargo.toml");
     let Ok(text) = std::fs::read_to_string(&path) else {
@@ -165,7 +171,7 @@ fn add_to_workspace(root: &Path, name: &str) -> Result<bool, String> {
     else {
         return Ok(false);
     };
-    let line = format!("{name} = {{ path = \"crates/{name}\" }}");
+    let line = format!("{name} = {{ path = \"crates/{name}\", version = \"{VERSION}\" }}");
     let start = lines
         .iter()
         .skip(header)

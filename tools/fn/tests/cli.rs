@@ -308,9 +308,21 @@ fn show_gives_edges_cargo_line_and_example() {
     ] {
         assert!(human.contains(want), "missing {want}:\n{human}");
     }
+    // The path line works from anywhere: the absolute folder of the crate.
+    let greet_dir = std::fs::canonicalize(fixtures().join("good/crates/greet")).unwrap();
+    let path_line = format!("greet = {{ path = \"{}\" }}", path(&greet_dir));
+    assert!(human.contains(&path_line), "missing {path_line}:\n{human}");
+    assert!(human.contains("greet = \"0.1.0\""), "{human}");
     let out = fn_cmd(&["show", "greet_rust_core", "--json", "--db", path(&db)]);
     let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
     assert_eq!(v["cargo"]["workspace"], "greet.workspace = true");
+    assert_eq!(v["cargo"]["path"], path_line.as_str());
+    assert_eq!(v["cargo"]["version"], "greet = \"0.1.0\"");
+    assert!(
+        v["cargo"]["git"].is_null(),
+        "the fixture workspace has no repository: {}",
+        v["cargo"]
+    );
     assert_eq!(v["used_by"][0]["id"], "shout_rust_core");
     assert_eq!(v["uses"][0]["id"], "Greeting_rust_core");
     assert!(v["example"].as_str().unwrap().contains("greet(&g)"));
@@ -327,6 +339,203 @@ fn show_gives_edges_cargo_line_and_example() {
         "{}",
         text(&missing.stderr)
     );
+}
+
+#[test]
+fn show_answers_for_every_crate_types_only_included() {
+    let (_dir, db) = good_db();
+    // `greeting` holds only the type `Greeting`: no entry has its name.
+    let out = fn_cmd(&["show", "greeting", "--db", path(&db)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let human = text(&out.stdout);
+    let dir = std::fs::canonicalize(fixtures().join("good/crates/greeting")).unwrap();
+    for want in [
+        "crate greeting  (v0.1.0, ".to_string(),
+        "The greeting vocabulary.".to_string(),
+        "Greeting_rust_core  [type]  A greeting to someone.".to_string(),
+        "used by (crates): greet, shout".to_string(),
+        "greeting.workspace = true".to_string(),
+        format!("greeting = {{ path = \"{}\" }}", path(&dir)),
+        "greeting = \"0.1.0\"".to_string(),
+    ] {
+        assert!(human.contains(&want), "missing {want}:\n{human}");
+    }
+    let out = fn_cmd(&["show", "greeting", "--json", "--db", path(&db)]);
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["kind"], "crate");
+    assert_eq!(v["name"], "greeting");
+    assert_eq!(v["path"], path(&dir));
+    assert_eq!(v["entries"][0]["id"], "Greeting_rust_core");
+    assert_eq!(v["entries"].as_array().unwrap().len(), 1);
+    // An entry named like its crate is still the entry.
+    let out = fn_cmd(&["show", "greet", "--json", "--db", path(&db)]);
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["kind"], "function");
+    // Every crate folder answers.
+    for d in std::fs::read_dir(fixtures().join("good/crates")).unwrap() {
+        let name = d.unwrap().file_name().into_string().unwrap();
+        let out = fn_cmd(&["show", &name, "--db", path(&db)]);
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn show_lists_a_crates_functions_and_re_exports_that_are_not_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("good"), dir.path());
+    let crates = dir.path().join("crates");
+    // The types-only crate gets an http_types-like API around its type entry.
+    let lib = crates.join("greeting/src/lib.rs");
+    let mut code = std::fs::read_to_string(&lib).unwrap();
+    code.push_str(
+        r#"
+/// The formatting machinery. Used by `Display` impls.
+pub use std::fmt;
+pub use std::collections::{BTreeMap, HashMap as Map};
+pub(crate) use std::collections::HashSet;
+
+/// A greeting to `name`, at volume 1. Quietly.
+pub fn polite(
+    name: impl Into<String>,
+) -> Greeting {
+    Greeting { name: name.into(), volume: 1 }
+}
+
+/// Louder, e.g. for a crowd.
+pub fn loud<'a, T: AsRef<str> + ?Sized>(name: &'a T) -> Greeting
+where
+    T: std::fmt::Debug,
+{
+    Greeting { name: name.as_ref().into(), volume: 9 }
+}
+
+#[doc(hidden)]
+pub fn hidden() {}
+
+pub(crate) fn internal() {}
+
+fn private() {}
+
+/// Helpers.
+pub mod extra {
+    pub fn nested() -> u8 {
+        1
+    }
+}
+"#,
+    );
+    std::fs::write(&lib, code).unwrap();
+    // A function crate: its entry's function is not listed again, its helper is.
+    let lib = crates.join("greet/src/lib.rs");
+    let mut code = std::fs::read_to_string(&lib).unwrap();
+    code.push_str("\n/// Greets twice.\npub fn greet_twice(g: &Greeting) -> String {\n    greet(g).repeat(2)\n}\n");
+    std::fs::write(&lib, code).unwrap();
+
+    let db = dir.path().join("registry.db");
+    let out = fn_cmd(&["index", "--root", path(dir.path()), "--db", path(&db)]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    let out = fn_cmd(&["show", "greeting", "--db", path(&db)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let human = text(&out.stdout);
+    let want = "
+functions:
+  pub fn polite(name: impl Into<String>) -> Greeting
+      A greeting to `name`, at volume 1.
+  pub fn loud<'a, T: AsRef<str> + ?Sized>(name: &'a T) -> Greeting where T: std::fmt::Debug
+      Louder, e.g. for a crowd.
+  pub fn nested() -> u8  (in mod extra)
+
+re-exports:
+  pub use std::fmt
+      The formatting machinery.
+  pub use std::collections::BTreeMap
+  pub use std::collections::HashMap as Map
+
+used by (crates): greet, shout
+";
+    assert!(human.contains(want), "want\n{want}\nin\n{human}");
+    assert!(
+        human.find("Greeting_rust_core") < human.find("functions:"),
+        "entries come first:\n{human}"
+    );
+
+    let out = fn_cmd(&["show", "greeting", "--json", "--db", path(&db)]);
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let names = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no list `{key}`: {v}"))
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("functions"), ["polite", "loud", "extra::nested"]);
+    assert_eq!(names("re_exports"), ["fmt", "BTreeMap", "Map"]);
+    assert_eq!(
+        v["functions"][0]["signature"],
+        "pub fn polite(name: impl Into<String>) -> Greeting"
+    );
+    assert_eq!(
+        v["functions"][0]["doc"],
+        "A greeting to `name`, at volume 1."
+    );
+    assert_eq!(v["functions"][2]["doc"], "", "no doc comment");
+    assert_eq!(v["re_exports"][0]["signature"], "pub use std::fmt");
+    assert_eq!(
+        v["re_exports"][2]["signature"],
+        "pub use std::collections::HashMap as Map"
+    );
+
+    // Stored for every crate, in schema.sql's table.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows = |krate: &str| -> Vec<(String, String)> {
+        let mut stmt = conn
+            .prepare("SELECT kind, name FROM crate_api WHERE crate = ?1 ORDER BY position")
+            .unwrap();
+        stmt.query_map([krate], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(
+        rows("greet"),
+        [("function".to_string(), "greet_twice".to_string())],
+        "the entry `greet` is not listed again"
+    );
+    assert_eq!(rows("greeting").len(), 6);
+    assert!(rows("shout").is_empty());
+    // A function crate shows its entry, not the crate view.
+    let out = fn_cmd(&["show", "greet", "--json", "--db", path(&db)]);
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["kind"], "function");
+    assert!(v.get("functions").is_none(), "{v}");
+}
+
+#[test]
+fn show_prints_the_git_line_of_the_workspace_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("good"), dir.path());
+    let manifest = dir.path().join("Cargo.toml");
+    let with_repo = std::fs::read_to_string(&manifest).unwrap().replace(
+        "[workspace.package]\n",
+        "[workspace.package]\nrepository = \"https://example.com/greetings.git\"\n",
+    );
+    std::fs::write(&manifest, with_repo).unwrap();
+    let db = dir.path().join("registry.db");
+    let out = fn_cmd(&["index", "--root", path(dir.path()), "--db", path(&db)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let git = "greeting = { git = \"https://example.com/greetings.git\", package = \"greeting\" }";
+    let out = fn_cmd(&["show", "greeting", "--db", path(&db)]);
+    assert!(text(&out.stdout).contains(git), "{}", text(&out.stdout));
+    let out = fn_cmd(&["show", "Greeting", "--json", "--db", path(&db)]);
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["cargo"]["git"], git, "a type entry: its crate's lines");
 }
 
 #[test]
@@ -407,7 +616,7 @@ fn new_scaffolds_a_crate_that_passes_check() {
     let out = fn_cmd(&["new", "wave", "--domain", "core", "--root", root]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let manifest = std::fs::read_to_string(dir.path().join("Cargo.toml")).unwrap();
-    assert!(manifest.contains("wave = { path = \"crates/wave\" }"));
+    assert!(manifest.contains("wave = { path = \"crates/wave\", version = \"0.1.0\" }"));
     let check = fn_cmd(&["check", "--root", root]);
     assert!(check.status.success(), "{}", text(&check.stdout));
     let again = fn_cmd(&["new", "wave", "--domain", "core", "--root", root]);

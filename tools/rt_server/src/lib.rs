@@ -10,6 +10,7 @@
 //! | `GET /hub` | WebSocket hub with rooms, users and the control protocol (below) |
 //! | `POST /emit` | emits the body as event `notice` to `?room=`, `?user=`, `?client=` (repeatable, combined as a union); answers `202` with the counts |
 //! | `GET /stats` | broker and hub counters as JSON |
+//! | `GET /metrics` | every counter in the Prometheus text format (`http_metrics`; below) |
 //! | `GET /health` | `ok` |
 //!
 //! Safe by default ([`Options::default`], and `rt-server` with no flags; see
@@ -50,6 +51,17 @@
 //! server request `name(x)` of the client and answer with the client's answer. The binary is `rt-server`; [`app`]
 //! builds the same handler for tests.
 //!
+//! `/metrics` reads the counters the crates keep (`HubStats`, `BrokerStats`,
+//! `WsStats`, `WrapperStats`) at scrape time, so serving it adds nothing per
+//! message: `rt_open_connections{transport}` (`ws`: `/ws`, `/echo`, `/hub`;
+//! `rpc`; `sse`), `rt_messages_in_total`, `rt_messages_out_total`,
+//! `rt_bytes_out_total`, `rt_deliveries_total`, `rt_dropped_messages_total`,
+//! `rt_limit_closes_total{reason}` (`queue_full`, `write_timeout`,
+//! `message_rate`), `rt_connection_refusals_total{reason}`, the histograms
+//! `rt_delivery_latency_seconds` and `rt_queue_depth` (1 WebSocket message
+//! in 64 is timed), `rt_sse_resumes_total`, `rt_sse_replayed_events_total`,
+//! `rt_sse_gaps_total`, `rt_sse_topics`, `rt_rpc_requests_total{outcome}`.
+//!
 //! # Example
 //!
 //! ```
@@ -61,14 +73,19 @@ use std::fmt;
 use std::time::Duration;
 
 use http::StatusCode;
-use http_body_util::BodyExt;
+use http_body_read::read_text;
 use http_cors_middleware::{CorsConfig, http_cors_middleware};
 use http_logger_middleware::http_logger_middleware;
+use http_metrics::metrics_handler;
 use http_middleware_chain::http_middleware_chain;
 use http_router::http_router;
-use http_types::{Handler, Request, Response, Route, bearer, query_pairs, query_values, text};
+use http_types::{
+    Handler, Request, Response, Route, bearer, json, query_pairs, query_values, text,
+};
 use name_validate::{NameKind, name_validate};
-use serde_json::{Value, json};
+use rt_publish::rt_publish;
+use serde::Serialize;
+use serde_json::Value;
 use sse_broker::{BrokerConfig, SseBroker};
 use sse_event::SseEvent;
 use sse_handler::{SseConfig, sse_handler};
@@ -79,11 +96,13 @@ use ws_broadcast::ws_broadcast;
 use ws_control::{ControlConfig, control_hooks};
 use ws_emit::ws_emit;
 use ws_event::{Event, Target};
-use ws_handler::{IdentifyHook, MessageRate, WsConfig, identify, ws_handler};
+use ws_handler::{IdentifyHook, MessageRate, WsConfig, WsStats, identify, ws_handler};
 use ws_hub::{HubConfig, Identity, WsClient, WsHub};
 use ws_send::ws_send;
 use ws_upgrader::{OriginPolicy, UpgradeConfig, origin_allowed};
 use ws_wrapper_server::{Ctx, Reply, RequestError, WrapperConfig, WrapperError, WrapperServer};
+
+mod metrics;
 
 /// The page of `GET /`.
 const INDEX_HTML: &str = include_str!("index.html");
@@ -210,6 +229,9 @@ pub fn app(options: Options) -> App {
     );
     let hub = WsHub::new(HubConfig::default());
     let limits = &options.limits;
+    // Counters of the WebSocket routes, read by `/metrics`: `/ws`, `/echo`
+    // and `/hub` add up as transport `ws`, `/rpc` is transport `rpc`.
+    let (ws_stats, rpc_stats) = (WsStats::default(), WsStats::default());
     let base = WsConfig {
         upgrade: UpgradeConfig {
             origins: options.origins.clone(),
@@ -219,6 +241,7 @@ pub fn app(options: Options) -> App {
         max_per_ip: limits.max_per_ip,
         message_rate: limits.message_rate,
         write_timeout: limits.write_timeout,
+        stats: ws_stats.clone(),
         ..WsConfig::default()
     };
     let ws = {
@@ -235,11 +258,12 @@ pub fn app(options: Options) -> App {
             },
         )
     };
+    let echo_hub = WsHub::new(HubConfig {
+        queue_bytes: 128 << 20,
+        ..HubConfig::default()
+    });
     let echo = ws_handler(
-        WsHub::new(HubConfig {
-            queue_bytes: 128 << 20,
-            ..HubConfig::default()
-        }),
+        echo_hub.clone(),
         WsConfig {
             max_message_size: 64 << 20,
             max_frame_size: 64 << 20,
@@ -251,7 +275,10 @@ pub fn app(options: Options) -> App {
             ..base.clone()
         },
     );
-    let rpc = rpc_handler(base.clone());
+    let (rpc, rpc_server) = rpc_handler(WsConfig {
+        stats: rpc_stats.clone(),
+        ..base.clone()
+    });
     let rooms = WsHub::new(HubConfig {
         max_rooms: limits.max_rooms,
         ..HubConfig::default()
@@ -295,23 +322,37 @@ pub fn app(options: Options) -> App {
         let (broker, hub, rooms) = (broker.clone(), hub.clone(), rooms.clone());
         Handler::new(move |_req: Request| {
             let s = broker.stats();
-            let w = hub.stats();
-            let h = rooms.stats();
-            let body = format!(
-                "{{\"subscribers\":{},\"topics\":{},\"published\":{},\"delivered\":{},\"slow_dropped\":{},\"resets\":{},\"ws\":{},\"hub\":{},\"rooms\":{}}}\n",
-                s.subscribers,
-                s.topics,
-                s.published,
-                s.delivered,
-                s.slow_dropped,
-                s.resets,
-                hub_json(&w),
-                hub_json(&h),
-                serde_json::to_string(&rooms.rooms()).unwrap_or_default()
-            );
-            async move { json(StatusCode::OK, body) }
+            let body = Stats {
+                subscribers: s.subscribers,
+                topics: s.topics,
+                published: s.published,
+                delivered: s.delivered,
+                slow_dropped: s.slow_dropped,
+                resets: s.resets,
+                ws: hub.stats().into(),
+                hub: rooms.stats().into(),
+                rooms: rooms.rooms(),
+            };
+            let res = json(StatusCode::OK, &body);
+            async move { res }
         })
     };
+    let metrics = metrics_handler(Arc::new(metrics::registry(metrics::AppCollector {
+        broker: broker.clone(),
+        transports: vec![
+            metrics::Transport {
+                name: "ws",
+                hubs: vec![hub.clone(), echo_hub, rooms.clone()],
+                stats: ws_stats,
+            },
+            metrics::Transport {
+                name: "rpc",
+                hubs: vec![rpc_server.hub().clone()],
+                stats: rpc_stats,
+            },
+        ],
+        rpc: rpc_server,
+    })));
     let health = Handler::new(|_req: Request| async { text(StatusCode::OK, "ok\n") });
     let page = Handler::new(|_req: Request| async {
         let mut res = text(StatusCode::OK, INDEX_HTML);
@@ -331,6 +372,7 @@ pub fn app(options: Options) -> App {
         Route::get("/rpc", rpc),
         Route::post("/publish", publish),
         Route::get("/stats", stats),
+        Route::get("/metrics", metrics),
         Route::get("/health", health),
     ])
     .expect("the route table is valid");
@@ -371,9 +413,9 @@ impl WriteGate {
             if origin_allowed(req, &self.origins) {
                 return Ok(());
             }
-            return Err(json(
+            return Err(error(
                 StatusCode::FORBIDDEN,
-                "{\"error\":\"writes from pages of another origin are refused\"}\n".into(),
+                "writes from pages of another origin are refused",
             ));
         };
         let given = bearer(req).ok().flatten().unwrap_or("");
@@ -381,9 +423,9 @@ impl WriteGate {
         if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
             return Ok(());
         }
-        let mut res = json(
+        let mut res = error(
             StatusCode::UNAUTHORIZED,
-            "{\"error\":\"expected Authorization: Bearer <publish token>\"}\n".into(),
+            "expected Authorization: Bearer <publish token>",
         );
         res.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
@@ -424,15 +466,15 @@ fn hub_handler(hub: WsHub, config: WsConfig) -> Handler {
     )
 }
 
-/// `/rpc`: the ws-wrapper reference endpoint.
-fn rpc_handler(config: WsConfig) -> Handler {
+/// `/rpc`: the ws-wrapper reference endpoint, and its server (for its counters).
+fn rpc_handler(config: WsConfig) -> (Handler, WrapperServer) {
     let server = WrapperServer::new(WsHub::new(HubConfig::default()), WrapperConfig::default());
     server
         .on("echo", |_ctx, (x,): (Value,)| async move {
             Ok::<_, WrapperError>(x)
         })
         .on("add", |_ctx, (a, b): (f64, f64)| async move {
-            Ok::<_, WrapperError>(json!(a + b))
+            Ok::<_, WrapperError>(serde_json::json!(a + b))
         })
         .on("fail", |_ctx, (): ()| async {
             Err::<Value, _>(WrapperError::new("nope"))
@@ -451,13 +493,16 @@ fn rpc_handler(config: WsConfig) -> Handler {
                 if let Some(ch) = ctx.channel() {
                     for value in 1..=n {
                         if ch
-                            .emit("next", vec![json!({ "value": value, "done": false })])
+                            .emit(
+                                "next",
+                                vec![serde_json::json!({ "value": value, "done": false })],
+                            )
                             .is_err()
                         {
                             return Ok::<_, WrapperError>(());
                         }
                     }
-                    let _ = ch.emit("next", vec![json!({ "done": true })]);
+                    let _ = ch.emit("next", vec![serde_json::json!({ "done": true })]);
                 }
                 Ok(())
             });
@@ -489,7 +534,7 @@ fn rpc_handler(config: WsConfig) -> Handler {
     server
         .of("room1")
         .on("who", |_ctx, (): ()| async { Ok::<_, WrapperError>("me") });
-    server.handler(config)
+    (server.handler(config), server)
 }
 
 /// An identify hook **for tests only**: `Authorization: Bearer <name>` is
@@ -501,9 +546,9 @@ pub fn insecure_bearer_names() -> IdentifyHook {
         let result = if req.headers().contains_key(http::header::AUTHORIZATION) {
             match bearer(req).ok().flatten() {
                 Some(name) if !name.is_empty() && name.len() <= 64 => Ok(Identity::user(name)),
-                _ => Err(json(
+                _ => Err(error(
                     StatusCode::UNAUTHORIZED,
-                    "{\"error\":\"expected Authorization: Bearer <name>\"}\n".into(),
+                    "expected Authorization: Bearer <name>",
                 )),
             }
         } else {
@@ -523,7 +568,10 @@ fn say_or_whisper(hub: &WsHub, client: &WsClient, msg: &Message) {
     let data = field("data").cloned().unwrap_or(Value::Null);
     let from = client.user();
     let refuse = |why: String| {
-        let ev = Event::new(ws_event::types::ERROR, json!({ "message": why }));
+        let ev = Event::new(
+            ws_event::types::ERROR,
+            serde_json::json!({ "message": why }),
+        );
         let _ = ws_send(client, Message::text(ev.to_json()));
     };
     match (
@@ -533,14 +581,17 @@ fn say_or_whisper(hub: &WsHub, client: &WsClient, msg: &Message) {
     ) {
         (Some("say"), Some(Value::String(room)), _) => {
             if hub.is_member(client, room) {
-                let ev = Event::new("said", json!({ "from": from, "data": data }));
+                let ev = Event::new("said", serde_json::json!({ "from": from, "data": data }));
                 ws_emit(hub, &ev, &Target::rooms([room.as_str()]));
             } else {
                 refuse(format!("not a member of room '{room}'"));
             }
         }
         (Some("whisper"), _, Some(Value::String(user))) => {
-            let ev = Event::new("whispered", json!({ "from": from, "data": data }));
+            let ev = Event::new(
+                "whispered",
+                serde_json::json!({ "from": from, "data": data }),
+            );
             ws_emit(hub, &ev, &Target::users([user.as_str()]));
         }
         _ => refuse("expected say {room, data} or whisper {user, data}".into()),
@@ -583,22 +634,21 @@ async fn emit(hub: &WsHub, req: Request) -> Response {
             "name a ?room=, ?user= or ?client=\n",
         );
     }
-    let body = match read_body(req.into_body(), MAX_PUBLISH).await {
-        Ok(b) => b,
-        Err(res) => return res,
-    };
-    let Ok(body) = String::from_utf8(body) else {
-        return text(StatusCode::BAD_REQUEST, "the body must be UTF-8 text\n");
+    let body = match read_text(req.into_body(), MAX_PUBLISH).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
     };
     // JSON stays JSON; any other text is a string.
     let data = serde_json::from_str(&body).unwrap_or(Value::String(body));
     let r = ws_emit(hub, &Event::new("notice", data), &target);
     json(
         StatusCode::ACCEPTED,
-        format!(
-            "{{\"sent\":{},\"dropped\":{},\"slow_closed\":{},\"closed\":{}}}\n",
-            r.sent, r.dropped, r.slow_closed, r.closed
-        ),
+        &Emitted {
+            sent: r.sent,
+            dropped: r.dropped,
+            slow_closed: r.slow_closed,
+            closed: r.closed,
+        },
     )
 }
 
@@ -607,59 +657,84 @@ async fn publish(broker: &SseBroker, hub: &WsHub, req: Request) -> Response {
     let param = |name: &str| query_values(&query, name).next();
     let topic = param("topic").unwrap_or_else(|| "hub".into());
     let event = param("event");
-    let body = match read_body(req.into_body(), MAX_PUBLISH).await {
-        Ok(b) => b,
-        Err(res) => return res,
+    let data = match read_text(req.into_body(), MAX_PUBLISH).await {
+        Ok(data) => data,
+        Err(e) => return e.into_response(),
     };
-    let Ok(data) = String::from_utf8(body) else {
-        return text(StatusCode::BAD_REQUEST, "the body must be UTF-8 text\n");
-    };
-    if topic == "hub" {
-        ws_broadcast(hub, Message::text(data.clone()));
-    }
     let mut ev = SseEvent::data(data);
     ev.event = event;
-    match broker.publish(&topic, ev) {
-        Ok(id) => json(StatusCode::ACCEPTED, format!("{{\"id\":{id}}}\n")),
+    // Topic `hub` is also the `/ws` hub's: its events reach both transports.
+    let published = if topic == "hub" {
+        rt_publish(broker, hub, &topic, ev).map(|done| done.id)
+    } else {
+        broker.publish(&topic, ev)
+    };
+    match published {
+        Ok(id) => json(StatusCode::ACCEPTED, &Accepted { id }),
         Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     }
 }
 
-/// The whole body, or the response refusing it (too large, or broken off).
-async fn read_body(mut body: http_types::Body, limit: usize) -> Result<Vec<u8>, Response> {
-    let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return Err(text(
-                StatusCode::BAD_REQUEST,
-                "the request body broke off\n",
-            ));
-        };
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > limit {
-                return Err(text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body must be at most {limit} bytes\n"),
-                ));
-            }
-            out.extend_from_slice(&data);
+/// A refusal's JSON body: `{"error": "..."}`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+fn error(status: StatusCode, error: &str) -> Response {
+    json(status, &ErrorBody { error })
+}
+
+/// `POST /publish`'s answer.
+#[derive(Serialize)]
+struct Accepted {
+    id: u64,
+}
+
+/// `POST /emit`'s answer: what `ws_emit` did.
+#[derive(Serialize)]
+struct Emitted {
+    sent: usize,
+    dropped: usize,
+    slow_closed: usize,
+    closed: usize,
+}
+
+/// `GET /stats`: the broker's counters, then `/ws`'s and `/hub`'s hubs and
+/// `/hub`'s rooms with their member counts.
+#[derive(Serialize)]
+struct Stats {
+    subscribers: usize,
+    topics: usize,
+    published: u64,
+    delivered: u64,
+    slow_dropped: u64,
+    resets: u64,
+    ws: HubCounts,
+    hub: HubCounts,
+    rooms: std::collections::BTreeMap<String, usize>,
+}
+
+/// The counters of one hub in `/stats`.
+#[derive(Serialize)]
+struct HubCounts {
+    connections: usize,
+    connected: u64,
+    disconnected: u64,
+    sent: u64,
+    dropped: u64,
+    slow_closed: u64,
+}
+
+impl From<ws_hub::HubStats> for HubCounts {
+    fn from(w: ws_hub::HubStats) -> Self {
+        HubCounts {
+            connections: w.connections,
+            connected: w.connected,
+            disconnected: w.disconnected,
+            sent: w.sent,
+            dropped: w.dropped,
+            slow_closed: w.slow_closed,
         }
     }
-    Ok(out)
-}
-
-fn hub_json(w: &ws_hub::HubStats) -> String {
-    format!(
-        "{{\"connections\":{},\"connected\":{},\"disconnected\":{},\"sent\":{},\"dropped\":{},\"slow_closed\":{}}}",
-        w.connections, w.connected, w.disconnected, w.sent, w.dropped, w.slow_closed
-    )
-}
-
-fn json(status: StatusCode, body: String) -> Response {
-    let mut res = text(status, body);
-    res.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    res
 }

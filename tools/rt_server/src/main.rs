@@ -3,43 +3,56 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
-use http_serve::{ServeConfig, http_serve};
+use http_serve::{ServeConfig, TlsConfig, http_serve};
 use ws_handler::MessageRate;
 use ws_identity_jwt::JwtAuth;
 use ws_upgrader::OriginPolicy;
 
+mod config;
+
 /// The reference real-time server of the registry's HTTP and SSE functions.
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(name = "rt-server", version, about)]
 struct Args {
+    /// Read the settings from this TOML file too: keys are these flags'
+    /// names (`max-connections = 1000`); a flag or its environment variable
+    /// wins over the file.
+    #[arg(long, env = "RT_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Address to listen on (port 0 picks a free port; the address is printed).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "RT_ADDR", default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// Do not log each request.
-    #[arg(long)]
+    /// Do not log each request (and log only warnings unless RUST_LOG says otherwise).
+    #[arg(long, env = "RT_QUIET")]
     quiet: bool,
+    /// Log lines as text (spans and fields, for people) or JSON (one object
+    /// per line, for machines); which ones is RUST_LOG's (default `info`).
+    #[arg(long, env = "RT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// SSE keep-alive interval, in seconds.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, env = "RT_KEEPALIVE_SECS", default_value_t = 15)]
     keepalive_secs: u64,
-    /// Reconnection delay to send browsers, in milliseconds (default: the browser's).
-    #[arg(long)]
+    /// Reconnection delay to send browsers, in milliseconds (default: none
+    /// sent, the browser's own, about 3 s).
+    #[arg(long, env = "RT_RETRY_MS")]
     retry_ms: Option<u64>,
     /// Seconds open connections get to finish at shutdown.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "RT_DRAIN_SECS", default_value_t = 5)]
     drain_secs: u64,
 
     /// A page origin (`https://app.example`) allowed to open WebSockets and
     /// read responses (CORS), besides pages of this host; repeatable.
     #[arg(
         long = "allow-origin",
+        env = "RT_ALLOW_ORIGIN",
+        value_delimiter = ',',
         value_name = "ORIGIN",
         conflicts_with = "allow_any_origin"
     )]
     allow_origin: Vec<String>,
     /// Let pages of any origin open WebSockets and read responses (for
     /// benchmarks and tests; exposes users' sockets to every site they visit).
-    #[arg(long)]
+    #[arg(long, env = "RT_ALLOW_ANY_ORIGIN")]
     allow_any_origin: bool,
     /// The token `POST /publish` and `POST /emit` require as `Authorization: Bearer TOKEN`.
     #[arg(
@@ -51,7 +64,7 @@ struct Args {
     publish_token: Option<String>,
     /// Allow listening beyond loopback without --publish-token (anyone who
     /// can reach the port may then publish).
-    #[arg(long)]
+    #[arg(long, env = "RT_OPEN_PUBLISH")]
     open_publish: bool,
     /// `/hub` identity: verify HS256 JWTs with this secret (`sub` is the
     /// user, `rooms` the rooms it may join).
@@ -59,48 +72,96 @@ struct Args {
           conflicts_with_all = ["jwt_public_key", "insecure_bearer_names"])]
     jwt_secret: Option<String>,
     /// `/hub` identity: verify RS256 or EdDSA JWTs with this PEM public key.
-    #[arg(long, value_name = "FILE", conflicts_with = "insecure_bearer_names")]
+    #[arg(
+        long,
+        env = "RT_JWT_PUBLIC_KEY",
+        value_name = "FILE",
+        conflicts_with = "insecure_bearer_names"
+    )]
     jwt_public_key: Option<std::path::PathBuf>,
-    /// The audience (`aud`) JWTs must name.
-    #[arg(long, value_name = "AUD")]
+    /// The audience (`aud`) JWTs must name (default: any).
+    #[arg(long, env = "RT_JWT_AUDIENCE", value_name = "AUD")]
     jwt_audience: Option<String>,
     /// `/hub` identity for tests only: `Authorization: Bearer <name>` is
     /// user `<name>`, unchecked.
-    #[arg(long)]
+    #[arg(long, env = "RT_INSECURE_BEARER_NAMES")]
     insecure_bearer_names: bool,
-    /// Open WebSocket connections per route (default: from the open-file limit).
-    #[arg(long, value_name = "N")]
+    /// Open WebSocket connections per route (default: computed from the
+    /// open-file limit, which rt-server first raises to the hard limit: nine
+    /// tenths of it less 64, at least 64).
+    #[arg(long, env = "RT_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
     /// WebSocket connections per client IP address and route (default: no
     /// limit, as many users may share an address behind NAT).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "RT_MAX_PER_IP", value_name = "N")]
     max_per_ip: Option<usize>,
     /// Messages per second one WebSocket connection may send (0: no limit).
-    #[arg(long, default_value_t = 200.0, value_name = "N")]
+    #[arg(
+        long,
+        env = "RT_MESSAGE_RATE",
+        default_value_t = 200.0,
+        value_name = "N"
+    )]
     message_rate: f64,
     /// Messages one WebSocket connection may send at once after a quiet spell.
-    #[arg(long, default_value_t = 400, value_name = "N")]
+    #[arg(
+        long,
+        env = "RT_MESSAGE_BURST",
+        default_value_t = 400,
+        value_name = "N"
+    )]
     message_burst: u32,
     /// Rooms one `/hub` connection may be in.
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, env = "RT_MAX_ROOMS", default_value_t = 100, value_name = "N")]
     max_rooms: usize,
     /// Seconds a write to a peer that stopped reading may make no progress
     /// before the connection is dropped (WebSocket and SSE).
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "RT_WRITE_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
     write_timeout_secs: u64,
     /// Seconds a client may take to send a request head.
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "RT_HEADER_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
     header_timeout_secs: u64,
+    /// Serve HTTPS (and WSS) on every route with this PEM certificate chain
+    /// (server certificate first); HTTP/2 or HTTP/1.1 by ALPN. Needs --tls-key.
+    #[arg(long, env = "RT_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "RT_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Lines for people: level, spans with their fields, message, fields.
+    Text,
+    /// One JSON object per line: `fields`, the current `span` and all `spans`.
+    Json,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    if !args.quiet {
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-            .init();
+    let args = match config::parse_from::<Args>(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(config::ConfigError::Args(e)) => e.exit(),
+        Err(config::ConfigError::File(e)) => {
+            eprintln!("rt-server: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Err(e) = logging(&args) {
+        eprintln!("rt-server: {e}");
+        return std::process::ExitCode::from(2);
     }
     if !args.addr.ip().is_loopback() && args.publish_token.is_none() && !args.open_publish {
         eprintln!(
@@ -121,6 +182,13 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let tls = match tls(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("rt-server: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let listener = match listen(args.addr) {
         Ok(l) => l,
         Err(e) => {
@@ -129,17 +197,29 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(args.addr);
+    let stop = match shutdown_signal::shutdown_signal() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("rt-server: cannot install the SIGINT/SIGTERM handlers: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let app = rt_server::app(options);
     // Whoever started us may have stopped reading stdout: never panic on it.
-    say(format_args!("rt-server listening on http://{addr}"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    say(format_args!("rt-server listening on {scheme}://{addr}"));
     let stats = http_serve(
         listener,
         app.handler,
-        shutdown_signal(),
+        async move {
+            let signal = stop.await;
+            tracing::info!(%signal, "shutting down");
+        },
         ServeConfig {
             drain_timeout: Duration::from_secs(args.drain_secs),
             header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
             write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
+            tls,
             ..ServeConfig::default()
         },
     )
@@ -149,6 +229,31 @@ async fn main() -> std::process::ExitCode {
         stats.connections, stats.aborted
     ));
     std::process::ExitCode::SUCCESS
+}
+
+/// Logs to stderr: which events is `RUST_LOG`'s (an `EnvFilter`; default
+/// `info`, or `warn` with `--quiet`), how is `--log-format`'s.
+fn logging(args: &Args) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let default = if args.quiet { "warn" } else { "info" };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            EnvFilter::try_new(&directives).map_err(|e| format!("RUST_LOG={directives:?}: {e}"))?
+        }
+        _ => EnvFilter::new(default),
+    };
+    let fmt = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => fmt.with_ansi(false).init(),
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+    Ok(())
 }
 
 /// The server's options from the command line.
@@ -234,32 +339,19 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(4096)
 }
 
+/// The TLS settings, if --tls-cert and --tls-key were given (both or neither).
+fn tls(args: &Args) -> Result<Option<TlsConfig>, String> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => TlsConfig::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}")),
+        _ => Ok(None),
+    }
+}
+
 /// One line on stdout, flushed; a closed stdout is ignored.
 fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
