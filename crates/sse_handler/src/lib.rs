@@ -276,7 +276,6 @@ mod tests {
         String::from_utf8(f.to_vec()).unwrap()
     }
 
-
     #[tokio::test]
     async fn headers_comment_then_events() {
         let broker = SseBroker::new(BrokerConfig::default());
