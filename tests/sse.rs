@@ -45,11 +45,9 @@ impl Server {
         let (status, body) =
             request(self.addr, "POST", "/publish", data.as_bytes().to_vec(), &[]).await;
         assert_eq!(status, 202, "{body}");
-        body.trim()
-            .trim_start_matches("{\"id\":")
-            .trim_end_matches('}')
-            .parse()
-            .unwrap()
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        // The id is the SSE event id, a string (a number on one node).
+        answer["id"].as_str().unwrap().parse().unwrap()
     }
 
     /// Waits until the broker has `n` subscribers (bounded by a deadline).

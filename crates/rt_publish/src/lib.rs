@@ -7,6 +7,11 @@
 //! client: what happened on the WebSocket side is counted in
 //! [`Published::ws`].
 //!
+//! One process only: on a node of several (a clustered `SseBroker`) the
+//! broker refuses the synchronous publish (`PublishError::Clustered`); there,
+//! `SseBroker::publish_async` and `ws_cluster::WsCluster::send` do the same
+//! across nodes.
+//!
 //! # Example
 //!
 //! ```

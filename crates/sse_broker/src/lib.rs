@@ -1,4 +1,4 @@
-//! Publishes SSE events to every subscriber of a topic, with ids and a bounded replay buffer per topic for Last-Event-ID resume.
+//! Publishes SSE events to every subscriber of a topic, with ids and Last-Event-ID resume, on one node (a bounded replay buffer per topic) or across nodes through a backplane.
 //!
 //! The seed's `sse_handler(events <-chan SSEEvent)` shared one channel among
 //! all connections, so each event reached one of them. Here every event
@@ -41,17 +41,70 @@
 //! assert!(broker.publish("bad\ntopic", SseEvent::data("x")).is_err());
 //! # Ok::<(), sse_broker::PublishError>(())
 //! ```
+//!
+//! # Cluster mode
+//!
+//! [`SseBroker::clustered`] makes the broker one node of several sharing a
+//! [`Backplane`] (`backplane_memory` in one process, `backplane_redis`
+//! across processes). The same `subscribe` and the same handler serve both
+//! modes; what changes:
+//!
+//! - **Publish** with [`SseBroker::publish_async`]: the event is checked and
+//!   encoded once, without its `id:` line, and appended to the topic's
+//!   history on the backplane ([`Backplane::append`]), whose position
+//!   (`ms-seq`) is its id. [`PublishError::Unavailable`] when the backplane
+//!   did not take it: nothing was published and nobody receives it. The
+//!   sync `publish` answers [`PublishError::Clustered`].
+//! - **Delivery**: local streams receive an event only when the backplane
+//!   hands it back (each node writes `id: <position>` in front), so every
+//!   node, the publishing one included, delivers a topic in history order.
+//!   A node subscribes a topic's channel when its first local stream of the
+//!   topic comes and unsubscribes when the last one goes.
+//! - **Resume**: a `Last-Event-ID` that is a position is looked up in each
+//!   topic's history ([`Backplane::history`]) by a task, while live events
+//!   for the stream wait (at most [`CATCH_UP_BUFFER`]); the stream then gets
+//!   the missed events merged by position, then the waiting ones newer than
+//!   what was replayed in their topic: nothing lost, nothing twice. A trimmed
+//!   history, an id that is not a position, or a history that cannot be read
+//!   gets the same [`RESET_EVENT`] as on one node; live events follow.
+//! - **Resync**: when the backplane reconnects ([`backplane::Incoming::Resync`]),
+//!   every stream catches up the same way from the last position it got in
+//!   each topic; streams at the same position share one history read.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use backplane_memory::{MemoryBus, MemoryConfig};
+//! use sse_broker::{BrokerConfig, SseBroker};
+//! use sse_event::SseEvent;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let bus = MemoryBus::new(MemoryConfig::default());
+//! let a = SseBroker::clustered(BrokerConfig::default(), Arc::new(bus.node()));
+//! let b = SseBroker::clustered(BrokerConfig::default(), Arc::new(bus.node()));
+//! let (stream, _body) = sse_stream::sse_stream(64);
+//! let _sub = a.subscribe(&["prices".to_string()], None, &stream);
+//! let id = b.publish_async("prices", SseEvent::data("42")).await?;
+//! assert_eq!(id, "0-1"); // the memory bus's first position
+//! assert_eq!(a.stats().delivered, 1);
+//! # Ok::<(), sse_broker::PublishError>(())
+//! # }).unwrap();
+//! ```
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
+use backplane::Backplane;
 use bytes::Bytes;
 use name_validate::{NameError, NameKind, name_validate};
 use sse_encode::{SseEncodeError, sse_encode};
 use sse_event::SseEvent;
 use sse_stream::{SseSender, SseStreamError};
+
+mod cluster;
+
+pub use cluster::CATCH_UP_BUFFER;
 
 /// The event type a resuming client receives first when its `Last-Event-ID`
 /// is no longer (or never was) in the replay buffer: it may have missed
@@ -94,12 +147,20 @@ pub struct BrokerStats {
     pub replayed: u64,
     /// Encoded bytes of what was queued on streams (events, replays, resets).
     pub delivered_bytes: u64,
+    /// Cluster mode: backplane calls that failed (publishes refused,
+    /// history reads that ended in a [`RESET_EVENT`]).
+    pub backplane_errors: u64,
+    /// Cluster mode: reconnections of the backplane ([`backplane::Incoming::Resync`]),
+    /// after each of which every stream caught up from history.
+    pub resyncs: u64,
 }
 
 /// The publish/subscribe hub of SSE streams; clones share it.
 #[derive(Clone)]
 pub struct SseBroker {
     inner: Arc<Mutex<State>>,
+    /// Cluster mode: what publishing goes through ([`SseBroker::clustered`]).
+    backplane: Option<Arc<dyn Backplane>>,
 }
 
 struct Topic {
@@ -118,37 +179,68 @@ struct State {
     topics: HashMap<String, Topic>,
     subscribers: usize,
     stats: BrokerStats,
+    /// Cluster mode: the topics, streams and positions (`topics` stays empty).
+    cluster: Option<Box<cluster::Cluster>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl SseBroker {
     /// A broker with no topics.
     pub fn new(config: BrokerConfig) -> Self {
         SseBroker {
-            inner: Arc::new(Mutex::new(State {
-                config,
-                last_id: 0,
-                next_sub: 0,
-                topics: HashMap::new(),
-                subscribers: 0,
-                stats: BrokerStats::default(),
-            })),
+            inner: Arc::new(Mutex::new(State::new(config, None))),
+            backplane: None,
         }
     }
 
+    /// A broker that is one node among several sharing `backplane`: events
+    /// published on any node reach the subscribers of every node, and a
+    /// client resumes on any node from the backplane's history.
+    ///
+    /// Publish with [`publish_async`](SseBroker::publish_async) (the sync
+    /// [`publish`](SseBroker::publish) answers [`PublishError::Clustered`]);
+    /// the event ids are the backplane's positions (`ms-seq`). The broker
+    /// becomes `backplane`'s receiver ([`Backplane::set_receiver`]), so give
+    /// it a backplane node of its own. `config.replay` is not used: the
+    /// history is the backplane's. Create it inside a Tokio runtime: history
+    /// reads run as tasks on it.
+    pub fn clustered(config: BrokerConfig, backplane: Arc<dyn Backplane>) -> Self {
+        let state = State::new(config, Some(cluster::Cluster::new(backplane.clone())));
+        let inner = Arc::new(Mutex::new(state));
+        let weak = Arc::downgrade(&inner);
+        backplane.set_receiver(Arc::new(move |incoming| {
+            cluster::receive(&weak, incoming);
+        }));
+        SseBroker {
+            inner,
+            backplane: Some(backplane),
+        }
+    }
+
+    /// Whether this broker publishes through a backplane ([`SseBroker::clustered`]).
+    pub fn is_clustered(&self) -> bool {
+        self.backplane.is_some()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     /// Publishes `event` on `topic`: sets its id to the next one, buffers it
     /// and queues it on every subscriber. Returns the id.
     ///
     /// An invalid topic or event name (`name_validate`), or an event that
-    /// cannot be encoded, is an error and takes no id.
+    /// cannot be encoded, is an error and takes no id. A clustered broker
+    /// publishes only with [`publish_async`](SseBroker::publish_async): here
+    /// it answers [`PublishError::Clustered`] and delivers nothing.
     pub fn publish(&self, topic: &str, mut event: SseEvent) -> Result<u64, PublishError> {
-        name_validate(NameKind::Topic, topic).map_err(PublishError::Topic)?;
-        if let Some(name) = &event.event {
-            name_validate(NameKind::Event, name).map_err(PublishError::Event)?;
+        if self.backplane.is_some() {
+            return Err(PublishError::Clustered);
         }
+        check_names(topic, &event)?;
         let mut st = self.lock();
         let id = st.last_id + 1;
         event.id = Some(id.to_string());
@@ -195,8 +287,36 @@ impl SseBroker {
         Ok(id)
     }
 
+    /// Publishes `event` on `topic` in either mode and returns its id: in
+    /// cluster mode, appends it to the backplane's history of `topic` (the
+    /// id is its position, `ms-seq`), from where every node, this one
+    /// included, delivers it to its subscribers; on one node, what
+    /// [`publish`](SseBroker::publish) does, the id in decimal.
+    ///
+    /// The event is encoded once, without its `id:` line, which each node
+    /// writes in front from the position. The errors of `publish`, and
+    /// [`PublishError::Unavailable`] when the backplane did not take it:
+    /// nothing was published, nobody received it (answer `503`).
+    pub async fn publish_async(
+        &self,
+        topic: &str,
+        event: SseEvent,
+    ) -> Result<String, PublishError> {
+        match &self.backplane {
+            Some(backplane) => {
+                cluster::publish(&self.inner, backplane.as_ref(), topic, event).await
+            }
+            None => self.publish(topic, event).map(|id| id.to_string()),
+        }
+    }
+
     /// Subscribes `stream` to `topics`, first queuing what it missed after
     /// `last_event_id` (the `Last-Event-ID` header, if the client sent one).
+    ///
+    /// In cluster mode the stream is registered at once and what it missed
+    /// is read from the backplane's history by a task; live events that
+    /// arrive meanwhile wait until the replay is queued (at most
+    /// [`CATCH_UP_BUFFER`] of them), and those already replayed are dropped.
     ///
     /// Keep the returned [`Subscription`] as long as the stream lives.
     pub fn subscribe(
@@ -205,6 +325,9 @@ impl SseBroker {
         last_event_id: Option<&str>,
         stream: &SseSender,
     ) -> Subscription {
+        if self.backplane.is_some() {
+            return cluster::subscribe(&self.inner, topics, last_event_id, stream);
+        }
         let mut st = self.lock();
         st.next_sub += 1;
         let sub = st.next_sub;
@@ -236,13 +359,7 @@ impl SseBroker {
         replay.dedup_by_key(|(id, _)| *id);
         let mut first = Vec::new();
         if let Some((sent, oldest)) = &reset {
-            let data = serde_json::to_string(&ResetData {
-                last_event_id: sent,
-                oldest_id: oldest.map(|o| o.to_string()).unwrap_or_default(),
-            })
-            .expect("strings always serialize");
-            // The event name and data are ours and single-line: cannot fail.
-            let _ = sse_encode(&SseEvent::data(data).event(RESET_EVENT), &mut first);
+            reset_event(sent, oldest.map(|o| o.to_string()), &mut first);
             st.stats.resets += 1;
         }
         for (_, b) in &replay {
@@ -283,17 +400,57 @@ impl SseBroker {
     /// The counters now.
     pub fn stats(&self) -> BrokerStats {
         let st = self.lock();
+        let topics = match &st.cluster {
+            Some(c) => c.topics(),
+            None => st.topics.len(),
+        };
         BrokerStats {
             subscribers: st.subscribers,
-            topics: st.topics.len(),
+            topics,
             ..st.stats
         }
     }
 
-    /// The id of the last published event (0 before the first).
+    /// The id of the last published event (0 before the first; always 0 in
+    /// cluster mode, where ids are positions).
     pub fn last_id(&self) -> u64 {
         self.lock().last_id
     }
+}
+
+impl State {
+    fn new(config: BrokerConfig, cluster: Option<cluster::Cluster>) -> Self {
+        State {
+            config,
+            last_id: 0,
+            next_sub: 0,
+            topics: HashMap::new(),
+            subscribers: 0,
+            stats: BrokerStats::default(),
+            cluster: cluster.map(Box::new),
+        }
+    }
+}
+
+/// Checks the topic and the event name ([`NameKind::Topic`], [`NameKind::Event`]).
+fn check_names(topic: &str, event: &SseEvent) -> Result<(), PublishError> {
+    name_validate(NameKind::Topic, topic).map_err(PublishError::Topic)?;
+    if let Some(name) = &event.event {
+        name_validate(NameKind::Event, name).map_err(PublishError::Event)?;
+    }
+    Ok(())
+}
+
+/// Appends the [`RESET_EVENT`] telling a client that `sent` (the id it
+/// resumes from) is too old or unknown; `oldest` is the oldest id still held.
+fn reset_event(sent: &str, oldest: Option<String>, out: &mut Vec<u8>) {
+    let data = serde_json::to_string(&ResetData {
+        last_event_id: sent,
+        oldest_id: oldest.unwrap_or_default(),
+    })
+    .expect("strings always serialize");
+    // The event name and data are ours and single-line: cannot fail.
+    let _ = sse_encode(&SseEvent::data(data).event(RESET_EVENT), out);
 }
 
 impl fmt::Debug for SseBroker {
@@ -304,7 +461,7 @@ impl fmt::Debug for SseBroker {
     }
 }
 
-/// Why [`SseBroker::publish`] refused an event.
+/// Why [`SseBroker::publish`] or [`SseBroker::publish_async`] refused an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishError {
     /// The topic is not a valid [`NameKind::Topic`] name.
@@ -313,6 +470,12 @@ pub enum PublishError {
     Event(NameError),
     /// The event has a field that would break the stream.
     Encode(SseEncodeError),
+    /// Cluster mode: the backplane did not take the event (unreachable):
+    /// nothing was published. Answer `503`; the cause is logged (target `sse`).
+    Unavailable,
+    /// The sync [`SseBroker::publish`] on a clustered broker, which publishes
+    /// only through the backplane, with [`SseBroker::publish_async`].
+    Clustered,
 }
 
 impl From<SseEncodeError> for PublishError {
@@ -326,6 +489,12 @@ impl fmt::Display for PublishError {
         match self {
             PublishError::Topic(e) | PublishError::Event(e) => e.fmt(f),
             PublishError::Encode(e) => e.fmt(f),
+            PublishError::Unavailable => {
+                f.write_str("the backplane is unavailable: nothing was published, try again")
+            }
+            PublishError::Clustered => {
+                f.write_str("this broker is clustered: publish with publish_async")
+            }
         }
     }
 }
@@ -335,6 +504,7 @@ impl std::error::Error for PublishError {
         match self {
             PublishError::Topic(e) | PublishError::Event(e) => Some(e),
             PublishError::Encode(e) => Some(e),
+            PublishError::Unavailable | PublishError::Clustered => None,
         }
     }
 }
@@ -352,7 +522,11 @@ impl Drop for Subscription {
         let Some(inner) = self.broker.upgrade() else {
             return;
         };
-        let mut st = inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut st = lock(&inner);
+        if st.cluster.is_some() {
+            cluster::unsubscribe(&inner, st, self.id, &self.topics);
+            return;
+        }
         for name in &self.topics {
             let remove = match st.topics.get_mut(name) {
                 Some(t) => {
@@ -572,5 +746,592 @@ mod tests {
         assert_eq!(b.stats().topics, 1, "no topic was created");
         assert_eq!(b.publish(&"t".repeat(128), ev(1)), Ok(1));
         assert_eq!(b.publish("a", ev(2).event("e".repeat(64))), Ok(2));
+    }
+
+    // Cluster mode: two brokers on one in-process bus are two nodes.
+
+    use backplane::{Backplane, BackplaneError, Channel, History, Incoming, Position, Receiver};
+    use backplane_memory::{MemoryBackplane, MemoryBus, MemoryConfig};
+    use futures_util::future::BoxFuture;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    use tokio::sync::{Semaphore, mpsc};
+
+    /// A real memory-bus node with faults to switch on: its connection lost
+    /// (`deaf`: what is published meanwhile never reaches it; `reconnect`
+    /// sends the `Resync` a real backplane would), live messages lagging
+    /// behind history (as Redis pub/sub may), history reads failing, or held
+    /// until the test lets them go.
+    struct Flaky {
+        inner: Arc<MemoryBackplane>,
+        deaf: Arc<AtomicBool>,
+        /// While `Some`, messages to this node wait here.
+        lag: Arc<Mutex<Option<Vec<Incoming>>>>,
+        receiver: Mutex<Option<Receiver>>,
+        history_fails: AtomicBool,
+        gate: Mutex<Option<Gate>>,
+    }
+
+    #[derive(Clone)]
+    struct Gate {
+        /// Told when a read starts.
+        entered: mpsc::UnboundedSender<()>,
+        /// A read completes after taking a permit.
+        open: Arc<Semaphore>,
+        /// Whether the read looks at the bus before waiting (else after).
+        read_first: bool,
+    }
+
+    impl Flaky {
+        fn new(bus: &MemoryBus) -> Arc<Flaky> {
+            Arc::new(Flaky {
+                inner: Arc::new(bus.node()),
+                deaf: Arc::default(),
+                lag: Arc::default(),
+                receiver: Mutex::new(None),
+                history_fails: AtomicBool::new(false),
+                gate: Mutex::new(None),
+            })
+        }
+
+        fn disconnect(&self) {
+            self.deaf.store(true, Ordering::SeqCst);
+        }
+
+        fn lag(&self) {
+            *self.lag.lock().unwrap() = Some(Vec::new());
+        }
+
+        /// Hands the node the messages that lagged, and stops lagging.
+        fn catch_up_lag(&self) {
+            let lagged = self.lag.lock().unwrap().take().unwrap();
+            let receiver = self.receiver.lock().unwrap().clone().unwrap();
+            lagged.into_iter().for_each(|m| receiver(m));
+        }
+
+        fn reconnect(&self) {
+            self.deaf.store(false, Ordering::SeqCst);
+            let receiver = self.receiver.lock().unwrap().clone().unwrap();
+            receiver(Incoming::Resync);
+        }
+
+        /// Holds history reads from now on; returns where their starts are told.
+        fn hold_history(&self, read_first: bool) -> (mpsc::UnboundedReceiver<()>, Arc<Semaphore>) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let open = Arc::new(Semaphore::new(0));
+            *self.gate.lock().unwrap() = Some(Gate {
+                entered: tx,
+                open: open.clone(),
+                read_first,
+            });
+            (rx, open)
+        }
+    }
+
+    impl Backplane for Flaky {
+        fn node(&self) -> u64 {
+            self.inner.node()
+        }
+        fn set_receiver(&self, receiver: Receiver) {
+            *self.receiver.lock().unwrap() = Some(receiver.clone());
+            let (deaf, lag) = (self.deaf.clone(), self.lag.clone());
+            self.inner.set_receiver(Arc::new(move |m| {
+                if deaf.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Some(lagged) = lag.lock().unwrap().as_mut() {
+                    return lagged.push(m);
+                }
+                receiver(m);
+            }));
+        }
+        fn subscribe(&self, channel: Channel) {
+            self.inner.subscribe(channel);
+        }
+        fn unsubscribe(&self, channel: Channel) {
+            self.inner.unsubscribe(channel);
+        }
+        fn subscriptions_applied(&self) -> BoxFuture<'static, Result<(), BackplaneError>> {
+            self.inner.subscriptions_applied()
+        }
+        fn publish(
+            &self,
+            channels: Vec<Channel>,
+            payload: Bytes,
+        ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+            self.inner.publish(channels, payload)
+        }
+        fn append(
+            &self,
+            topic: &str,
+            event: Bytes,
+        ) -> BoxFuture<'static, Result<Position, BackplaneError>> {
+            self.inner.append(topic, event)
+        }
+        fn history(
+            &self,
+            topic: &str,
+            after: Position,
+        ) -> BoxFuture<'static, Result<History, BackplaneError>> {
+            if self.history_fails.load(Ordering::SeqCst) {
+                return Box::pin(async { Err(BackplaneError::Unavailable("test".into())) });
+            }
+            let Some(gate) = self.gate.lock().unwrap().clone() else {
+                return self.inner.history(topic, after);
+            };
+            let _ = gate.entered.send(());
+            let (inner, topic) = (self.inner.clone(), topic.to_string());
+            let early = gate.read_first.then(|| inner.history(&topic, after));
+            Box::pin(async move {
+                let _permit = gate.open.acquire().await.unwrap();
+                match early {
+                    Some(read) => read.await,
+                    None => inner.history(&topic, after).await,
+                }
+            })
+        }
+        fn presence_set(
+            &self,
+            room: &str,
+            member: backplane::PresenceMember,
+        ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+            self.inner.presence_set(room, member)
+        }
+        fn presence_remove(
+            &self,
+            room: &str,
+            client: u64,
+        ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+            self.inner.presence_remove(room, client)
+        }
+        fn presence(
+            &self,
+            room: &str,
+        ) -> BoxFuture<'static, Result<backplane::Presence, BackplaneError>> {
+            self.inner.presence(room)
+        }
+        fn presence_expire(
+            &self,
+            room: &str,
+        ) -> BoxFuture<'static, Result<Vec<backplane::PresenceMember>, BackplaneError>> {
+            self.inner.presence_expire(room)
+        }
+    }
+
+    /// A node: a clustered broker on its own `Flaky` node of `bus`.
+    fn node(bus: &MemoryBus) -> (SseBroker, Arc<Flaky>) {
+        let flaky = Flaky::new(bus);
+        (
+            SseBroker::clustered(BrokerConfig::default(), flaky.clone()),
+            flaky,
+        )
+    }
+
+    /// One event as a client reads it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Ev {
+        id: String,
+        event: String,
+        data: String,
+    }
+
+    /// Reads a stream event by event.
+    struct Reader {
+        body: SseBody,
+        buf: String,
+    }
+
+    impl Reader {
+        fn new(body: SseBody) -> Self {
+            Reader {
+                body,
+                buf: String::new(),
+            }
+        }
+
+        /// The next `n` events (at most 5 s, so a missing event fails the test).
+        async fn take(&mut self, n: usize) -> Vec<Ev> {
+            let mut out = Vec::new();
+            while out.len() < n {
+                if let Some(end) = self.buf.find("\n\n") {
+                    let raw: String = self.buf.drain(..end + 2).collect();
+                    let mut ev = Ev {
+                        id: String::new(),
+                        event: String::new(),
+                        data: String::new(),
+                    };
+                    for line in raw.lines().filter(|l| !l.is_empty()) {
+                        let (field, value) = line.split_once(": ").unwrap_or((line, ""));
+                        match field {
+                            "id" => ev.id = value.to_string(),
+                            "event" => ev.event = value.to_string(),
+                            "data" => ev.data = value.to_string(),
+                            _ => panic!("unexpected line {line:?}"),
+                        }
+                    }
+                    out.push(ev);
+                    continue;
+                }
+                let frame = tokio::time::timeout(Duration::from_secs(5), self.body.frame())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("waited for {n} events, got {out:?} and {:?}", self.buf)
+                    })
+                    .expect("the stream ended")
+                    .unwrap();
+                self.buf
+                    .push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
+            }
+            out
+        }
+
+        /// The data of the next `n` events.
+        async fn data(&mut self, n: usize) -> Vec<String> {
+            self.take(n).await.into_iter().map(|e| e.data).collect()
+        }
+    }
+
+    fn pos(id: &str) -> Position {
+        id.parse()
+            .unwrap_or_else(|_| panic!("id {id:?} is not a position"))
+    }
+
+    fn names(prefix: &str, range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+        range.map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    async fn publish(b: &SseBroker, topic: &str, data: &str) -> String {
+        b.publish_async(topic, SseEvent::data(data)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stream_on_one_node_receives_what_another_node_publishes() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let ((a, _), (b, _)) = (node(&bus), node(&bus));
+        let channel = Channel::Topic("news".into());
+        let (tx, body) = sse_stream(16);
+        let sub = a.subscribe(&topics(&["news"]), None, &tx);
+        let (tx2, body2) = sse_stream(16);
+        let sub2 = b.subscribe(&topics(&["news"]), None, &tx2);
+        assert_eq!(
+            bus.subscribers(&channel),
+            [1, 2],
+            "each node subscribed its topic"
+        );
+        let mut ids = Vec::new();
+        for i in 1..=3 {
+            ids.push(publish(&b, "news", &format!("e{i}")).await);
+        }
+        b.publish_async("other", SseEvent::data("not news"))
+            .await
+            .unwrap();
+        assert!(ids.windows(2).all(|w| pos(&w[0]) < pos(&w[1])), "{ids:?}");
+        let mut on_a = Reader::new(body);
+        let got = on_a.take(3).await;
+        assert_eq!(
+            got.iter().map(|e| &e.id).collect::<Vec<_>>(),
+            ids.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            got.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+            ["e1", "e2", "e3"]
+        );
+        // The publishing node delivers what comes back from the backplane, the same way.
+        assert_eq!(Reader::new(body2).take(3).await, got);
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!((sa.published, sa.delivered, sa.topics), (0, 3, 1));
+        assert_eq!((sb.published, sb.delivered), (4, 3));
+        assert_eq!(
+            sa.delivered_bytes,
+            got.iter()
+                .map(|e| format!("id: {}\ndata: {}\n\n", e.id, e.data).len() as u64)
+                .sum::<u64>()
+        );
+        // The last stream of a topic leaving unsubscribes its node.
+        let (tx3, _body3) = sse_stream(16);
+        let sub3 = a.subscribe(&topics(&["news"]), None, &tx3);
+        drop(sub);
+        assert_eq!(bus.subscribers(&channel), [1, 2]);
+        drop((sub3, sub2));
+        assert!(bus.subscribers(&channel).is_empty());
+        assert_eq!((a.stats().topics, a.stats().subscribers), (0, 0));
+        drop((tx, tx2));
+    }
+
+    #[tokio::test]
+    async fn resume_on_another_node_gets_exactly_the_missed_events_then_live_ones() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let ((a, _), (b, _)) = (node(&bus), node(&bus));
+        let (tx, body) = sse_stream(16);
+        let sub = a.subscribe(&topics(&["a", "b"]), None, &tx);
+        let mut first = Reader::new(body);
+        for (t, d) in [("a", "e1"), ("b", "e2")] {
+            publish(&b, t, d).await;
+        }
+        let seen = first.take(2).await;
+        assert_eq!(
+            seen.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+            ["e1", "e2"]
+        );
+        drop(sub); // the client goes away
+        drop((tx, first));
+        // Missed, on both topics and one it does not read.
+        for (t, d) in [("a", "e3"), ("secret", "x"), ("b", "e4"), ("a", "e5")] {
+            publish(&a, t, d).await;
+        }
+        let (tx, body) = sse_stream(16);
+        let _sub = b.subscribe(&topics(&["b", "a"]), Some(&seen[1].id), &tx);
+        let mut resumed = Reader::new(body);
+        let replay = resumed.take(3).await;
+        assert_eq!(
+            replay.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+            ["e3", "e4", "e5"]
+        );
+        assert!(replay.windows(2).all(|w| pos(&w[0].id) < pos(&w[1].id)));
+        assert!(pos(&seen[1].id) < pos(&replay[0].id));
+        publish(&a, "b", "e6").await;
+        assert_eq!(resumed.data(1).await, ["e6"]);
+        let st = b.stats();
+        assert_eq!(
+            (st.resumes, st.replayed, st.resets, st.delivered),
+            (1, 3, 0, 4)
+        );
+        // Up to date: nothing replayed, the next events are the live ones, once.
+        let (tx2, body2) = sse_stream(16);
+        let last = publish(&a, "a", "e7").await;
+        let _sub2 = b.subscribe(&topics(&["a"]), Some(&last), &tx2);
+        publish(&a, "a", "e8").await;
+        let mut r2 = Reader::new(body2);
+        assert_eq!(r2.data(1).await, ["e8"]);
+        publish(&a, "a", "e9").await;
+        assert_eq!(r2.data(1).await, ["e9"]);
+    }
+
+    #[tokio::test]
+    async fn publishes_racing_a_resume_are_neither_lost_nor_repeated() {
+        // The history read sees the bus before (true) or after (false) the
+        // racing publishes; either way each event is queued once, in order.
+        for read_first in [true, false] {
+            let bus = MemoryBus::new(MemoryConfig::default());
+            let ((a, _), (b, fb)) = (node(&bus), node(&bus));
+            let mut ids = Vec::new();
+            for i in 1..=3 {
+                ids.push(publish(&a, "t", &format!("e{i}")).await);
+            }
+            let (mut entered, open) = fb.hold_history(read_first);
+            let (tx, body) = sse_stream(16);
+            let _sub = b.subscribe(&topics(&["t"]), Some(&ids[0]), &tx);
+            entered.recv().await.unwrap();
+            // Published while the history is being read: these reach the
+            // stream live and must wait for the replay.
+            for i in 4..=5 {
+                ids.push(publish(&a, "t", &format!("e{i}")).await);
+            }
+            open.add_permits(1);
+            let mut r = Reader::new(body);
+            let got = r.take(4).await;
+            assert_eq!(
+                got.iter().map(|e| e.data.clone()).collect::<Vec<_>>(),
+                names("e", 2..=5),
+                "read_first {read_first}"
+            );
+            assert_eq!(
+                got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+                ids[1..]
+            );
+            publish(&a, "t", "e6").await;
+            assert_eq!(
+                r.data(1).await,
+                ["e6"],
+                "nothing repeated before the next live event"
+            );
+            let st = b.stats();
+            assert_eq!(
+                (st.replayed, st.delivered, st.resets),
+                (if read_first { 2 } else { 4 }, 5, 0)
+            );
+        }
+        // Live delivery lagging behind history: what arrives live after the
+        // replay already queued it is dropped.
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let ((a, _), (b, fb)) = (node(&bus), node(&bus));
+        let e1 = publish(&a, "t", "e1").await;
+        let (tx, body) = sse_stream(16);
+        let _sub = b.subscribe(&topics(&["t"]), Some(&e1), &tx);
+        fb.lag();
+        for i in 2..=3 {
+            publish(&a, "t", &format!("e{i}")).await;
+        }
+        let mut r = Reader::new(body);
+        assert_eq!(r.data(2).await, ["e2", "e3"]);
+        fb.catch_up_lag();
+        publish(&a, "t", "e4").await;
+        assert_eq!(r.data(1).await, ["e4"]);
+        assert_eq!(b.stats().delivered, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resumes_during_a_stream_of_publishes_get_every_later_event_once_in_order() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let ((a, _), (b, _)) = (node(&bus), node(&bus));
+        const N: u32 = 300;
+        let (tx0, body0) = sse_stream(1024);
+        let _watch = b.subscribe(&topics(&["t"]), None, &tx0);
+        let publisher = tokio::spawn(async move {
+            for i in 1..=N {
+                publish(&a, "t", &format!("e{i}")).await;
+                tokio::task::yield_now().await;
+            }
+        });
+        // Resume from wherever the watching stream is, while publishing goes on.
+        let mut watch = Reader::new(body0);
+        let mut resumed = Vec::new();
+        let mut seen = 0;
+        while seen < N - 20 {
+            let ev = watch.take(1).await.remove(0);
+            seen += 1;
+            if seen % 25 == 0 {
+                let (tx, body) = sse_stream(1024);
+                let sub = b.subscribe(&topics(&["t"]), Some(&ev.id), &tx);
+                resumed.push((seen, sub, tx, Reader::new(body)));
+            }
+        }
+        publisher.await.unwrap();
+        for (from, _sub, _tx, mut r) in resumed {
+            let want = N - from;
+            let got = r.data(want as usize).await;
+            assert_eq!(got, names("e", from + 1..=N), "resumed after e{from}");
+        }
+        assert_eq!(b.stats().resets, 0);
+    }
+
+    #[tokio::test]
+    async fn a_trimmed_history_or_an_id_that_is_not_a_position_gets_the_reset_event() {
+        let bus = MemoryBus::new(MemoryConfig {
+            history: 2,
+            ..MemoryConfig::default()
+        });
+        let ((a, _), (b, _)) = (node(&bus), node(&bus));
+        let mut ids = Vec::new();
+        for i in 1..=5 {
+            ids.push(publish(&a, "t", &format!("e{i}")).await);
+        }
+        for sent in [ids[1].as_str(), "2", "nope"] {
+            let (tx, body) = sse_stream(16);
+            let _sub = b.subscribe(&topics(&["t"]), Some(sent), &tx);
+            let mut r = Reader::new(body);
+            let got = r.take(3).await;
+            // The same event a single node sends.
+            assert_eq!(got[0].event, RESET_EVENT, "{sent}");
+            assert_eq!(
+                got[0].data,
+                format!(r#"{{"last_event_id":"{sent}","oldest_id":"{}"}}"#, ids[3])
+            );
+            assert_eq!(
+                got[1..].iter().map(|e| e.data.clone()).collect::<Vec<_>>(),
+                ["e4", "e5"],
+                "{sent}"
+            );
+        }
+        let st = b.stats();
+        assert_eq!((st.resumes, st.resets, st.replayed), (3, 3, 6));
+    }
+
+    #[tokio::test]
+    async fn a_resync_catches_every_stream_up_without_loss_or_duplicates() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let ((a, fa), (b, _)) = (node(&bus), node(&bus));
+        // s1 has events of both its topics; s2 came after the first event;
+        // s3 resumed and is still waiting for its history when the
+        // connection goes; s4 reads a topic nothing reached this node on yet.
+        let (tx1, body1) = sse_stream(64);
+        let _s1 = a.subscribe(&topics(&["x", "y"]), None, &tx1);
+        let e1 = publish(&b, "x", "e1").await;
+        publish(&b, "y", "y1").await;
+        let mut r1 = Reader::new(body1);
+        assert_eq!(r1.data(2).await, ["e1", "y1"]);
+        let (tx2, body2) = sse_stream(64);
+        let _s2 = a.subscribe(&topics(&["x"]), None, &tx2);
+        let (tx4, body4) = sse_stream(64);
+        let _s4 = a.subscribe(&topics(&["quiet"]), None, &tx4);
+        // s3's read looks at the bus now, before what A will miss.
+        let (mut entered, open) = fa.hold_history(true);
+        let (tx3, body3) = sse_stream(64);
+        let _s3 = a.subscribe(&topics(&["x"]), Some(&e1), &tx3);
+        entered.recv().await.unwrap();
+
+        fa.disconnect();
+        for (t, d) in [("x", "e2"), ("y", "y2"), ("quiet", "q1"), ("x", "e3")] {
+            publish(&b, t, d).await; // lost on the way to node A
+        }
+        fa.reconnect();
+        // Published after the reconnection, while the catch-up reads history.
+        publish(&b, "x", "e4").await;
+        open.add_permits(16);
+        publish(&b, "x", "e5").await;
+        assert_eq!(r1.data(4).await, ["e2", "y2", "e3", "e4"]);
+        assert_eq!(r1.data(1).await, ["e5"]);
+        assert_eq!(Reader::new(body2).data(4).await, names("e", 2..=5));
+        assert_eq!(Reader::new(body3).data(4).await, names("e", 2..=5));
+        let mut r4 = Reader::new(body4);
+        assert_eq!(r4.data(1).await, ["q1"]);
+        // Nothing repeated: the next event on each stream is a new one.
+        publish(&b, "x", "e6").await;
+        publish(&b, "quiet", "q2").await;
+        assert_eq!(r1.data(1).await, ["e6"]);
+        assert_eq!(r4.data(1).await, ["q2"]);
+        let st = a.stats();
+        assert_eq!((st.resyncs, st.resets, st.backplane_errors), (1, 0, 0));
+        drop((tx1, tx2, tx3, tx4));
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_backplane_refuses_publishes_and_a_resume_gets_a_reset_then_live_events()
+    {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let ((a, fa), (b, _)) = (node(&bus), node(&bus));
+        let (tx, body) = sse_stream(16);
+        let _sub = a.subscribe(&topics(&["t"]), None, &tx);
+        let mut r = Reader::new(body);
+        let e1 = publish(&b, "t", "e1").await;
+        assert_eq!(r.data(1).await, ["e1"]);
+
+        bus.set_available(false);
+        assert_eq!(
+            a.publish_async("t", SseEvent::data("lost")).await,
+            Err(PublishError::Unavailable)
+        );
+        assert_eq!(
+            a.publish("t", SseEvent::data("sync")),
+            Err(PublishError::Clustered)
+        );
+        assert_eq!(a.stats().backplane_errors, 1);
+        bus.set_available(true); // every node resyncs: nothing was missed
+        publish(&b, "t", "e2").await;
+        // Neither refused event reached anyone: the next one is e2.
+        assert_eq!(r.data(1).await, ["e2"]);
+        let st = a.stats();
+        assert_eq!(
+            (st.published, st.delivered, st.resyncs, st.resets),
+            (0, 2, 1, 0)
+        );
+
+        // History unreadable: the resume is told it may have missed events,
+        // and live events still come.
+        fa.history_fails.store(true, Ordering::SeqCst);
+        let (tx2, body2) = sse_stream(16);
+        let _sub2 = a.subscribe(&topics(&["t"]), Some(&e1), &tx2);
+        let mut r2 = Reader::new(body2);
+        let reset = r2.take(1).await.remove(0);
+        assert_eq!(
+            (reset.event.as_str(), reset.data),
+            (
+                RESET_EVENT,
+                format!(r#"{{"last_event_id":"{e1}","oldest_id":""}}"#)
+            )
+        );
+        publish(&b, "t", "e3").await;
+        assert_eq!(r2.data(1).await, ["e3"]);
+        assert_eq!(a.stats().backplane_errors, 2);
     }
 }

@@ -15,7 +15,10 @@
 //!   allows); the header wins when both are sent. See `sse_broker` for
 //!   exactly what is replayed and the `sse-reset` event sent when the id is
 //!   too old. An empty value is no id (as in the WHATWG spec, where an empty
-//!   last event ID means none).
+//!   last event ID means none). With a clustered broker
+//!   (`SseBroker::clustered`) the same handler serves one node of several:
+//!   ids are the backplane's positions and a client resumes on any node from
+//!   the backplane's history (read by the broker while live events wait).
 //! - **Client input is checked** with `name_validate` before anything is
 //!   subscribed, and refused with `400` and a one-line text reason: more than
 //!   [`SseConfig::max_topics`] topics (default [`MAX_TOPICS_PER_STREAM`]), a
@@ -549,6 +552,56 @@ mod tests {
         assert_eq!(broker.stats().subscribers, 1);
         drop(res);
         assert_eq!(broker.stats().subscribers, 0);
+    }
+
+    #[tokio::test]
+    async fn a_clustered_broker_streams_and_resumes_across_nodes() {
+        use backplane_memory::{MemoryBus, MemoryConfig};
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let a = SseBroker::clustered(BrokerConfig::default(), Arc::new(bus.node()));
+        let b = SseBroker::clustered(BrokerConfig::default(), Arc::new(bus.node()));
+        let (on_a, on_b) = (
+            sse_handler(a.clone(), SseConfig::default()),
+            sse_handler(b.clone(), SseConfig::default()),
+        );
+        let mut res = on_a.call(get("/events", &[])).await;
+        assert_eq!(next_frame(&mut res).await, ": ok\n\n");
+        let mut ids = Vec::new();
+        for i in 1..=3 {
+            let id = b
+                .publish_async("hub", SseEvent::data(format!("e{i}")))
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        let mut got = String::new();
+        while !got.ends_with("data: e3\n\n") {
+            got.push_str(&next_frame(&mut res).await);
+        }
+        let want: String = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| format!("id: {id}\ndata: e{}\n\n", i + 1))
+            .collect();
+        assert_eq!(got, want);
+        drop(res);
+        // The client reconnects to the other node with the first id.
+        let mut res = on_b
+            .call(get("/events", &[("last-event-id", &ids[0])]))
+            .await;
+        let mut got = String::new();
+        while !got.ends_with("data: e3\n\n") {
+            got.push_str(&next_frame(&mut res).await);
+        }
+        assert_eq!(
+            got,
+            format!(
+                ": ok\n\nid: {}\ndata: e2\n\nid: {}\ndata: e3\n\n",
+                ids[1], ids[2]
+            )
+        );
+        let st = b.stats();
+        assert_eq!((st.resumes, st.replayed, st.resets), (1, 2, 0));
     }
 
     #[tokio::test]

@@ -39,6 +39,12 @@ pub mod types {
     pub const UNSUBSCRIBED: &str = "unsubscribed";
     /// The answer to `authenticate`: `{userId, status}`, the identity the server established.
     pub const AUTHENTICATED: &str = "authenticated";
+    /// A connection joined a room, on any node (`ws_cluster`): `{room, user, client}`,
+    /// `client` as a string (ids do not fit a JavaScript number), `user` null when anonymous.
+    pub const PRESENCE_JOIN: &str = "presence.join";
+    /// A connection left a room, its connection ended, or its node stopped
+    /// refreshing its presence (`ws_cluster`): `{room, user, client}`.
+    pub const PRESENCE_LEAVE: &str = "presence.leave";
 }
 
 /// One event: a type the client dispatches on, any JSON data, and when.
@@ -177,7 +183,9 @@ mod tests {
                 types::PONG,
                 types::SUBSCRIBED,
                 types::UNSUBSCRIBED,
-                types::AUTHENTICATED
+                types::AUTHENTICATED,
+                types::PRESENCE_JOIN,
+                types::PRESENCE_LEAVE
             ],
             [
                 "connection.established",
@@ -186,7 +194,9 @@ mod tests {
                 "pong",
                 "subscribed",
                 "unsubscribed",
-                "authenticated"
+                "authenticated",
+                "presence.join",
+                "presence.leave"
             ]
         );
     }

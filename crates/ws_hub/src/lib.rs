@@ -22,6 +22,14 @@
 //! client per upgraded socket, drains its outbox into the socket with
 //! [`WsClient::poll_outgoing`], and unregisters it when the socket ends.
 //!
+//! **Several nodes.** With [`HubConfig::node`] set, client ids carry the
+//! node's number in their top 16 bits ([`node_of`]), so ids are unique across
+//! the nodes of a cluster; a [`MembershipHook`] ([`WsHub::set_membership_hook`])
+//! is told when a room gets its first member or loses its last, when a user
+//! gets its first connection or loses its last, and of every join and leave
+//! (`ws_cluster` subscribes and keeps presence with it). Without a hook,
+//! joining and leaving cost what they did; sends never look at it.
+//!
 //! # Example
 //!
 //! ```
@@ -46,7 +54,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -58,8 +66,17 @@ pub use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-/// A client's id: unique within its hub, never reused.
+/// A client's id: unique within its hub, never reused; `node << 48 | n`
+/// with `n` counting from 1 ([`HubConfig::node`], [`node_of`]).
 pub type ClientId = u64;
+
+/// How far [`HubConfig::node`] is shifted into a [`ClientId`].
+pub const NODE_SHIFT: u32 = 48;
+
+/// The node whose hub gave out `id` ([`HubConfig::node`]).
+pub fn node_of(id: ClientId) -> u64 {
+    id >> NODE_SHIFT
+}
 
 /// What happens when a send finds a client's outbox full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,6 +99,9 @@ pub struct HubConfig {
     pub slow: SlowPolicy,
     /// Rooms one client may be in at once. Default: 100.
     pub max_rooms: usize,
+    /// This node's number in a cluster (below 2^16): client ids are
+    /// `node << 48 | n`, unique across nodes. Default: 0 (ids 1, 2, ...).
+    pub node: u64,
 }
 
 impl Default for HubConfig {
@@ -91,9 +111,46 @@ impl Default for HubConfig {
             queue_bytes: 1 << 20,
             slow: SlowPolicy::Close,
             max_rooms: 100,
+            node: 0,
         }
     }
 }
+
+/// A change of who is in a hub, as a [`MembershipHook`] is told of it.
+///
+/// `first`, `last`, [`UserArrived`](Membership::UserArrived) and
+/// [`UserGone`](Membership::UserGone) describe the change they come from;
+/// the hook runs after the hub's lock is released, so two changes made at
+/// once on different threads can reach it in either order: a hook that
+/// keeps state per room or user re-reads it ([`WsHub::room_len`],
+/// [`WsHub::user_len`]) rather than counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership<'a> {
+    /// `client` joined `room`; `first`: the room had no member before.
+    Joined {
+        room: &'a str,
+        client: ClientId,
+        user: Option<&'a str>,
+        first: bool,
+    },
+    /// `client` left `room`, or its connection ended while in it; `last`:
+    /// the room has no member now.
+    Left {
+        room: &'a str,
+        client: ClientId,
+        user: Option<&'a str>,
+        last: bool,
+    },
+    /// `user`'s first connection registered.
+    UserArrived { user: &'a str },
+    /// `user`'s last connection was unregistered.
+    UserGone { user: &'a str },
+}
+
+/// Told of each [`Membership`] change of a hub, outside the hub's lock; it
+/// must not block (it runs on the thread that joined, left, registered or
+/// unregistered).
+pub type MembershipHook = Arc<dyn Fn(Membership<'_>) + Send + Sync>;
 
 /// Counters of a hub since it was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -210,6 +267,7 @@ struct HubShared {
     next_id: AtomicU64,
     running: AtomicBool,
     counters: Arc<Counters>,
+    membership: OnceLock<MembershipHook>,
 }
 
 /// Who is where: clients by id, and the ids of each room and each user.
@@ -223,30 +281,47 @@ struct Index {
     memberships: HashMap<ClientId, Vec<String>>,
 }
 
+/// What unregistering a client changed, for the membership hook: the rooms
+/// it left (and whether it was their last member), whether its user is gone.
+#[derive(Default)]
+struct Departure {
+    rooms: Vec<(String, bool)>,
+    user_gone: bool,
+}
+
 impl Index {
-    /// Removes `id` from every index; the client, if it was there.
-    fn remove(&mut self, id: ClientId) -> Option<WsClient> {
+    /// Removes `id` from every index; the client, if it was there, and,
+    /// when `observed`, what changed.
+    fn remove(&mut self, id: ClientId, observed: bool) -> Option<(WsClient, Departure)> {
         let client = self.clients.remove(&id)?;
+        let mut departure = Departure::default();
         if let Some(user) = client.user() {
-            remove_member(&mut self.users, user, id);
+            departure.user_gone = remove_member(&mut self.users, user, id) == Some(true);
         }
         for room in self.memberships.remove(&id).unwrap_or_default() {
-            remove_member(&mut self.rooms, &room, id);
+            let last = remove_member(&mut self.rooms, &room, id) == Some(true);
+            if observed {
+                departure.rooms.push((room, last));
+            }
         }
-        Some(client)
+        Some((client, departure))
     }
 }
 
-/// Removes `id` from the set `key`, and the set once empty.
-fn remove_member(map: &mut HashMap<String, HashSet<ClientId>>, key: &str, id: ClientId) -> bool {
-    let Some(set) = map.get_mut(key) else {
-        return false;
-    };
+/// Removes `id` from the set `key`, and the set once empty: `None` if it
+/// was not there, else whether the set is now empty (and gone).
+fn remove_member(
+    map: &mut HashMap<String, HashSet<ClientId>>,
+    key: &str,
+    id: ClientId,
+) -> Option<bool> {
+    let set = map.get_mut(key)?;
     let removed = set.remove(&id);
-    if set.is_empty() {
+    let emptied = set.is_empty();
+    if emptied {
         map.remove(key);
     }
-    removed
+    removed.then_some(emptied)
 }
 
 /// Who a connection is, as the server established it (an identify hook on
@@ -310,19 +385,41 @@ impl std::error::Error for HubError {}
 
 impl WsHub {
     /// A running hub with no clients.
+    ///
+    /// # Panics
+    ///
+    /// If [`HubConfig::node`] is 2^16 or more (it would not fit the ids).
     pub fn new(config: HubConfig) -> Self {
+        assert!(
+            config.node < 1 << (64 - NODE_SHIFT),
+            "HubConfig::node must be below 2^16, got {}",
+            config.node
+        );
         WsHub(Arc::new(HubShared {
             config: HubConfig {
                 queue_messages: config.queue_messages.max(1),
                 queue_bytes: config.queue_bytes.max(1),
                 slow: config.slow,
                 max_rooms: config.max_rooms,
+                node: config.node,
             },
             index: RwLock::new(Index::default()),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(config.node << NODE_SHIFT | 1),
             running: AtomicBool::new(true),
             counters: Arc::default(),
+            membership: OnceLock::new(),
         }))
+    }
+
+    /// Sets the hook told of every [`Membership`] change from now on (set
+    /// it before clients register: earlier changes are not replayed). Once
+    /// per hub: false, and the hook is not taken, if one is set already.
+    pub fn set_membership_hook(&self, hook: MembershipHook) -> bool {
+        self.0.membership.set(hook).is_ok()
+    }
+
+    fn hook(&self) -> Option<&MembershipHook> {
+        self.0.membership.get()
     }
 
     /// The settings the hub was made with.
@@ -355,14 +452,20 @@ impl WsHub {
             counters: self.0.counters.clone(),
             outbox: Mutex::new(Outbox::default()),
         }));
-        {
+        let arrived = {
             let mut ix = write(&self.0.index);
-            if let Some(user) = client.user() {
-                ix.users.entry(user.to_string()).or_default().insert(id);
-            }
+            let arrived = client.user().is_some_and(|user| {
+                let ids = ix.users.entry(user.to_string()).or_default();
+                ids.insert(id);
+                ids.len() == 1
+            });
             ix.clients.insert(id, client.clone());
-        }
+            arrived
+        };
         self.0.counters.connected.fetch_add(1, Ordering::Relaxed);
+        if arrived && let (Some(hook), Some(user)) = (self.hook(), client.user()) {
+            hook(Membership::UserArrived { user });
+        }
         // A stop that raced with this registration has not seen the client.
         if !self.is_running() {
             self.unregister(id);
@@ -375,18 +478,31 @@ impl WsHub {
     /// Removes a client (its connection ended) from the hub, its rooms and
     /// its user; idempotent.
     pub fn unregister(&self, id: ClientId) -> Option<WsClient> {
-        let gone = {
+        let hook = self.hook();
+        let (client, departure) = {
             let mut ix = write(&self.0.index);
-            let gone = ix.remove(id);
-            if let Some(c) = &gone {
-                self.0.counters.fold(c);
-            }
-            gone
+            let (client, departure) = ix.remove(id, hook.is_some())?;
+            self.0.counters.fold(&client);
+            (client, departure)
         };
-        if gone.is_some() {
-            self.0.counters.disconnected.fetch_add(1, Ordering::Relaxed);
+        self.0.counters.disconnected.fetch_add(1, Ordering::Relaxed);
+        if let Some(hook) = hook {
+            let user = client.user();
+            for (room, last) in &departure.rooms {
+                hook(Membership::Left {
+                    room,
+                    client: id,
+                    user,
+                    last: *last,
+                });
+            }
+            if departure.user_gone
+                && let Some(user) = user
+            {
+                hook(Membership::UserGone { user });
+            }
         }
-        gone
+        Some(client)
     }
 
     /// The client with `id`, if it is registered: a lookup, not a scan.
@@ -405,38 +521,58 @@ impl WsHub {
     /// Puts a registered client in `room`: `Ok(false)` if it was already
     /// there (idempotent); an error if it is gone or in too many rooms.
     pub fn join(&self, client: &WsClient, room: &str) -> Result<bool, HubError> {
-        let mut ix = write(&self.0.index);
-        let ix = &mut *ix;
-        if !ix.clients.contains_key(&client.id()) {
-            return Err(HubError::NotRegistered);
+        let first = {
+            let mut ix = write(&self.0.index);
+            let ix = &mut *ix;
+            if !ix.clients.contains_key(&client.id()) {
+                return Err(HubError::NotRegistered);
+            }
+            if ix.rooms.get(room).is_some_and(|m| m.contains(&client.id())) {
+                return Ok(false);
+            }
+            let mine = ix.memberships.entry(client.id()).or_default();
+            if mine.len() >= self.0.config.max_rooms {
+                return Err(HubError::TooManyRooms);
+            }
+            mine.push(room.to_string());
+            let members = ix.rooms.entry(room.to_string()).or_default();
+            members.insert(client.id());
+            members.len() == 1
+        };
+        if let Some(hook) = self.hook() {
+            hook(Membership::Joined {
+                room,
+                client: client.id(),
+                user: client.user(),
+                first,
+            });
         }
-        if ix.rooms.get(room).is_some_and(|m| m.contains(&client.id())) {
-            return Ok(false);
-        }
-        let mine = ix.memberships.entry(client.id()).or_default();
-        if mine.len() >= self.0.config.max_rooms {
-            return Err(HubError::TooManyRooms);
-        }
-        mine.push(room.to_string());
-        ix.rooms
-            .entry(room.to_string())
-            .or_default()
-            .insert(client.id());
         Ok(true)
     }
 
     /// Takes a client out of `room`; false if it was not there. Idempotent.
     pub fn leave(&self, client: &WsClient, room: &str) -> bool {
-        let mut ix = write(&self.0.index);
-        let ix = &mut *ix;
-        if !remove_member(&mut ix.rooms, room, client.id()) {
-            return false;
-        }
-        if let Some(rooms) = ix.memberships.get_mut(&client.id()) {
-            rooms.retain(|r| r != room);
-            if rooms.is_empty() {
-                ix.memberships.remove(&client.id());
+        let last = {
+            let mut ix = write(&self.0.index);
+            let ix = &mut *ix;
+            let Some(last) = remove_member(&mut ix.rooms, room, client.id()) else {
+                return false;
+            };
+            if let Some(rooms) = ix.memberships.get_mut(&client.id()) {
+                rooms.retain(|r| r != room);
+                if rooms.is_empty() {
+                    ix.memberships.remove(&client.id());
+                }
             }
+            last
+        };
+        if let Some(hook) = self.hook() {
+            hook(Membership::Left {
+                room,
+                client: client.id(),
+                user: client.user(),
+                last,
+            });
         }
         true
     }
@@ -530,8 +666,21 @@ impl WsHub {
     /// unregisters them; idempotent.
     pub fn stop(&self) {
         self.0.running.store(false, Ordering::SeqCst);
+        let hook = self.hook();
+        let mut left: Vec<(String, ClientId, bool)> = Vec::new();
+        let mut users_gone: Vec<String> = Vec::new();
         let all: Vec<WsClient> = {
             let mut ix = write(&self.0.index);
+            if hook.is_some() {
+                for (room, members) in ix.rooms.drain() {
+                    let n = members.len();
+                    left.extend(
+                        (members.into_iter().enumerate())
+                            .map(|(i, id)| (room.clone(), id, i + 1 == n)),
+                    );
+                }
+                users_gone.extend(ix.users.drain().map(|(user, _)| user));
+            }
             ix.rooms.clear();
             ix.users.clear();
             ix.memberships.clear();
@@ -541,6 +690,21 @@ impl WsHub {
             }
             all
         };
+        if let Some(hook) = hook {
+            let users: HashMap<ClientId, Option<&str>> =
+                all.iter().map(|c| (c.id(), c.user())).collect();
+            for (room, client, last) in &left {
+                hook(Membership::Left {
+                    room,
+                    client: *client,
+                    user: users.get(client).copied().flatten(),
+                    last: *last,
+                });
+            }
+            for user in &users_gone {
+                hook(Membership::UserGone { user });
+            }
+        }
         self.0
             .counters
             .disconnected
@@ -1204,5 +1368,115 @@ mod tests {
         hub.stop();
         let s = hub.stats();
         assert_eq!((s.connections, s.written, s.bytes_out), (0, 4, 13));
+    }
+
+    #[test]
+    fn a_node_number_prefixes_client_ids() {
+        let plain = WsHub::new(HubConfig::default());
+        assert_eq!(plain.register(None).unwrap().id(), 1, "today's ids");
+        let hub = WsHub::new(HubConfig {
+            node: 3,
+            ..HubConfig::default()
+        });
+        let (a, b) = (hub.register(None).unwrap(), hub.register(None).unwrap());
+        assert_eq!((a.id(), b.id()), (3 << 48 | 1, 3 << 48 | 2));
+        assert_eq!((node_of(a.id()), node_of(b.id())), (3, 3));
+        assert_eq!(node_of(1), 0);
+        let too_big = std::panic::catch_unwind(|| {
+            WsHub::new(HubConfig {
+                node: 1 << 16,
+                ..HubConfig::default()
+            })
+        });
+        assert!(too_big.is_err(), "a node number that does not fit refuses");
+    }
+
+    /// What a membership hook saw, as owned values.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Seen {
+        Joined(String, ClientId, Option<String>, bool),
+        Left(String, ClientId, Option<String>, bool),
+        Arrived(String),
+        Gone(String),
+    }
+
+    fn observed(hub: &WsHub) -> Arc<Mutex<Vec<Seen>>> {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = seen.clone();
+        let index = hub.clone();
+        assert!(hub.set_membership_hook(Arc::new(move |m| {
+            // Outside the hub's lock: the hook can read the hub.
+            let _ = index.room_len("any");
+            let own = |s: Option<&str>| s.map(str::to_string);
+            log.lock().unwrap().push(match m {
+                Membership::Joined {
+                    room,
+                    client,
+                    user,
+                    first,
+                } => Seen::Joined(room.into(), client, own(user), first),
+                Membership::Left {
+                    room,
+                    client,
+                    user,
+                    last,
+                } => Seen::Left(room.into(), client, own(user), last),
+                Membership::UserArrived { user } => Seen::Arrived(user.into()),
+                Membership::UserGone { user } => Seen::Gone(user.into()),
+            });
+        })));
+        assert!(!hub.set_membership_hook(Arc::new(|_| {})), "once per hub");
+        seen
+    }
+
+    #[test]
+    fn the_membership_hook_sees_joins_leaves_and_the_first_and_last_of_rooms_and_users() {
+        let hub = WsHub::new(HubConfig::default());
+        let seen = observed(&hub);
+        let take = || std::mem::take(&mut *seen.lock().unwrap());
+        let ana = Some("ana".to_string());
+        let a1 = hub.register_as(None, Identity::user("ana")).unwrap();
+        let a2 = hub.register_as(None, Identity::user("ana")).unwrap();
+        let anon = hub.register(None).unwrap();
+        assert_eq!(
+            take(),
+            [Seen::Arrived("ana".into())],
+            "the first connection of ana only"
+        );
+        hub.join(&a1, "r").unwrap();
+        hub.join(&a1, "r").unwrap();
+        hub.join(&anon, "r").unwrap();
+        assert_eq!(
+            take(),
+            [
+                Seen::Joined("r".into(), a1.id(), ana.clone(), true),
+                Seen::Joined("r".into(), anon.id(), None, false),
+            ],
+            "a join that changes nothing is not told"
+        );
+        assert!(hub.leave(&anon, "r"));
+        assert!(!hub.leave(&anon, "r"));
+        hub.join(&a2, "s").unwrap();
+        assert_eq!(
+            take(),
+            [
+                Seen::Left("r".into(), anon.id(), None, false),
+                Seen::Joined("s".into(), a2.id(), ana.clone(), true),
+            ]
+        );
+        hub.unregister(a1.id());
+        hub.unregister(a1.id());
+        assert_eq!(take(), [Seen::Left("r".into(), a1.id(), ana.clone(), true)]);
+        hub.stop();
+        let mut at_stop = take();
+        at_stop.sort_by_key(|s| format!("{s:?}"));
+        assert_eq!(
+            at_stop,
+            [
+                Seen::Gone("ana".into()),
+                Seen::Left("s".into(), a2.id(), ana.clone(), true),
+            ],
+            "stop is everyone leaving"
+        );
     }
 }

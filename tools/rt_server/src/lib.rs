@@ -4,11 +4,12 @@
 //! |---|---|
 //! | `GET /` | a page that shows the stream live (browser `EventSource`) |
 //! | `GET /events` | SSE stream of the broker (`?topic=` repeatable, default `hub`; `Last-Event-ID` resume) |
-//! | `POST /publish` | publishes the body (UTF-8, at most 1 MiB) as one event on `?topic=` (default `hub`), with `?event=` as its type; answers `202 {"id": N}` |
+//! | `POST /publish` | publishes the body (UTF-8, at most 1 MiB) as one event on `?topic=` (default `hub`), with `?event=` as its type; answers `202 {"id": "ID"}` (the event's SSE id) |
 //! | `GET /ws` | WebSocket: every text message from any client goes to every connected client; `POST /publish` reaches them too |
 //! | `GET /echo` | WebSocket echo of every text and binary message (the Autobahn testee; messages up to 64 MiB) |
 //! | `GET /hub` | WebSocket hub with rooms, users and the control protocol (below) |
 //! | `POST /emit` | emits the body as event `notice` to `?room=`, `?user=`, `?client=` (repeatable, combined as a union); answers `202` with the counts |
+//! | `GET /rooms/{room}/presence` | who is in a `/hub` room: `{room, connections, users}` (across nodes with `--redis`) |
 //! | `GET /stats` | broker and hub counters as JSON |
 //! | `GET /metrics` | every counter in the Prometheus text format (`http_metrics`; below) |
 //! | `GET /health` | `ok` |
@@ -51,6 +52,15 @@
 //! server request `name(x)` of the client and answer with the client's answer. The binary is `rt-server`; [`app`]
 //! builds the same handler for tests.
 //!
+//! With [`Options::cluster`] (the binary's `--redis URL`) the process is one
+//! node of several on a shared backplane: `/hub` rooms, users and client ids,
+//! `/ws` broadcasts, `POST /emit` and `POST /publish` reach the sockets of
+//! every node (`ws_cluster`), SSE topics keep their history on the backplane
+//! so a client resumes on any node (`sse_broker`'s cluster mode), and
+//! presence spans the nodes. A write the backplane does not take is answered
+//! `503` with `Retry-After` and acknowledged nowhere. Without it nothing
+//! crosses the process and nothing is added per message.
+//!
 //! `/metrics` reads the counters the crates keep (`HubStats`, `BrokerStats`,
 //! `WsStats`, `WrapperStats`) at scrape time, so serving it adds nothing per
 //! message: `rt_open_connections{transport}` (`ws`: `/ws`, `/echo`, `/hub`;
@@ -72,29 +82,28 @@
 use std::fmt;
 use std::time::Duration;
 
+use backplane::{Backplane, BackplaneError};
 use http::StatusCode;
 use http_body_read::read_text;
 use http_cors_middleware::{CorsConfig, http_cors_middleware};
 use http_logger_middleware::http_logger_middleware;
 use http_metrics::metrics_handler;
 use http_middleware_chain::http_middleware_chain;
+use http_router::PathParams;
 use http_router::http_router;
 use http_types::{
     Handler, Request, Response, Route, bearer, json, query_pairs, query_values, text,
 };
 use name_validate::{NameKind, name_validate};
-use rt_publish::rt_publish;
 use serde::Serialize;
 use serde_json::Value;
-use sse_broker::{BrokerConfig, SseBroker};
+use sse_broker::{BrokerConfig, PublishError, SseBroker};
 use sse_event::SseEvent;
 use sse_handler::{SseConfig, sse_handler};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio_tungstenite::tungstenite::Message;
-use ws_broadcast::ws_broadcast;
 use ws_control::{ControlConfig, control_hooks};
-use ws_emit::ws_emit;
 use ws_event::{Event, Target};
 use ws_handler::{IdentifyHook, MessageRate, WsConfig, WsStats, identify, ws_handler};
 use ws_hub::{HubConfig, Identity, WsClient, WsHub};
@@ -103,6 +112,10 @@ use ws_upgrader::{OriginPolicy, UpgradeConfig, origin_allowed};
 use ws_wrapper_server::{Ctx, Reply, RequestError, WrapperConfig, WrapperError, WrapperServer};
 
 mod metrics;
+mod reach;
+
+use reach::Reach;
+use ws_cluster::WsCluster;
 
 /// The page of `GET /`.
 const INDEX_HTML: &str = include_str!("index.html");
@@ -134,6 +147,32 @@ pub struct Options {
     pub hub_identify: Option<IdentifyHook>,
     /// Connection, message and write limits.
     pub limits: Limits,
+    /// The backplanes that make this process one node of several
+    /// (`--redis`). Default: none, this process alone.
+    pub cluster: Option<Cluster>,
+}
+
+/// One backplane node per part that crosses nodes (each sets its own
+/// receiver): the SSE topics, `/ws` and `/hub`. Their channels must not
+/// mix: on Redis, give each its own prefix.
+#[derive(Clone)]
+pub struct Cluster {
+    /// The SSE broker's (`/events`, `/publish`).
+    pub sse: Arc<dyn Backplane>,
+    /// The `/ws` hub's.
+    pub ws: Arc<dyn Backplane>,
+    /// The `/hub` hub's (rooms, users, presence).
+    pub rooms: Arc<dyn Backplane>,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("sse_node", &self.sse.node())
+            .field("ws_node", &self.ws.node())
+            .field("rooms_node", &self.rooms.node())
+            .finish()
+    }
 }
 
 impl Default for Options {
@@ -148,6 +187,7 @@ impl Default for Options {
             publish_token: None,
             hub_identify: None,
             limits: Limits::default(),
+            cluster: None,
         }
     }
 }
@@ -196,6 +236,7 @@ impl fmt::Debug for Options {
             )
             .field("hub_identify", &self.hub_identify.is_some())
             .field("limits", &self.limits)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -211,13 +252,31 @@ pub struct App {
     pub hub: WsHub,
     /// The WebSocket hub of `/hub` (rooms, users, control protocol).
     pub rooms: WsHub,
+    reaches: [Reach; 2],
+}
+
+impl App {
+    /// Waits until what the cluster queued went out (presence removals of
+    /// closed connections, forwards): call it after serving, before exit.
+    pub async fn close(&self) {
+        for reach in &self.reaches {
+            reach.flush().await;
+        }
+    }
 }
 
 /// The whole application.
+///
+/// With [`Options::cluster`], call it inside a tokio runtime (the cluster
+/// parts start their tasks).
 pub fn app(options: Options) -> App {
-    let broker = SseBroker::new(BrokerConfig {
+    let broker_config = BrokerConfig {
         replay: options.replay,
-    });
+    };
+    let broker = match &options.cluster {
+        Some(c) => SseBroker::clustered(broker_config, c.sse.clone()),
+        None => SseBroker::new(broker_config),
+    };
     let events = sse_handler(
         broker.clone(),
         SseConfig {
@@ -227,7 +286,18 @@ pub fn app(options: Options) -> App {
             ..SseConfig::default()
         },
     );
-    let hub = WsHub::new(HubConfig::default());
+    let reach = |config: HubConfig, backplane: Option<&Arc<dyn Backplane>>| match backplane {
+        Some(b) => Reach::Cluster(WsCluster::new(
+            WsHub::new(WsCluster::hub_config(&**b, config)),
+            b.clone(),
+        )),
+        None => Reach::Local(WsHub::new(config)),
+    };
+    let ws_reach = reach(
+        HubConfig::default(),
+        options.cluster.as_ref().map(|c| &c.ws),
+    );
+    let hub = ws_reach.hub().clone();
     let limits = &options.limits;
     // Counters of the WebSocket routes, read by `/metrics`: `/ws`, `/echo`
     // and `/hub` add up as transport `ws`, `/rpc` is transport `rpc`.
@@ -245,13 +315,13 @@ pub fn app(options: Options) -> App {
         ..WsConfig::default()
     };
     let ws = {
-        let hub = hub.clone();
+        let reach = ws_reach.clone();
         ws_handler(
             hub.clone(),
             WsConfig {
                 on_message: Some(Arc::new(move |_client, msg| {
                     if msg.is_text() {
-                        ws_broadcast(&hub, msg);
+                        reach.broadcast_from_socket(msg);
                     }
                 })),
                 ..base.clone()
@@ -279,12 +349,16 @@ pub fn app(options: Options) -> App {
         stats: rpc_stats.clone(),
         ..base.clone()
     });
-    let rooms = WsHub::new(HubConfig {
-        max_rooms: limits.max_rooms,
-        ..HubConfig::default()
-    });
+    let rooms_reach = reach(
+        HubConfig {
+            max_rooms: limits.max_rooms,
+            ..HubConfig::default()
+        },
+        options.cluster.as_ref().map(|c| &c.rooms),
+    );
+    let rooms = rooms_reach.hub().clone();
     let room_hub = hub_handler(
-        rooms.clone(),
+        rooms_reach.clone(),
         WsConfig {
             identify: options.hub_identify.clone(),
             ..base
@@ -295,7 +369,7 @@ pub fn app(options: Options) -> App {
         origins: options.origins.clone(),
     });
     let emit = {
-        let (rooms, gate) = (rooms.clone(), gate.clone());
+        let (rooms, gate) = (rooms_reach.clone(), gate.clone());
         Handler::new(move |req: Request| {
             let (rooms, gate) = (rooms.clone(), gate.clone());
             async move {
@@ -306,13 +380,26 @@ pub fn app(options: Options) -> App {
             }
         })
     };
-    let publish = {
-        let (broker, hub) = (broker.clone(), hub.clone());
+    let presence = {
+        let rooms = rooms_reach.clone();
         Handler::new(move |req: Request| {
-            let (broker, hub, gate) = (broker.clone(), hub.clone(), gate.clone());
+            let rooms = rooms.clone();
+            let room = req
+                .extensions()
+                .get::<PathParams>()
+                .and_then(|p| p.get("room"))
+                .unwrap_or_default()
+                .to_string();
+            async move { presence(&rooms, room).await }
+        })
+    };
+    let publish = {
+        let (broker, ws) = (broker.clone(), ws_reach.clone());
+        Handler::new(move |req: Request| {
+            let (broker, ws, gate) = (broker.clone(), ws.clone(), gate.clone());
             async move {
                 match gate.check(&req) {
-                    Ok(()) => publish(&broker, &hub, req).await,
+                    Ok(()) => publish(&broker, &ws, req).await,
                     Err(refused) => refused,
                 }
             }
@@ -352,6 +439,26 @@ pub fn app(options: Options) -> App {
             },
         ],
         rpc: rpc_server,
+        backplanes: match &options.cluster {
+            Some(c) => vec![
+                metrics::Part {
+                    name: "sse",
+                    backplane: c.sse.clone(),
+                    cluster: None,
+                },
+                metrics::Part {
+                    name: "ws",
+                    backplane: c.ws.clone(),
+                    cluster: ws_reach.cluster().cloned(),
+                },
+                metrics::Part {
+                    name: "hub",
+                    backplane: c.rooms.clone(),
+                    cluster: rooms_reach.cluster().cloned(),
+                },
+            ],
+            None => Vec::new(),
+        },
     })));
     let health = Handler::new(|_req: Request| async { text(StatusCode::OK, "ok\n") });
     let page = Handler::new(|_req: Request| async {
@@ -369,6 +476,7 @@ pub fn app(options: Options) -> App {
         Route::get("/echo", echo),
         Route::get("/hub", room_hub),
         Route::post("/emit", emit),
+        Route::get("/rooms/{room}/presence", presence),
         Route::get("/rpc", rpc),
         Route::post("/publish", publish),
         Route::get("/stats", stats),
@@ -396,6 +504,7 @@ pub fn app(options: Options) -> App {
         broker,
         hub,
         rooms,
+        reaches: [ws_reach, rooms_reach],
     }
 }
 
@@ -438,7 +547,8 @@ impl WriteGate {
 /// `/hub`: identity from `config.identify`, the control protocol with its
 /// guard (the token's rooms, else `public-*` / `private-<name>`), `say` and
 /// `whisper`.
-fn hub_handler(hub: WsHub, config: WsConfig) -> Handler {
+fn hub_handler(reach: Reach, config: WsConfig) -> Handler {
+    let hub = reach.hub().clone();
     let control = ControlConfig {
         guard: Some(Arc::new(|client: &WsClient, room: &str| {
             if client.identity().allowed_rooms.is_some() {
@@ -451,10 +561,7 @@ fn hub_handler(hub: WsHub, config: WsConfig) -> Handler {
         })),
         ..ControlConfig::default()
     };
-    let app = {
-        let hub = hub.clone();
-        Arc::new(move |client: &WsClient, msg: Message| say_or_whisper(&hub, client, &msg))
-    };
+    let app = Arc::new(move |client: &WsClient, msg: Message| say_or_whisper(&reach, client, &msg));
     let (on_connect, on_message) = control_hooks(hub.clone(), control, None, Some(app));
     ws_handler(
         hub,
@@ -559,7 +666,7 @@ pub fn insecure_bearer_names() -> IdentifyHook {
 }
 
 /// The app messages of `/hub`; anything else gets an `error` event.
-fn say_or_whisper(hub: &WsHub, client: &WsClient, msg: &Message) {
+fn say_or_whisper(reach: &Reach, client: &WsClient, msg: &Message) {
     let parsed: Option<Value> = msg
         .to_text()
         .ok()
@@ -580,9 +687,9 @@ fn say_or_whisper(hub: &WsHub, client: &WsClient, msg: &Message) {
         field("user"),
     ) {
         (Some("say"), Some(Value::String(room)), _) => {
-            if hub.is_member(client, room) {
+            if reach.hub().is_member(client, room) {
                 let ev = Event::new("said", serde_json::json!({ "from": from, "data": data }));
-                ws_emit(hub, &ev, &Target::rooms([room.as_str()]));
+                reach.emit_from_socket(&ev, &Target::rooms([room.as_str()]));
             } else {
                 refuse(format!("not a member of room '{room}'"));
             }
@@ -592,14 +699,14 @@ fn say_or_whisper(hub: &WsHub, client: &WsClient, msg: &Message) {
                 "whispered",
                 serde_json::json!({ "from": from, "data": data }),
             );
-            ws_emit(hub, &ev, &Target::users([user.as_str()]));
+            reach.emit_from_socket(&ev, &Target::users([user.as_str()]));
         }
         _ => refuse("expected say {room, data} or whisper {user, data}".into()),
     }
 }
 
 /// `POST /emit?room=R&user=U&client=ID`: the body as event `notice` to that union.
-async fn emit(hub: &WsHub, req: Request) -> Response {
+async fn emit(reach: &Reach, req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
     let mut target = Target::default();
     for (k, v) in query_pairs(&query) {
@@ -640,7 +747,10 @@ async fn emit(hub: &WsHub, req: Request) -> Response {
     };
     // JSON stays JSON; any other text is a string.
     let data = serde_json::from_str(&body).unwrap_or(Value::String(body));
-    let r = ws_emit(hub, &Event::new("notice", data), &target);
+    let r = match reach.emit(&Event::new("notice", data), &target).await {
+        Ok(r) => r,
+        Err(e) => return unavailable(&e),
+    };
     json(
         StatusCode::ACCEPTED,
         &Emitted {
@@ -652,7 +762,7 @@ async fn emit(hub: &WsHub, req: Request) -> Response {
     )
 }
 
-async fn publish(broker: &SseBroker, hub: &WsHub, req: Request) -> Response {
+async fn publish(broker: &SseBroker, ws: &Reach, req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
     let param = |name: &str| query_values(&query, name).next();
     let topic = param("topic").unwrap_or_else(|| "hub".into());
@@ -663,16 +773,63 @@ async fn publish(broker: &SseBroker, hub: &WsHub, req: Request) -> Response {
     };
     let mut ev = SseEvent::data(data);
     ev.event = event;
-    // Topic `hub` is also the `/ws` hub's: its events reach both transports.
-    let published = if topic == "hub" {
-        rt_publish(broker, hub, &topic, ev).map(|done| done.id)
-    } else {
-        broker.publish(&topic, ev)
+    let hub_text = (topic == "hub").then(|| ev.data.clone().unwrap_or_default());
+    let id = match broker.publish_async(&topic, ev).await {
+        Ok(id) => id,
+        Err(PublishError::Unavailable) => {
+            return unavailable(&BackplaneError::Unavailable(
+                "the SSE backplane did not take the event".into(),
+            ));
+        }
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    match published {
-        Ok(id) => json(StatusCode::ACCEPTED, &Accepted { id }),
-        Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    // Topic `hub` is also the `/ws` hub's: its events reach both transports.
+    // If the WebSocket side fails after the SSE side took it, the answer is
+    // 503 and a retry repeats the SSE event: at least once, never lost.
+    if let Some(text) = hub_text
+        && let Err(e) = ws.broadcast(text).await
+    {
+        return unavailable(&e);
     }
+    json(StatusCode::ACCEPTED, &Accepted { id })
+}
+
+/// `GET /rooms/{room}/presence`: `{room, connections, users}` across the nodes.
+async fn presence(rooms: &Reach, room: String) -> Response {
+    if let Err(e) = name_validate(NameKind::Room, &room) {
+        return text(StatusCode::BAD_REQUEST, format!("{e}\n"));
+    }
+    match rooms.presence(&room).await {
+        Ok(p) => json(
+            StatusCode::OK,
+            &PresenceBody {
+                connections: p.connections(),
+                users: p.users(),
+                room,
+            },
+        ),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `503` with `Retry-After`: the backplane did not take or answer it, so
+/// nothing was acknowledged.
+fn unavailable(e: &BackplaneError) -> Response {
+    tracing::warn!(target: "rt", error = %e, "refused: backplane unavailable");
+    let mut res = error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+    res.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    res
+}
+
+/// `GET /rooms/{room}/presence`'s answer.
+#[derive(Serialize)]
+struct PresenceBody {
+    room: String,
+    connections: usize,
+    users: Vec<String>,
 }
 
 /// A refusal's JSON body: `{"error": "..."}`.
@@ -688,7 +845,8 @@ fn error(status: StatusCode, error: &str) -> Response {
 /// `POST /publish`'s answer.
 #[derive(Serialize)]
 struct Accepted {
-    id: u64,
+    /// The SSE event id, as `id:` sends it and `Last-Event-ID` resumes from.
+    id: String,
 }
 
 /// `POST /emit`'s answer: what `ws_emit` did.

@@ -3,6 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use backplane_redis::{RedisBackplane, RedisConfig};
 use http_serve::{ServeConfig, TlsConfig, http_serve};
 use ws_handler::MessageRate;
 use ws_identity_jwt::JwtAuth;
@@ -138,6 +141,32 @@ struct Args {
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "RT_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Run as one node of several on this Redis (`redis://HOST:PORT`):
+    /// rooms, users, broadcasts, SSE topics with their history, and presence
+    /// cross nodes. Without it, this process alone (nothing to install).
+    #[arg(long, env = "RT_REDIS_URL", value_name = "URL", hide_env_values = true)]
+    redis: Option<String>,
+    /// Prefix of this deployment's Redis keys and channels (several
+    /// deployments can share one Redis).
+    #[arg(
+        long,
+        env = "RT_REDIS_PREFIX",
+        default_value = "rt",
+        value_name = "PREFIX"
+    )]
+    redis_prefix: String,
+    /// This node's name in logs (default: the host name and the process id).
+    #[arg(long, env = "RT_NODE_ID", value_name = "NAME")]
+    node_id: Option<String>,
+    /// Seconds a crashed node's room members stay listed in presence (each
+    /// node refreshes its own every third of it).
+    #[arg(
+        long,
+        env = "RT_PRESENCE_TTL_SECS",
+        default_value_t = 15,
+        value_name = "SECS"
+    )]
+    presence_ttl_secs: u64,
 }
 
 /// `--log-format`.
@@ -204,13 +233,23 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let mut options = options;
+    if let Some(url) = &args.redis {
+        match cluster(&args, url).await {
+            Ok(c) => options.cluster = Some(c),
+            Err(e) => {
+                eprintln!("rt-server: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
     let app = rt_server::app(options);
     // Whoever started us may have stopped reading stdout: never panic on it.
     let scheme = if tls.is_some() { "https" } else { "http" };
     say(format_args!("rt-server listening on {scheme}://{addr}"));
     let stats = http_serve(
         listener,
-        app.handler,
+        app.handler.clone(),
         async move {
             let signal = stop.await;
             tracing::info!(%signal, "shutting down");
@@ -224,11 +263,51 @@ async fn main() -> std::process::ExitCode {
         },
     )
     .await;
+    // Presence removals of the connections just closed, and queued forwards.
+    app.close().await;
     say(format_args!(
         "rt-server stopped: {} connections served, {} aborted at the drain timeout",
         stats.connections, stats.aborted
     ));
     std::process::ExitCode::SUCCESS
+}
+
+/// The Redis backplanes of `--redis`: one connection each for the SSE
+/// topics, `/ws` and `/hub`, under `PREFIX:sse`, `PREFIX:ws` and
+/// `PREFIX:hub`, so their channels never mix.
+async fn cluster(args: &Args, url: &str) -> Result<rt_server::Cluster, String> {
+    let node_id = args.node_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "host".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let connect = |part: &str| {
+        let config = RedisConfig {
+            prefix: format!("{}:{part}", args.redis_prefix),
+            presence_ttl: Duration::from_secs(args.presence_ttl_secs.max(1)),
+            ..RedisConfig::new(url)
+        };
+        async move {
+            RedisBackplane::connect(config)
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn backplane::Backplane>)
+                .map_err(|e| format!("cannot use Redis at --redis: {e}"))
+        }
+    };
+    let cluster = rt_server::Cluster {
+        sse: connect("sse").await?,
+        ws: connect("ws").await?,
+        rooms: connect("hub").await?,
+    };
+    tracing::info!(
+        node = %node_id,
+        sse = cluster.sse.node(),
+        ws = cluster.ws.node(),
+        hub = cluster.rooms.node(),
+        "joined the cluster on Redis"
+    );
+    Ok(cluster)
 }
 
 /// Logs to stderr: which events is `RUST_LOG`'s (an `EnvFilter`; default

@@ -12,7 +12,11 @@ use http_metrics::prometheus_client::metrics::counter::ConstCounter;
 use http_metrics::prometheus_client::metrics::exemplar::Exemplar;
 use http_metrics::prometheus_client::metrics::gauge::ConstGauge;
 use http_metrics::prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+use backplane::Backplane;
 use sse_broker::SseBroker;
+use ws_cluster::WsCluster;
 use ws_handler::{Refusal, WsStats};
 use ws_hub::{HubHistogram, HubStats, WsHub};
 use ws_wrapper_server::WrapperServer;
@@ -32,6 +36,24 @@ pub(crate) struct AppCollector {
     /// `ws` (`/ws`, `/echo`, `/hub`) and `rpc` (`/rpc`).
     pub(crate) transports: Vec<Transport>,
     pub(crate) rpc: WrapperServer,
+    /// The parts that cross nodes (`--redis`): `sse`, `ws` (`/ws`) and
+    /// `hub` (`/hub`); empty on one node.
+    pub(crate) backplanes: Vec<Part>,
+}
+
+/// One part's backplane node, and its cluster's counters (none for SSE,
+/// whose counters are the broker's).
+#[derive(Clone)]
+pub(crate) struct Part {
+    pub(crate) name: &'static str,
+    pub(crate) backplane: Arc<dyn Backplane>,
+    pub(crate) cluster: Option<WsCluster>,
+}
+
+impl fmt::Debug for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Part").field("name", &self.name).finish()
+    }
 }
 
 /// The registry `/metrics` renders.
@@ -259,6 +281,71 @@ impl Collector for AppCollector {
             "rt_rpc_requests",
             "ws-wrapper requests of clients on /rpc, by outcome",
             &outcomes,
+        )?;
+        if !self.backplanes.is_empty() {
+            self.encode_backplanes(&mut enc, &sse)?;
+        }
+        Ok(())
+    }
+}
+
+impl AppCollector {
+    /// The `rt_backplane_*` series of a node of several.
+    fn encode_backplanes(
+        &self,
+        enc: &mut DescriptorEncoder<'_>,
+        sse: &sse_broker::BrokerStats,
+    ) -> Result<(), fmt::Error> {
+        let part = |p: &Part| vec![("part", p.name)];
+        let up: Vec<(Labels<'_>, u64)> = self
+            .backplanes
+            .iter()
+            .map(|p| (part(p), u64::from(p.backplane.is_connected())))
+            .collect();
+        gauge(
+            enc,
+            "rt_backplane_connected",
+            "Whether the part's backplane (Redis) is reachable now (1) or not (0)",
+            &up,
+        )?;
+        let stat = |f: &dyn Fn(&ws_cluster::ClusterStats) -> u64, sse_value: Option<u64>| {
+            self.backplanes
+                .iter()
+                .filter_map(|p| match &p.cluster {
+                    Some(c) => Some((part(p), f(&c.stats()))),
+                    None => sse_value.map(|v| (part(p), v)),
+                })
+                .collect::<Vec<_>>()
+        };
+        counter(
+            enc,
+            "rt_backplane_published",
+            "Messages this node handed the backplane (WebSocket envelopes; SSE events appended)",
+            &stat(&|c| c.published, Some(sse.published)),
+        )?;
+        counter(
+            enc,
+            "rt_backplane_received",
+            "WebSocket envelopes of other nodes delivered to local sockets",
+            &stat(&|c| c.received, None),
+        )?;
+        counter(
+            enc,
+            "rt_backplane_duplicates",
+            "Copies of an envelope that came on several channels, dropped",
+            &stat(&|c| c.duplicates, None),
+        )?;
+        counter(
+            enc,
+            "rt_backplane_errors",
+            "Backplane calls that failed (the write was refused or the forward lost)",
+            &stat(&|c| c.errors, Some(sse.backplane_errors)),
+        )?;
+        counter(
+            enc,
+            "rt_backplane_resyncs",
+            "Times the backplane reconnected and the part caught up",
+            &stat(&|c| c.resyncs, Some(sse.resyncs)),
         )
     }
 }

@@ -322,7 +322,7 @@ async fn metrics_count_real_ws_sse_and_rpc_traffic() {
     // (sse-reset, then the buffer).
     let mut live = Sse::open(addr, "/events?topic=news", None).await;
     let (status, answer) = request(addr, "POST /publish?topic=news HTTP/1.1", "extra").await;
-    assert_eq!((status, answer.as_str()), (202, "{\"id\":1}\n"));
+    assert_eq!((status, answer.as_str()), (202, "{\"id\":\"1\"}\n"));
     let event = live.until("data: extra\n\n").await;
     assert_eq!(event, "id: 1\ndata: extra\n\n");
     let mut resumed = Sse::open(addr, "/events?topic=news", Some("0")).await;

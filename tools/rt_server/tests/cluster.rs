@@ -1,0 +1,486 @@
+//! Two `rt-server` processes on one real `redis-server` (started here on a
+//! free port, stopped by its pid): WebSocket targets, SSE resume, presence
+//! and a Redis outage, across nodes.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backplane_redis::testing::RedisServer;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rt-server");
+/// How long any single step may take.
+const WAIT: Duration = Duration::from_secs(15);
+/// The presence TTL the nodes run with here.
+const TTL_SECS: u64 = 2;
+
+/// One rt-server node, killed (SIGKILL) when dropped.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Node {
+    fn start(redis: &RedisServer) -> Node {
+        let mut child = Command::new(BIN)
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--quiet",
+                "--insecure-bearer-names",
+            ])
+            .args(["--message-rate", "0", "--redis", &redis.url()])
+            .args(["--presence-ttl-secs", &TTL_SECS.to_string()])
+            .env_remove("RT_PUBLISH_TOKEN")
+            .env_remove("RT_REDIS_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn rt-server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("rt-server listening on http://")
+            .unwrap_or_else(|| panic!("rt-server printed {line:?}"))
+            .parse()
+            .unwrap();
+        Node { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One HTTP/1.1 request: status and body.
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .expect("a response")
+        .unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// A `/hub` connection as user `name`, past its `connection.established`.
+async fn hub_as(addr: SocketAddr, name: &str) -> Ws {
+    let mut req = format!("ws://{addr}/hub").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {name}").parse().unwrap());
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut ws, _) = client_async(req, stream).await.unwrap();
+    assert_eq!(next_event(&mut ws).await["type"], "connection.established");
+    ws
+}
+
+async fn ws_at(addr: SocketAddr, path: &str) -> Ws {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    client_async(format!("ws://{addr}{path}"), stream)
+        .await
+        .unwrap()
+        .0
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .unwrap();
+        if let Message::Text(t) = msg {
+            return t.to_string();
+        }
+    }
+}
+
+async fn next_event(ws: &mut Ws) -> Value {
+    serde_json::from_str(&next_text(ws).await).unwrap()
+}
+
+async fn join(ws: &mut Ws, room: &str) {
+    let msg = serde_json::json!({"type": "subscribe", "room": room}).to_string();
+    ws.send(Message::text(msg)).await.unwrap();
+    loop {
+        let ev = next_event(ws).await;
+        if ev["type"] == "subscribed" {
+            return;
+        }
+    }
+}
+
+/// The `notice` payloads `ws` receives until notice `"end"`.
+async fn notices_until_end(ws: &mut Ws) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        let ev = next_event(ws).await;
+        if ev["type"] != "notice" {
+            continue;
+        }
+        let data = ev["data"].as_str().unwrap_or_default().to_string();
+        if data == "end" {
+            return got;
+        }
+        if !data.starts_with("probe") {
+            got.push(data);
+        }
+    }
+}
+
+/// Emits probes from `from` to `query` until each of `clients` got one:
+/// then the node(s) of those clients are subscribed to what `query` names.
+async fn until_reached(from: SocketAddr, query: &str, clients: &mut [&mut Ws]) {
+    let deadline = Instant::now() + WAIT;
+    for ws in clients.iter_mut() {
+        loop {
+            assert!(Instant::now() < deadline, "{query} never reached a client");
+            let (status, _) = http(from, "POST", &format!("/emit?{query}"), "probe").await;
+            assert_eq!(status, 202);
+            let got = tokio::time::timeout(Duration::from_millis(300), async {
+                loop {
+                    let ev = next_event(ws).await;
+                    if ev["type"] == "notice" && ev["data"] == "probe" {
+                        return;
+                    }
+                }
+            })
+            .await;
+            if got.is_ok() {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_user_and_broadcast_emits_reach_every_node_once() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, b) = (Node::start(&redis), Node::start(&redis));
+    let mut ana_a = hub_as(a.addr, "ana").await;
+    let mut bob_a = hub_as(a.addr, "bob").await;
+    let mut cat_a = hub_as(a.addr, "cat").await;
+    let mut ana_b = hub_as(b.addr, "ana").await;
+    join(&mut ana_a, "public-x").await;
+    join(&mut ana_a, "public-y").await;
+    join(&mut bob_a, "public-x").await;
+    join(&mut ana_b, "public-y").await;
+    join(&mut cat_a, "public-z").await;
+    until_reached(
+        b.addr,
+        "room=public-x&room=public-y",
+        &mut [&mut ana_a, &mut ana_b],
+    )
+    .await;
+    until_reached(
+        b.addr,
+        "user=bob&room=public-z",
+        &mut [&mut bob_a, &mut cat_a],
+    )
+    .await;
+
+    // From node B: two rooms (ana_a is in both), a user, then the end mark.
+    let emit = |q: &'static str, body: &'static str| async move {
+        let (status, out) = http(b.addr, "POST", &format!("/emit?{q}"), body).await;
+        assert_eq!(status, 202, "{out}");
+    };
+    emit("room=public-x&room=public-y", "rooms").await;
+    emit("user=bob", "to-bob").await;
+    emit("room=public-x&room=public-y&room=public-z&user=ana", "end").await;
+    assert_eq!(
+        notices_until_end(&mut ana_a).await,
+        ["rooms"],
+        "one copy for two rooms"
+    );
+    assert_eq!(notices_until_end(&mut bob_a).await, ["rooms", "to-bob"]);
+    assert_eq!(notices_until_end(&mut ana_b).await, ["rooms"]);
+    assert_eq!(notices_until_end(&mut cat_a).await, Vec::<String>::new());
+
+    // Broadcast: `POST /publish` (topic `hub`) on B reaches `/ws` on A and B.
+    let mut ws_a = ws_at(a.addr, "/ws").await;
+    let mut ws_b = ws_at(b.addr, "/ws").await;
+    let deadline = Instant::now() + WAIT;
+    'ready: loop {
+        assert!(Instant::now() < deadline, "/ws on A never heard B");
+        assert_eq!(http(b.addr, "POST", "/publish", "ping").await.0, 202);
+        if tokio::time::timeout(Duration::from_millis(300), next_text(&mut ws_a))
+            .await
+            .is_ok()
+        {
+            break 'ready;
+        }
+    }
+    assert_eq!(http(b.addr, "POST", "/publish", "hello").await.0, 202);
+    for ws in [&mut ws_a, &mut ws_b] {
+        let mut got = next_text(ws).await;
+        while got == "ping" {
+            got = next_text(ws).await;
+        }
+        assert_eq!(got, "hello");
+    }
+}
+
+/// An SSE stream: the connection after its response head.
+struct Sse {
+    s: TcpStream,
+    seen: String,
+}
+
+impl Sse {
+    async fn open(addr: SocketAddr, topic: &str, last_event_id: &str) -> Sse {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET /events?topic={topic} HTTP/1.1\r\nHost: {addr}\r\nLast-Event-ID: {last_event_id}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut sse = Sse {
+            s,
+            seen: String::new(),
+        };
+        sse.until(|seen| seen.contains("\r\n\r\n")).await;
+        sse
+    }
+
+    async fn until(&mut self, done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 4096];
+        while !done(&self.seen) {
+            let n = tokio::time::timeout_at(deadline.into(), self.s.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("stream stalled at {:?}", self.seen))
+                .unwrap();
+            assert!(n > 0, "stream ended: {:?}", self.seen);
+            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    /// `(id, data)` of every event seen, in order.
+    fn events(&self) -> Vec<(String, String)> {
+        let body = self.seen.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        body.split("\n\n")
+            .filter_map(|ev| {
+                let field = |name: &str| {
+                    ev.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(str::to_string)
+                };
+                Some((field("id: ")?, field("data: ")?))
+            })
+            .collect()
+    }
+}
+
+fn position(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').expect("a position id");
+    (ms.parse().unwrap(), seq.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_resumes_on_the_other_node_without_loss_or_repeat() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, b) = (Node::start(&redis), Node::start(&redis));
+    // `0-0`: a resume from the start, so nothing published after the
+    // subscription is missed.
+    let mut on_a = Sse::open(a.addr, "news", "0-0").await;
+    for i in 1..=3 {
+        let (status, out) = http(b.addr, "POST", "/publish?topic=news", &format!("e{i}")).await;
+        assert_eq!(status, 202, "{out}");
+    }
+    on_a.until(|s| s.contains("data: e3\n")).await;
+    let first = on_a.events();
+    assert_eq!(
+        first.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),
+        ["e1", "e2", "e3"]
+    );
+    let last = first[2].0.clone();
+    drop(on_a);
+    for i in 4..=5 {
+        assert_eq!(
+            http(b.addr, "POST", "/publish?topic=news", &format!("e{i}"))
+                .await
+                .0,
+            202
+        );
+    }
+    let mut on_b = Sse::open(b.addr, "news", &last).await;
+    on_b.until(|s| s.contains("data: e5\n")).await;
+    assert_eq!(
+        http(a.addr, "POST", "/publish?topic=news", "e6").await.0,
+        202
+    );
+    on_b.until(|s| s.contains("data: e6\n")).await;
+    let resumed = on_b.events();
+    assert_eq!(
+        resumed.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),
+        ["e4", "e5", "e6"],
+        "{:?}",
+        on_b.seen
+    );
+    let ids: Vec<_> = first
+        .iter()
+        .chain(&resumed)
+        .map(|e| position(&e.0))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+}
+
+async fn presence(addr: SocketAddr, room: &str) -> Value {
+    let (status, body) = http(addr, "GET", &format!("/rooms/{room}/presence"), "").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_lists_both_nodes_and_forgets_a_killed_one() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (mut a, b) = (Node::start(&redis), Node::start(&redis));
+    let mut ana = hub_as(a.addr, "ana").await;
+    join(&mut ana, "public-p").await;
+    let mut bob = hub_as(b.addr, "bob").await;
+    join(&mut bob, "public-p").await;
+    let both = serde_json::json!({"room": "public-p", "connections": 2, "users": ["ana", "bob"]});
+    let deadline = Instant::now() + WAIT;
+    while presence(a.addr, "public-p").await != both || presence(b.addr, "public-p").await != both {
+        assert!(Instant::now() < deadline, "presence never listed both");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Ana (node A) hears Bob (node B) join (after her own join).
+    loop {
+        let ev = next_event(&mut ana).await;
+        if ev["type"] == "presence.join" && ev["data"]["user"] == "bob" {
+            assert_eq!(ev["data"]["room"], "public-p", "{ev}");
+            break;
+        }
+    }
+
+    let killed = Instant::now();
+    a.kill();
+    let leave = loop {
+        let ev = next_event(&mut bob).await;
+        if ev["type"] == "presence.leave" {
+            break ev;
+        }
+    };
+    assert_eq!(leave["data"]["user"], "ana", "{leave}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(TTL_SECS * 3),
+        "leave after {:?}",
+        killed.elapsed()
+    );
+    let alone = serde_json::json!({"room": "public-p", "connections": 1, "users": ["bob"]});
+    assert_eq!(presence(b.addr, "public-p").await, alone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_redis_outage_writes_get_503_and_every_acknowledged_event_arrives() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let (a, b) = (Node::start(&redis), Node::start(&redis));
+    let mut on_a = Sse::open(a.addr, "t", "0-0").await;
+    let mut on_b = Sse::open(b.addr, "t", "0-0").await;
+    let mut acked = Vec::new();
+    for i in 0..3 {
+        let node = if i % 2 == 0 { a.addr } else { b.addr };
+        let data = format!("before{i}");
+        assert_eq!(http(node, "POST", "/publish?topic=t", &data).await.0, 202);
+        acked.push(data);
+    }
+    on_a.until(|s| s.contains("data: before2\n")).await;
+    on_b.until(|s| s.contains("data: before2\n")).await;
+
+    redis.stop();
+    // Until each node notices, a write may still fail slowly; once it has,
+    // every write is refused at once with 503 and nothing is acknowledged.
+    for node in [a.addr, b.addr] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, body) = http(node, "POST", "/publish?topic=t", "lost?").await;
+            assert_ne!(status, 202, "acknowledged while Redis is down: {body}");
+            if status == 503 {
+                break;
+            }
+            assert!(Instant::now() < deadline);
+        }
+        let (status, _) = http(node, "POST", "/emit?room=public-r", "x").await;
+        assert_eq!(status, 503);
+        let (_, metrics) = http(node, "GET", "/metrics", "").await;
+        assert!(
+            metrics.contains("rt_backplane_connected{part=\"sse\"} 0"),
+            "{metrics}"
+        );
+    }
+
+    redis.restart().expect("redis-server restarts on its port");
+    let deadline = Instant::now() + WAIT;
+    let mut i = 0;
+    while acked.len() < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "writes never came back: {acked:?}"
+        );
+        let node = if i % 2 == 0 { a.addr } else { b.addr };
+        let data = format!("after{i}");
+        i += 1;
+        match http(node, "POST", "/publish?topic=t", &data).await.0 {
+            202 => acked.push(data),
+            503 => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("status {other}"),
+        }
+    }
+    let (_, metrics) = http(a.addr, "GET", "/metrics", "").await;
+    assert!(
+        metrics.contains("rt_backplane_connected{part=\"sse\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("rt_backplane_resyncs_total{part=\"sse\"} 0"),
+        "{metrics}"
+    );
+    let last = acked.last().unwrap().clone();
+    for sse in [&mut on_a, &mut on_b] {
+        sse.until(|s| s.contains(&format!("data: {last}\n"))).await;
+        let got: Vec<String> = sse.events().into_iter().map(|e| e.1).collect();
+        let acked_seen: Vec<&String> = got.iter().filter(|d| acked.contains(d)).collect();
+        let mut unique = acked_seen.clone();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            acked.len(),
+            "every acknowledged event, once: {got:?}"
+        );
+        assert!(
+            !got.iter().any(|d| d == "lost?"),
+            "a refused event arrived: {got:?}"
+        );
+    }
+}
