@@ -13,10 +13,28 @@
 //! 2. **Memory.** A fresh server, `--idle` idle SSE clients; prints the
 //!    server's RSS growth per stream (VmRSS from /proc).
 //!
+//! 3. **`--redis [URL] [--nodes N]`** (instead of 1 and 2): rt-server alone,
+//!    then as N nodes (default 2) on one Redis (the URL's, or a throwaway
+//!    `redis-server` started for the run), same subscribers and loads, SSE
+//!    topic `bench`. Every server and a Redis started here run on core 0.
+//!    Subscribers go round-robin over the nodes, publishers all to node 0
+//!    (`POST /publish?topic=bench`); on Redis every stream, node 0's too,
+//!    gets its events from Redis. Before each row the topic's history is
+//!    filled (1,024 events, so every measured publish also trims one) and a
+//!    probe reaches every stream. For each `--subscribers` count (default 200
+//!    and 1,000): as fast as answered (`--events` scaled to as many
+//!    deliveries as `--events` to 1,000) and paced at `--rate` (default 100)
+//!    for `--duration` s (default 5), with the Redis commands per event
+//!    (`INFO commandstats` before and after, all nodes, without the
+//!    benchmark's own `INFO`) and the servers' and Redis's CPU per event; a
+//!    summary table sets the medians of `--repeat` runs beside the single
+//!    server's against the issue's targets.
+//!
 //! ```sh
 //! cargo build --release -p rt_server -p sse_bench
 //! taskset -c 1 ./target/release/sse-bench               # publish as fast as answered
 //! taskset -c 1 ./target/release/sse-bench --rate 500    # paced: 500 events/s = 500k deliveries/s
+//! taskset -c 1 ./target/release/sse-bench --redis --repeat 3  # alone and as 2 nodes on Redis
 //! ```
 
 use std::net::SocketAddr;
@@ -29,6 +47,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+#[path = "../../ws_bench/src/cluster.rs"]
+mod cluster;
+
 struct Args {
     subscribers: usize,
     events: usize,
@@ -37,6 +58,13 @@ struct Args {
     rate: Option<u64>,
     only: Option<String>,
     server: Option<PathBuf>,
+    /// `--subscribers` as given: one count, or several for `--redis`.
+    subscriber_counts: Option<Vec<usize>>,
+    /// `--redis [URL]`: `Some(None)` starts a throwaway redis-server.
+    redis: Option<Option<String>>,
+    nodes: Option<Vec<usize>>,
+    repeat: usize,
+    duration: Option<f64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,12 +76,25 @@ fn parse_args() -> Result<Args, String> {
         rate: None,
         only: None,
         server: None,
+        subscriber_counts: None,
+        redis: None,
+        nodes: None,
+        repeat: 1,
+        duration: None,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = std::env::args().skip(1).peekable();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
-            "--subscribers" => a.subscribers = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--subscribers" => {
+                let counts = cluster::parse_counts(&flag, &value()?)?;
+                a.subscribers = counts[0];
+                a.subscriber_counts = Some(counts);
+            }
+            "--redis" => a.redis = Some(it.next_if(|v| !v.starts_with("--"))),
+            "--nodes" => a.nodes = Some(cluster::parse_nodes(&value()?)?),
+            "--repeat" => a.repeat = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--duration" => a.duration = Some(value()?.parse().map_err(|e| format!("{e}"))?),
             "--events" => a.events = value()?.parse().map_err(|e| format!("{e}"))?,
             "--publishers" => a.publishers = value()?.parse().map_err(|e| format!("{e}"))?,
             "--idle" => a.idle = value()?.parse().map_err(|e| format!("{e}"))?,
@@ -64,10 +105,26 @@ fn parse_args() -> Result<Args, String> {
                 o => return Err(format!("--only takes fanout or memory, not {o}")),
             },
             "-h" | "--help" => {
-                return Err("usage: sse-bench [--subscribers N] [--events N] [--publishers N] [--idle N] [--rate EVENTS_PER_SEC] [--only fanout|memory] [--server PATH]".into());
+                return Err("usage: sse-bench [--subscribers N] [--events N] [--publishers N] [--idle N] [--rate EVENTS_PER_SEC] [--only fanout|memory] [--server PATH]
+       sse-bench --redis [redis://HOST:PORT] [--nodes N[,N...]] [--subscribers N[,N...]] [--rate EVENTS_PER_SEC] [--duration SECS] [--events N] [--publishers N] [--repeat N]
+         rt-server alone against N nodes on one Redis, SSE topic `bench` (default: a throwaway redis-server, 2 nodes, 200 and 1000 subscribers, 100 events/s)".into());
             }
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if a.repeat == 0 || a.duration.is_some_and(|d| d <= 0.0) || a.rate == Some(0) {
+        return Err("--repeat, --duration and --rate must be > 0".into());
+    }
+    if a.redis.is_some() {
+        if a.only.is_some() {
+            return Err("--redis runs its own rows: no --only".into());
+        }
+    } else if a.nodes.is_some() {
+        return Err("--nodes needs --redis".into());
+    } else if a.subscriber_counts.as_ref().is_some_and(|c| c.len() > 1) {
+        return Err("several --subscribers counts need --redis".into());
+    } else if a.repeat > 1 || a.duration.is_some() {
+        return Err("--repeat and --duration are for --redis runs".into());
     }
     Ok(a)
 }
@@ -96,7 +153,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server(path: &PathBuf) -> Result<Server, String> {
+fn start_server(path: &PathBuf, extra: &[String]) -> Result<Server, String> {
     let mut cmd = if std::path::Path::new("/usr/bin/taskset").exists() {
         let mut c = Command::new("/usr/bin/taskset");
         c.arg("-c").arg("0").arg(path);
@@ -106,6 +163,7 @@ fn start_server(path: &PathBuf) -> Result<Server, String> {
     };
     let mut child = cmd
         .args(["--addr", "127.0.0.1:0", "--quiet"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -135,11 +193,12 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens an SSE stream and returns the socket positioned after the response head.
-async fn subscribe(addr: SocketAddr) -> std::io::Result<Subscriber> {
+/// Opens an SSE stream on `path` (`/events`, `/events?topic=T`) and returns
+/// the socket positioned after the response head.
+async fn subscribe(addr: SocketAddr, path: &str) -> std::io::Result<Subscriber> {
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
-    s.write_all(b"GET /events HTTP/1.1\r\nhost: bench\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n").as_bytes())
         .await?;
     let mut r = BufReader::with_capacity(16 * 1024, s);
     let mut line = String::new();
@@ -196,13 +255,16 @@ impl Subscriber {
     }
 }
 
-/// Reads an SSE body; for each `data: <ts>` records the latency in µs.
+/// Reads an SSE body; for each `data: <ts>` records the latency in µs. The
+/// first `data: probe` it sees adds one to `probed`.
 async fn receive(
     mut sub: Subscriber,
     epoch: Instant,
     want: u64,
     received: Arc<AtomicU64>,
+    probed: Arc<AtomicU64>,
 ) -> Vec<u32> {
+    let mut seen_probe = false;
     let mut lat = Vec::with_capacity(want as usize);
     let mut body: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut got = 0u64;
@@ -215,6 +277,10 @@ async fn receive(
         while let Some(nl) = body[consumed..].iter().position(|&b| b == b'\n') {
             let l = &body[consumed..consumed + nl];
             if let Some(rest) = l.strip_prefix(b"data: ") {
+                if !seen_probe && rest.starts_with(b"probe") {
+                    seen_probe = true;
+                    probed.fetch_add(1, Ordering::Relaxed);
+                }
                 let digits: &[u8] = &rest[..rest.iter().take_while(|b| b.is_ascii_digit()).count()];
                 if let Some(ts) = std::str::from_utf8(digits)
                     .ok()
@@ -233,9 +299,11 @@ async fn receive(
     lat
 }
 
-/// Publishes `count` events on one keep-alive connection; returns how many were accepted.
+/// Publishes `count` events to `path` (`/publish`, `/publish?topic=T`) on one
+/// keep-alive connection; returns how many were accepted.
 async fn publisher(
     addr: SocketAddr,
+    path: Arc<str>,
     epoch: Instant,
     next: Arc<AtomicU64>,
     total: u64,
@@ -260,7 +328,7 @@ async fn publisher(
         let ts = epoch.elapsed().as_nanos() as u64;
         let payload = format!("{ts:020}{}", "x".repeat(44));
         let req = format!(
-            "POST /publish HTTP/1.1\r\nhost: bench\r\ncontent-length: {}\r\n\r\n{payload}",
+            "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: {}\r\n\r\n{payload}",
             payload.len()
         );
         r.get_mut().write_all(req.as_bytes()).await?;
@@ -298,40 +366,138 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[i]) / 1000.0
 }
 
-async fn fan_out(server: &Server, args: &Args) -> Result<(), String> {
+/// Events published before a `--redis` row's subscribers connect.
+const HISTORY_FILL: u64 = 1024;
+
+/// One fan-out row.
+struct FanOut<'a> {
+    subscribers: usize,
+    events: usize,
+    publishers: usize,
+    rate: Option<u64>,
+    /// `?topic=` of the streams and publishes (`None`: the default, `hub`).
+    topic: Option<&'a str>,
+    /// `--redis` runs: probe first, then measure per node, CPU and Redis.
+    measure: Option<Measure<'a>>,
+}
+
+/// What a `--redis` run measures beside the default figures.
+struct Measure<'a> {
+    /// The Redis the servers are on (`None`: the single server, alone).
+    redis: Option<&'a cluster::Redis>,
+}
+
+#[derive(Clone, Copy)]
+struct FanOutFigures {
+    deliveries_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    lost: u64,
+    /// Subscribers of the nodes other than the publishers' (several nodes).
+    cross: Option<(f64, f64)>,
+    /// Redis commands (all nodes) per event published, on Redis.
+    commands_per_message: Option<f64>,
+    /// CPU µs per event: all servers, and Redis when started here.
+    server_cpu_us: Option<f64>,
+    redis_cpu_us: Option<f64>,
+}
+
+/// Subscriber `i` on server `i % servers.len()` (round-robin); every
+/// publisher on the first server.
+async fn fan_out(servers: &[Server], spec: &FanOut<'_>) -> Result<FanOutFigures, String> {
+    let (events_path, publish_path) = match spec.topic {
+        Some(t) => (format!("/events?topic={t}"), format!("/publish?topic={t}")),
+        None => ("/events".to_string(), "/publish".to_string()),
+    };
+    let publish_path: Arc<str> = publish_path.into();
+    let nodes = servers.len();
     let epoch = Instant::now();
+    if spec.measure.is_some() {
+        // The topic's history full first (the single server's 1,024 events,
+        // Redis's 1,000), as on a server that has run for a while: every
+        // measured publish also trims the oldest event.
+        publisher(
+            servers[0].addr,
+            publish_path.clone(),
+            epoch,
+            Arc::new(AtomicU64::new(0)),
+            HISTORY_FILL,
+            None,
+        )
+        .await
+        .map_err(|e| format!("filling the history: {e}"))?;
+    }
     let received = Arc::new(AtomicU64::new(0));
-    let mut readers = Vec::with_capacity(args.subscribers);
-    for _ in 0..args.subscribers {
-        let r = subscribe(server.addr)
+    let probed = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::with_capacity(spec.subscribers);
+    for i in 0..spec.subscribers {
+        let node = i % nodes;
+        let r = subscribe(servers[node].addr, &events_path)
             .await
             .map_err(|e| format!("subscribe: {e}"))?;
-        readers.push(tokio::spawn(receive(
-            r,
-            epoch,
-            args.events as u64,
-            received.clone(),
-        )));
+        readers.push((
+            node,
+            tokio::spawn(receive(
+                r,
+                epoch,
+                spec.events as u64,
+                received.clone(),
+                probed.clone(),
+            )),
+        ));
     }
     // Every subscriber registered before the first publish.
-    let stats_url = server.addr;
-    loop {
-        let body = get(stats_url, "/stats").await.map_err(|e| e.to_string())?;
-        if body.contains(&format!("\"subscribers\":{}", args.subscribers)) {
-            break;
+    for (node, server) in servers.iter().enumerate() {
+        let expect = (0..spec.subscribers).filter(|i| i % nodes == node).count();
+        loop {
+            let body = get(server.addr, "/stats")
+                .await
+                .map_err(|e| e.to_string())?;
+            if body.contains(&format!("\"subscribers\":{expect}")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    if spec.measure.is_some() {
+        // A node hears a topic once its Redis subscription is applied: probe
+        // until one event reached every stream.
+        let t = Instant::now();
+        while probed.load(Ordering::Relaxed) < spec.subscribers as u64 {
+            if t.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "after 10 s a probe reached {} of {} streams",
+                    probed.load(Ordering::Relaxed),
+                    spec.subscribers
+                ));
+            }
+            post(servers[0].addr, &publish_path, "probe")
+                .await
+                .map_err(|e| format!("probe: {e}"))?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let redis = spec.measure.as_ref().and_then(|m| m.redis);
+    let commands_before = match redis {
+        Some(r) => Some(r.commandstats().await?),
+        None => None,
+    };
+    let server_pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let servers_cpu = spec
+        .measure
+        .as_ref()
+        .map(|_| cluster::CpuWindow::start(&server_pids, redis.and_then(|r| r.pid())));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let pubs: Vec<_> = (0..args.publishers.max(1))
+    let pubs: Vec<_> = (0..spec.publishers.max(1))
         .map(|_| {
-            let pace = args.rate.map(|r| (started, r.max(1)));
+            let pace = spec.rate.map(|r| (started, r.max(1)));
             tokio::spawn(publisher(
-                server.addr,
+                servers[0].addr,
+                publish_path.clone(),
                 epoch,
                 next.clone(),
-                args.events as u64,
+                spec.events as u64,
                 pace,
             ))
         })
@@ -344,7 +510,7 @@ async fn fan_out(server: &Server, args: &Args) -> Result<(), String> {
             .map_err(|e| format!("publish: {e}"))?;
     }
     let publish_secs = started.elapsed().as_secs_f64();
-    let want = published * args.subscribers as u64;
+    let want = published * spec.subscribers as u64;
     // Wait for the deliveries, up to a grace period after the last publish.
     let grace = Instant::now() + Duration::from_secs(10);
     let mut last_change = (received.load(Ordering::Relaxed), Instant::now());
@@ -362,20 +528,29 @@ async fn fan_out(server: &Server, args: &Args) -> Result<(), String> {
         .duration_since(started)
         .as_secs_f64()
         .max(publish_secs);
+    let servers_cpu = servers_cpu.map(|w| w.line(published));
+    let commands = match (redis, commands_before) {
+        (Some(r), Some(before)) => Some(r.commandstats().await?.since(&before)),
+        _ => None,
+    };
     let got = received.load(Ordering::Relaxed);
     let mut lat: Vec<u32> = Vec::with_capacity(got as usize);
-    for r in readers {
+    let mut per_node: Vec<Vec<u32>> = vec![Vec::new(); nodes];
+    for (node, r) in readers {
         r.abort();
         if let Ok(v) = r.await {
+            if nodes > 1 {
+                per_node[node].extend_from_slice(&v);
+            }
             lat.extend(v);
         }
     }
     lat.sort_unstable();
     println!(
         "fan-out: {} subscribers, {published} events of 64 B over {} publishers in {publish_secs:.2} s ({})",
-        args.subscribers,
-        args.publishers,
-        args.rate
+        spec.subscribers,
+        spec.publishers,
+        spec.rate
             .map_or("as fast as answered".to_string(), |r| format!(
                 "paced at {r} events/s"
             ))
@@ -391,11 +566,79 @@ async fn fan_out(server: &Server, args: &Args) -> Result<(), String> {
         percentile(&lat, 0.99),
         percentile(&lat, 1.0)
     );
-    let stats = get(server.addr, "/stats")
-        .await
-        .map_err(|e| e.to_string())?;
-    println!("  server stats: {}", stats.trim());
-    Ok(())
+    let mut cross: Vec<u32> = Vec::new();
+    if nodes > 1 {
+        for (i, v) in per_node.iter_mut().enumerate() {
+            v.sort_unstable();
+            println!(
+                "    subscribers of node {i}{}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} deliveries)",
+                if i == 0 { " (the publishers')" } else { "" },
+                percentile(v, 0.50),
+                percentile(v, 0.99),
+                percentile(v, 1.0),
+                v.len()
+            );
+            if i > 0 {
+                cross.extend_from_slice(v);
+            }
+        }
+        cross.sort_unstable();
+    }
+    if let Some(c) = &commands {
+        println!(
+            "  Redis commands: {} for {published} events = {:.2} per event ({})",
+            c.total(),
+            c.total() as f64 / published.max(1) as f64,
+            c.per_message(published)
+        );
+    }
+    if let Some((line, _, _)) = &servers_cpu {
+        println!("  {line}");
+    }
+    for (i, server) in servers.iter().enumerate() {
+        let stats = get(server.addr, "/stats")
+            .await
+            .map_err(|e| e.to_string())?;
+        if nodes > 1 {
+            println!("  node {i} stats: {}", stats.trim());
+        } else {
+            println!("  server stats: {}", stats.trim());
+        }
+    }
+    Ok(FanOutFigures {
+        deliveries_per_sec: got as f64 / elapsed,
+        p50_ms: percentile(&lat, 0.50),
+        p99_ms: percentile(&lat, 0.99),
+        lost: want - got.min(want),
+        cross: (nodes > 1).then(|| (percentile(&cross, 0.50), percentile(&cross, 0.99))),
+        commands_per_message: commands
+            .as_ref()
+            .map(|c| c.total() as f64 / published.max(1) as f64),
+        server_cpu_us: servers_cpu.as_ref().map(|c| c.1),
+        redis_cpu_us: servers_cpu.as_ref().and_then(|c| c.2),
+    })
+}
+
+/// `POST path` with `body` on a new connection; `Err` unless answered 202.
+async fn post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<()> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    if out.starts_with("HTTP/1.1 202") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            out.lines().next().unwrap_or("no answer").to_string(),
+        ))
+    }
 }
 
 async fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
@@ -412,12 +655,14 @@ async fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 async fn memory(server: &Server, idle: usize) -> Result<(), String> {
     let pid = server.child.id();
     // One stream first, so lazily allocated runtime structures are counted once, not per stream.
-    let warm = subscribe(server.addr).await.map_err(|e| e.to_string())?;
+    let warm = subscribe(server.addr, "/events")
+        .await
+        .map_err(|e| e.to_string())?;
     let before = rss_kib(pid);
     let mut streams = Vec::with_capacity(idle);
     for _ in 0..idle {
         streams.push(
-            subscribe(server.addr)
+            subscribe(server.addr, "/events")
                 .await
                 .map_err(|e| format!("subscribe: {e}"))?,
         );
@@ -465,15 +710,26 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("runtime");
+    if args.redis.is_some() {
+        return cluster_main(&args, &server_path, &rt);
+    }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!("sse-bench: rt-server on core 0, load on this process ({cores} cores visible)");
     let result = rt.block_on(async {
         if args.only.as_deref() != Some("memory") {
-            let server = start_server(&server_path)?;
-            fan_out(&server, &args).await?;
+            let server = start_server(&server_path, &[])?;
+            let spec = FanOut {
+                subscribers: args.subscribers,
+                events: args.events,
+                publishers: args.publishers,
+                rate: args.rate,
+                topic: None,
+                measure: None,
+            };
+            fan_out(std::slice::from_ref(&server), &spec).await?;
         }
         if args.only.as_deref() != Some("fanout") {
-            let server = start_server(&server_path)?;
+            let server = start_server(&server_path, &[])?;
             memory(&server, args.idle).await?;
         }
         Ok::<(), String>(())
@@ -484,5 +740,325 @@ fn main() -> std::process::ExitCode {
             eprintln!("sse-bench: {e}");
             std::process::ExitCode::from(1)
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `--redis`: rt-server alone against N nodes on one Redis, in the same run.
+
+/// The SSE topic of `--redis` runs (not `hub`, whose publishes also go to
+/// `/ws`).
+const TOPIC: &str = "bench";
+
+/// A row of a `--redis` run: one subscriber count, paced or not.
+struct ClusterRow {
+    subscribers: usize,
+    events: usize,
+    rate: Option<u64>,
+}
+
+fn cluster_main(
+    args: &Args,
+    server_path: &PathBuf,
+    rt: &tokio::runtime::Runtime,
+) -> std::process::ExitCode {
+    let counts = args
+        .subscriber_counts
+        .clone()
+        .unwrap_or_else(|| vec![200, 1000]);
+    let nodes = args.nodes.clone().unwrap_or_else(|| vec![2]);
+    let rate = args.rate.unwrap_or(100);
+    let secs = args.duration.unwrap_or(5.0);
+    let mut rows = Vec::new();
+    for &subscribers in &counts {
+        // As many deliveries as --events to 1,000 subscribers.
+        rows.push(ClusterRow {
+            subscribers,
+            events: (args.events * 1000 / subscribers).max(1),
+            rate: None,
+        });
+        rows.push(ClusterRow {
+            subscribers,
+            events: ((rate as f64 * secs) as usize).max(1),
+            rate: Some(rate),
+        });
+    }
+    let setups: Vec<Option<usize>> = std::iter::once(None)
+        .chain(nodes.iter().map(|&n| Some(n)))
+        .collect();
+    let redis = match rt.block_on(cluster::Redis::open(
+        args.redis.as_ref().and_then(|u| u.as_deref()),
+    )) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sse-bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "sse-bench --redis: rt-server alone, then as {} on {}",
+        nodes
+            .iter()
+            .map(|&n| cluster::setup_name(Some(n)))
+            .collect::<Vec<_>>()
+            .join(", then "),
+        redis.about
+    );
+    println!(
+        "sse-bench: every rt-server (the single one and each node) on core {} (taskset), load on this process ({cores} cores visible)",
+        cluster::SERVER_CORE
+    );
+    println!(
+        "sse-bench: subscribers of topic `{TOPIC}` round-robin over the nodes; every publisher (POST /publish?topic={TOPIC}) on node 0; on Redis every stream, node 0's too, gets the events from Redis"
+    );
+    let mut results: Vec<Vec<Vec<FanOutFigures>>> =
+        vec![vec![Vec::new(); setups.len()]; rows.len()];
+    let mut failures = 0;
+    for (ri, row) in rows.iter().enumerate() {
+        for rep in 0..args.repeat {
+            for (si, &setup) in setups.iter().enumerate() {
+                let run = if args.repeat > 1 {
+                    format!(" (run {} of {})", rep + 1, args.repeat)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "[{}] {} subscribers, {}{run}",
+                    cluster::setup_name(setup),
+                    row.subscribers,
+                    row.rate
+                        .map_or("as fast as answered".into(), |r| format!("{r} events/s"))
+                );
+                let prefix = cluster::run_prefix();
+                let servers: Result<Vec<Server>, String> = match setup {
+                    None => start_server(server_path, &[]).map(|s| vec![s]),
+                    Some(n) => (0..n)
+                        .map(|i| {
+                            let mut extra = cluster::node_args(&redis, &prefix);
+                            extra.extend(["--node-id".into(), format!("{prefix}-node{i}")]);
+                            start_server(server_path, &extra)
+                        })
+                        .collect(),
+                };
+                let servers = match servers {
+                    Ok(s) => s,
+                    Err(e) => {
+                        println!("  failed: {e}");
+                        failures += 1;
+                        continue;
+                    }
+                };
+                let spec = FanOut {
+                    subscribers: row.subscribers,
+                    events: row.events,
+                    publishers: args.publishers,
+                    rate: row.rate,
+                    topic: Some(TOPIC),
+                    measure: Some(Measure {
+                        redis: setup.map(|_| &redis),
+                    }),
+                };
+                let r = rt.block_on(fan_out(&servers, &spec));
+                drop(servers);
+                if setup.is_some() {
+                    rt.block_on(redis.forget(&prefix));
+                }
+                match r {
+                    Ok(f) => results[ri][si].push(f),
+                    Err(e) => {
+                        println!("  failed: {e}");
+                        failures += 1;
+                    }
+                }
+            }
+        }
+    }
+    cluster_summary(&rows, &setups, &results, args.repeat);
+    if failures > 0 {
+        eprintln!("sse-bench: {failures} run(s) failed");
+        return std::process::ExitCode::from(1);
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+fn cluster_summary(
+    rows: &[ClusterRow],
+    setups: &[Option<usize>],
+    results: &[Vec<Vec<FanOutFigures>>],
+    repeat: usize,
+) {
+    let med = |ri: usize, si: usize, g: &dyn Fn(&FanOutFigures) -> Option<f64>| {
+        // A run that lost deliveries measured fewer streams: left out.
+        cluster::median(
+            results[ri][si]
+                .iter()
+                .filter(|f| f.lost == 0)
+                .filter_map(g)
+                .collect(),
+        )
+    };
+    let col = |ri: usize, g: &dyn Fn(&FanOutFigures) -> Option<f64>| -> Vec<Option<f64>> {
+        (0..setups.len()).map(|si| med(ri, si, g)).collect()
+    };
+    let cell = |v: Option<f64>, fmt: &dyn Fn(f64) -> String| v.map_or("-".into(), fmt);
+    let cells = |v: &[Option<f64>], fmt: &dyn Fn(f64) -> String| -> Vec<String> {
+        v.iter().map(|&x| cell(x, fmt)).collect()
+    };
+    let rate_fmt = |v: f64| {
+        if v >= 1e6 {
+            format!("{:.2} M", v / 1e6)
+        } else {
+            format!("{:.0} k", v / 1e3)
+        }
+    };
+    let ms = |v: f64| format!("{v:.2} ms");
+    let num = |v: f64| format!("{v:.2}");
+    let us = |v: f64| format!("{v:.1} µs");
+    let verdicts = |f: &dyn Fn(usize) -> Option<String>| {
+        setups
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some_and(|n| n > 1))
+            .filter_map(|(si, s)| f(si).map(|v| format!("{}: {v}", cluster::setup_name(*s))))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut table = Vec::new();
+    let mut per_message: Vec<(bool, Option<usize>, usize, f64)> = Vec::new();
+    for (ri, row) in rows.iter().enumerate() {
+        let c = row.subscribers;
+        let what = match row.rate {
+            None => "as fast as answered".to_string(),
+            Some(r) => format!("{r} events/s"),
+        };
+        match row.rate {
+            None => {
+                let v = col(ri, &|f| Some(f.deliveries_per_sec));
+                table.push(cluster::TableRow {
+                    label: format!(
+                        "deliveries/s, {c} subscribers, {} events, {what}",
+                        row.events
+                    ),
+                    cells: cells(&v, &rate_fmt),
+                    verdict: verdicts(&|si| {
+                        let ratio = v[si]? / v[0]?;
+                        Some(format!(
+                            "{ratio:.2}x of single (target >= 0.70x: {})",
+                            if ratio >= 0.70 { "met" } else { "NOT met" }
+                        ))
+                    }),
+                });
+                table.push(cluster::TableRow {
+                    label: format!("  server CPU per event, {c} subscribers"),
+                    cells: cells(&col(ri, &|f| f.server_cpu_us), &us),
+                    verdict: String::new(),
+                });
+                table.push(cluster::TableRow {
+                    label: format!("  redis-server CPU per event, {c} subscribers"),
+                    cells: cells(&col(ri, &|f| f.redis_cpu_us), &us),
+                    verdict: String::new(),
+                });
+            }
+            Some(r) => {
+                let p99 = col(ri, &|f| Some(f.p99_ms));
+                let mut cross50 = col(ri, &|f| f.cross.map(|c| c.0));
+                cross50[0] = None;
+                let cross99 = col(ri, &|f| f.cross.map(|c| c.1));
+                table.push(cluster::TableRow {
+                    label: format!("p50 ms at {r} events/s to {c} subscribers, all"),
+                    cells: cells(&col(ri, &|f| Some(f.p50_ms)), &ms),
+                    verdict: String::new(),
+                });
+                table.push(cluster::TableRow {
+                    label: format!("p99 ms at {r} events/s to {c} subscribers, all"),
+                    cells: cells(&p99, &ms),
+                    verdict: String::new(),
+                });
+                table.push(cluster::TableRow {
+                    label: "  p50 ms, other nodes' subscribers (cross-node)".into(),
+                    cells: cells(&cross50, &ms),
+                    verdict: String::new(),
+                });
+                table.push(cluster::TableRow {
+                    label: "  p99 ms, other nodes' subscribers (cross-node)".into(),
+                    cells: cells(&cross99, &ms),
+                    verdict: verdicts(&|si| {
+                        let d = cross99[si]? - p99[0]?;
+                        Some(format!(
+                            "{d:+.2} ms vs single p99 (target <= +2 ms: {})",
+                            if d <= 2.0 { "met" } else { "NOT met" }
+                        ))
+                    }),
+                });
+            }
+        }
+        let cmds = col(ri, &|f| f.commands_per_message);
+        for (si, v) in cmds.iter().enumerate() {
+            if let Some(v) = v {
+                per_message.push((row.rate.is_some(), setups[si], c, *v));
+            }
+        }
+        table.push(cluster::TableRow {
+            label: format!("  Redis commands per event, {what}, {c} subscribers"),
+            cells: cells(&cmds, &num),
+            verdict: String::new(),
+        });
+    }
+    let names: Vec<String> = setups.iter().map(|&s| cluster::setup_name(s)).collect();
+    let title = if repeat > 1 {
+        format!("rt-server SSE topic `{TOPIC}`, alone and on Redis (median of {repeat} runs)")
+    } else {
+        format!("rt-server SSE topic `{TOPIC}`, alone and on Redis")
+    };
+    cluster::print_table(&title, &names, &table);
+    for &setup in setups.iter().filter(|s| s.is_some()) {
+        for paced in [false, true] {
+            let of: Vec<(usize, f64)> = per_message
+                .iter()
+                .filter(|p| p.1 == setup && p.0 == paced)
+                .map(|p| (p.2, p.3))
+                .collect();
+            let (Some(lo), Some(hi)) = (
+                of.iter().min_by_key(|p| p.0).copied(),
+                of.iter().max_by_key(|p| p.0).copied(),
+            ) else {
+                continue;
+            };
+            println!(
+                "Redis commands per event, {}, {}: {}",
+                cluster::setup_name(setup),
+                if paced {
+                    "paced"
+                } else {
+                    "as fast as answered"
+                },
+                cluster::independence_verdict(lo, hi, "subscribers")
+            );
+        }
+    }
+    let lost: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .flat_map(|(ri, row)| {
+            setups.iter().enumerate().filter_map(move |(si, &s)| {
+                let n: u64 = results[ri][si].iter().map(|f| f.lost).sum();
+                let runs = results[ri][si].iter().filter(|f| f.lost > 0).count();
+                let of = results[ri][si].len();
+                (n > 0).then(|| {
+                    format!(
+                        "{} at {} subscribers: {n} in {runs} of {of} runs",
+                        cluster::setup_name(s),
+                        row.subscribers
+                    )
+                })
+            })
+        })
+        .collect();
+    if !lost.is_empty() {
+        println!(
+            "lost deliveries (those runs are left out of the medians): {}",
+            lost.join(", ")
+        );
     }
 }

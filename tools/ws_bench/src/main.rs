@@ -37,6 +37,22 @@
 //!   1,000 and 10,000 connections side by side with their ratio: near 1 when
 //!   the cost follows the recipients, not the connections.
 //!
+//! `--redis [URL] [--nodes N]`: rt-server alone, then as N nodes (default 2)
+//! on one Redis (the URL's, or a throwaway `redis-server` started for the
+//! run), in the same invocation with the same clients and loads. Every
+//! server and a Redis started here run on core 0, the generator on core 1:
+//! the server side has the same one core alone and as a cluster. Clients go
+//! round-robin over the nodes; client 0, on node 0, publishes to `/ws` (node
+//! 0 delivers to its clients at once and forwards through Redis `PUBLISH`,
+//! the other nodes deliver what Redis hands them). Rows for each
+//! `--clients` count (default 200 and 1,000): `--in-flight` messages in
+//! flight (deliveries/s) and `--rate` msg/s (default 100; latency of all
+//! clients and of the other nodes' clients, the cross-node figure). Each row
+//! also prints the Redis commands per message (`INFO commandstats` before and
+//! after the measured window, all nodes, without the benchmark's own `INFO`)
+//! and the servers' and Redis's CPU per message; a summary table sets the
+//! medians beside the single server's against the issue's targets.
+//!
 //! Load rows print deliveries/s (measured deliveries over the time from the
 //! first measured send to the last receive), latency, and lost deliveries
 //! (messages sent x clients - received, after a bounded wait). Each load row
@@ -51,6 +67,7 @@
 //! taskset -c 1 ./target/release/ws-bench --clients 2000 --rate 50   # one custom row
 //! taskset -c 1 ./target/release/ws-bench --only targeted --repeat 3  # rooms and users
 //! taskset -c 1 ./target/release/ws-bench --only room-100-of-1000,room-100-of-10000
+//! taskset -c 1 ./target/release/ws-bench --redis --repeat 3  # alone and as 2 nodes on Redis
 //! ```
 
 use std::cell::{Cell, RefCell};
@@ -67,11 +84,17 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+mod cluster;
+
 const USAGE: &str = "usage: ws-bench [--peers] [--no-server] [--server PATH] [--only ROW] \
 [--duration SECS] [--idle N] [--in-flight N] [--clients N [--rate MSGS_PER_SEC]] \
 [--connect-concurrency N] [--repeat N] [--tungstenite-readers] [--node PATH] [--peers-dir DIR] [--node-modules DIR]
 rows: deliveries-1000 deliveries-5000 p99-1000 p99-5000 idle room-100-of-1000 room-100-of-10000
-      user-of-1000 user-of-10000 (default: all; --only takes a comma-separated list, `targeted` = the last four)";
+      user-of-1000 user-of-10000 (default: all; --only takes a comma-separated list, `targeted` = the last four)
+cluster: ws-bench --redis [redis://HOST:PORT] [--nodes N[,N...]] [--clients N[,N...]] [--rate MSGS_PER_SEC] \
+[--in-flight N] [--duration SECS] [--repeat N]
+      rt-server alone against N nodes on one Redis (default: a throwaway redis-server, 2 nodes, \
+200 and 1000 clients, 100 msg/s)";
 
 const MESSAGE_LEN: usize = 64;
 const WARMUP: Duration = Duration::from_millis(500);
@@ -153,6 +176,11 @@ struct Args {
     node: PathBuf,
     peers_dir: PathBuf,
     node_modules: PathBuf,
+    /// `--clients` as given: one count, or several for `--redis`.
+    client_counts: Option<Vec<usize>>,
+    /// `--redis [URL]`: `Some(None)` starts a throwaway redis-server.
+    redis: Option<Option<String>>,
+    nodes: Option<Vec<usize>>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -176,6 +204,9 @@ fn parse_args() -> Result<Args, String> {
         node: PathBuf::from("node"),
         peers_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../ws_peers"),
         node_modules: cache.join("fn-registry-ws-peers/node_modules"),
+        client_counts: None,
+        redis: None,
+        nodes: None,
     };
     fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String>
     where
@@ -183,11 +214,14 @@ fn parse_args() -> Result<Args, String> {
     {
         v.parse().map_err(|e| format!("{flag} {v}: {e}"))
     }
-    let mut it = std::env::args().skip(1);
+    let mut it = std::env::args().skip(1).peekable();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
-            "--peers" => a.peers = true,
+            "--redis" => {
+                a.redis = Some(it.next_if(|v| !v.starts_with("--")));
+            }
+            "--nodes" => a.nodes = Some(cluster::parse_nodes(&value()?)?),
             "--no-server" => a.no_server = true,
             "--tungstenite-readers" => a.tungstenite_readers = true,
             "--server" => a.server = Some(PathBuf::from(value()?)),
@@ -195,7 +229,11 @@ fn parse_args() -> Result<Args, String> {
             "--duration" => a.duration = Some(num(&flag, value()?)?),
             "--idle" => a.idle = num(&flag, value()?)?,
             "--in-flight" => a.in_flight = num(&flag, value()?)?,
-            "--clients" => a.clients = Some(num(&flag, value()?)?),
+            "--clients" => {
+                let counts = cluster::parse_counts(&flag, &value()?)?;
+                a.clients = counts.first().copied();
+                a.client_counts = Some(counts);
+            }
             "--rate" => a.rate = Some(num(&flag, value()?)?),
             "--connect-concurrency" => a.concurrency = num(&flag, value()?)?,
             "--repeat" => a.repeat = num(&flag, value()?)?,
@@ -218,6 +256,20 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.rate == Some(0) {
         return Err("--rate must be > 0".into());
+    }
+    if a.redis.is_some() {
+        if a.peers || a.no_server || a.only.is_some() {
+            return Err(
+                "--redis runs its own rows on rt-server: no --peers, --no-server or --only".into(),
+            );
+        }
+        return Ok(a);
+    }
+    if a.nodes.is_some() {
+        return Err("--nodes needs --redis".into());
+    }
+    if a.client_counts.as_ref().is_some_and(|c| c.len() > 1) {
+        return Err("several --clients counts need --redis".into());
     }
     if a.rate.is_some() && a.clients.is_none() {
         return Err("--rate needs --clients (a custom row)".into());
@@ -735,17 +787,31 @@ async fn connect_path(
 
 /// Opens `n` clients, at most `concurrency` handshakes at a time.
 async fn connect_all(addr: SocketAddr, n: usize, concurrency: usize) -> Result<Vec<Ws>, String> {
+    let socks = connect_spread(&[addr], n, concurrency).await?;
+    Ok(socks.into_iter().map(|(_, ws)| ws).collect())
+}
+
+/// Opens `n` clients, client `i` on server `i % addrs.len()` (round-robin),
+/// at most `concurrency` handshakes at a time: (server index, stream).
+async fn connect_spread(
+    addrs: &[SocketAddr],
+    n: usize,
+    concurrency: usize,
+) -> Result<Vec<(usize, Ws)>, String> {
     let results: Vec<_> = futures_util::stream::iter(0..n)
-        .map(|_| connect_one(addr))
+        .map(|i| {
+            let node = i % addrs.len();
+            async move { (node, connect_one(addrs[node]).await) }
+        })
         .buffer_unordered(concurrency)
         .collect()
         .await;
     let mut out = Vec::with_capacity(n);
     let mut failed = 0;
     let mut first_err = None;
-    for r in results {
+    for (node, r) in results {
         match r {
-            Ok(ws) => out.push(ws),
+            Ok(ws) => out.push((node, ws)),
             Err(ConnectError::Refused(status)) => {
                 return Err(format!(
                     "GET /ws answered HTTP {status}, not 101 (no /ws here?)"
@@ -895,6 +961,8 @@ struct Shared {
     /// Deliveries beyond `clients` for one message (an event reached a
     /// connection outside its target).
     stray: Cell<u64>,
+    /// `--redis` rows: the measured latencies of each node's clients too.
+    per_node: Option<RefCell<Vec<Hist>>>,
 }
 
 fn digits(b: &[u8]) -> Option<u64> {
@@ -909,7 +977,8 @@ fn digits(b: &[u8]) -> Option<u64> {
 }
 
 impl Shared {
-    fn on_message(&self, m: &[u8]) {
+    /// A message received by a client of node `node` (0: the publisher's).
+    fn on_message(&self, m: &[u8], node: usize) {
         let now = self.epoch.elapsed().as_nanos() as u64;
         let m = if self.envelope.is_some() {
             match m.iter().position(|&b| b == b'#') {
@@ -943,6 +1012,11 @@ impl Shared {
             self.delivered.set(self.delivered.get() + 1);
             self.last_receive_ns.set(now);
             self.hist.borrow_mut().record(now.saturating_sub(ts));
+            if let Some(per_node) = &self.per_node
+                && let Some(h) = per_node.borrow_mut().get_mut(node)
+            {
+                h.record(now.saturating_sub(ts));
+            }
         }
     }
 
@@ -974,14 +1048,14 @@ impl Shared {
     }
 }
 
-async fn reader<S>(mut rx: S, sh: Rc<Shared>)
+async fn reader<S>(mut rx: S, sh: Rc<Shared>, node: usize)
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     while let Some(m) = rx.next().await {
         match m {
-            Ok(Message::Text(t)) => sh.on_message(t.as_bytes()),
-            Ok(Message::Binary(b)) => sh.on_message(&b),
+            Ok(Message::Text(t)) => sh.on_message(t.as_bytes(), node),
+            Ok(Message::Binary(b)) => sh.on_message(&b, node),
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => {}
         }
@@ -996,7 +1070,7 @@ where
 /// broadcast, which comes only after every client has finished its handshake
 /// (`/hub` clients read `connection.established` and `subscribed` through the
 /// stream first, and nothing else comes before the first event).
-async fn raw_reader(tcp: TcpStream, sh: Rc<Shared>) {
+async fn raw_reader(tcp: TcpStream, sh: Rc<Shared>, node: usize) {
     let mut buf = vec![0u8; 8192];
     let mut have = 0;
     'read: loop {
@@ -1040,7 +1114,7 @@ async fn raw_reader(tcp: TcpStream, sh: Rc<Shared>) {
             }
             let payload = &buf[pos + head..pos + head + len];
             match (b0 & 0x80 != 0, b0 & 0x0f) {
-                (true, 1 | 2) => sh.on_message(payload),
+                (true, 1 | 2) => sh.on_message(payload, node),
                 (_, 8) => break 'read,
                 (_, 9) if len <= 125 => {
                     // Pong with the same payload; a zero mask key leaves it as is.
@@ -1131,18 +1205,36 @@ struct LoadFigures {
     p99_ms: f64,
     max_ms: f64,
     lost: u64,
+    /// `--redis` rows (else `None`): p50 and p99 of the clients of the
+    /// nodes other than the publisher's (cross-node), with several nodes.
+    cross: Option<(f64, f64)>,
+    /// Redis commands (all nodes) per message sent, on Redis.
+    commands_per_message: Option<f64>,
+    /// CPU µs per message sent: all servers, and Redis when started here.
+    server_cpu_us: Option<f64>,
+    redis_cpu_us: Option<f64>,
 }
 
+/// What a `--redis` run measures beside the default figures.
+struct Measure<'a> {
+    /// The Redis the servers are on (`None`: the single server, alone).
+    redis: Option<&'a cluster::Redis>,
+}
+
+/// A load row: `clients` on `servers` round-robin (one server by default),
+/// client 0 on the first one publishing to `/ws`.
 async fn load_row(
-    server: &Server,
+    servers: &[Server],
     clients: usize,
     load: Load,
     duration: Duration,
     a: &Args,
     ticks: f64,
+    measure: Option<&Measure<'_>>,
 ) -> Result<LoadFigures, String> {
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
     let t0 = Instant::now();
-    let mut socks = connect_all(server.addr, clients, a.concurrency).await?;
+    let mut socks = connect_spread(&addrs, clients, a.concurrency).await?;
     let connect_secs = t0.elapsed().as_secs_f64();
     let sh = Rc::new(Shared {
         clients: clients as u32,
@@ -1160,14 +1252,20 @@ async fn load_row(
         wake: tokio::sync::Notify::new(),
         envelope: None,
         stray: Cell::new(0),
+        per_node: (servers.len() > 1)
+            .then(|| RefCell::new((0..servers.len()).map(|_| Hist::new()).collect())),
     });
-    let (mut tx, rx0) = socks.swap_remove(0).split();
-    tokio::task::spawn_local(reader(rx0, sh.clone()));
-    for ws in socks {
+    let publisher = socks
+        .iter()
+        .position(|(node, _)| *node == 0)
+        .ok_or("no client on the first server")?;
+    let (mut tx, rx0) = socks.swap_remove(publisher).1.split();
+    tokio::task::spawn_local(reader(rx0, sh.clone(), 0));
+    for (node, ws) in socks {
         if a.tungstenite_readers {
-            tokio::task::spawn_local(reader(ws, sh.clone()));
+            tokio::task::spawn_local(reader(ws, sh.clone(), node));
         } else {
-            tokio::task::spawn_local(raw_reader(ws.into_inner(), sh.clone()));
+            tokio::task::spawn_local(raw_reader(ws.into_inner(), sh.clone(), node));
         }
     }
     // Every client registered: one probe message reached all of them.
@@ -1191,7 +1289,18 @@ async fn load_row(
     drain(&sh).await;
     let closed_before = sh.closed.get();
     sh.hist.borrow_mut().reset();
+    if let Some(per_node) = &sh.per_node {
+        per_node.borrow_mut().iter_mut().for_each(Hist::reset);
+    }
     sh.delivered.set(0);
+    let redis = measure.and_then(|m| m.redis);
+    let commands_before = match redis {
+        Some(r) => Some(r.commandstats().await?),
+        None => None,
+    };
+    let server_pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let servers_cpu =
+        measure.map(|_| cluster::CpuWindow::start(&server_pids, redis.and_then(|r| r.pid())));
     let from = sh.new_phase();
     sh.measure_from.set(from);
     let cpu = CpuMeter::start(ticks);
@@ -1200,16 +1309,39 @@ async fn load_row(
     drain(&sh).await;
     let cpu_line = cpu.line();
     let sent = sh.sent() - from;
+    let servers_cpu = servers_cpu.map(|w| w.line(sent));
+    let commands = match (redis, commands_before) {
+        (Some(r), Some(before)) => Some(r.commandstats().await?.since(&before)),
+        _ => None,
+    };
     let want = sent * clients as u64;
     let got = sh.delivered.get();
     let span = (sh.last_receive_ns.get().saturating_sub(first_send_ns)) as f64 / 1e9;
     let hist = sh.hist.borrow();
+    let cross = sh.per_node.as_ref().map(|per_node| {
+        // The clients of every node but the publisher's, in one histogram.
+        let mut h = Hist::new();
+        for other in per_node.borrow().iter().skip(1) {
+            for (b, n) in h.buckets.iter_mut().zip(&other.buckets) {
+                *b += n;
+            }
+            h.count += other.count;
+            h.max = h.max.max(other.max);
+        }
+        (h.percentile_ms(0.50), h.percentile_ms(0.99))
+    });
     let f = LoadFigures {
         deliveries_per_sec: if span > 0.0 { got as f64 / span } else { 0.0 },
         p50_ms: hist.percentile_ms(0.50),
         p99_ms: hist.percentile_ms(0.99),
         max_ms: hist.max as f64 / 1e6,
         lost: want.saturating_sub(got),
+        cross,
+        commands_per_message: commands
+            .as_ref()
+            .map(|c| c.total() as f64 / sent.max(1) as f64),
+        server_cpu_us: servers_cpu.as_ref().map(|c| c.1),
+        redis_cpu_us: servers_cpu.as_ref().and_then(|c| c.2),
     };
     println!(
         "  connected {clients} in {connect_secs:.2} s; all receiving after {sync_secs:.2} s; warm-up {:.1} s",
@@ -1223,6 +1355,33 @@ async fn load_row(
         "  latency send->receive: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         f.p50_ms, f.p99_ms, f.max_ms
     );
+    if let Some(per_node) = &sh.per_node {
+        for (i, h) in per_node.borrow().iter().enumerate() {
+            println!(
+                "    clients of node {i}{}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} deliveries)",
+                if i == 0 {
+                    " (the publisher's: local first)"
+                } else {
+                    " (through Redis)"
+                },
+                h.percentile_ms(0.50),
+                h.percentile_ms(0.99),
+                h.max as f64 / 1e6,
+                h.count
+            );
+        }
+    }
+    if let Some(c) = &commands {
+        println!(
+            "  Redis commands: {} for {sent} messages = {:.2} per message ({})",
+            c.total(),
+            c.total() as f64 / sent.max(1) as f64,
+            c.per_message(sent)
+        );
+    }
+    if let Some((line, _, _)) = &servers_cpu {
+        println!("  {line}");
+    }
     let closed = sh.closed.get();
     if closed > 0 || sh.malformed.get() > 0 {
         println!(
@@ -1231,10 +1390,11 @@ async fn load_row(
             sh.malformed.get()
         );
     }
-    println!(
-        "  server RSS {} KiB; {cpu_line}",
-        proc_status_kib(server.child.id(), "VmRSS:")
-    );
+    let rss: u64 = server_pids
+        .iter()
+        .map(|&pid| proc_status_kib(pid, "VmRSS:"))
+        .sum();
+    println!("  server RSS {rss} KiB; {cpu_line}");
     Ok(f)
 }
 
@@ -1297,6 +1457,7 @@ async fn targeted_row(
         wake: tokio::sync::Notify::new(),
         envelope: Some((head, tail)),
         stray: Cell::new(0),
+        per_node: None,
     });
     let mut tx = None;
     let receiving = socks.iter().filter(|s| s.1).count();
@@ -1309,11 +1470,11 @@ async fn targeted_row(
         if i == 0 {
             let (t, rx) = ws.split();
             tx = Some(t);
-            tokio::task::spawn_local(reader(rx, sh.clone()));
+            tokio::task::spawn_local(reader(rx, sh.clone(), 0));
         } else {
             // Every client reads (and answers pings); one outside the target that
             // receives an event counts as a stray delivery.
-            tokio::task::spawn_local(raw_reader(ws.into_inner(), sh.clone()));
+            tokio::task::spawn_local(raw_reader(ws.into_inner(), sh.clone(), 0));
         }
     }
     let mut tx = tx.ok_or("no publisher")?;
@@ -1517,6 +1678,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if args.redis.is_some() {
+        return cluster_main(&args);
+    }
     let (rows, targets) = match rows(&args).and_then(|r| Ok((r, targets(&args)?))) {
         Ok(v) => v,
         Err(e) => {
@@ -1603,11 +1767,17 @@ fn main() -> std::process::ExitCode {
             let local = tokio::task::LocalSet::new();
             let r = rt.block_on(local.run_until(async {
                 match row.kind {
-                    RowKind::Load { clients, load } => {
-                        load_row(&server, clients, load, row.duration, &args, ticks)
-                            .await
-                            .map(Figure::Load)
-                    }
+                    RowKind::Load { clients, load } => load_row(
+                        std::slice::from_ref(&server),
+                        clients,
+                        load,
+                        row.duration,
+                        &args,
+                        ticks,
+                        None,
+                    )
+                    .await
+                    .map(Figure::Load),
                     RowKind::Idle { connections } => idle_row(&server, connections, &args, ticks)
                         .await
                         .map(Figure::Idle),
@@ -1858,6 +2028,360 @@ fn targeted_summary(rows: &[Row], targets: &[Target], results: &[Vec<Vec<Figure>
         println!(
             "same recipients, {:.0}x the connections: a ratio near 1.00x means the cost follows the recipients, not the connections",
             most as f64 / fewest.max(1) as f64
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `--redis`: rt-server alone against N nodes on one Redis, in the same run.
+
+/// A row of a `--redis` run: one client count, one load.
+struct ClusterRow {
+    clients: usize,
+    load: Load,
+    duration: Duration,
+}
+
+fn cluster_main(args: &Args) -> std::process::ExitCode {
+    let fail = |e: String| {
+        eprintln!("ws-bench: {e}");
+        std::process::ExitCode::from(2)
+    };
+    let target = match targets(args) {
+        Ok(t) => match t.into_iter().find(|t| t.name == "rt-server") {
+            Some(t) => t,
+            None => return fail("rt-server not found".into()),
+        },
+        Err(e) => return fail(e),
+    };
+    let counts = args
+        .client_counts
+        .clone()
+        .unwrap_or_else(|| vec![200, 1000]);
+    let nodes = args.nodes.clone().unwrap_or_else(|| vec![2]);
+    let rate = args.rate.unwrap_or(100);
+    let secs = |default: f64| Duration::from_secs_f64(args.duration.unwrap_or(default));
+    let mut rows = Vec::new();
+    for &clients in &counts {
+        rows.push(ClusterRow {
+            clients,
+            load: Load::InFlight(args.in_flight),
+            duration: secs(3.0),
+        });
+        rows.push(ClusterRow {
+            clients,
+            load: Load::Rate(rate),
+            duration: secs(5.0),
+        });
+    }
+    // Column 0: the single server, alone; then each node count on Redis.
+    let setups: Vec<Option<usize>> = std::iter::once(None)
+        .chain(nodes.iter().map(|&n| Some(n)))
+        .collect();
+    let ticks = clock_ticks();
+    ensure_fd_limit(counts.iter().max().copied().unwrap_or(0) as u64 + 256);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let redis = match rt.block_on(cluster::Redis::open(
+        args.redis.as_ref().and_then(|u| u.as_deref()),
+    )) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let affinity = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Cpus_allowed_list:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "ws-bench --redis: rt-server /ws alone, then as {} on {}",
+        nodes
+            .iter()
+            .map(|&n| cluster::setup_name(Some(n)))
+            .collect::<Vec<_>>()
+            .join(", then "),
+        redis.about
+    );
+    println!(
+        "ws-bench: every rt-server (the single one and each node) on core {} (taskset), this generator on cores {affinity} ({cores} usable)",
+        cluster::SERVER_CORE
+    );
+    println!(
+        "ws-bench: clients round-robin over the nodes; client 0, on node 0, sends every message to /ws (node 0's clients get it locally, the others' through Redis PUBLISH)"
+    );
+    if affinity != "1" {
+        println!("ws-bench: run the generator under `taskset -c 1` so it does not share core 0");
+    }
+    let mut results: Vec<Vec<Vec<LoadFigures>>> = vec![vec![Vec::new(); setups.len()]; rows.len()];
+    let mut failures = 0;
+    for (ri, row) in rows.iter().enumerate() {
+        for rep in 0..args.repeat {
+            for (si, &setup) in setups.iter().enumerate() {
+                let run = if args.repeat > 1 {
+                    format!(" (run {} of {})", rep + 1, args.repeat)
+                } else {
+                    String::new()
+                };
+                let what = match row.load {
+                    Load::InFlight(k) => format!("{k} in flight"),
+                    Load::Rate(r) => format!("{r} msg/s"),
+                };
+                println!(
+                    "[{}] {} clients, {what}{run}",
+                    cluster::setup_name(setup),
+                    row.clients
+                );
+                let prefix = cluster::run_prefix();
+                let servers: Result<Vec<Server>, String> = match setup {
+                    None => start_server(&target).map(|s| vec![s]),
+                    Some(n) => (0..n)
+                        .map(|i| {
+                            let mut t = target.clone();
+                            t.args.extend(cluster::node_args(&redis, &prefix));
+                            t.args
+                                .extend(["--node-id".into(), format!("{prefix}-node{i}")]);
+                            start_server(&t)
+                        })
+                        .collect(),
+                };
+                let servers = match servers {
+                    Ok(s) => s,
+                    Err(e) => {
+                        println!("  failed: {e}");
+                        failures += 1;
+                        continue;
+                    }
+                };
+                let measure = Measure {
+                    redis: setup.map(|_| &redis),
+                };
+                let local = tokio::task::LocalSet::new();
+                let r = rt.block_on(local.run_until(load_row(
+                    &servers,
+                    row.clients,
+                    row.load,
+                    row.duration,
+                    args,
+                    ticks,
+                    Some(&measure),
+                )));
+                drop(local);
+                drop(servers);
+                if setup.is_some() {
+                    rt.block_on(redis.forget(&prefix));
+                }
+                match r {
+                    Ok(f) => results[ri][si].push(f),
+                    Err(e) => {
+                        println!("  failed: {e}");
+                        failures += 1;
+                    }
+                }
+            }
+        }
+    }
+    cluster_summary(&rows, &setups, &results, args.repeat, rate);
+    if failures > 0 {
+        eprintln!("ws-bench: {failures} run(s) failed");
+        return std::process::ExitCode::from(1);
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+fn cluster_summary(
+    rows: &[ClusterRow],
+    setups: &[Option<usize>],
+    results: &[Vec<Vec<LoadFigures>>],
+    repeat: usize,
+    rate: u64,
+) {
+    let med = |ri: usize, si: usize, g: &dyn Fn(&LoadFigures) -> Option<f64>| {
+        // A run that lost deliveries measured fewer streams: left out.
+        cluster::median(
+            results[ri][si]
+                .iter()
+                .filter(|f| f.lost == 0)
+                .filter_map(g)
+                .collect(),
+        )
+    };
+    let cell = |v: Option<f64>, fmt: &dyn Fn(f64) -> String| v.map_or("-".into(), fmt);
+    let rate_fmt = |v: f64| {
+        if v >= 1e6 {
+            format!("{:.2} M", v / 1e6)
+        } else {
+            format!("{:.0} k", v / 1e3)
+        }
+    };
+    let ms = |v: f64| format!("{v:.2} ms");
+    let num = |v: f64| format!("{v:.2}");
+    let us = |v: f64| format!("{v:.1} µs");
+    // Verdicts against the single server (column 0), for 2 nodes or more.
+    let verdicts = |f: &dyn Fn(usize) -> Option<String>| {
+        setups
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some_and(|n| n > 1))
+            .filter_map(|(si, s)| f(si).map(|v| format!("{}: {v}", cluster::setup_name(*s))))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut table = Vec::new();
+    let mut per_message: Vec<(Load, Option<usize>, usize, f64)> = Vec::new();
+    for (ri, row) in rows.iter().enumerate() {
+        let c = row.clients;
+        match row.load {
+            Load::InFlight(k) => {
+                let v: Vec<Option<f64>> = (0..setups.len())
+                    .map(|si| med(ri, si, &|f| Some(f.deliveries_per_sec)))
+                    .collect();
+                table.push(cluster::TableRow {
+                    label: format!("deliveries/s, {c} clients, {k} in flight"),
+                    cells: v.iter().map(|&x| cell(x, &rate_fmt)).collect(),
+                    verdict: verdicts(&|si| {
+                        let (single, ours) = (v[0]?, v[si]?);
+                        let ratio = ours / single;
+                        Some(format!(
+                            "{ratio:.2}x of single (target >= 0.70x: {})",
+                            if ratio >= 0.70 { "met" } else { "NOT met" }
+                        ))
+                    }),
+                });
+                table.push(cluster::TableRow {
+                    label: format!("  server CPU per message, {c} clients"),
+                    cells: (0..setups.len())
+                        .map(|si| cell(med(ri, si, &|f| f.server_cpu_us), &us))
+                        .collect(),
+                    verdict: String::new(),
+                });
+                table.push(cluster::TableRow {
+                    label: format!("  redis-server CPU per message, {c} clients"),
+                    cells: (0..setups.len())
+                        .map(|si| cell(med(ri, si, &|f| f.redis_cpu_us), &us))
+                        .collect(),
+                    verdict: String::new(),
+                });
+            }
+            Load::Rate(r) => {
+                let p = |g: &dyn Fn(&LoadFigures) -> Option<f64>| -> Vec<Option<f64>> {
+                    (0..setups.len()).map(|si| med(ri, si, g)).collect()
+                };
+                let p50 = p(&|f| Some(f.p50_ms));
+                let p99 = p(&|f| Some(f.p99_ms));
+                let cross50 = p(&|f| f.cross.map(|c| c.0));
+                let cross99 = p(&|f| f.cross.map(|c| c.1));
+                table.push(cluster::TableRow {
+                    label: format!("p50 ms at {r} msg/s to {c} clients, all"),
+                    cells: p50.iter().map(|&x| cell(x, &ms)).collect(),
+                    verdict: String::new(),
+                });
+                table.push(cluster::TableRow {
+                    label: format!("p99 ms at {r} msg/s to {c} clients, all"),
+                    cells: p99.iter().map(|&x| cell(x, &ms)).collect(),
+                    verdict: String::new(),
+                });
+                // The single server's figures are the reference of the cross-node ones.
+                let mut c50: Vec<Option<f64>> = cross50.clone();
+                c50[0] = None;
+                table.push(cluster::TableRow {
+                    label: "  p50 ms, other nodes' clients (cross-node)".into(),
+                    cells: c50.iter().map(|&x| cell(x, &ms)).collect(),
+                    verdict: String::new(),
+                });
+                table.push(cluster::TableRow {
+                    label: "  p99 ms, other nodes' clients (cross-node)".into(),
+                    cells: cross99.iter().map(|&x| cell(x, &ms)).collect(),
+                    verdict: verdicts(&|si| {
+                        let (single, ours) = (p99[0]?, cross99[si]?);
+                        let d = ours - single;
+                        Some(format!(
+                            "{d:+.2} ms vs single p99 (target <= +2 ms: {})",
+                            if d <= 2.0 { "met" } else { "NOT met" }
+                        ))
+                    }),
+                });
+            }
+        }
+        let cmds: Vec<Option<f64>> = (0..setups.len())
+            .map(|si| med(ri, si, &|f| f.commands_per_message))
+            .collect();
+        for (si, v) in cmds.iter().enumerate() {
+            if let Some(v) = v {
+                per_message.push((row.load, setups[si], c, *v));
+            }
+        }
+        let what = match row.load {
+            Load::InFlight(k) => format!("{k} in flight"),
+            Load::Rate(r) => format!("{r} msg/s"),
+        };
+        table.push(cluster::TableRow {
+            label: format!("  Redis commands per message, {what}, {c} clients"),
+            cells: cmds.iter().map(|&x| cell(x, &num)).collect(),
+            verdict: String::new(),
+        });
+    }
+    let names: Vec<String> = setups.iter().map(|&s| cluster::setup_name(s)).collect();
+    let title = if repeat > 1 {
+        format!("rt-server /ws, alone and on Redis (median of {repeat} runs)")
+    } else {
+        "rt-server /ws, alone and on Redis".to_string()
+    };
+    cluster::print_table(&title, &names, &table);
+    // Commands per message at the fewest against the most clients.
+    for &setup in setups.iter().filter(|s| s.is_some()) {
+        for load in [Load::InFlight(0), Load::Rate(rate)] {
+            let of: Vec<(usize, f64)> = per_message
+                .iter()
+                .filter(|p| {
+                    p.1 == setup && std::mem::discriminant(&p.0) == std::mem::discriminant(&load)
+                })
+                .map(|p| (p.2, p.3))
+                .collect();
+            let (Some(lo), Some(hi)) = (
+                of.iter().min_by_key(|p| p.0).copied(),
+                of.iter().max_by_key(|p| p.0).copied(),
+            ) else {
+                continue;
+            };
+            let what = match load {
+                Load::InFlight(_) => "in flight",
+                Load::Rate(_) => "paced",
+            };
+            println!(
+                "Redis commands per message, {}, {what}: {}",
+                cluster::setup_name(setup),
+                cluster::independence_verdict(lo, hi, "clients")
+            );
+        }
+    }
+    let lost: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .flat_map(|(ri, row)| {
+            setups.iter().enumerate().filter_map(move |(si, &s)| {
+                let n: u64 = results[ri][si].iter().map(|f| f.lost).sum();
+                let runs = results[ri][si].iter().filter(|f| f.lost > 0).count();
+                let of = results[ri][si].len();
+                (n > 0).then(|| {
+                    format!(
+                        "{} at {} clients: {n} in {runs} of {of} runs",
+                        cluster::setup_name(s),
+                        row.clients
+                    )
+                })
+            })
+        })
+        .collect();
+    if !lost.is_empty() {
+        println!(
+            "lost deliveries (those runs are left out of the medians): {}",
+            lost.join(", ")
         );
     }
 }
