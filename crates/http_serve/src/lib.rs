@@ -307,38 +307,108 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 ///
 /// Sniffing the protocol here, rather than with hyper-util's `auto` builder,
 /// keeps an idle streaming connection about 5 KiB smaller.
-async fn connection(stream: TcpStream, conn: Conn, ticket: Ticket) {
-    let write_timeout = conn.limits.write_timeout;
-    // Boxed, so that once HTTP is done a long-lived stream or an upgraded
-    // socket keeps only a small task, without hyper's state or the timer.
-    let Some((stream, next, read_first)) = Box::pin(serve_pending(stream, conn, ticket)).await
-    else {
-        return;
-    };
+fn connection(
+    stream: TcpStream,
+    conn: Conn,
+    ticket: Ticket,
+) -> ConnTask<impl Future<Output = Option<(Io, Takeover, Bytes)>> + Send> {
+    ConnTask {
+        write_timeout: conn.limits.write_timeout,
+        // Boxed, so that once HTTP is done a long-lived stream or an
+        // upgraded socket keeps only the task, without hyper's state.
+        phase: Phase::Http(Box::pin(serve_pending(stream, conn, ticket))),
+    }
+}
+
+/// A connection's task. Written out rather than an `async fn`, so that once
+/// HTTP is done an SSE stream's whole state is the task itself: the socket,
+/// the body and a few bytes; no boxed future, no timer, no read buffer.
+/// (An `async fn` keeps room for the largest state it can be in, and the
+/// task's allocation grows in steps of 128 bytes.)
+struct ConnTask<P> {
+    write_timeout: Duration,
+    phase: Phase<P>,
+}
+
+/// What a connection is doing.
+enum Phase<P> {
+    /// Serving HTTP (TLS handshake, pending state, hyper): boxed, and
+    /// freed once hyper is done.
+    Http(Pin<Box<P>>),
+    /// A long-lived body written to a plain TCP socket.
+    Body(LongLivedTcp),
+    /// The rest, after HTTP: an upgraded protocol, a long-lived body over
+    /// TLS, a TLS close.
+    Other(BoxFuture<()>),
+}
+
+impl<P> Future for ConnTask<P>
+where
+    P: Future<Output = Option<(Io, Takeover, Bytes)>>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.phase {
+                Phase::Http(http) => {
+                    let Some((stream, next, read_first)) =
+                        std::task::ready!(http.as_mut().poll(cx))
+                    else {
+                        return Poll::Ready(());
+                    };
+                    match after_http(stream, next, read_first, this.write_timeout, cx) {
+                        Some(phase) => this.phase = phase,
+                        None => return Poll::Ready(()),
+                    }
+                }
+                Phase::Body(body) => return body.poll(cx, this.write_timeout),
+                Phase::Other(fut) => return fut.as_mut().poll(cx),
+            }
+        }
+    }
+}
+
+/// What the connection becomes once hyper is done with it; `None` when it
+/// is closed already.
+fn after_http<P>(
+    stream: Io,
+    next: Takeover,
+    read_first: Bytes,
+    write_timeout: Duration,
+    cx: &mut Context<'_>,
+) -> Option<Phase<P>> {
     match (next, stream) {
         (Takeover::None, Io::Tcp(mut stream)) => {
             drop(read_first);
-            let _ = stream.shutdown().await;
+            // A TCP shutdown does not wait.
+            let _ = Pin::new(&mut stream).poll_shutdown(cx);
+            None
         }
         (Takeover::None, Io::Tls(mut stream)) => {
             drop(read_first);
             // close_notify, then FIN; a peer that reads nothing does not hold it.
-            let _ = tokio::time::timeout(write_timeout, stream.shutdown()).await;
+            Some(Phase::Other(Box::pin(async move {
+                let _ = tokio::time::timeout(write_timeout, stream.shutdown()).await;
+            })))
         }
-        (Takeover::Upgrade(up), stream) => {
-            if let Some(protocol) = up.complete(Upgraded::new(stream, read_first)) {
-                protocol.await;
-            }
-        }
+        (Takeover::Upgrade(up), stream) => up
+            .complete(Upgraded::new(stream, read_first))
+            .map(Phase::Other),
         (Takeover::Body(body), stream) => {
             // Nothing the client sends now is read: free hyper's buffer first.
             drop(read_first);
-            match stream {
-                Io::Tcp(stream) => Box::pin(write_long_lived(stream, body, write_timeout)).await,
+            Some(match stream {
+                Io::Tcp(stream) => Phase::Body(LongLivedTcp {
+                    stream,
+                    body,
+                    stall: None,
+                }),
                 Io::Tls(stream) => {
-                    Box::pin(write_long_lived_tls(stream, body, write_timeout)).await;
+                    Phase::Other(Box::pin(write_long_lived_tls(stream, body, write_timeout)))
                 }
-            }
+            })
         }
     }
 }
@@ -513,52 +583,106 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Writes a long-lived body straight to the socket until it ends or the
-/// client goes away (noticed by reading: end of file or an error), or takes
-/// no byte for `write_timeout`.
-async fn write_long_lived(mut stream: TcpStream, mut body: Body, write_timeout: Duration) {
-    loop {
-        tokio::select! {
-            frame = body.frame() => match frame {
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    // Most writes fit the socket at once; only a full one
-                    // waits, under the write timeout, boxed so that an idle
-                    // stream's task does not carry the timer.
-                    let written = match write_ready(&stream, &data) {
-                        Ok(n) if n == data.len() => Ok(()),
-                        Ok(n) => {
-                            Box::pin(write_progressing(&mut stream, &data[n..], write_timeout)).await
-                        }
-                        Err(e) => Err(e),
+/// A long-lived body written straight to a plain TCP socket until it ends,
+/// the client goes away (noticed by reading: end of file or an error), or
+/// the socket takes no byte for the write timeout.
+///
+/// Each frame (for an SSE stream, everything queued since the last one) is
+/// written with one `write` as soon as it comes. Only a write the socket
+/// does not take in full keeps the rest, with the write timeout's timer,
+/// in a box until it drains: an idle stream holds the socket and the body,
+/// nothing else.
+struct LongLivedTcp {
+    stream: TcpStream,
+    body: Body,
+    stall: Option<Box<Stall>>,
+}
+
+/// The part of a frame the socket has not taken yet, and since when.
+struct Stall {
+    rest: Bytes,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl LongLivedTcp {
+    fn poll(&mut self, cx: &mut Context<'_>, write_timeout: Duration) -> Poll<()> {
+        loop {
+            if let Some(stall) = &mut self.stall {
+                match write_ready(&self.stream, &stall.rest) {
+                    Ok(0) => {}
+                    Ok(n) if n == stall.rest.len() => {
+                        self.stall = None;
+                        continue;
+                    }
+                    Ok(n) => {
+                        // Progress starts the wait over.
+                        let _ = stall.rest.split_to(n);
+                        let deadline = tokio::time::Instant::now() + write_timeout;
+                        stall.timer.as_mut().reset(deadline);
+                    }
+                    Err(e) => return closed(&e),
+                }
+                match self.stream.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(e)) => return closed(&e),
+                    Poll::Pending => {}
+                }
+                std::task::ready!(stall.timer.as_mut().poll(cx));
+                return closed(&std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "write timeout: the peer took no byte",
+                ));
+            }
+            match http_body::Body::poll_frame(Pin::new(&mut self.body), cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
                     };
-                    if let Err(e) = written {
-                        tracing::debug!(target: "http", error = %e, "long-lived body: connection closed");
-                        return;
+                    match write_ready(&self.stream, &data) {
+                        Ok(n) if n == data.len() => {}
+                        Ok(n) => {
+                            self.stall = Some(Box::new(Stall {
+                                rest: data.slice(n..),
+                                timer: Box::pin(tokio::time::sleep(write_timeout)),
+                            }));
+                        }
+                        Err(e) => return closed(&e),
                     }
                 }
-                Some(Err(e)) => {
+                Poll::Ready(Some(Err(e))) => {
                     tracing::debug!(target: "http", error = %e, "long-lived body failed");
-                    return;
+                    return Poll::Ready(());
                 }
-                None => break,
-            },
-            ready = stream.readable() => {
-                if ready.is_err() {
-                    return;
+                Poll::Ready(None) => {
+                    // A TCP shutdown does not wait.
+                    let _ = Pin::new(&mut self.stream).poll_shutdown(cx);
+                    return Poll::Ready(());
                 }
-                // The request is answered: whatever else the client sends is
-                // dropped; end of file means it is gone.
-                match stream.try_read(&mut [0u8; 256]) {
-                    Ok(0) => return,
+                Poll::Pending => break,
+            }
+        }
+        // The body waits: is the client still there? The request is
+        // answered, so whatever else it sends is dropped; end of file means
+        // it is gone.
+        loop {
+            match self.stream.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => match self.stream.try_read(&mut [0u8; 256]) {
+                    Ok(0) => return Poll::Ready(()),
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
-                }
+                    Err(_) => return Poll::Ready(()),
+                },
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
-    let _ = stream.shutdown().await;
+}
+
+/// Logs why a long-lived body's connection ended early.
+fn closed(e: &std::io::Error) -> Poll<()> {
+    tracing::debug!(target: "http", error = %e, "long-lived body: connection closed");
+    Poll::Ready(())
 }
 
 /// Writes what the socket takes of `buf` now, without waiting: how many

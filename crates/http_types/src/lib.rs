@@ -364,8 +364,10 @@ impl Route {
 /// be confused with another layer's token. Any app's own token becomes the
 /// server's signal with `Shutdown::from(token)`; in axum, mount it with
 /// `Router::layer(axum::Extension(shutdown))`.
+/// Clones share one signal; [`same_signal`](Shutdown::same_signal) tells
+/// whether two are the same one (a server watches each signal once).
 #[derive(Clone, Default)]
-pub struct Shutdown(CancellationToken);
+pub struct Shutdown(Arc<CancellationToken>);
 
 impl Shutdown {
     /// A signal that has not fired.
@@ -386,12 +388,18 @@ impl Shutdown {
     /// Completes when the signal fires (at once if it has). Not `Unpin`:
     /// box it to keep it in a struct.
     pub fn wait(&self) -> WaitForCancellationFutureOwned {
-        self.0.clone().cancelled_owned()
+        CancellationToken::clone(&self.0).cancelled_owned()
     }
 
     /// The token underneath, to hand to code that takes a [`CancellationToken`].
     pub fn token(&self) -> &CancellationToken {
         &self.0
+    }
+
+    /// Whether `self` and `other` are clones of one signal (made by one
+    /// `new`, `default` or `from`).
+    pub fn same_signal(&self, other: &Shutdown) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The signal the server put in the request's extensions, or one that never fires.
@@ -405,7 +413,7 @@ impl Shutdown {
 
 impl From<CancellationToken> for Shutdown {
     fn from(token: CancellationToken) -> Self {
-        Shutdown(token)
+        Shutdown(Arc::new(token))
     }
 }
 
@@ -440,6 +448,14 @@ mod tests {
         token.cancel();
         assert!(s.is_triggered());
         assert!(s.token().is_cancelled());
+    }
+
+    #[test]
+    fn clones_are_the_same_signal_and_others_are_not() {
+        let s = Shutdown::new();
+        assert!(s.same_signal(&s.clone()));
+        assert!(!s.same_signal(&Shutdown::new()));
+        assert!(!s.same_signal(&Shutdown::from(s.token().clone())));
     }
 
     fn tagging(tag: &'static str) -> Middleware {

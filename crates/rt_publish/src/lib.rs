@@ -74,10 +74,7 @@ mod tests {
         assert_eq!(done.id, 1);
         assert_eq!(done.ws.sent, 2);
         for client in [&a, &b] {
-            let mut got = Vec::new();
-            let waker = std::task::Waker::noop();
-            let _ = client.poll_outgoing(&mut std::task::Context::from_waker(waker), &mut got);
-            assert_eq!(got, [Message::text("hi")]);
+            assert_eq!(client.take_queued(), [Message::text("hi")]);
         }
         drop((sub, tx));
         let wire = http_body_util::BodyExt::collect(body)

@@ -334,7 +334,7 @@ fn deliver(st: &mut State, topic: &str, position: Position, payload: &Bytes) {
         if m.tracks[i].last.is_some_and(|l| position <= l) {
             continue; // replayed from history already
         }
-        match m.stream.try_send(bytes.clone()) {
+        match m.stream.try_send(&bytes) {
             Ok(()) => {
                 stats.delivered += 1;
                 m.tracks[i].last = Some(position);
@@ -553,7 +553,7 @@ fn apply(
     }
     if !batch.is_empty() {
         let len = batch.len() as u64;
-        match m.stream.try_send(Bytes::from(batch)) {
+        match m.stream.try_send(&Bytes::from(batch)) {
             Ok(()) => {
                 stats.delivered += replayed + flushed;
                 stats.replayed += replayed;

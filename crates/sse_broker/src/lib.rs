@@ -269,7 +269,7 @@ impl SseBroker {
         let mut gone = Vec::new();
         let before = st.stats.delivered;
         for (sub, stream) in &t.subs {
-            match stream.try_send(bytes.clone()) {
+            match stream.try_send(&bytes) {
                 Ok(()) => st.stats.delivered += 1,
                 Err(SseStreamError::Full) => {
                     stream.end();
@@ -369,7 +369,7 @@ impl SseBroker {
             st.stats.resumes += 1;
         }
         let first_len = first.len() as u64;
-        if !first.is_empty() && stream.try_send(Bytes::from(first)).is_ok() {
+        if !first.is_empty() && stream.try_send(&Bytes::from(first)).is_ok() {
             st.stats.delivered += replay.len() as u64;
             st.stats.replayed += replay.len() as u64;
             st.stats.delivered_bytes += first_len;

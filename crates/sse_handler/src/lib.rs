@@ -62,9 +62,9 @@ use http_types::{Handler, LongLived, Request, Response, Shutdown, boxed, query_v
 pub use name_validate::MAX_TOPICS_PER_STREAM;
 use name_validate::{NameKind, name_validate, name_validate_bytes};
 use sse_broker::SseBroker;
+use sse_encode::sse_encode;
 use sse_event::SseEvent;
-use sse_keepalive::sse_keepalive;
-use sse_send::sse_send;
+use sse_keepalive::{KeepAlive, sse_keepalive};
 use sse_stream::sse_stream;
 
 /// Decides which topics a request may see: the allowed subset of what it
@@ -123,14 +123,35 @@ impl fmt::Debug for SseConfig {
 
 /// The SSE handler for `broker`.
 pub fn sse_handler(broker: SseBroker, config: SseConfig) -> Handler {
-    let config = Arc::new(config);
+    let keepalive = sse_keepalive(config.keepalive);
+    let mut hello = SseEvent::comment("ok");
+    hello.retry = config.retry;
+    let mut buf = Vec::new();
+    // A comment and a number: always encodes.
+    let _ = sse_encode(&hello, &mut buf);
+    let shared = Arc::new(Shared {
+        broker,
+        config,
+        keepalive,
+        hello: buf.into(),
+    });
     Handler::new(move |req: Request| {
-        let res = stream(&broker, &config, &req);
+        let res = stream(&shared, &req);
         async move { res }
     })
 }
 
-fn stream(broker: &SseBroker, config: &SseConfig, req: &Request) -> Response {
+/// What every stream of a handler shares: the first comment is encoded
+/// once, and one keep-alive ticker serves them all.
+struct Shared {
+    broker: SseBroker,
+    config: SseConfig,
+    keepalive: KeepAlive,
+    hello: http_types::Bytes,
+}
+
+fn stream(shared: &Shared, req: &Request) -> Response {
+    let (broker, config) = (&shared.broker, &shared.config);
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut res = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -177,15 +198,14 @@ fn stream(broker: &SseBroker, config: &SseConfig, req: &Request) -> Response {
         };
     }
     let (tx, body) = sse_stream(config.queue);
-    let mut hello = SseEvent::comment("ok");
-    hello.retry = config.retry;
     // A fresh queue has room: this cannot fail.
-    let _ = sse_send(&tx, &hello);
+    let _ = tx.try_send(&shared.hello);
     let subscription = broker.subscribe(&topics, last_event_id.as_deref(), &tx);
+    // Keep-alive comments, and the end when the server shuts down.
+    shared.keepalive.watch(&tx, &Shutdown::from_request(req));
     drop(tx); // the broker holds the sender now
     let resumed = last_event_id.is_some();
     tracing::debug!(target: "sse", topics = ?topics, resumed, last_event_id, "stream opened");
-    let body = body.with_shutdown(&Shutdown::from_request(req));
     // The close event's fields live as long as the stream: kept only when
     // the event is enabled, so an idle stream costs nothing more otherwise.
     let body = if tracing::enabled!(target: "sse", tracing::Level::DEBUG) {
@@ -198,7 +218,6 @@ fn stream(broker: &SseBroker, config: &SseConfig, req: &Request) -> Response {
     } else {
         body.with_guard(subscription)
     };
-    let body = sse_keepalive(body, config.keepalive);
 
     let mut res = Response::new(boxed(body));
     let h = res.headers_mut();
@@ -505,13 +524,12 @@ mod tests {
         let query = prop_oneof!["[ -~]{0,80}", "(?s).{0,80}"];
         let broker = SseBroker::new(BrokerConfig::default());
         broker.publish("hub", SseEvent::data("e1")).unwrap();
-        let config = SseConfig::default();
-        // The keep-alive timer of a stream needs a runtime to be created in.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let _rt = rt.enter();
+        let shared = Shared {
+            broker: broker.clone(),
+            config: SseConfig::default(),
+            keepalive: sse_keepalive(Duration::from_secs(15)),
+            hello: http_types::Bytes::from_static(b": ok\n\n"),
+        };
         proptest!(ProptestConfig::with_cases(512), |(h in header, q in query, use_header in any::<bool>())| {
             // The query value percent-encoded byte by byte: it decodes to `q` exactly.
             let encoded: String = q.bytes().map(|b| format!("%{b:02X}")).collect();
@@ -536,7 +554,7 @@ mod tests {
                 }
             }
             // The handler agrees: a refused id is a 400 and subscribes nothing.
-            let res = stream(&broker, &config, &req);
+            let res = stream(&shared, &req);
             prop_assert_eq!(res.status() == StatusCode::BAD_REQUEST, got.is_err());
             prop_assert_eq!(broker.stats().subscribers, usize::from(got.is_ok()));
             drop(res);

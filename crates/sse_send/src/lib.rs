@@ -35,7 +35,7 @@ pub fn sse_send(stream: &SseSender, event: &SseEvent) -> Result<(), SseSendError
     }
     let mut buf = Vec::new();
     sse_encode(event, &mut buf).map_err(SseSendError::Encode)?;
-    stream.try_send(Bytes::from(buf)).map_err(|e| match e {
+    stream.try_send(&Bytes::from(buf)).map_err(|e| match e {
         SseStreamError::Closed => SseSendError::Closed,
         SseStreamError::Full => SseSendError::Full,
     })

@@ -1,10 +1,13 @@
 //! Sends one message to every client of a WebSocket hub, encoded once and shared, without waiting for any of them.
 //!
-//! The message's payload is a reference-counted buffer (`Bytes` /
-//! `Utf8Bytes`), so each client's outbox gets a handle on the same bytes, not
-//! a copy. Each send is [`ws_send`]: it never waits, so one slow or dead
-//! client never delays the others; what happened to each is counted in the
-//! returned [`Broadcast`] (and in the hub's stats).
+//! The message is framed once ([`Frame`]: the unmasked server-to-client
+//! header and the payload, the same bytes for every recipient), and each
+//! client's outbox gets that frame: copied into its outbox buffer when it is
+//! small (at most [`ws_hub::COPY_MAX`] bytes, where a copy costs less than
+//! sharing), a handle on the same bytes otherwise. No recipient encodes,
+//! frames or allocates anything of its own. Each send never waits, so one
+//! slow or dead client never delays the others; what happened to each is
+//! counted in the returned [`Broadcast`] (and in the hub's stats).
 //!
 //! # Example
 //!
@@ -22,8 +25,7 @@
 
 /// The message type of the signature, re-exported (see `ws_hub::Message`).
 pub use ws_hub::Message;
-use ws_hub::{SendError, WsHub};
-use ws_send::ws_send;
+use ws_hub::{Frame, SendError, WsHub};
 
 /// What one broadcast did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,10 +52,16 @@ impl Broadcast {
     }
 }
 
-/// Queues `msg` for every registered client of `hub`.
+/// Queues `msg` for every registered client of `hub`, framed once.
 pub fn ws_broadcast(hub: &WsHub, msg: Message) -> Broadcast {
     let mut report = Broadcast::default();
-    hub.for_each(|client| report.count(ws_send(client, msg.clone())));
+    if msg.is_close() {
+        // A close is each connection's own handshake, not shared bytes.
+        hub.for_each(|client| report.count(client.try_send(msg.clone())));
+        return report;
+    }
+    let frame = Frame::new(&msg);
+    hub.for_each(|client| report.count(client.try_send_frame(&frame)));
     report
 }
 
@@ -61,28 +69,59 @@ pub fn ws_broadcast(hub: &WsHub, msg: Message) -> Broadcast {
 mod tests {
     use super::*;
     use std::task::{Context, Poll, Waker};
-    use tokio_tungstenite::tungstenite::Utf8Bytes;
-    use ws_hub::{HubConfig, Outgoing};
+    use ws_hub::{Batch, Chunk, HubConfig, Outgoing};
+
+    fn chunks(c: &ws_hub::WsClient) -> Vec<Chunk> {
+        let cx = &mut Context::from_waker(Waker::noop());
+        let mut batch = Batch::new();
+        assert_eq!(
+            c.poll_outgoing(cx, &mut batch),
+            Poll::Ready(Outgoing::Messages)
+        );
+        batch.take_chunks().collect()
+    }
 
     #[test]
     fn every_client_shares_the_same_bytes() {
         let hub = WsHub::new(HubConfig::default());
         let clients: Vec<_> = (0..3).map(|_| hub.register(None).unwrap()).collect();
-        let text = Utf8Bytes::from("shared payload");
-        let report = ws_broadcast(&hub, Message::Text(text.clone()));
-        assert_eq!(report.sent, 3);
-        let cx = &mut Context::from_waker(Waker::noop());
+        let large = Message::binary(vec![7u8; ws_hub::COPY_MAX]);
+        assert_eq!(ws_broadcast(&hub, large.clone()).sent, 3);
+        let wire = Frame::new(&large);
+        let mut at = Vec::new();
         for c in &clients {
-            let mut batch = Vec::new();
-            assert_eq!(
-                c.poll_outgoing(cx, &mut batch),
-                Poll::Ready(Outgoing::Messages)
-            );
-            let Message::Text(got) = &batch[0] else {
-                panic!("text")
+            let [Chunk::Shared(got)] = &chunks(c)[..] else {
+                panic!("one shared frame")
             };
-            assert_eq!(got.as_str().as_ptr(), text.as_str().as_ptr(), "not copied");
+            assert_eq!(got, wire.bytes(), "the frame, header and payload");
+            at.push(got.as_ptr());
         }
+        assert!(at.windows(2).all(|w| w[0] == w[1]), "one copy in memory");
+    }
+
+    #[test]
+    fn a_small_message_is_framed_once_and_copied_into_each_outbox() {
+        let hub = WsHub::new(HubConfig::default());
+        let clients: Vec<_> = (0..3).map(|_| hub.register(None).unwrap()).collect();
+        ws_broadcast(&hub, Message::text("one"));
+        ws_broadcast(&hub, Message::text("two"));
+        for c in &clients {
+            assert_eq!(
+                chunks(c),
+                [Chunk::Copied(b"\x81\x03one\x81\x03two".to_vec())],
+                "both frames back to back in one buffer"
+            );
+        }
+    }
+
+    #[test]
+    fn a_broadcast_close_closes_each_client_after_what_it_was_sent() {
+        let hub = WsHub::new(HubConfig::default());
+        let c = hub.register(None).unwrap();
+        ws_broadcast(&hub, Message::text("bye"));
+        assert_eq!(ws_broadcast(&hub, Message::Close(None)).sent, 1);
+        assert!(c.is_closed());
+        assert_eq!(c.take_queued(), [Message::text("bye")]);
     }
 
     #[test]
@@ -95,7 +134,7 @@ mod tests {
         let fast = hub.register(None).unwrap();
         let cx = &mut Context::from_waker(Waker::noop());
         assert_eq!(ws_broadcast(&hub, Message::text("1")).sent, 2);
-        assert!(fast.poll_outgoing(cx, &mut Vec::new()).is_ready());
+        assert!(fast.poll_outgoing(cx, &mut Batch::new()).is_ready());
         let report = ws_broadcast(&hub, Message::text("2"));
         assert_eq!((report.sent, report.slow_closed), (1, 1));
         assert!(slow.is_closed() && !fast.is_closed());

@@ -97,8 +97,7 @@ pub use ws_broadcast::Broadcast;
 use ws_broadcast::ws_broadcast;
 use ws_event::{Event, Target, types};
 use ws_hub::tungstenite::Utf8Bytes;
-use ws_hub::{ClientId, HubConfig, Membership, Message, WsHub, node_of};
-use ws_send::ws_send;
+use ws_hub::{ClientId, Frame, HubConfig, Membership, Message, WsHub, node_of};
 
 /// Settings of a cluster node; every field has a default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -437,10 +436,12 @@ impl Inner {
         if target.broadcast {
             return ws_broadcast(&self.hub, msg);
         }
+        // Framed once for every local socket.
+        let frame = Frame::new(&msg);
         let mut report = Broadcast::default();
         self.hub
             .for_each_in(&target.clients, &target.rooms, &target.users, |client| {
-                report.count(ws_send(client, msg.clone()));
+                report.count(client.try_send_frame(&frame));
             });
         report
     }

@@ -1,7 +1,8 @@
 //! Sends one event to a target of a WebSocket hub, every connection or a union of users, clients and rooms, encoded once and each connection once.
 //!
-//! The event is turned into JSON once; every recipient's outbox gets a handle
-//! on the same bytes. Recipients come from the hub's indexes (a room's
+//! The event is turned into JSON and framed once ([`ws_hub::Frame`]); every
+//! recipient's outbox gets that frame (copied when small, shared when large,
+//! as `ws_broadcast` does). Recipients come from the hub's indexes (a room's
 //! members, a user's connections, a client by id), so the cost is the number
 //! of recipients, not the number of connections; a connection in several of
 //! the target's sets gets the event once. Nothing is dropped silently: each
@@ -30,8 +31,7 @@ use ws_broadcast::ws_broadcast;
 use ws_event::{Event, Target};
 /// The message type of the signature, re-exported (see `ws_hub::Message`).
 pub use ws_hub::Message;
-use ws_hub::WsHub;
-use ws_send::ws_send;
+use ws_hub::{Frame, WsHub};
 
 /// Queues `event` for every connection `target` names, each once.
 pub fn ws_emit(hub: &WsHub, event: &Event, target: &Target) -> Broadcast {
@@ -39,9 +39,10 @@ pub fn ws_emit(hub: &WsHub, event: &Event, target: &Target) -> Broadcast {
     if target.broadcast {
         return ws_broadcast(hub, msg);
     }
+    let frame = Frame::new(&msg);
     let mut report = Broadcast::default();
     hub.for_each_in(&target.clients, &target.rooms, &target.users, |client| {
-        report.count(ws_send(client, msg.clone()));
+        report.count(client.try_send_frame(&frame));
     });
     report
 }

@@ -102,26 +102,30 @@ use std::future::{Future, poll_fn};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, StatusCode, header};
 use http_serve::{OnUpgrade, PeerAddr};
-use http_types::{Handler, Request, Response, Shutdown, WaitForCancellationFutureOwned, json};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use http_types::{Handler, Request, Response, Shutdown, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior, Sleep};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tracing::{Instrument, Span};
 /// The message type of the hooks, re-exported (see `ws_hub::Message`).
 pub use ws_hub::Message;
-use ws_hub::{Identity, Outgoing, WsClient, WsHub, going_away};
+use ws_hub::{Batch, Identity, Outgoing, WsClient, WsHub, going_away};
 use ws_upgrader::{UpgradeConfig, WsUpgradeError, ws_upgrader};
+
+mod lane;
+mod read;
+
+use lane::{PING, WriteLane};
+use read::Reader;
 
 /// Establishes who the upgrade request is (its cookie, token, a session
 /// looked up in a database...), before upgrading; `Err` is the response that
@@ -235,15 +239,10 @@ pub struct WsConfig {
     /// How long each of the identify, authenticate and connect hooks may
     /// take (then `401`, or close `1008`). Default: 5 s.
     pub hook_timeout: Duration,
-    /// Bytes read from the socket at a time (tungstenite's read buffer, kept
-    /// for the life of the connection). Small, because most of an idle
-    /// connection's memory is this buffer; a large message is still read
-    /// whole, in steps of this size. Default: 512 bytes.
+    /// Bytes read from the socket at a time, into a buffer that exists only
+    /// while a message is being read (an idle connection holds none); a
+    /// large message is still read whole. Default: 4 KiB.
     pub read_buffer_size: usize,
-    /// Bytes of written frames buffered before a write. Default: 64 KiB.
-    pub write_buffer_size: usize,
-    /// Most bytes of written frames buffered while the socket is full. Default: 1 MiB.
-    pub max_write_buffer_size: usize,
     /// See [`IdentifyHook`]. Default: none (every connection anonymous).
     pub identify: Option<IdentifyHook>,
     /// See [`AuthenticateHook`]. Default: none (the first message is an
@@ -374,9 +373,7 @@ impl Default for WsConfig {
             close_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             hook_timeout: Duration::from_secs(5),
-            read_buffer_size: 512,
-            write_buffer_size: 64 * 1024,
-            max_write_buffer_size: 1 << 20,
+            read_buffer_size: 4096,
             identify: None,
             authenticate: None,
             on_connect: None,
@@ -402,8 +399,6 @@ impl fmt::Debug for WsConfig {
             .field("write_timeout", &self.write_timeout)
             .field("hook_timeout", &self.hook_timeout)
             .field("read_buffer_size", &self.read_buffer_size)
-            .field("write_buffer_size", &self.write_buffer_size)
-            .field("max_write_buffer_size", &self.max_write_buffer_size)
             .field("identify", &self.identify.is_some())
             .field("authenticate", &self.authenticate.is_some())
             .field("stats", &self.stats)
@@ -425,9 +420,16 @@ pub enum Disconnect {
 
 /// The WebSocket handler for `hub`.
 pub fn ws_handler(hub: WsHub, config: WsConfig) -> Handler {
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer_size.max(1))
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_frame_size));
     let shared = Arc::new(Shared {
         config,
+        ws_config,
         slots: Slots::default(),
+        keepers: Mutex::default(),
+        idle: tokio::sync::Notify::new(),
     });
     Handler::new(move |mut req: Request| {
         let (hub, shared) = (hub.clone(), shared.clone());
@@ -438,7 +440,18 @@ pub fn ws_handler(hub: WsHub, config: WsConfig) -> Handler {
 /// What every connection of one handler shares.
 struct Shared {
     config: WsConfig,
+    /// tungstenite's settings, for reading (it writes control frames only).
+    ws_config: WebSocketConfig,
     slots: Slots,
+    /// The shutdown signals a [`keep`] task watches (`None`: connections
+    /// without one), one task each.
+    keepers: Mutex<Vec<Option<Shutdown>>>,
+    /// Told when the last open connection ends (its keepers end too).
+    idle: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Connection slots: open (or upgrading) connections, in all and per IP
@@ -492,7 +505,9 @@ impl Slots {
 impl Drop for Slot {
     fn drop(&mut self) {
         let slots = &self.shared.slots;
-        slots.open.fetch_sub(1, Ordering::AcqRel);
+        if slots.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.idle.notify_waiters();
+        }
         if let Some(ip) = self.ip {
             let mut per_ip = slots.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(n) = per_ip.get_mut(&ip) {
@@ -580,16 +595,17 @@ async fn upgrade(hub: &WsHub, shared: &Arc<Shared>, req: &mut Request) -> Respon
     if let Some(user) = &identity.user {
         span.record("user", user.as_str());
     }
-    let shutdown = Shutdown::from_request(req);
-    let (hub, shared) = (hub.clone(), shared.clone());
+    // No signal in the request: no server to watch (none ever fires).
+    let shutdown = req.extensions().get::<Shutdown>().cloned();
+    let hub = hub.clone();
     if let Some(on) = OnUpgrade::take(req) {
-        on.serve(move |io| serve(hub, shared, slot, io, peer, identity, shutdown, span));
+        on.serve(move |io| serve(hub, slot, io, peer, identity, shutdown, span));
     } else if let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
         tokio::spawn(async move {
             match on.await {
                 Ok(io) => {
                     let io = hyper_util::rt::TokioIo::new(io);
-                    serve(hub, shared, slot, io, peer, identity, shutdown, span).await;
+                    serve(hub, slot, io, peer, identity, shutdown, span).await;
                 }
                 Err(e) => {
                     tracing::debug!(target: "ws", parent: &span, error = %e, "upgrade failed");
@@ -623,66 +639,40 @@ fn error(status: StatusCode, error: &str) -> Response {
 }
 
 /// Runs one upgraded connection until it ends.
-#[allow(clippy::too_many_arguments)] // one call site each, all of it the connection
+///
+/// Every phase that waits on something other than the socket (the
+/// authenticate and connect hooks, a refusal's close) is boxed, so the
+/// future an idle connection keeps is the [`Connection`] and little else.
 async fn serve<S>(
     hub: WsHub,
-    shared: Arc<Shared>,
     slot: Slot,
     io: S,
     peer: Option<SocketAddr>,
     identity: Identity,
-    shutdown: Shutdown,
+    shutdown: Option<Shutdown>,
     span: Span,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let shared = slot.shared.clone();
     let config = &shared.config;
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer_size)
-        .write_buffer_size(config.write_buffer_size)
-        .max_write_buffer_size(
-            config
-                .max_write_buffer_size
-                .max(config.write_buffer_size + 1),
-        )
-        .max_message_size(Some(config.max_message_size))
-        .max_frame_size(Some(config.max_frame_size));
-    let io = Progress {
-        io,
-        written: Instant::now(),
-    };
-    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+    let mut socket = Socket::new(io);
     let identity = match &config.authenticate {
         None => identity,
         Some(hook) => {
-            let first = first_message(&mut ws, hook, &identity).instrument(span.clone());
-            let first = tokio::select! {
-                r = tokio::time::timeout(config.hook_timeout, first) => r.unwrap_or(Auth::TimedOut),
-                () = shutdown.wait() => Auth::Ended(going_away()),
-            };
-            let frame = match first {
-                Auth::Identified(identity) => {
-                    if let Some(user) = &identity.user {
-                        span.record("user", user.as_str());
-                    }
-                    Ok(identity)
-                }
-                Auth::Refused(frame) => {
-                    config.stats.count(Refusal::Identify);
-                    tracing::info!(target: "ws", parent: &span, reason = Refusal::Identify.as_str(), code = u16::from(frame.code), close_reason = %frame.reason, "authentication refused");
-                    Err(frame)
-                }
-                Auth::TimedOut => {
-                    config.stats.count(Refusal::HookTimeout);
-                    tracing::info!(target: "ws", parent: &span, reason = Refusal::HookTimeout.as_str(), hook = "authenticate", "authentication refused");
-                    Err(policy("authentication timed out"))
-                }
-                Auth::Ended(frame) => Err(frame),
-            };
-            match frame {
+            let decided = Box::pin(authenticate_first(
+                &mut socket,
+                &shared,
+                hook,
+                identity,
+                shutdown.as_ref(),
+                &span,
+            ))
+            .await;
+            match decided {
                 Ok(identity) => identity,
                 Err(frame) => {
-                    refuse(&mut ws, frame, config.close_timeout).await;
+                    Box::pin(socket.refuse(&shared, frame)).await;
                     return;
                 }
             }
@@ -691,48 +681,34 @@ async fn serve<S>(
     let Ok(client) = hub.register_as(peer, identity) else {
         // Stopped between the upgrade and now.
         config.stats.count(Refusal::ShuttingDown);
-        refuse(&mut ws, going_away(), config.close_timeout).await;
+        Box::pin(socket.refuse(&shared, going_away())).await;
         return;
     };
     span.record("client", client.id());
     tracing::debug!(target: "ws", parent: &span, "connected");
     if let Some(hook) = &config.on_connect {
-        let connected = hook(&client).instrument(span.clone());
-        match tokio::time::timeout(config.hook_timeout, connected).await {
-            Ok(Ok(())) => {}
-            // What the hook sent goes out before the close (it may say why).
-            Ok(Err(frame)) => {
-                config.stats.count(Refusal::Connect);
-                tracing::info!(target: "ws", parent: &span, code = u16::from(frame.code), reason = %frame.reason, "connect hook refused the client");
-                client.close_after_queued(Some(frame));
-            }
-            Err(_) => {
-                config.stats.count(Refusal::HookTimeout);
-                tracing::info!(target: "ws", parent: &span, reason = Refusal::HookTimeout.as_str(), hook = "on_connect", "closing");
-                client.close_after_queued(Some(policy("the connect hook timed out")));
-            }
-        }
+        Box::pin(connect(&client, hook, config, &span)).await;
     }
-    let interval = config.ping_interval.max(Duration::from_millis(1));
-    let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    Keepers::ensure(&shared, &hub, shutdown.as_ref());
+    let now = Instant::now();
     let mut conn = Connection {
-        ws,
+        socket,
         client: &client,
-        config,
+        shared: &shared,
         span: &span,
+        shutdown,
         paused: false,
-        stop: Some(Box::pin(shutdown.wait())),
-        ping,
         ping_due: false,
-        last_seen: Instant::now(),
-        batch: Vec::new(),
+        last_seen: now,
+        last_ping: now,
         write: Write::Idle,
         read: Read::Open,
-        deadline: None,
-        stalled: None,
+        close_by: None,
+        timer: None,
         bucket: config.message_rate.map(Bucket::new),
     };
+    // A signal that fired before this connection was watched.
+    conn.check_clocks();
     let end = poll_fn(|cx| conn.poll(cx)).await;
     drop(conn);
     client.disconnected();
@@ -741,6 +717,72 @@ async fn serve<S>(
     log_end(&span, &end);
     if let Some(hook) = &config.on_disconnect {
         span.in_scope(|| hook(&client, &end));
+    }
+}
+
+/// Runs the connect hook (bounded by the hook timeout); a refusal closes
+/// the client after what the hook sent.
+async fn connect(client: &WsClient, hook: &ConnectHook, config: &WsConfig, span: &Span) {
+    let connected = hook(client).instrument(span.clone());
+    match tokio::time::timeout(config.hook_timeout, connected).await {
+        Ok(Ok(())) => {}
+        // What the hook sent goes out before the close (it may say why).
+        Ok(Err(frame)) => {
+            config.stats.count(Refusal::Connect);
+            tracing::info!(target: "ws", parent: span, code = u16::from(frame.code), reason = %frame.reason, "connect hook refused the client");
+            client.close_after_queued(Some(frame));
+        }
+        Err(_) => {
+            config.stats.count(Refusal::HookTimeout);
+            tracing::info!(target: "ws", parent: span, reason = Refusal::HookTimeout.as_str(), hook = "on_connect", "closing");
+            client.close_after_queued(Some(policy("the connect hook timed out")));
+        }
+    }
+}
+
+/// The identity the authenticate hook makes of the first message, or the
+/// close frame that refuses the connection.
+async fn authenticate_first<S>(
+    socket: &mut Socket<S>,
+    shared: &Shared,
+    hook: &AuthenticateHook,
+    identity: Identity,
+    shutdown: Option<&Shutdown>,
+    span: &Span,
+) -> Result<Identity, CloseFrame>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = &shared.config;
+    let first = first_message(socket, shared, hook, &identity).instrument(span.clone());
+    let stop = async {
+        match shutdown {
+            Some(s) => s.wait().await,
+            None => std::future::pending().await,
+        }
+    };
+    let first = tokio::select! {
+        r = tokio::time::timeout(config.hook_timeout, first) => r.unwrap_or(Auth::TimedOut),
+        () = stop => Auth::Ended(going_away()),
+    };
+    match first {
+        Auth::Identified(identity) => {
+            if let Some(user) = &identity.user {
+                span.record("user", user.as_str());
+            }
+            Ok(identity)
+        }
+        Auth::Refused(frame) => {
+            config.stats.count(Refusal::Identify);
+            tracing::info!(target: "ws", parent: span, reason = Refusal::Identify.as_str(), code = u16::from(frame.code), close_reason = %frame.reason, "authentication refused");
+            Err(frame)
+        }
+        Auth::TimedOut => {
+            config.stats.count(Refusal::HookTimeout);
+            tracing::info!(target: "ws", parent: span, reason = Refusal::HookTimeout.as_str(), hook = "authenticate", "authentication refused");
+            Err(policy("authentication timed out"))
+        }
+        Auth::Ended(frame) => Err(frame),
     }
 }
 
@@ -775,7 +817,8 @@ enum Auth {
 /// The identity the first data message establishes; pings and pongs before
 /// it are answered and skipped.
 async fn first_message<S>(
-    ws: &mut WebSocketStream<S>,
+    socket: &mut Socket<S>,
+    shared: &Shared,
     hook: &AuthenticateHook,
     identity: &Identity,
 ) -> Auth
@@ -783,7 +826,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        match ws.next().await {
+        match poll_fn(|cx| socket.poll_next_answered(cx, shared)).await {
             Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
                 return match hook(identity, msg).await {
                     Ok(identity) => Auth::Identified(identity),
@@ -797,154 +840,194 @@ where
     }
 }
 
-/// Closes a connection that was never registered: the close frame, then
-/// the peer's reply, within `close_timeout`.
-async fn refuse<S>(ws: &mut WebSocketStream<S>, frame: CloseFrame, close_timeout: Duration)
+/// One socket: its read half (tungstenite's state, while reading) and its
+/// write half (the lane), and the batch the writer takes from the outbox.
+struct Socket<S> {
+    io: S,
+    reader: Reader,
+    lane: WriteLane,
+    batch: Batch,
+}
+
+impl<S> Socket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = tokio::time::timeout(close_timeout, async {
-        if ws.close(Some(frame)).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
+    fn new(io: S) -> Self {
+        Socket {
+            io,
+            reader: Reader::default(),
+            lane: WriteLane::new(),
+            batch: Batch::new(),
         }
-    })
-    .await;
-}
+    }
 
-/// The socket, with the time a byte was last written to it: the write
-/// timeout counts from there, so a slow but steady reader is never cut off.
-struct Progress<S> {
-    io: S,
-    written: Instant,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Progress<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+    /// The next message; what tungstenite answers (pongs, a close reply)
+    /// goes into the lane, for the writer.
+    fn poll_next(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        shared: &Shared,
+    ) -> Poll<Option<Result<Message, WsError>>> {
+        self.reader
+            .poll_next(cx, &mut self.io, &mut self.lane, &shared.ws_config)
     }
-}
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Progress<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
+    /// [`poll_next`](Socket::poll_next), then writes what it answered, as
+    /// far as the socket takes it (before a connection has a writer).
+    fn poll_next_answered(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.written = Instant::now();
+        shared: &Shared,
+    ) -> Poll<Option<Result<Message, WsError>>> {
+        let next = self.poll_next(cx, shared);
+        if !self.lane.is_empty() {
+            let _ = self.poll_flush(cx);
         }
-        r
+        next
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.written = Instant::now();
-        }
-        r
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.lane.poll_flush(cx, &mut self.io, &mut self.batch)
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+    /// Queues tungstenite's close frame.
+    fn close(&mut self, cx: &mut Context<'_>, shared: &Shared, frame: Option<CloseFrame>) {
+        self.reader
+            .close(cx, &mut self.io, &mut self.lane, &shared.ws_config, frame);
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    /// Closes a connection that was never registered: the close frame, then
+    /// the peer's reply, within the close timeout.
+    async fn refuse(&mut self, shared: &Shared, frame: CloseFrame) {
+        let mut frame = Some(frame);
+        let closing = poll_fn(|cx| {
+            if let Some(frame) = frame.take() {
+                self.close(cx, shared, Some(frame));
+            }
+            if self.poll_flush(cx)?.is_pending() {
+                return Poll::Pending;
+            }
+            loop {
+                match std::task::ready!(self.poll_next_answered(cx, shared)) {
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return Poll::Ready(Ok::<(), std::io::Error>(())),
+                }
+            }
+        });
+        let _ = tokio::time::timeout(shared.config.close_timeout, closing).await;
     }
 }
 
-/// The token bucket of [`MessageRate`]; written here because it is two
-/// numbers per connection (a keyed limiter crate keeps far more).
-#[derive(Debug)]
-struct Bucket {
-    rate: MessageRate,
-    tokens: f64,
-    at: Instant,
-}
+/// One task per handler and shutdown signal, while the handler has
+/// connections: every ping interval, and when the signal fires, it
+/// interrupts each client of the hub ([`WsClient::interrupt`]); each
+/// connection then looks at its own clocks and signal. No connection keeps a
+/// timer or a shutdown waiter of its own while it is idle.
+struct Keepers;
 
-impl Bucket {
-    fn new(rate: MessageRate) -> Self {
-        Bucket {
-            rate,
-            tokens: f64::from(rate.burst),
-            at: Instant::now(),
+impl Keepers {
+    /// Starts the task of `signal` for this handler, unless it runs.
+    fn ensure(shared: &Arc<Shared>, hub: &WsHub, signal: Option<&Shutdown>) {
+        let mut keepers = lock(&shared.keepers);
+        if keepers.iter().any(|k| same(k.as_ref(), signal)) {
+            return;
         }
-    }
-
-    /// Takes a token; false when there is none.
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.at).as_secs_f64() * self.rate.per_second;
-        self.tokens = (self.tokens + refill).min(f64::from(self.rate.burst.max(1)));
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        keepers.push(signal.cloned());
+        drop(keepers);
+        tokio::spawn(keep(shared.clone(), hub.clone(), signal.cloned()));
     }
 }
 
-/// One connection's state: the reader and the writer are two halves of one
-/// state machine over one `WebSocketStream`, polled together by the
-/// connection's task, so neither waits for the other (a write blocked on a
-/// full socket does not stop reading, a slow read does not stop a close) and
-/// an idle connection holds no lock, no second task and no split stream.
+fn same(a: Option<&Shutdown>, b: Option<&Shutdown>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.same_signal(b),
+        _ => false,
+    }
+}
+
+/// The task of [`Keepers`]: ends with the handler's last connection (the
+/// next one starts another) or when its signal fires.
+async fn keep(shared: Arc<Shared>, hub: WsHub, signal: Option<Shutdown>) {
+    let period = shared.config.ping_interval.max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let fired = async {
+        match &signal {
+            Some(s) => s.wait().await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut fired = std::pin::pin!(fired);
+    let mut idle = std::pin::pin!(shared.idle.notified());
+    loop {
+        idle.as_mut().enable();
+        {
+            // Connections take their slot before they look for a keeper
+            // (under this lock): none open means none will miss this one.
+            let mut keepers = lock(&shared.keepers);
+            if shared.slots.open.load(Ordering::Acquire) == 0 {
+                keepers.retain(|k| !same(k.as_ref(), signal.as_ref()));
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tick.tick() => hub.for_each(WsClient::interrupt),
+            () = &mut idle => idle.set(shared.idle.notified()),
+            () = &mut fired => {
+                lock(&shared.keepers).retain(|k| !same(k.as_ref(), signal.as_ref()));
+                hub.for_each(WsClient::interrupt);
+                return;
+            }
+        }
+    }
+}
+
+/// Messages read before the writer runs again.
+const READ_BURST: usize = 64;
+
+/// One registered connection: the reader and the writer are two halves of
+/// one state machine over one socket, polled together by the connection's
+/// task, so neither waits for the other (a write blocked on a full socket
+/// does not stop reading, a slow read does not stop a close) and an idle
+/// connection holds no lock, no second task, no read buffer and no timer.
 struct Connection<'a, S> {
-    ws: WebSocketStream<Progress<S>>,
+    socket: Socket<S>,
     client: &'a WsClient,
-    config: &'a WsConfig,
+    shared: &'a Shared,
     /// The connection's span: entered around the message hook, parent of
     /// its events; never on the write path.
     span: &'a Span,
+    /// The server's shutdown signal, looked at when interrupted.
+    shutdown: Option<Shutdown>,
     /// Reading is paused for backpressure (logged when it starts).
     paused: bool,
-    /// The server's shutdown signal, until it fired.
-    stop: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
-    ping: tokio::time::Interval,
     /// A ping is to be written.
     ping_due: bool,
     /// When the peer last sent a frame.
     last_seen: Instant,
-    /// Messages taken from the outbox, not yet given to tungstenite, last
-    /// first (popped from the end).
-    batch: Vec<Message>,
+    /// When the last ping was queued (or the connection registered).
+    last_ping: Instant,
     write: Write,
     read: Read,
     /// While closing: when to give up on the close (sending it, or the
-    /// peer's reply). No timer while the connection is open.
-    deadline: Option<Pin<Box<Sleep>>>,
-    /// While a write is blocked: when the write timeout runs out, counted
-    /// from the last byte written. No timer while writes go through.
-    stalled: Option<Pin<Box<Sleep>>>,
+    /// peer's reply).
+    close_by: Option<Instant>,
+    /// The write timeout or `close_by`, whichever comes first; made when
+    /// one is needed, dropped once it fires with neither due.
+    timer: Option<Pin<Box<Sleep>>>,
     /// The client's message allowance, if limited.
     bucket: Option<Bucket>,
 }
 
 /// The writer's half.
+#[derive(Debug, PartialEq)]
 enum Write {
-    /// Waiting for the outbox.
+    /// Writing what the lane holds, taking from the outbox when it is empty.
     Idle,
-    /// Giving the batch to tungstenite.
-    Feeding,
-    /// Flushing what was fed.
-    Flushing,
-    /// Sending this close frame (`true` once given to tungstenite).
-    Closing(Option<CloseFrame>, bool),
+    /// The close frame is in the lane behind what was there.
+    Closing(Option<CloseFrame>),
     /// Done writing: the close sent, if any.
     Done(Option<CloseFrame>),
 }
@@ -970,47 +1053,31 @@ where
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
         loop {
             // Another round only when something was read (it may have queued
-            // an answer) or a timer fired (it must be polled again for its
-            // next tick): the writer runs until it is blocked on its own.
+            // answers): the writer runs until it is blocked on its own.
             let mut again = false;
-            if let Some(stop) = &mut self.stop
-                && stop.as_mut().poll(cx).is_ready()
-            {
-                self.stop = None;
-                self.client.close(Some(going_away()));
-            }
-            if !matches!(self.write, Write::Done(_)) && self.ping.poll_tick(cx).is_ready() {
-                if self.last_seen.elapsed() >= self.config.idle_timeout {
-                    self.client.close(Some(idle_timeout()));
-                } else {
-                    self.ping_due = true;
-                }
-                // Poll the interval again so its next tick has a waker.
-                again = true;
+            if self.client.take_interrupt() {
+                self.check_clocks();
             }
             self.poll_write(cx);
-            if self.write_timed_out(cx) {
-                self.config.stats.count(Refusal::WriteTimeout);
-                tracing::info!(target: "ws", parent: self.span, timeout_ms = u64::try_from(self.config.write_timeout.as_millis()).unwrap_or(u64::MAX), "write timeout: the peer stopped reading");
-                return Poll::Ready(Disconnect::ClosedByServer(Some(policy("write timeout"))));
+            if let Some(end) = self.poll_timer(cx) {
+                return Poll::Ready(end);
             }
             // Backpressure: a client whose outbox backs up behind a blocked
             // write is not read until it drains (the writer wakes us).
-            let paused = matches!(
-                self.write,
-                Write::Feeding | Write::Flushing | Write::Closing(..)
-            ) && self.client.is_backed_up();
+            let paused = !self.socket.lane.is_empty() && self.client.is_backed_up();
             if paused != self.paused {
                 self.paused = paused;
                 if paused {
                     tracing::debug!(target: "ws", parent: self.span, queued = self.client.queued(), "backpressure: reading paused until the outbox drains");
                 }
             }
-            if self.read != Read::Failed && !paused {
-                match self.ws.poll_next_unpin(cx) {
+            // Everything the peer sent so far (a burst at most), then one
+            // write of all the answers.
+            let mut burst = 0;
+            while self.read != Read::Failed && !paused && burst < READ_BURST {
+                match self.socket.poll_next(cx, self.shared) {
                     Poll::Ready(Some(Ok(msg))) => {
-                        again = true;
-                        self.last_seen = Instant::now();
+                        burst += 1;
                         self.on_message(msg);
                     }
                     Poll::Ready(Some(Err(e))) => match close_for(&e) {
@@ -1023,17 +1090,15 @@ where
                         _ => return Poll::Ready(self.end()),
                     },
                     Poll::Ready(None) => return Poll::Ready(self.end()),
-                    Poll::Pending => {}
+                    Poll::Pending => break,
                 }
             }
-            if let Write::Done(_) = self.write {
-                if self.read == Read::Failed {
-                    return Poll::Ready(self.end());
-                }
-                self.arm_deadline();
+            if burst > 0 {
+                self.last_seen = Instant::now();
+                again = true;
             }
-            if let Some(d) = &mut self.deadline
-                && d.as_mut().poll(cx).is_ready()
+            if let Write::Done(_) = self.write
+                && self.read == Read::Failed
             {
                 return Poll::Ready(self.end());
             }
@@ -1043,36 +1108,59 @@ where
         }
     }
 
+    /// Looks at the shutdown signal, the idle timeout and the ping interval
+    /// (the handler's keeper interrupts every connection at each interval).
+    fn check_clocks(&mut self) {
+        if self.shutdown.as_ref().is_some_and(Shutdown::is_triggered) {
+            self.shutdown = None;
+            self.client.close(Some(going_away()));
+        }
+        if matches!(self.write, Write::Done(_)) {
+            return;
+        }
+        let config = &self.shared.config;
+        let now = Instant::now();
+        if now.duration_since(self.last_seen) >= config.idle_timeout {
+            self.client.close(Some(idle_timeout()));
+        } else if now.duration_since(self.last_ping) >= config.ping_interval / 2 {
+            // Half an interval of slack: the keeper's ticks and this
+            // connection's start are not in step.
+            self.ping_due = true;
+            self.last_ping = now;
+        }
+    }
+
     fn on_message(&mut self, msg: Message) {
         match msg {
             Message::Text(_) | Message::Binary(_) => {
                 if self.read != Read::Open {
                     return;
                 }
+                let config = &self.shared.config;
                 if let Some(bucket) = &mut self.bucket
-                    && !bucket.take()
+                    && !bucket.take(config.message_rate.unwrap_or_default())
                 {
-                    self.config.stats.count(Refusal::MessageRate);
+                    config.stats.count(Refusal::MessageRate);
                     tracing::info!(target: "ws", parent: self.span, reason = Refusal::MessageRate.as_str(), "message rate exceeded: closing");
                     self.client.close(Some(policy("message rate exceeded")));
                     self.read = Read::Discarding;
                     return;
                 }
-                self.config.stats.0.received.fetch_add(1, Ordering::Relaxed);
-                if let Some(hook) = &self.config.on_message {
+                config.stats.0.received.fetch_add(1, Ordering::Relaxed);
+                if let Some(hook) = &config.on_message {
                     let _entered = self.span.enter();
                     hook(self.client, msg);
                 }
             }
             Message::Close(frame) => {
                 // Our own close's reply, or the peer's close: tungstenite
-                // queues the reply; the writer stops without writing.
+                // queues the reply; the writer stops.
                 if !matches!(self.write, Write::Done(Some(_)))
                     && matches!(self.read, Read::Open | Read::Discarding)
                 {
                     self.read = Read::PeerClosed(frame);
                     self.client.disconnected();
-                    self.arm_deadline();
+                    self.arm_close();
                 }
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -1082,150 +1170,133 @@ where
     /// Advances the writer until it is blocked or done.
     fn poll_write(&mut self, cx: &mut Context<'_>) {
         loop {
-            match &mut self.write {
-                Write::Idle => {
-                    // A close first; a due ping goes out ahead of the data.
-                    let next = self.client.poll_outgoing(cx, &mut self.batch);
-                    match next {
-                        Poll::Ready(Outgoing::Close(frame)) => {
-                            self.batch.clear();
-                            self.write = Write::Closing(frame, false);
-                            self.deadline =
-                                Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
-                            continue;
-                        }
-                        Poll::Ready(Outgoing::Gone) => {
-                            self.batch.clear();
-                            self.write = Write::Done(None);
-                            return;
-                        }
-                        Poll::Ready(Outgoing::Messages) => self.batch.reverse(),
-                        Poll::Pending if !self.ping_due => return,
-                        Poll::Pending => {}
-                    }
-                    if std::mem::take(&mut self.ping_due) {
-                        self.batch.push(Message::Ping(Default::default()));
-                    }
-                    self.write = Write::Feeding;
+            if let Write::Done(_) = self.write {
+                return;
+            }
+            match self.socket.poll_flush(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => {
+                    self.write = match std::mem::replace(&mut self.write, Write::Idle) {
+                        // Decided: it counts as the server's close.
+                        Write::Closing(frame) => Write::Done(frame),
+                        _ => Write::Done(None),
+                    };
+                    return;
                 }
-                Write::Feeding => {
-                    while !self.batch.is_empty() {
-                        match self.ws.poll_ready_unpin(cx) {
-                            Poll::Ready(Ok(())) => {
-                                let m = self.batch.pop().expect("not empty");
-                                if self.ws.start_send_unpin(m).is_err() {
-                                    self.write = Write::Done(None);
-                                    return;
-                                }
-                            }
-                            Poll::Ready(Err(_)) => {
-                                self.write = Write::Done(None);
-                                return;
-                            }
-                            Poll::Pending if self.abandon_if_closing(cx) => {
-                                break;
-                            }
-                            Poll::Pending => return,
-                        }
+                Poll::Pending => {
+                    // A write blocked on a peer that does not read: a close
+                    // decided meanwhile goes next, past the data not started.
+                    if self.write == Write::Idle && self.client.poll_close_requested(cx).is_ready()
+                    {
+                        self.socket.lane.abandon_data();
+                        self.take_outgoing(cx);
                     }
-                    if matches!(self.write, Write::Feeding) {
-                        self.write = Write::Flushing;
-                    }
+                    return;
                 }
-                Write::Flushing => match self.ws.poll_flush_unpin(cx) {
-                    Poll::Ready(Ok(())) => {
-                        self.write = Write::Idle;
-                    }
-                    Poll::Ready(Err(_)) => {
-                        self.write = Write::Done(None);
-                        return;
-                    }
-                    Poll::Pending if self.abandon_if_closing(cx) => {}
-                    Poll::Pending => return,
-                },
-                Write::Closing(frame, given) => {
-                    if !*given {
-                        match self.ws.poll_ready_unpin(cx) {
-                            Poll::Ready(Ok(())) => {
-                                *given = true;
-                                let _ = self.ws.start_send_unpin(Message::Close(frame.clone()));
-                            }
-                            Poll::Ready(Err(_)) => {
-                                self.write = Write::Done(None);
-                                return;
-                            }
-                            Poll::Pending => return,
-                        }
-                    }
-                    match self.ws.poll_flush_unpin(cx) {
-                        Poll::Pending => return,
-                        Poll::Ready(_) => {
-                            let sent = frame.take();
-                            self.write = Write::Done(sent);
-                            // The peer now has `close_timeout` to answer.
-                            self.deadline = None;
-                            return;
-                        }
-                    }
-                }
-                Write::Done(_) => return,
+            }
+            // Everything written.
+            if let Write::Closing(frame) = &mut self.write {
+                self.write = Write::Done(frame.take());
+                // The peer now has the close timeout to answer.
+                self.close_by = None;
+                self.arm_close();
+                return;
+            }
+            if !self.take_outgoing(cx) {
+                return;
             }
         }
     }
 
-    /// A write is blocked on a peer that does not read: if a close was
-    /// decided meanwhile (slow client, shutdown, idle timeout), drop the
-    /// rest of the batch and go on to the close. True if it did.
-    fn abandon_if_closing(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.client.poll_close_requested(cx).is_ready() {
-            self.batch.clear();
-            self.write = Write::Idle;
-            return true;
-        }
-        false
-    }
-
-    /// Whether a blocked write has made no progress for the write timeout.
-    /// Arms the timer when a write blocks, drops it when writes go through.
-    fn write_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
-        if !matches!(
-            self.write,
-            Write::Feeding | Write::Flushing | Write::Closing(..)
-        ) {
-            self.stalled = None;
-            return false;
-        }
-        loop {
-            let due = self.ws.get_ref().written + self.config.write_timeout;
-            let timer = self
-                .stalled
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-            if timer.deadline() != due {
-                timer.as_mut().reset(due);
+    /// Takes what the outbox holds into the lane, and a due ping: whether
+    /// anything was taken.
+    fn take_outgoing(&mut self, cx: &mut Context<'_>) -> bool {
+        let batch = &mut self.socket.batch;
+        match self.client.poll_outgoing(cx, batch) {
+            Poll::Ready(Outgoing::Messages) => {
+                self.socket.lane.push_data(batch);
             }
-            if timer.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            if Instant::now() >= due {
+            Poll::Ready(Outgoing::Close(frame)) => {
+                self.socket.close(cx, self.shared, frame.clone());
+                self.write = Write::Closing(frame);
+                self.arm_close();
                 return true;
             }
+            Poll::Ready(Outgoing::Gone) => {
+                self.write = Write::Done(None);
+                return false;
+            }
+            Poll::Pending if !self.ping_due => return false,
+            Poll::Pending => {}
+        }
+        if std::mem::take(&mut self.ping_due) {
+            self.socket.lane.push_control(PING);
+        }
+        true
+    }
+
+    /// The write timeout (a write blocked with no byte written for that
+    /// long: `1008 write timeout`) and the close deadline: the end, once
+    /// either passed. Keeps the one timer armed for the earlier.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Option<Disconnect> {
+        let config = &self.shared.config;
+        loop {
+            let now = Instant::now();
+            let stall = (self.socket.lane.stalled())
+                .filter(|_| !matches!(self.write, Write::Done(_)))
+                .map(|since| since + config.write_timeout);
+            if stall.is_some_and(|at| now >= at) {
+                config.stats.count(Refusal::WriteTimeout);
+                tracing::info!(target: "ws", parent: self.span, timeout_ms = u64::try_from(config.write_timeout.as_millis()).unwrap_or(u64::MAX), "write timeout: the peer stopped reading");
+                return Some(Disconnect::ClosedByServer(Some(policy("write timeout"))));
+            }
+            if self.close_by.is_some_and(|at| now >= at) {
+                return Some(self.end());
+            }
+            let next = match (stall, self.close_by) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timer = match (&mut self.timer, next) {
+                (None, None) => return None,
+                (None, Some(at)) => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+                (Some(timer), Some(at)) if at < timer.deadline() => {
+                    timer.as_mut().reset(at);
+                    timer
+                }
+                (Some(timer), _) => timer,
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            // Fired early (the deadline moved on): wait for the new one.
+            match next {
+                None => {
+                    self.timer = None;
+                    return None;
+                }
+                Some(at) => timer.as_mut().reset(at),
+            }
         }
     }
 
-    fn arm_deadline(&mut self) {
-        if self.deadline.is_none() {
-            self.deadline = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
+    fn arm_close(&mut self) {
+        if self.close_by.is_none() {
+            self.close_by = Some(Instant::now() + self.shared.config.close_timeout);
         }
     }
 
-    /// Why the connection ended, once it has.
+    /// Why the connection ended, once it has. What the lane still holds
+    /// (a close reply) gets one try.
     fn end(&mut self) -> Disconnect {
+        let waker = std::task::Waker::noop();
+        let _ = self.socket.poll_flush(&mut Context::from_waker(waker));
         if let Read::PeerClosed(frame) = &mut self.read {
             return Disconnect::Closed(frame.take());
         }
         match &mut self.write {
             // Sent, or decided but stuck behind a peer that does not read.
-            Write::Done(Some(frame)) | Write::Closing(Some(frame), _) => {
+            Write::Done(Some(frame)) | Write::Closing(Some(frame)) => {
                 Disconnect::ClosedByServer(Some(frame.clone()))
             }
             _ => Disconnect::Gone,
@@ -1259,5 +1330,36 @@ fn idle_timeout() -> CloseFrame {
     CloseFrame {
         code: CloseCode::Away,
         reason: "idle timeout".into(),
+    }
+}
+
+/// The token bucket of [`MessageRate`]; written here because it is two
+/// numbers per connection (a keyed limiter crate keeps far more).
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: MessageRate) -> Self {
+        Bucket {
+            tokens: f64::from(rate.burst),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token; false when there is none.
+    fn take(&mut self, rate: MessageRate) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * rate.per_second;
+        self.tokens = (self.tokens + refill).min(f64::from(rate.burst.max(1)));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }

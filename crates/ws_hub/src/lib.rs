@@ -33,24 +33,25 @@
 //! # Example
 //!
 //! ```
-//! use ws_hub::{HubConfig, Message, Outgoing, WsHub};
+//! use ws_hub::{Batch, HubConfig, Message, Outgoing, WsHub};
 //!
 //! let hub = WsHub::new(HubConfig::default());
 //! let client = hub.register(None).unwrap();
 //! assert_eq!(hub.len(), 1);
 //! client.try_send(Message::text("hello")).unwrap();
 //!
-//! let mut batch = Vec::new();
+//! let mut batch = Batch::new();
 //! let waker = std::task::Waker::noop();
 //! let next = client.poll_outgoing(&mut std::task::Context::from_waker(&waker), &mut batch);
 //! assert!(matches!(next, std::task::Poll::Ready(Outgoing::Messages)));
-//! assert_eq!(batch, [Message::text("hello")]);
+//! assert_eq!(batch.to_messages(), [Message::text("hello")]);
+//! assert_eq!(batch.take_chunks().next().unwrap().as_bytes(), b"\x81\x05hello");
 //!
 //! hub.stop(); // every client gets 1001 Going Away
 //! assert_eq!(hub.len(), 0);
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,11 +61,15 @@ use std::time::Instant;
 
 /// tungstenite itself, for close codes and frames (`tungstenite::protocol::CloseFrame`).
 pub use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::Bytes;
 /// The WebSocket message type of every signature here (tungstenite's, re-exported
 /// so an app needs no tungstenite dependency of a matching version).
 pub use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+mod frame;
+pub use frame::Frame;
 
 /// A client's id: unique within its hub, never reused; `node << 48 | n`
 /// with `n` counting from 1 ([`HubConfig::node`], [`node_of`]).
@@ -214,10 +219,11 @@ impl HubHistogram {
 struct Counters {
     connected: AtomicU64,
     disconnected: AtomicU64,
+    /// `sent`, `written` and `bytes_out` of clients no longer registered
+    /// (live ones count in their outbox).
     sent: AtomicU64,
     dropped: AtomicU64,
     slow_closed: AtomicU64,
-    /// Of clients no longer registered (live ones count in their outbox).
     written: AtomicU64,
     bytes_out: AtomicU64,
     latency_us: Buckets,
@@ -225,13 +231,24 @@ struct Counters {
 }
 
 impl Counters {
-    /// Moves what a client that is being unregistered wrote into the hub's
-    /// totals (under the index's write lock, so a snapshot counts it once).
+    /// Moves what a client that is being unregistered counted into the
+    /// hub's totals (under the index's write lock, so a snapshot counts it once).
     fn fold(&self, client: &WsClient) {
         let ob = client.lock();
+        self.sent.fetch_add(ob.sent, Ordering::Relaxed);
         self.written.fetch_add(ob.written, Ordering::Relaxed);
         self.bytes_out.fetch_add(ob.bytes_out, Ordering::Relaxed);
     }
+}
+
+/// What every client of a hub shares: the outbox bounds, the slow-client
+/// policy and the hub's counters.
+#[derive(Debug)]
+struct Common {
+    queue_messages: usize,
+    queue_bytes: usize,
+    slow: SlowPolicy,
+    counters: Counters,
 }
 
 /// The atomic side of a [`HubHistogram`].
@@ -266,7 +283,7 @@ struct HubShared {
     index: RwLock<Index>,
     next_id: AtomicU64,
     running: AtomicBool,
-    counters: Arc<Counters>,
+    common: Arc<Common>,
     membership: OnceLock<MembershipHook>,
 }
 
@@ -406,7 +423,12 @@ impl WsHub {
             index: RwLock::new(Index::default()),
             next_id: AtomicU64::new(config.node << NODE_SHIFT | 1),
             running: AtomicBool::new(true),
-            counters: Arc::default(),
+            common: Arc::new(Common {
+                queue_messages: config.queue_messages.max(1),
+                queue_bytes: config.queue_bytes.max(1),
+                slow: config.slow,
+                counters: Counters::default(),
+            }),
             membership: OnceLock::new(),
         }))
     }
@@ -445,11 +467,9 @@ impl WsHub {
         let client = WsClient(Arc::new(ClientShared {
             id,
             peer,
-            identity,
-            queue_messages: self.0.config.queue_messages,
-            queue_bytes: self.0.config.queue_bytes,
-            slow: self.0.config.slow,
-            counters: self.0.counters.clone(),
+            identity: (identity != ANONYMOUS).then(|| Box::new(identity)),
+            common: self.0.common.clone(),
+            interrupted: AtomicBool::new(false),
             outbox: Mutex::new(Outbox::default()),
         }));
         let arrived = {
@@ -462,7 +482,11 @@ impl WsHub {
             ix.clients.insert(id, client.clone());
             arrived
         };
-        self.0.counters.connected.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .common
+            .counters
+            .connected
+            .fetch_add(1, Ordering::Relaxed);
         if arrived && let (Some(hook), Some(user)) = (self.hook(), client.user()) {
             hook(Membership::UserArrived { user });
         }
@@ -482,10 +506,14 @@ impl WsHub {
         let (client, departure) = {
             let mut ix = write(&self.0.index);
             let (client, departure) = ix.remove(id, hook.is_some())?;
-            self.0.counters.fold(&client);
+            self.0.common.counters.fold(&client);
             (client, departure)
         };
-        self.0.counters.disconnected.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .common
+            .counters
+            .disconnected
+            .fetch_add(1, Ordering::Relaxed);
         if let Some(hook) = hook {
             let user = client.user();
             for (room, last) in &departure.rooms {
@@ -686,7 +714,7 @@ impl WsHub {
             ix.memberships.clear();
             let all: Vec<WsClient> = ix.clients.drain().map(|(_, c)| c).collect();
             for c in &all {
-                self.0.counters.fold(c);
+                self.0.common.counters.fold(c);
             }
             all
         };
@@ -706,6 +734,7 @@ impl WsHub {
             }
         }
         self.0
+            .common
             .counters
             .disconnected
             .fetch_add(all.len() as u64, Ordering::Relaxed);
@@ -723,26 +752,25 @@ impl WsHub {
     /// live connections wrote is counted in their outboxes, not in a shared
     /// counter per message): for a scrape or a stats page, not a hot path.
     pub fn stats(&self) -> HubStats {
-        let c = &self.0.counters;
-        let (connections, written, bytes_out) = {
+        let c = &self.0.common.counters;
+        let (connections, sent, written, bytes_out) = {
             let ix = read(&self.0.index);
-            let (written, bytes_out) = (
+            let folded = (
+                c.sent.load(Ordering::Relaxed),
                 c.written.load(Ordering::Relaxed),
                 c.bytes_out.load(Ordering::Relaxed),
             );
-            ix.clients.values().fold(
-                (ix.clients.len(), written, bytes_out),
-                |(n, w, b), client| {
-                    let ob = client.lock();
-                    (n, w + ob.written, b + ob.bytes_out)
-                },
-            )
+            let (s, w, b) = ix.clients.values().fold(folded, |(s, w, b), client| {
+                let ob = client.lock();
+                (s + ob.sent, w + ob.written, b + ob.bytes_out)
+            });
+            (ix.clients.len(), s, w, b)
         };
         HubStats {
             connections,
             connected: c.connected.load(Ordering::Relaxed),
             disconnected: c.disconnected.load(Ordering::Relaxed),
-            sent: c.sent.load(Ordering::Relaxed),
+            sent,
             dropped: c.dropped.load(Ordering::Relaxed),
             slow_closed: c.slow_closed.load(Ordering::Relaxed),
             written,
@@ -777,17 +805,161 @@ pub struct WsClient(Arc<ClientShared>);
 struct ClientShared {
     id: ClientId,
     peer: Option<SocketAddr>,
-    identity: Identity,
-    queue_messages: usize,
-    queue_bytes: usize,
-    slow: SlowPolicy,
-    counters: Arc<Counters>,
+    /// `None`: anonymous, no metadata, no room claim (most connections).
+    identity: Option<Box<Identity>>,
+    common: Arc<Common>,
+    /// Set by [`WsClient::interrupt`], cleared by [`WsClient::take_interrupt`].
+    interrupted: AtomicBool,
     outbox: Mutex<Outbox>,
+}
+
+/// What an anonymous client's [`WsClient::identity`] is.
+static ANONYMOUS: Identity = Identity {
+    user: None,
+    metadata: BTreeMap::new(),
+    allowed_rooms: None,
+};
+
+/// Frames at most this long (header and payload) are copied into a
+/// recipient's outbox; longer ones are shared (see the crate docs).
+pub const COPY_MAX: usize = 1024;
+
+/// Frames waiting for a writer, in order: `chunks`, then `tail`. Small
+/// frames are copied back to back into `tail`; a large one is shared,
+/// after what `tail` held.
+#[derive(Debug, Default)]
+struct Queue {
+    chunks: Vec<Chunk>,
+    tail: Vec<u8>,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.tail.is_empty()
+    }
+
+    fn push_shared(&mut self, frame: Bytes) {
+        if !self.tail.is_empty() {
+            let run = std::mem::take(&mut self.tail);
+            self.chunks.push(Chunk::Copied(run));
+        }
+        self.chunks.push(Chunk::Shared(frame));
+    }
+
+    /// Moves `other`'s frames behind this queue's.
+    fn append(&mut self, other: &mut Queue) {
+        if other.chunks.is_empty() {
+            self.tail.append(&mut other.tail);
+            return;
+        }
+        if !self.tail.is_empty() {
+            let run = std::mem::take(&mut self.tail);
+            self.chunks.push(Chunk::Copied(run));
+        }
+        self.chunks.append(&mut other.chunks);
+        self.tail = std::mem::take(&mut other.tail);
+    }
+}
+
+/// A run of whole frames of a [`Batch`], in the order they are to be
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// Frames copied back to back into a buffer of this client's own.
+    Copied(Vec<u8>),
+    /// One frame shared with the other recipients of the same message.
+    Shared(Bytes),
+}
+
+impl Chunk {
+    /// The bytes to write.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Copied(v) => v,
+            Chunk::Shared(b) => b,
+        }
+    }
+}
+
+/// What a writer takes from an outbox at once ([`WsClient::poll_outgoing`]):
+/// whole server-to-client frames, ready to write as they are, in
+/// [`Chunk`]s. Reuse one batch per connection: the buffer of a drained
+/// batch goes back to the outbox for the next messages, so a busy
+/// connection allocates nothing per message, and a waiting one holds no
+/// buffer.
+#[derive(Debug, Default)]
+pub struct Batch {
+    queue: Queue,
+    messages: usize,
+}
+
+/// A drained buffer at most this large is kept for the next messages.
+const RECYCLE_MAX: usize = 64 * 1024;
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Whether the batch holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Messages in the batch.
+    pub fn messages(&self) -> usize {
+        self.messages
+    }
+
+    /// Bytes in the batch (headers and payloads).
+    pub fn len(&self) -> usize {
+        self.queue.tail.len()
+            + (self.queue.chunks.iter())
+                .map(|c| c.as_bytes().len())
+                .sum::<usize>()
+    }
+
+    /// Takes the frames out, in order, leaving the batch empty.
+    pub fn take_chunks(&mut self) -> impl Iterator<Item = Chunk> + use<> {
+        self.messages = 0;
+        let chunks = std::mem::take(&mut self.queue.chunks);
+        let tail = std::mem::take(&mut self.queue.tail);
+        let tail = (!tail.is_empty()).then_some(Chunk::Copied(tail));
+        chunks.into_iter().chain(tail)
+    }
+
+    /// Gives back the buffer of a [`Chunk::Copied`] once written: the
+    /// outbox fills it next, instead of allocating one.
+    pub fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if self.queue.tail.capacity() == 0 && buffer.capacity() <= RECYCLE_MAX {
+            buffer.clear();
+            self.queue.tail = buffer;
+        }
+    }
+
+    /// The messages of the batch, decoded back from their frames (for tests
+    /// and logs).
+    pub fn to_messages(&self) -> Vec<Message> {
+        let mut out = Vec::with_capacity(self.messages);
+        for chunk in &self.queue.chunks {
+            frame::decode_all(chunk.as_bytes(), &mut out);
+        }
+        frame::decode_all(&self.queue.tail, &mut out);
+        out
+    }
+
+    /// Drops the frames and frees the buffers.
+    pub fn clear(&mut self) {
+        *self = Batch::default();
+    }
 }
 
 #[derive(Default)]
 struct Outbox {
-    queue: VecDeque<Message>,
+    queue: Queue,
+    /// Messages in `queue`, and their payload bytes.
+    messages: usize,
     bytes: usize,
     /// A close to send before anything else, then stop.
     close: Option<Option<CloseFrame>>,
@@ -798,13 +970,28 @@ struct Outbox {
     /// The writer is gone (the connection ended).
     gone: bool,
     waker: Option<Waker>,
+    /// The writer waits for messages (not only for a close): a send wakes it.
+    wants_data: bool,
     /// When the sampled message still in `queue` was queued.
     sampled: Option<Instant>,
     /// When the sampled message of the batch being written was queued.
     in_flight: Option<Instant>,
-    /// Messages the writer took, and their payload bytes.
+    /// Messages queued, messages the writer took, and their payload bytes:
+    /// counted here, under the lock a send takes anyway, and added up by
+    /// [`WsHub::stats`], so a send touches no counter other clients share.
+    sent: u64,
     written: u64,
     bytes_out: u64,
+}
+
+impl Outbox {
+    /// Registers the writer's waker (`data`: it waits for messages too).
+    fn wait(&mut self, cx: &Context<'_>, data: bool) {
+        self.wants_data = data;
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+    }
 }
 
 /// Why a message was not queued for a client.
@@ -833,20 +1020,12 @@ impl std::error::Error for SendError {}
 /// What [`WsClient::poll_outgoing`] found for the writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {
-    /// Messages were moved into the batch: write them, then flush once.
+    /// Frames were moved into the batch: write them, then flush once.
     Messages,
     /// Send this close frame (none: a close without code) and stop.
     Close(Option<CloseFrame>),
     /// The connection is gone: stop without writing.
     Gone,
-}
-
-fn payload_len(m: &Message) -> usize {
-    match m {
-        Message::Text(t) => t.len(),
-        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
-        Message::Close(_) | Message::Frame(_) => 0,
-    }
 }
 
 impl WsClient {
@@ -862,12 +1041,12 @@ impl WsClient {
 
     /// Who the server established this connection to be.
     pub fn identity(&self) -> &Identity {
-        &self.0.identity
+        self.0.identity.as_deref().unwrap_or(&ANONYMOUS)
     }
 
     /// The connection's user, if not anonymous.
     pub fn user(&self) -> Option<&str> {
-        self.0.identity.user.as_deref()
+        self.identity().user.as_deref()
     }
 
     fn lock(&self) -> MutexGuard<'_, Outbox> {
@@ -875,54 +1054,97 @@ impl WsClient {
     }
 
     /// Queues `msg` for the writer without waiting; a full outbox is handled
-    /// by the hub's [`SlowPolicy`] and reported as an error.
+    /// by the hub's [`SlowPolicy`] and reported as an error. The message is
+    /// framed here, into the outbox (see [`try_send_frame`](WsClient::try_send_frame)
+    /// to send one message to many clients). A [`Message::Close`] is
+    /// [`close_after_queued`](WsClient::close_after_queued).
     pub fn try_send(&self, msg: Message) -> Result<(), SendError> {
-        let len = payload_len(&msg);
+        if let Message::Close(frame) = msg {
+            return match self.close_after_queued(frame) {
+                true => Ok(()),
+                false => Err(SendError::Closed),
+            };
+        }
+        let len = frame::encoded_len(&msg);
+        self.push(frame::payload_len(&msg), |q| {
+            if len <= COPY_MAX {
+                frame::encode(&msg, &mut q.tail);
+            } else {
+                q.push_shared(Frame::new(&msg).bytes().clone());
+            }
+        })
+    }
+
+    /// Queues a frame made once for many clients: copied into the outbox
+    /// when it is at most [`COPY_MAX`] bytes, shared otherwise. Never waits;
+    /// errors as [`try_send`](WsClient::try_send).
+    pub fn try_send_frame(&self, frame: &Frame) -> Result<(), SendError> {
+        self.push(frame.payload_len(), |q| {
+            let bytes = frame.bytes();
+            if bytes.len() <= COPY_MAX {
+                q.tail.extend_from_slice(bytes);
+            } else {
+                q.push_shared(bytes.clone());
+            }
+        })
+    }
+
+    /// Queues one message of `payload` bytes, which `put` appends to the
+    /// queue, unless the outbox is closed or full.
+    fn push(&self, payload: usize, put: impl FnOnce(&mut Queue)) -> Result<(), SendError> {
+        let common = &self.0.common;
         let waker = {
             let mut ob = self.lock();
             if ob.closed {
                 return Err(SendError::Closed);
             }
-            let full = ob.queue.len() >= self.0.queue_messages
-                || (ob.bytes + len > self.0.queue_bytes && !ob.queue.is_empty());
+            let full = ob.messages >= common.queue_messages
+                || (ob.bytes + payload > common.queue_bytes && ob.messages > 0);
             if full {
-                return Err(match self.0.slow {
-                    SlowPolicy::Drop => {
-                        drop(ob);
-                        self.0.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        SendError::Dropped
-                    }
-                    SlowPolicy::Close => {
-                        drop(ob);
-                        let frame = CloseFrame {
-                            code: CloseCode::Again,
-                            reason: "slow client".into(),
-                        };
-                        if self.close(Some(frame)) {
-                            self.0.counters.slow_closed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        SendError::SlowClosed
-                    }
-                });
+                drop(ob);
+                return Err(self.full());
             }
-            ob.bytes += len;
-            ob.queue.push_back(msg);
-            ob.waker.take()
-        };
-        // The count every send already made picks the samples: the other 63
-        // sends in 64 read no clock and take the lock once.
-        let n = self.0.counters.sent.fetch_add(1, Ordering::Relaxed);
-        if n.is_multiple_of(SAMPLE_EVERY) {
-            let mut ob = self.lock();
-            // Still queued (else the writer took it already: no sample).
-            if !ob.queue.is_empty() && ob.sampled.is_none() {
+            put(&mut ob.queue);
+            ob.messages += 1;
+            ob.bytes += payload;
+            // The client's own count picks the samples: the other 63 sends
+            // in 64 read no clock.
+            if ob.sent.is_multiple_of(SAMPLE_EVERY) && ob.sampled.is_none() {
                 ob.sampled = Some(Instant::now());
             }
-        }
+            ob.sent += 1;
+            // One wake per burst: the writer asks again once it has written.
+            match std::mem::take(&mut ob.wants_data) {
+                true => ob.waker.take(),
+                false => None,
+            }
+        };
         if let Some(w) = waker {
             w.wake();
         }
         Ok(())
+    }
+
+    /// The slow-client policy, for a send that found the outbox full.
+    #[cold]
+    fn full(&self) -> SendError {
+        let counters = &self.0.common.counters;
+        match self.0.common.slow {
+            SlowPolicy::Drop => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                SendError::Dropped
+            }
+            SlowPolicy::Close => {
+                let frame = CloseFrame {
+                    code: CloseCode::Again,
+                    reason: "slow client".into(),
+                };
+                if self.close(Some(frame)) {
+                    counters.slow_closed.fetch_add(1, Ordering::Relaxed);
+                }
+                SendError::SlowClosed
+            }
+        }
     }
 
     /// Asks the writer to send `frame` (before anything queued, which is
@@ -935,6 +1157,7 @@ impl WsClient {
             }
             ob.closed = true;
             ob.close = Some(frame);
+            ob.messages = 0;
             ob.bytes = 0;
             ob.sampled = None;
             (ob.waker.take(), std::mem::take(&mut ob.queue))
@@ -972,7 +1195,7 @@ impl WsClient {
 
     /// Messages waiting in the outbox.
     pub fn queued(&self) -> usize {
-        self.lock().queue.len()
+        self.lock().messages
     }
 
     /// Whether the outbox is at least half full (in messages or bytes): the
@@ -980,13 +1203,16 @@ impl WsClient {
     /// sent, until its outbox drains.
     pub fn is_backed_up(&self) -> bool {
         let ob = self.lock();
-        ob.queue.len() * 2 >= self.0.queue_messages || ob.bytes * 2 >= self.0.queue_bytes
+        let common = &self.0.common;
+        ob.messages * 2 >= common.queue_messages || ob.bytes * 2 >= common.queue_bytes
     }
 
-    /// For the connection's writer: moves every queued message into `batch`,
+    /// For the connection's writer: moves every queued frame into `batch`
+    /// (which it drained since: its buffer becomes the outbox's next one),
     /// or returns the close to send, or says the connection is gone, or
-    /// waits. A close always comes first.
-    pub fn poll_outgoing(&self, cx: &mut Context<'_>, batch: &mut Vec<Message>) -> Poll<Outgoing> {
+    /// waits. A close always comes first. While it waits, neither the
+    /// outbox nor `batch` holds a buffer.
+    pub fn poll_outgoing(&self, cx: &mut Context<'_>, batch: &mut Batch) -> Poll<Outgoing> {
         let mut ob = self.lock();
         if let Some(frame) = ob.close.take() {
             ob.gone = true;
@@ -999,27 +1225,42 @@ impl WsClient {
         // The writer asks again once the last batch is flushed.
         if let Some(queued) = ob.in_flight.take() {
             let us = u64::try_from(queued.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.0.counters.latency_us.record(&LATENCY_BOUNDS_US, us);
+            self.0
+                .common
+                .counters
+                .latency_us
+                .record(&LATENCY_BOUNDS_US, us);
         }
-        if ob.queue.is_empty() {
+        if ob.messages == 0 {
             if let Some(frame) = ob.close_after.take() {
                 ob.gone = true;
                 return Poll::Ready(Outgoing::Close(frame));
             }
-            if !ob.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                ob.waker = Some(cx.waker().clone());
-            }
+            ob.wait(cx, true);
+            // Nothing is allocated while the connection waits.
+            ob.queue = Queue::default();
+            batch.clear();
             return Poll::Pending;
         }
         if let Some(queued) = ob.sampled.take() {
             ob.in_flight = Some(queued);
-            let depth = ob.queue.len() as u64;
-            self.0.counters.queue_depth.record(&DEPTH_BOUNDS, depth);
+            let depth = ob.messages as u64;
+            self.0
+                .common
+                .counters
+                .queue_depth
+                .record(&DEPTH_BOUNDS, depth);
         }
-        ob.written += ob.queue.len() as u64;
+        ob.written += ob.messages as u64;
         ob.bytes_out += ob.bytes as u64;
+        batch.messages += std::mem::take(&mut ob.messages);
         ob.bytes = 0;
-        batch.extend(ob.queue.drain(..));
+        if batch.queue.is_empty() {
+            // The batch's drained buffer is the outbox's next one.
+            std::mem::swap(&mut ob.queue, &mut batch.queue);
+        } else {
+            batch.queue.append(&mut ob.queue);
+        }
         Poll::Ready(Outgoing::Messages)
     }
 
@@ -1028,25 +1269,44 @@ impl WsClient {
     /// ([`close`](WsClient::close), a slow client, [`WsHub::stop`]) or the
     /// connection is gone, so a write blocked on a peer that stopped reading
     /// can be abandoned. Takes nothing; [`poll_outgoing`](WsClient::poll_outgoing)
-    /// then returns the close.
+    /// then returns the close. Sends do not wake it.
     pub fn poll_close_requested(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut ob = self.lock();
         if ob.close.is_some() || ob.gone {
             return Poll::Ready(());
         }
-        if !ob.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            ob.waker = Some(cx.waker().clone());
-        }
+        ob.wait(cx, false);
         Poll::Pending
+    }
+
+    /// Wakes the connection's task (the waker its writer left with
+    /// [`poll_outgoing`](WsClient::poll_outgoing) or
+    /// [`poll_close_requested`](WsClient::poll_close_requested)) with a flag
+    /// it reads back with [`take_interrupt`](WsClient::take_interrupt): for
+    /// a server that tells its connections to look at something of their own
+    /// (`ws_handler`: its shutdown signal, its ping and idle clocks).
+    pub fn interrupt(&self) {
+        self.0.interrupted.store(true, Ordering::Release);
+        let waker = self.lock().waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether [`interrupt`](WsClient::interrupt) was called since the last
+    /// time this was asked (one atomic load when not).
+    pub fn take_interrupt(&self) -> bool {
+        self.0.interrupted.load(Ordering::Relaxed)
+            && self.0.interrupted.swap(false, Ordering::Acquire)
     }
 
     /// Takes every queued message without waiting (empty when none, or when
     /// a close is pending): for tests and for writers of their own.
     pub fn take_queued(&self) -> Vec<Message> {
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         let cx = &mut Context::from_waker(Waker::noop());
         match self.poll_outgoing(cx, &mut batch) {
-            Poll::Ready(Outgoing::Messages) => batch,
+            Poll::Ready(Outgoing::Messages) => batch.to_messages(),
             Poll::Ready(Outgoing::Close(frame)) => {
                 // Not taken: put the close back for the writer.
                 let mut ob = self.lock();
@@ -1065,9 +1325,11 @@ impl WsClient {
             let mut ob = self.lock();
             ob.closed = true;
             ob.gone = true;
+            ob.messages = 0;
             ob.bytes = 0;
             ob.sampled = None;
             ob.in_flight = None;
+            ob.waker = None;
             std::mem::take(&mut ob.queue)
         };
         drop(dropped);
@@ -1104,7 +1366,7 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn poll(client: &WsClient, batch: &mut Vec<Message>) -> Poll<Outgoing> {
+    fn poll(client: &WsClient, batch: &mut Batch) -> Poll<Outgoing> {
         let waker = Waker::noop();
         client.poll_outgoing(&mut Context::from_waker(waker), batch)
     }
@@ -1130,13 +1392,13 @@ mod tests {
     fn the_writer_gets_everything_queued_in_one_batch() {
         let hub = WsHub::new(HubConfig::default());
         let c = hub.register(None).unwrap();
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         assert!(poll(&c, &mut batch).is_pending());
         for i in 0..3 {
             c.try_send(Message::text(format!("m{i}"))).unwrap();
         }
         assert_eq!(poll(&c, &mut batch), Poll::Ready(Outgoing::Messages));
-        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.messages(), 3);
         assert_eq!(c.queued(), 0);
         assert_eq!(hub.stats().sent, 3);
     }
@@ -1157,7 +1419,7 @@ mod tests {
         );
         assert_eq!(slow.try_send(Message::text("4")), Err(SendError::Closed));
         other.try_send(Message::text("fine")).unwrap();
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         let Poll::Ready(Outgoing::Close(Some(frame))) = poll(&slow, &mut batch) else {
             panic!("the close comes before the queued data");
         };
@@ -1178,9 +1440,9 @@ mod tests {
         assert_eq!(c.try_send(Message::text("x")), Err(SendError::Dropped));
         assert!(!c.is_closed());
         assert_eq!(hub.stats().dropped, 1);
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         assert_eq!(poll(&c, &mut batch), Poll::Ready(Outgoing::Messages));
-        assert_eq!(batch, [Message::text("kept")]);
+        assert_eq!(batch.to_messages(), [Message::text("kept")]);
     }
 
     #[test]
@@ -1207,7 +1469,7 @@ mod tests {
         hub.stop();
         assert_eq!(hub.len(), 0);
         assert_eq!(hub.register(None).unwrap_err(), HubError::Stopped);
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         let Poll::Ready(Outgoing::Close(Some(frame))) = poll(&a, &mut batch) else {
             panic!("stop closes");
         };
@@ -1224,9 +1486,10 @@ mod tests {
         c.try_send(Message::text("answer")).unwrap();
         assert!(c.close_after_queued(None));
         assert_eq!(c.try_send(Message::text("late")), Err(SendError::Closed));
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         assert_eq!(poll(&c, &mut batch), Poll::Ready(Outgoing::Messages));
-        assert_eq!(batch, [Message::text("answer")]);
+        assert_eq!(batch.to_messages(), [Message::text("answer")]);
+        batch.take_chunks().for_each(drop);
         assert_eq!(poll(&c, &mut batch), Poll::Ready(Outgoing::Close(None)));
     }
 
@@ -1247,7 +1510,7 @@ mod tests {
         d.try_send(Message::text("dropped")).unwrap();
         hub.stop();
         assert!(d.poll_close_requested(cx).is_ready());
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         assert!(matches!(
             poll(&d, &mut batch),
             Poll::Ready(Outgoing::Close(Some(_)))
@@ -1318,7 +1581,7 @@ mod tests {
         assert_eq!(c.take_queued(), [Message::text("a")]);
         c.close(None);
         assert!(c.take_queued().is_empty());
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         assert_eq!(
             poll(&c, &mut batch),
             Poll::Ready(Outgoing::Close(None)),
@@ -1341,7 +1604,7 @@ mod tests {
         let hub = WsHub::new(HubConfig::default());
         let a = hub.register(None).unwrap();
         let b = hub.register(None).unwrap();
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         // Send 0 of the hub is sampled: it goes to `a`, with 2 more behind it.
         for m in ["one", "two", "six"] {
             a.try_send(Message::text(m)).unwrap();
@@ -1355,7 +1618,7 @@ mod tests {
         assert_eq!(s.queue_depth.counts[2], 1, "3 is in the bucket of le=4");
         assert_eq!(s.latency_us.count(), 0, "not flushed yet");
         // The writer asks again: the batch was flushed.
-        batch.clear();
+        batch.take_chunks().for_each(drop);
         assert!(poll(&a, &mut batch).is_pending());
         assert_eq!(hub.stats().latency_us.count(), 1);
         assert_eq!(hub.stats().latency_us.bounds, LATENCY_BOUNDS_US);

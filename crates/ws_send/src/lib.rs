@@ -36,7 +36,7 @@ pub fn ws_send(client: &WsClient, msg: Message) -> Result<(), SendError> {
 mod tests {
     use super::*;
     use std::task::{Context, Poll, Waker};
-    use ws_hub::{HubConfig, Outgoing, SlowPolicy, WsHub};
+    use ws_hub::{Batch, HubConfig, Outgoing, SlowPolicy, WsHub};
 
     #[test]
     fn reaches_exactly_one_client_in_order() {
@@ -45,15 +45,18 @@ mod tests {
         let b = hub.register(None).unwrap();
         ws_send(&a, Message::text("1")).unwrap();
         ws_send(&a, Message::text("2")).unwrap();
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         let cx = &mut Context::from_waker(Waker::noop());
         assert_eq!(
             a.poll_outgoing(cx, &mut batch),
             Poll::Ready(Outgoing::Messages)
         );
-        assert_eq!(batch, [Message::text("1"), Message::text("2")]);
+        assert_eq!(
+            batch.to_messages(),
+            [Message::text("1"), Message::text("2")]
+        );
         assert!(
-            b.poll_outgoing(cx, &mut Vec::new()).is_pending(),
+            b.poll_outgoing(cx, &mut Batch::new()).is_pending(),
             "b got nothing"
         );
     }

@@ -1,15 +1,18 @@
 //! `rpc-bench`: ws-wrapper echo requests against rt-server's `/rpc`, requests
 //! per second and latency, over 1 and over 100 connections.
 //!
-//! It starts `rt-server` (next to this binary) pinned to core 0; run it
-//! pinned to core 1. Each connection keeps `--in-flight` requests
-//! `{"a":["echo",N],"i":ID}` outstanding (1: one request, then the next),
-//! for `--seconds`, then prints requests per second and p50/p99/max of the
-//! request->answer time.
+//! It starts `rt-server` (next to this binary, or `--server PATH`) pinned to
+//! core 0 (`--server-cores LIST`: those cores, rt-server then runs as many
+//! threads unless `--server-threads N`); run it pinned to core 1. Each
+//! connection keeps `--in-flight` requests `{"a":["echo",N],"i":ID}`
+//! outstanding (1: one request, then the next), for `--seconds`, then prints
+//! requests per second and p50/p99/max of the request->answer time.
+//! `--repeat N` runs each row N times and ends with the medians.
 //!
 //! ```sh
 //! cargo build --release -p rt_server -p rpc_bench
 //! taskset -c 1 ./target/release/rpc-bench
+//! taskset -c 1 ./target/release/rpc-bench --in-flight 16 --connections 100 --repeat 3
 //! ```
 
 use std::io::{BufRead, BufReader};
@@ -24,13 +27,24 @@ struct Args {
     seconds: f64,
     in_flight: usize,
     rows: Vec<usize>,
+    repeat: usize,
+    server: Option<std::path::PathBuf>,
+    server_cores: String,
+    server_threads: Option<usize>,
 }
+
+const USAGE: &str = "usage: rpc-bench [--seconds S] [--in-flight N] [--connections 1,100] \
+[--repeat N] [--server PATH] [--server-cores LIST] [--server-threads N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         seconds: 3.0,
         in_flight: 1,
         rows: vec![1, 100],
+        repeat: 1,
+        server: None,
+        server_cores: "0".into(),
+        server_threads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,25 +60,56 @@ fn parse_args() -> Result<Args, String> {
                     .map(|n| n.parse().map_err(|e| format!("--connections: {e}")))
                     .collect::<Result<_, _>>()?;
             }
-            other => {
-                return Err(format!(
-                    "unknown flag {other}; usage: rpc-bench [--seconds S] [--in-flight N] [--connections 1,100]"
-                ));
+            "--repeat" => a.repeat = value()?.parse().map_err(|e| format!("--repeat: {e}"))?,
+            "--server" => a.server = Some(value()?.into()),
+            "--server-cores" => {
+                let v = value()?;
+                let ok = !v.is_empty() && v.split(',').all(|part| {
+                    let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+                    matches!((lo.parse::<usize>(), hi.parse::<usize>()), (Ok(l), Ok(h)) if l <= h)
+                });
+                if !ok {
+                    return Err(format!(
+                        "--server-cores {v}: a core list such as 0 or 0,1 or 0-3"
+                    ));
+                }
+                a.server_cores = v;
             }
+            "--server-threads" => {
+                a.server_threads = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--server-threads: {e}"))?,
+                )
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown flag {other}; {USAGE}")),
         }
+    }
+    if a.repeat == 0 || a.server_threads == Some(0) || a.rows.contains(&0) {
+        return Err("--repeat, --server-threads and --connections must be > 0".into());
     }
     a.in_flight = a.in_flight.max(1);
     Ok(a)
 }
 
-/// Starts rt-server on core 0; its address.
-fn start_server() -> Result<(Child, String), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let server = exe.with_file_name("rt-server");
+/// Starts rt-server on `--server-cores`; its address.
+fn start_server(a: &Args) -> Result<(Child, String), String> {
+    let server = match &a.server {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("rt-server"),
+    };
+    let threads = a
+        .server_threads
+        .map(|n| vec!["--threads".to_string(), n.to_string()])
+        .unwrap_or_default();
     let mut child = Command::new("taskset")
-        .args(["-c", "0"])
+        .args(["-c", &a.server_cores])
         .arg(&server)
         .args(["--addr", "127.0.0.1:0", "--quiet", "--message-rate", "0"])
+        .args(threads)
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| {
@@ -153,7 +198,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let (mut child, addr) = match start_server() {
+    let (mut child, addr) = match start_server(&args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rpc-bench: {e}");
@@ -164,8 +209,17 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("runtime");
+    println!(
+        "rpc-bench: rt-server on cores {}{}",
+        args.server_cores,
+        args.server_threads
+            .map_or(String::new(), |n| format!(", --threads {n}"))
+    );
+    // Per row: (requests/s, p50, p99) of each run.
+    let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); args.rows.len()];
     let result = rt.block_on(async {
-        for &n in &args.rows {
+        for (ri, &n) in args.rows.iter().cycle().take(args.rows.len() * args.repeat).enumerate() {
+            let ri = ri % args.rows.len();
             let mut conns = Vec::with_capacity(n);
             for _ in 0..n {
                 conns.push(connect(&addr).await?);
@@ -182,6 +236,7 @@ fn main() -> std::process::ExitCode {
             }
             let wall = start.elapsed().as_secs_f64();
             lat.sort_unstable();
+            runs[ri].push((lat.len() as f64 / wall, pct(&lat, 0.5), pct(&lat, 0.99)));
             println!(
                 "echo over {n} connection{}, {} in flight each: {} requests in {wall:.2} s = {:.0} requests/s; latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
                 if n == 1 { "" } else { "s" },
@@ -195,6 +250,24 @@ fn main() -> std::process::ExitCode {
         }
         Ok::<(), String>(())
     });
+    if args.repeat > 1 && result.is_ok() {
+        println!("median of {} runs:", args.repeat);
+        for (&n, r) in args.rows.iter().zip(&runs) {
+            let med = |f: fn(&(f64, f64, f64)) -> f64| {
+                let mut v: Vec<f64> = r.iter().map(f).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            println!(
+                "  echo over {n} connection{}, {} in flight each: {:.0} requests/s; latency p50 {:.3} ms, p99 {:.3} ms",
+                if n == 1 { "" } else { "s" },
+                args.in_flight,
+                med(|x| x.0),
+                med(|x| x.1),
+                med(|x| x.2),
+            );
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
     match result {

@@ -337,7 +337,6 @@ pub fn app(options: Options) -> App {
         WsConfig {
             max_message_size: 64 << 20,
             max_frame_size: 64 << 20,
-            max_write_buffer_size: 128 << 20,
             message_rate: None,
             on_message: Some(Arc::new(|client, msg| {
                 let _ = client.try_send(msg);

@@ -42,6 +42,10 @@ struct Args {
     /// Seconds open connections get to finish at shutdown.
     #[arg(long, env = "RT_DRAIN_SECS", default_value_t = 5)]
     drain_secs: u64,
+    /// Threads that run connections (default: the cores this process may
+    /// run on, as `taskset` or a cgroup leaves them).
+    #[arg(long, env = "RT_THREADS", value_name = "N")]
+    threads: Option<std::num::NonZeroUsize>,
 
     /// A page origin (`https://app.example`) allowed to open WebSockets and
     /// read responses (CORS), besides pages of this host; repeatable.
@@ -178,8 +182,7 @@ enum LogFormat {
     Json,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = match config::parse_from::<Args>(std::env::args_os().collect()) {
         Ok(args) => args,
         Err(config::ConfigError::Args(e)) => e.exit(),
@@ -188,6 +191,42 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let runtime = match runtime(threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rt-server: cannot start {threads} threads: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    // On a worker, so that N threads run everything (block_on's own thread
+    // would be one more); a panic there is a failure, as in any thread.
+    let serving = runtime.spawn(serve(args, threads));
+    match runtime.block_on(serving) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rt-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The runtime of `--threads`: tokio's multi-thread scheduler with that many
+/// workers, 1 included: on one core the current-thread scheduler measured the
+/// same CPU per delivery (docs/performance.md), and the multi-thread one keeps
+/// one code path for every N.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .thread_name("rt-worker")
+        .build()
+}
+
+async fn serve(args: Args, threads: usize) -> std::process::ExitCode {
     if let Err(e) = logging(&args) {
         eprintln!("rt-server: {e}");
         return std::process::ExitCode::from(2);
@@ -226,6 +265,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(args.addr);
+    tracing::info!(threads, "runtime started");
     let stop = match shutdown_signal::shutdown_signal() {
         Ok(stop) => stop,
         Err(e) => {

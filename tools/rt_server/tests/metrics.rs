@@ -387,13 +387,14 @@ async fn metrics_count_real_ws_sse_and_rpc_traffic() {
         m("rt_limit_closes_total{transport=\"ws\",reason=\"queue_full\"}"),
         0.0
     );
-    // The first message of each hub is the one in 64 that is timed.
+    // The first message to each client is the one in 64 that is timed
+    // (counted per client, not per hub): 2 connections.
     assert_eq!(
         m("rt_delivery_latency_seconds_count{transport=\"ws\"}"),
-        1.0
+        2.0
     );
-    assert_eq!(m("rt_queue_depth_count{transport=\"ws\"}"), 1.0);
-    assert_eq!(m("rt_queue_depth_bucket{transport=\"ws\",le=\"1\"}"), 1.0);
+    assert_eq!(m("rt_queue_depth_count{transport=\"ws\"}"), 2.0);
+    assert_eq!(m("rt_queue_depth_bucket{transport=\"ws\",le=\"1\"}"), 2.0);
     // SSE: one publish in; it reached the live stream and two resumes.
     assert_eq!(m("rt_messages_in_total{transport=\"sse\"}"), 1.0);
     assert_eq!(m("rt_deliveries_total{transport=\"sse\"}"), 3.0);

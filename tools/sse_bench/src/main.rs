@@ -3,15 +3,24 @@
 //! Starts `rt-server` (the sibling binary) pinned to core 0 with `taskset`,
 //! and drives it from this process (run it pinned to core 1):
 //!
-//! 1. **Fan-out.** `--subscribers` SSE clients on `GET /events`; `--events`
-//!    64-byte events published through `POST /publish` over `--publishers`
-//!    keep-alive connections as fast as they are answered. Prints deliveries
-//!    per second (deliveries over the time from the first publish to the last
-//!    delivery), publish-to-receive latency p50/p99/max, and lost deliveries
-//!    (published x subscribers - received, after all publishes plus a grace
-//!    period; streams the server cut as slow count as lost).
+//! 1. **Deliveries.** `--subscribers` SSE clients (default 1,000) on
+//!    `GET /events`; 64-byte events published through `POST /publish` on
+//!    `--in-flight` keep-alive connections (default 16), so that 16 events
+//!    are in flight, an event being in flight from its publish until every
+//!    stream has it: `ws-bench`'s `deliveries-N` rows, measured the same way
+//!    (every stream receiving first, a 0.5 s warm-up, `--duration` seconds
+//!    measured, default 3; deliveries over the time from the first measured
+//!    publish to the last receive), so the two figures compare. Prints
+//!    deliveries/s, publish-to-receive latency, lost deliveries, and the
+//!    server's and this generator's CPU over the window (a generator near
+//!    100% of its core is the limit, not the server). With `--rate`, the
+//!    earlier shape instead: `--events` published over `--publishers`
+//!    connections at that rate.
 //! 2. **Memory.** A fresh server, `--idle` idle SSE clients; prints the
 //!    server's RSS growth per stream (VmRSS from /proc).
+//!
+//! `--repeat N` runs both N times, each on a fresh server, and prints the
+//! medians.
 //!
 //! 3. **`--redis [URL] [--nodes N]`** (instead of 1 and 2): rt-server alone,
 //!    then as N nodes (default 2) on one Redis (the URL's, or a throwaway
@@ -32,7 +41,7 @@
 //!
 //! ```sh
 //! cargo build --release -p rt_server -p sse_bench
-//! taskset -c 1 ./target/release/sse-bench               # publish as fast as answered
+//! taskset -c 1 ./target/release/sse-bench --repeat 3    # 16 in flight to 1,000 streams; 5,000 idle
 //! taskset -c 1 ./target/release/sse-bench --rate 500    # paced: 500 events/s = 500k deliveries/s
 //! taskset -c 1 ./target/release/sse-bench --redis --repeat 3  # alone and as 2 nodes on Redis
 //! ```
@@ -49,6 +58,7 @@ use tokio::net::TcpStream;
 
 #[path = "../../ws_bench/src/cluster.rs"]
 mod cluster;
+mod deliveries;
 
 struct Args {
     subscribers: usize,
@@ -65,6 +75,9 @@ struct Args {
     nodes: Option<Vec<usize>>,
     repeat: usize,
     duration: Option<f64>,
+    in_flight: usize,
+    /// `--publishers` as given (the in-flight row's default is 1).
+    publishers_in_flight: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -81,6 +94,8 @@ fn parse_args() -> Result<Args, String> {
         nodes: None,
         repeat: 1,
         duration: None,
+        in_flight: 16,
+        publishers_in_flight: 1,
     };
     let mut it = std::env::args().skip(1).peekable();
     while let Some(flag) = it.next() {
@@ -96,7 +111,11 @@ fn parse_args() -> Result<Args, String> {
             "--repeat" => a.repeat = value()?.parse().map_err(|e| format!("{e}"))?,
             "--duration" => a.duration = Some(value()?.parse().map_err(|e| format!("{e}"))?),
             "--events" => a.events = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--publishers" => a.publishers = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--publishers" => {
+                a.publishers = value()?.parse().map_err(|e| format!("{e}"))?;
+                a.publishers_in_flight = a.publishers;
+            }
+            "--in-flight" => a.in_flight = value()?.parse().map_err(|e| format!("{e}"))?,
             "--idle" => a.idle = value()?.parse().map_err(|e| format!("{e}"))?,
             "--server" => a.server = Some(PathBuf::from(value()?)),
             "--rate" => a.rate = Some(value()?.parse().map_err(|e| format!("{e}"))?),
@@ -105,15 +124,20 @@ fn parse_args() -> Result<Args, String> {
                 o => return Err(format!("--only takes fanout or memory, not {o}")),
             },
             "-h" | "--help" => {
-                return Err("usage: sse-bench [--subscribers N] [--events N] [--publishers N] [--idle N] [--rate EVENTS_PER_SEC] [--only fanout|memory] [--server PATH]
+                return Err("usage: sse-bench [--subscribers N] [--in-flight N] [--duration SECS] [--idle N] [--repeat N] [--only fanout|memory] [--server PATH]
+       sse-bench --rate EVENTS_PER_SEC [--events N] [--publishers N] ...   (paced instead of in flight)
        sse-bench --redis [redis://HOST:PORT] [--nodes N[,N...]] [--subscribers N[,N...]] [--rate EVENTS_PER_SEC] [--duration SECS] [--events N] [--publishers N] [--repeat N]
          rt-server alone against N nodes on one Redis, SSE topic `bench` (default: a throwaway redis-server, 2 nodes, 200 and 1000 subscribers, 100 events/s)".into());
             }
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if a.repeat == 0 || a.duration.is_some_and(|d| d <= 0.0) || a.rate == Some(0) {
-        return Err("--repeat, --duration and --rate must be > 0".into());
+    if a.repeat == 0
+        || a.duration.is_some_and(|d| d <= 0.0)
+        || a.rate == Some(0)
+        || a.in_flight == 0
+    {
+        return Err("--repeat, --duration, --rate and --in-flight must be > 0".into());
     }
     if a.redis.is_some() {
         if a.only.is_some() {
@@ -123,8 +147,6 @@ fn parse_args() -> Result<Args, String> {
         return Err("--nodes needs --redis".into());
     } else if a.subscriber_counts.as_ref().is_some_and(|c| c.len() > 1) {
         return Err("several --subscribers counts need --redis".into());
-    } else if a.repeat > 1 || a.duration.is_some() {
-        return Err("--repeat and --duration are for --redis runs".into());
     }
     Ok(a)
 }
@@ -652,7 +674,7 @@ async fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     Ok(out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
 }
 
-async fn memory(server: &Server, idle: usize) -> Result<(), String> {
+async fn memory(server: &Server, idle: usize) -> Result<f64, String> {
     let pid = server.child.id();
     // One stream first, so lazily allocated runtime structures are counted once, not per stream.
     let warm = subscribe(server.addr, "/events")
@@ -677,12 +699,12 @@ async fn memory(server: &Server, idle: usize) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let after = rss_kib(pid);
+    let per = (after.saturating_sub(before)) as f64 / idle as f64;
     println!(
-        "memory: {idle} idle SSE streams: server RSS {before} KiB -> {after} KiB = {:.2} KiB per stream",
-        (after.saturating_sub(before)) as f64 / idle as f64
+        "memory: {idle} idle SSE streams: server RSS {before} KiB -> {after} KiB = {per:.2} KiB per stream"
     );
     drop((warm, streams));
-    Ok(())
+    Ok(per)
 }
 
 fn main() -> std::process::ExitCode {
@@ -715,25 +737,8 @@ fn main() -> std::process::ExitCode {
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!("sse-bench: rt-server on core 0, load on this process ({cores} cores visible)");
-    let result = rt.block_on(async {
-        if args.only.as_deref() != Some("memory") {
-            let server = start_server(&server_path, &[])?;
-            let spec = FanOut {
-                subscribers: args.subscribers,
-                events: args.events,
-                publishers: args.publishers,
-                rate: args.rate,
-                topic: None,
-                measure: None,
-            };
-            fan_out(std::slice::from_ref(&server), &spec).await?;
-        }
-        if args.only.as_deref() != Some("fanout") {
-            let server = start_server(&server_path, &[])?;
-            memory(&server, args.idle).await?;
-        }
-        Ok::<(), String>(())
-    });
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&rt, single(&args, &server_path));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -741,6 +746,104 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// The single-server rows, `--repeat` times, then the medians.
+async fn single(args: &Args, server_path: &PathBuf) -> Result<(), String> {
+    let mut rates = Vec::new();
+    let mut figures: Vec<deliveries::Figures> = Vec::new();
+    let mut kib = Vec::new();
+    let mut lost = 0;
+    for rep in 0..args.repeat {
+        let run = if args.repeat > 1 {
+            format!(" (run {} of {})", rep + 1, args.repeat)
+        } else {
+            String::new()
+        };
+        if args.only.as_deref() != Some("memory") {
+            let server = start_server(server_path, &[])?;
+            match args.rate {
+                Some(rate) => {
+                    println!("[rt-server] fan-out, paced{run}");
+                    let spec = FanOut {
+                        subscribers: args.subscribers,
+                        events: args.events,
+                        publishers: args.publishers,
+                        rate: Some(rate),
+                        topic: None,
+                        measure: None,
+                    };
+                    let f = fan_out(std::slice::from_ref(&server), &spec).await?;
+                    lost += f.lost;
+                    rates.push(f.deliveries_per_sec);
+                }
+                None => {
+                    println!(
+                        "[rt-server] deliveries/s, {} streams, {} in flight on {} pipelined publisher connection(s){run}",
+                        args.subscribers, args.in_flight, args.publishers_in_flight
+                    );
+                    let row = deliveries::Row {
+                        subscribers: args.subscribers,
+                        in_flight: args.in_flight,
+                        publishers: args.publishers_in_flight,
+                        duration: Duration::from_secs_f64(args.duration.unwrap_or(3.0)),
+                    };
+                    let f = deliveries::run(server.addr, server.child.id(), &row).await?;
+                    lost += f.lost;
+                    rates.push(f.deliveries_per_sec);
+                    figures.push(f);
+                }
+            }
+        }
+        if args.only.as_deref() != Some("fanout") {
+            let server = start_server(server_path, &[])?;
+            kib.push(memory(&server, args.idle).await?);
+        }
+    }
+    if args.repeat > 1 {
+        let fmt = |v: &[f64], f: &dyn Fn(f64) -> String| {
+            v.iter().map(|&x| f(x)).collect::<Vec<_>>().join(", ")
+        };
+        let m = |x: f64| format!("{:.2} M", x / 1e6);
+        let k = |x: f64| format!("{x:.2} KiB");
+        println!("\nsummary (median of {} runs)", args.repeat);
+        if let Some(r) = cluster::median(rates.clone()) {
+            let what = match args.rate {
+                Some(rate) => format!("paced at {rate} events/s"),
+                None => format!("{} in flight", args.in_flight),
+            };
+            println!(
+                "deliveries/s, {} streams, {what}: {}  [{}]",
+                args.subscribers,
+                m(r),
+                fmt(&rates, &m)
+            );
+        }
+        if !figures.is_empty() {
+            let med = |g: &dyn Fn(&deliveries::Figures) -> f64| {
+                cluster::median(figures.iter().map(g).collect()).unwrap_or(0.0)
+            };
+            println!(
+                "  latency p50 {:.2} ms, p99 {:.2} ms; CPU over the window: server {:.0}%, generator {:.0}% of one core",
+                med(&|f| f.p50_ms),
+                med(&|f| f.p99_ms),
+                med(&|f| f.server_cpu) * 100.0,
+                med(&|f| f.generator_cpu) * 100.0
+            );
+        }
+        if let Some(v) = cluster::median(kib.clone()) {
+            println!(
+                "idle RSS per SSE stream, {} streams: {}  [{}]",
+                args.idle,
+                k(v),
+                fmt(&kib, &k)
+            );
+        }
+    }
+    if lost > 0 {
+        return Err(format!("{lost} deliveries lost"));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

@@ -1,11 +1,16 @@
 //! `ws-bench`: WebSocket broadcast throughput, latency and memory per idle
-//! connection of `rt-server`'s `/ws`, side by side with two peer hubs (Node `ws`
-//! and uWebSockets.js, `tools/ws_peers/`) in the same run.
+//! connection of `rt-server`'s `/ws`, side by side with the peer hubs of
+//! `tools/ws_peers/` (Node `ws`, uWebSockets.js, and Go gorilla/websocket when
+//! `install.sh` could build it) in the same run.
 //!
-//! Every server is started by this process, pinned to core 0 with `taskset`,
-//! fresh for each row; run this generator pinned to core 1. The generator is a
+//! Every server is started by this process, pinned to core 0 with `taskset`
+//! (`--server-cores LIST` pins it to those instead, e.g. `0,1`: rt-server then
+//! runs as many threads as it has cores, or `--server-threads N`), fresh for
+//! each row; run this generator pinned to core 1. The generator is a
 //! single-threaded tokio runtime, so it uses one core; each row prints its CPU
-//! use (user+sys over wall time) to show whether it was the bottleneck.
+//! use (user+sys over wall time) to show whether it was the bottleneck. When
+//! the server's cores include the generator's, the header says so: the
+//! server's figures then include sharing a core with the load.
 //!
 //! The server's semantics: every text message from any client on `GET /ws` is
 //! sent to every connected client, the sender included. Client 0 publishes
@@ -62,9 +67,10 @@
 //! ```sh
 //! cargo build --release -p rt_server -p ws_bench
 //! tools/ws_peers/install.sh                      # npm packages, outside the repository
-//! taskset -c 1 ./target/release/ws-bench --peers # rt-server, Node ws, uWebSockets.js
+//! taskset -c 1 ./target/release/ws-bench --peers # rt-server, Node ws, uWebSockets.js, Go gorilla
 //! taskset -c 1 ./target/release/ws-bench --peers --no-server --only deliveries-1000
 //! taskset -c 1 ./target/release/ws-bench --clients 2000 --rate 50   # one custom row
+//! taskset -c 1 ./target/release/ws-bench --server-cores 0,1 --only deliveries-5000  # rt-server on 2 threads
 //! taskset -c 1 ./target/release/ws-bench --only targeted --repeat 3  # rooms and users
 //! taskset -c 1 ./target/release/ws-bench --only room-100-of-1000,room-100-of-10000
 //! taskset -c 1 ./target/release/ws-bench --redis --repeat 3  # alone and as 2 nodes on Redis
@@ -86,7 +92,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 mod cluster;
 
-const USAGE: &str = "usage: ws-bench [--peers] [--no-server] [--server PATH] [--only ROW] \
+const USAGE: &str = "usage: ws-bench [--peers] [--no-server] [--server PATH] [--server-cores LIST] \
+[--server-threads N] [--only ROW] \
 [--duration SECS] [--idle N] [--in-flight N] [--clients N [--rate MSGS_PER_SEC]] \
 [--connect-concurrency N] [--repeat N] [--tungstenite-readers] [--node PATH] [--peers-dir DIR] [--node-modules DIR]
 rows: deliveries-1000 deliveries-5000 p99-1000 p99-5000 idle room-100-of-1000 room-100-of-10000
@@ -164,6 +171,11 @@ struct Args {
     peers: bool,
     no_server: bool,
     server: Option<PathBuf>,
+    /// `--server-cores`: the `taskset -c` list every server runs on.
+    server_cores: String,
+    /// `--server-threads`: rt-server's `--threads` (default: its own, the
+    /// number of cores it may run on).
+    server_threads: Option<usize>,
     only: Option<String>,
     duration: Option<f64>,
     idle: usize,
@@ -192,6 +204,8 @@ fn parse_args() -> Result<Args, String> {
         peers: false,
         no_server: false,
         server: None,
+        server_cores: "0".into(),
+        server_threads: None,
         only: None,
         duration: None,
         idle: 10_000,
@@ -222,7 +236,10 @@ fn parse_args() -> Result<Args, String> {
                 a.redis = Some(it.next_if(|v| !v.starts_with("--")));
             }
             "--nodes" => a.nodes = Some(cluster::parse_nodes(&value()?)?),
+            "--peers" => a.peers = true,
             "--no-server" => a.no_server = true,
+            "--server-cores" => a.server_cores = parse_cores(&value()?)?,
+            "--server-threads" => a.server_threads = Some(num(&flag, value()?)?),
             "--tungstenite-readers" => a.tungstenite_readers = true,
             "--server" => a.server = Some(PathBuf::from(value()?)),
             "--only" => a.only = Some(value()?),
@@ -257,11 +274,20 @@ fn parse_args() -> Result<Args, String> {
     if a.rate == Some(0) {
         return Err("--rate must be > 0".into());
     }
+    if a.server_threads == Some(0) {
+        return Err("--server-threads must be > 0".into());
+    }
     if a.redis.is_some() {
         if a.peers || a.no_server || a.only.is_some() {
             return Err(
                 "--redis runs its own rows on rt-server: no --peers, --no-server or --only".into(),
             );
+        }
+        if a.server_cores != cluster::SERVER_CORE {
+            return Err(format!(
+                "--redis pins the servers and Redis to core {}: no --server-cores",
+                cluster::SERVER_CORE
+            ));
         }
         return Ok(a);
     }
@@ -278,6 +304,39 @@ fn parse_args() -> Result<Args, String> {
         return Err("--no-server without --peers leaves nothing to run".into());
     }
     Ok(a)
+}
+
+/// A `taskset -c` core list: numbers and ranges, comma-separated (`0`,
+/// `0,1`, `0-3`), each core on this machine.
+fn parse_cores(v: &str) -> Result<String, String> {
+    let online = std::thread::available_parallelism().map_or(1, usize::from);
+    let total = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| {
+            s.trim()
+                .rsplit(['-', ','])
+                .next()
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .map_or(online, |last| last + 1);
+    let bad = || format!("--server-cores {v}: a core list such as 0 or 0,1 or 0-3");
+    for part in v.split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (usize, usize) = (
+            lo.trim().parse().map_err(|_| bad())?,
+            hi.trim().parse().map_err(|_| bad())?,
+        );
+        if lo > hi {
+            return Err(bad());
+        }
+        if hi >= total {
+            return Err(format!(
+                "--server-cores {v}: core {hi} is not on this machine (cores 0-{})",
+                total - 1
+            ));
+        }
+    }
+    Ok(v.replace(' ', ""))
 }
 
 fn rows(a: &Args) -> Result<Vec<Row>, String> {
@@ -388,6 +447,8 @@ struct Target {
     program: PathBuf,
     args: Vec<String>,
     env: Vec<(String, PathBuf)>,
+    /// The `taskset -c` list it runs on.
+    cores: String,
 }
 
 fn targets(a: &Args) -> Result<Vec<Target>, String> {
@@ -400,22 +461,27 @@ fn targets(a: &Args) -> Result<Vec<Target>, String> {
                 .unwrap_or_else(|| PathBuf::from("rt-server"))
         });
         if path.exists() {
+            // What a benchmark measures is not a limit: open them by name.
+            let mut args: Vec<String> = [
+                "--addr",
+                "127.0.0.1:0",
+                "--quiet",
+                "--allow-any-origin",
+                "--message-rate",
+                "0",
+                "--insecure-bearer-names",
+            ]
+            .map(String::from)
+            .to_vec();
+            if let Some(n) = a.server_threads {
+                args.extend(["--threads".into(), n.to_string()]);
+            }
             out.push(Target {
                 name: "rt-server",
                 program: path,
-                // What a benchmark measures is not a limit: open them by name.
-                args: [
-                    "--addr",
-                    "127.0.0.1:0",
-                    "--quiet",
-                    "--allow-any-origin",
-                    "--message-rate",
-                    "0",
-                    "--insecure-bearer-names",
-                ]
-                .map(String::from)
-                .to_vec(),
+                args,
                 env: vec![],
+                cores: a.server_cores.clone(),
             });
         } else if a.peers {
             println!(
@@ -464,7 +530,26 @@ fn targets(a: &Args) -> Result<Vec<Target>, String> {
                     "0".into(),
                 ],
                 env: vec![("NODE_PATH".into(), modules.clone())],
+                cores: a.server_cores.clone(),
             });
+        }
+        // The Go peer, when install.sh could build it (Go and gorilla's source installed).
+        let gorilla = modules
+            .parent()
+            .map(|d| d.join("gorilla_hub"))
+            .filter(|p| p.exists());
+        match gorilla {
+            Some(program) => out.push(Target {
+                name: "gorilla",
+                program,
+                args: vec!["--port".into(), "0".into()],
+                env: vec![],
+                cores: a.server_cores.clone(),
+            }),
+            None => println!(
+                "ws-bench: no gorilla_hub beside {}: the Go peer is skipped (tools/ws_peers/install.sh builds it when golang-go and golang-github-gorilla-websocket-dev are installed)",
+                modules.display()
+            ),
         }
     }
     Ok(out)
@@ -494,12 +579,13 @@ impl Drop for Server {
     }
 }
 
-/// Starts the target pinned to core 0 (`taskset` execs, so the pid is the
-/// server's) and reads its address from the first `... listening on http://ADDR` line.
+/// Starts the target pinned to its cores (`--server-cores`, default core 0;
+/// `taskset` execs, so the pid is the server's) and reads its address from
+/// the first `... listening on http://ADDR` line.
 fn start_server(t: &Target) -> Result<Server, String> {
     let mut cmd = if Path::new("/usr/bin/taskset").exists() {
         let mut c = Command::new("/usr/bin/taskset");
-        c.arg("-c").arg("0").arg(&t.program);
+        c.arg("-c").arg(&t.cores).arg(&t.program);
         c
     } else {
         Command::new(&t.program)
@@ -1379,8 +1465,11 @@ async fn load_row(
             c.per_message(sent)
         );
     }
-    if let Some((line, _, _)) = &servers_cpu {
-        println!("  {line}");
+    if let Some((line, per_message, _)) = &servers_cpu {
+        println!(
+            "  {line} = {:.3} µs per delivery",
+            per_message / clients.max(1) as f64
+        );
     }
     let closed = sh.closed.get();
     if closed > 0 || sh.malformed.get() > 0 {
@@ -1702,16 +1791,26 @@ fn main() -> std::process::ExitCode {
                 .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
         })
         .unwrap_or_else(|| "?".into());
+    let server_cores = &args.server_cores;
     println!(
-        "ws-bench: servers on core 0 (taskset), this generator on cores {affinity} ({cores} usable); targets: {}",
+        "ws-bench: servers on cores {server_cores} (taskset), this generator on cores {affinity} ({cores} usable); targets: {}",
         targets
             .iter()
             .map(|t| t.name)
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if affinity != "1" {
-        println!("ws-bench: run the generator under `taskset -c 1` so it does not share core 0");
+    let shared: Vec<usize> = core_set(&affinity)
+        .intersection(&core_set(server_cores))
+        .copied()
+        .collect();
+    if !shared.is_empty() {
+        println!(
+            "ws-bench: the generator shares core(s) {shared:?} with the servers: their figures include the generator's load"
+        );
+    }
+    if let Some(n) = args.server_threads {
+        println!("ws-bench: rt-server --threads {n}");
     }
     let needed = rows
         .iter()
@@ -1774,7 +1873,8 @@ fn main() -> std::process::ExitCode {
                         row.duration,
                         &args,
                         ticks,
-                        None,
+                        // The server's CPU over the measured window, too.
+                        Some(&Measure { redis: None }),
                     )
                     .await
                     .map(Figure::Load),
@@ -1825,6 +1925,18 @@ fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
+/// The cores of a `taskset -c` / `Cpus_allowed_list` list.
+fn core_set(list: &str) -> std::collections::BTreeSet<usize> {
+    let mut set = std::collections::BTreeSet::new();
+    for part in list.split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(lo), Ok(hi)) = (lo.trim().parse::<usize>(), hi.trim().parse::<usize>()) {
+            set.extend(lo..=hi);
+        }
+    }
+    set
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -1856,16 +1968,53 @@ fn summary(rows: &[Row], targets: &[Target], results: &[Vec<Vec<Figure>>], repea
     }
     println!();
     println!("{header}");
-    for (ri, row) in rows.iter().enumerate() {
-        let mut line = format!("{:<44}", row.label);
+    // A fixed-rate row's p99 line is followed by its p50, an in-flight
+    // row's deliveries by the server's CPU per delivery.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Line {
+        Headline,
+        P50,
+        CpuPerDelivery(usize),
+    }
+    let lines = rows.iter().enumerate().flat_map(|(ri, row)| {
+        let extra = match row.kind {
+            RowKind::Load {
+                load: Load::Rate(_),
+                ..
+            } => Some((ri, row.label.replacen("p99", "p50", 1), Line::P50)),
+            RowKind::Load {
+                load: Load::InFlight(_),
+                clients,
+            } => Some((
+                ri,
+                format!("  server CPU µs per delivery, {clients} clients"),
+                Line::CpuPerDelivery(clients),
+            )),
+            _ => None,
+        };
+        std::iter::once((ri, row.label.clone(), Line::Headline)).chain(extra)
+    });
+    for (ri, label, kind) in lines {
+        let row = &rows[ri];
+        let mut line = format!("{label:<44}");
+        let figure = |f: Figure| match (kind, f) {
+            (Line::P50, Figure::Load(l)) => Some(l.p50_ms),
+            (Line::CpuPerDelivery(clients), Figure::Load(l)) => {
+                l.server_cpu_us.map(|us| us / clients.max(1) as f64)
+            }
+            (_, f) => Some(headline(row, f)),
+        };
         let vals: Vec<Option<f64>> = results[ri]
             .iter()
-            .map(|fs| median(fs.iter().map(|&f| headline(row, f)).collect()))
+            .map(|fs| median(fs.iter().filter_map(|&f| figure(f)).collect()))
             .collect();
         for v in &vals {
             line.push_str(&format!(
                 "{:>12}",
-                v.map_or("-".to_string(), |v| fmt_figure(row, v))
+                v.map_or("-".to_string(), |v| match kind {
+                    Line::CpuPerDelivery(_) => format!("{v:.3} µs"),
+                    _ => fmt_figure(row, v),
+                })
             ));
         }
         if let Some(o) = ours {
@@ -1881,7 +2030,7 @@ fn summary(rows: &[Row], targets: &[Target], results: &[Vec<Vec<Figure>>], repea
     }
     if ours.is_some() {
         println!(
-            "ratios are rt-server / peer: above 1 is better for deliveries/s, below 1 is better for p99 and KiB"
+            "ratios are rt-server / peer: above 1 is better for deliveries/s, below 1 is better for CPU, p50, p99 and KiB"
         );
     }
     targeted_summary(rows, targets, results, repeat);

@@ -1,0 +1,532 @@
+//! The single-server deliveries row, measured the way `ws-bench` measures
+//! its `deliveries-N` rows, so that the two figures compare: `--in-flight`
+//! events in flight (an event is in flight from its publish until every
+//! subscriber has it), 64-byte payloads, a 0.5 s warm-up, then `--duration`
+//! seconds measured; deliveries over the time from the first measured
+//! publish to the last receive.
+//!
+//! The generator is one thread: publishers and readers share `Rc` state.
+//! Readers parse the SSE bytes in place (no line copies, no allocation per
+//! event), as `ws-bench`'s raw reader parses frames; the generator's and the
+//! server's CPU over the window are printed, to show which one was the limit.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::cluster::cpu_seconds;
+
+/// Bytes of each event's data: `SEQ TIMESTAMP ` padded with `x`.
+pub(crate) const PAYLOAD: usize = 64;
+
+/// What one row measured.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Figures {
+    pub(crate) deliveries_per_sec: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) lost: u64,
+    /// Share of one core over the measured window.
+    pub(crate) generator_cpu: f64,
+    pub(crate) server_cpu: f64,
+}
+
+/// A row: `subscribers` streams of `/events`, `in_flight` events in flight
+/// over `publishers` pipelined connections.
+pub(crate) struct Row {
+    pub(crate) subscribers: usize,
+    pub(crate) in_flight: usize,
+    pub(crate) publishers: usize,
+    pub(crate) duration: Duration,
+}
+
+/// State shared by the publishers and every reader (one thread).
+struct Shared {
+    subscribers: u32,
+    epoch: Instant,
+    /// Deliveries per event, by sequence number.
+    counts: RefCell<Vec<u32>>,
+    /// Events from `track_from` on, published and not yet at every subscriber.
+    in_flight: Cell<usize>,
+    track_from: Cell<u64>,
+    /// Events with a sequence number from here on are measured.
+    measure_from: Cell<u64>,
+    /// Publishing stops (the measured window is over).
+    stop: Cell<bool>,
+    /// Publishes written and answered by the load's connections.
+    published: Cell<u64>,
+    answered: Cell<u64>,
+    max_in_flight: Cell<usize>,
+    delivered: Cell<u64>,
+    last_receive_ns: Cell<u64>,
+    hist: RefCell<Hist>,
+    completed: Cell<u64>,
+    closed: Cell<u64>,
+    malformed: Cell<u64>,
+    /// An event completed (room for the publishers) or a reader ended.
+    wake: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// The next event's payload; counts it in flight.
+    fn next_payload(&self) -> Vec<u8> {
+        let mut counts = self.counts.borrow_mut();
+        let seq = counts.len() as u64;
+        counts.push(0);
+        self.in_flight.set(self.in_flight.get() + 1);
+        let ts = self.epoch.elapsed().as_nanos() as u64;
+        let mut p = format!("{seq:010} {ts:020} ").into_bytes();
+        p.resize(PAYLOAD, b'x');
+        p
+    }
+
+    /// The data line of an event reached a subscriber at `now` (ns since epoch).
+    fn on_event(&self, data: &[u8], now: u64) {
+        let (Some(seq), Some(ts)) = (
+            data.get(..10).and_then(digits),
+            data.get(11..31).and_then(digits),
+        ) else {
+            self.malformed.set(self.malformed.get() + 1);
+            return;
+        };
+        let mut counts = self.counts.borrow_mut();
+        let Some(c) = counts.get_mut(seq as usize) else {
+            self.malformed.set(self.malformed.get() + 1);
+            return;
+        };
+        *c += 1;
+        if *c == self.subscribers && seq >= self.track_from.get() {
+            self.completed.set(self.completed.get() + 1);
+            self.in_flight.set(self.in_flight.get().saturating_sub(1));
+            self.wake.notify_waiters();
+        }
+        if seq >= self.measure_from.get() {
+            self.delivered.set(self.delivered.get() + 1);
+            self.last_receive_ns.set(now);
+            self.hist.borrow_mut().record(now.saturating_sub(ts) / 1000);
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        self.counts.borrow().len() as u64
+    }
+}
+
+fn digits(b: &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u64::from(c - b'0');
+    }
+    Some(v)
+}
+
+/// Reads one stream: every `data:` line is an event. Parses the bytes in
+/// place; one clock reading per read (what one read returns arrived together).
+async fn reader(tcp: TcpStream, first: Vec<u8>, sh: Rc<Shared>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut have = first.len();
+    buf[..have].copy_from_slice(&first);
+    let mut fresh = have > 0;
+    loop {
+        if !fresh {
+            if tcp.readable().await.is_err() {
+                break;
+            }
+            let n = match tcp.try_read(&mut buf[have..]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => break,
+            };
+            have += n;
+        }
+        fresh = false;
+        let now = sh.epoch.elapsed().as_nanos() as u64;
+        let mut pos = 0;
+        while let Some(nl) = buf[pos..have].iter().position(|&b| b == b'\n') {
+            let line = &buf[pos..pos + nl];
+            if let Some(data) = line.strip_prefix(b"data: ") {
+                sh.on_event(data, now);
+            }
+            pos += nl + 1;
+        }
+        buf.copy_within(pos..have, 0);
+        have -= pos;
+        if have == buf.len() {
+            break; // a line longer than the buffer: not this benchmark's
+        }
+    }
+    sh.closed.set(sh.closed.get() + 1);
+    sh.wake.notify_waiters();
+}
+
+/// Opens a stream and returns its socket after the response head, with the
+/// body bytes read with the head.
+async fn open(addr: SocketAddr) -> std::io::Result<(TcpStream, Vec<u8>)> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let mut r = BufReader::with_capacity(4096, s);
+    r.get_mut()
+        .write_all(b"GET /events HTTP/1.1\r\nhost: bench\r\n\r\n")
+        .await?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line.to_ascii_lowercase().starts_with("transfer-encoding:") {
+            return Err(std::io::Error::other(
+                "a chunked SSE body: rt-server writes long-lived bodies close-delimited",
+            ));
+        }
+        if line == "\r\n" {
+            let first = r.buffer().to_vec();
+            return Ok((r.into_inner(), first));
+        }
+    }
+}
+
+/// One keep-alive connection that publishes with `POST /publish`.
+struct Publisher {
+    r: BufReader<TcpStream>,
+    line: String,
+    req: Vec<u8>,
+}
+
+impl Publisher {
+    async fn connect(addr: SocketAddr) -> std::io::Result<Publisher> {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(Publisher {
+            r: BufReader::new(s),
+            line: String::new(),
+            req: Vec::with_capacity(128),
+        })
+    }
+
+    /// Publishes `payload` and reads the answer (`202`, else an error).
+    async fn publish(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        self.req.clear();
+        self.req.extend_from_slice(
+            format!(
+                "POST /publish HTTP/1.1\r\nhost: bench\r\ncontent-length: {}\r\n\r\n",
+                payload.len()
+            )
+            .as_bytes(),
+        );
+        self.req.extend_from_slice(payload);
+        self.r.get_mut().write_all(&self.req).await?;
+        let mut length = 0usize;
+        let mut status = String::new();
+        loop {
+            self.line.clear();
+            if self.r.read_line(&mut self.line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            if status.is_empty() {
+                status = self.line.trim_end().to_string();
+            }
+            if let Some(v) = self
+                .line
+                .to_ascii_lowercase()
+                .strip_prefix("content-length:")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if self.line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        self.r.read_exact(&mut body).await?;
+        if !status.starts_with("HTTP/1.1 202") {
+            return Err(std::io::Error::other(format!("publish answered {status}")));
+        }
+        Ok(())
+    }
+}
+
+/// One publisher connection of the load, HTTP/1.1 pipelined: whenever
+/// fewer than the limit are in flight, it writes as many `POST /publish`
+/// requests as there is room for in one write (as `ws-bench` writes its
+/// messages on one socket), while a reader takes the answers.
+async fn publisher(addr: SocketAddr, sh: Rc<Shared>) -> std::io::Result<()> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let (rd, mut wr) = s.into_split();
+    let answers = tokio::task::spawn_local(answers(rd, sh.clone()));
+    let mut batch = Vec::with_capacity(16 * 128);
+    loop {
+        while !sh.stop.get() && sh.in_flight.get() >= sh.max_in_flight.get() {
+            sh.wake.notified().await;
+        }
+        if sh.stop.get() {
+            break;
+        }
+        batch.clear();
+        while sh.in_flight.get() < sh.max_in_flight.get() {
+            let payload = sh.next_payload();
+            batch.extend_from_slice(
+                format!(
+                    "POST /publish HTTP/1.1\r\nhost: bench\r\ncontent-length: {}\r\n\r\n",
+                    payload.len()
+                )
+                .as_bytes(),
+            );
+            batch.extend_from_slice(&payload);
+            sh.published.set(sh.published.get() + 1);
+        }
+        wr.write_all(&batch).await?;
+    }
+    // Every answer read before the connection goes.
+    while sh.answered.get() < sh.published.get() && !answers.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_millis(20), sh.wake.notified()).await;
+    }
+    answers.abort();
+    match answers.await {
+        Ok(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Reads the answers of pipelined publishes; an answer other than `202` ends it.
+async fn answers(rd: tokio::net::tcp::OwnedReadHalf, sh: Rc<Shared>) -> std::io::Result<()> {
+    let mut r = BufReader::new(rd);
+    let mut line = String::new();
+    loop {
+        let mut length = 0usize;
+        let mut status = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            if status.is_empty() {
+                status = line.trim_end().to_string();
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        r.read_exact(&mut body).await?;
+        if !status.starts_with("HTTP/1.1 202") {
+            return Err(std::io::Error::other(format!("publish answered {status}")));
+        }
+        sh.answered.set(sh.answered.get() + 1);
+        sh.wake.notify_waiters();
+    }
+}
+
+/// Waits until no event is in flight, or nothing completed for 2 s, or 10 s.
+async fn drain(sh: &Shared) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = (sh.completed.get(), Instant::now());
+    while sh.in_flight.get() > 0 && Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(20), sh.wake.notified()).await;
+        let c = sh.completed.get();
+        if c != last.0 {
+            last = (c, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(2) {
+            return;
+        }
+    }
+}
+
+/// Runs the row against the server at `addr` (process `pid`).
+pub(crate) async fn run(addr: SocketAddr, pid: u32, row: &Row) -> Result<Figures, String> {
+    let sh = Rc::new(Shared {
+        subscribers: row.subscribers as u32,
+        epoch: Instant::now(),
+        counts: RefCell::new(Vec::with_capacity(1 << 16)),
+        in_flight: Cell::new(0),
+        track_from: Cell::new(0),
+        measure_from: Cell::new(u64::MAX),
+        stop: Cell::new(false),
+        published: Cell::new(0),
+        answered: Cell::new(0),
+        max_in_flight: Cell::new(0),
+        delivered: Cell::new(0),
+        last_receive_ns: Cell::new(0),
+        hist: RefCell::new(Hist::new()),
+        completed: Cell::new(0),
+        closed: Cell::new(0),
+        malformed: Cell::new(0),
+        wake: tokio::sync::Notify::new(),
+    });
+    let t0 = Instant::now();
+    let mut readers = Vec::with_capacity(row.subscribers);
+    for _ in 0..row.subscribers {
+        let (tcp, first) = open(addr).await.map_err(|e| format!("subscribe: {e}"))?;
+        readers.push(tokio::task::spawn_local(reader(tcp, first, sh.clone())));
+    }
+    let connect_secs = t0.elapsed().as_secs_f64();
+    // Every stream registered: an event every 20 ms until one reaches them all.
+    let t1 = Instant::now();
+    let mut probe = Publisher::connect(addr)
+        .await
+        .map_err(|e| format!("publish: {e}"))?;
+    while sh.completed.get() == 0 {
+        if t1.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "after 10 s no event reached all {} streams",
+                row.subscribers
+            ));
+        }
+        let payload = sh.next_payload();
+        probe
+            .publish(&payload)
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        let _ = tokio::time::timeout(Duration::from_millis(20), sh.wake.notified()).await;
+    }
+    drop(probe);
+    let sync_secs = t1.elapsed().as_secs_f64();
+    // Warm-up at full load, then the measured window. Probes that reach
+    // every stream late no longer count as in flight.
+    sh.track_from.set(sh.sent());
+    sh.in_flight.set(0);
+    sh.max_in_flight.set(row.in_flight);
+    let pubs: Vec<_> = (0..row.publishers.max(1))
+        .map(|_| tokio::task::spawn_local(publisher(addr, sh.clone())))
+        .collect();
+    tokio::time::sleep(WARM_UP).await;
+    let (gen_cpu0, srv_cpu0) = (cpu_seconds(std::process::id()), cpu_seconds(pid));
+    let window = Instant::now();
+    let start_ns = sh.epoch.elapsed().as_nanos() as u64;
+    let measure_from = sh.sent();
+    sh.measure_from.set(measure_from);
+    tokio::time::sleep(row.duration).await;
+    sh.stop.set(true);
+    sh.wake.notify_waiters();
+    let cpu_wall = window.elapsed().as_secs_f64();
+    let (gen_cpu, srv_cpu) = (
+        (cpu_seconds(std::process::id()) - gen_cpu0) / cpu_wall,
+        (cpu_seconds(pid) - srv_cpu0) / cpu_wall,
+    );
+    for p in pubs {
+        p.await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("publish: {e}"))?;
+    }
+    drain(&sh).await;
+    let measured = sh.sent() - measure_from;
+    let want = measured * row.subscribers as u64;
+    let got = sh.delivered.get();
+    let secs = (sh.last_receive_ns.get().saturating_sub(start_ns)) as f64 / 1e9;
+    let (p50, p99, max) = {
+        let hist = sh.hist.borrow();
+        (hist.quantile(0.50), hist.quantile(0.99), hist.max)
+    };
+    let f = Figures {
+        deliveries_per_sec: got as f64 / secs.max(1e-9),
+        p50_ms: p50 as f64 / 1000.0,
+        p99_ms: p99 as f64 / 1000.0,
+        lost: want.saturating_sub(got),
+        generator_cpu: gen_cpu,
+        server_cpu: srv_cpu,
+    };
+    println!(
+        "  connected {} in {connect_secs:.2} s; all receiving after {sync_secs:.2} s; warm-up {:.1} s",
+        row.subscribers,
+        WARM_UP.as_secs_f64()
+    );
+    println!(
+        "  published {measured} events of {PAYLOAD} B; deliveries {got} of {want} in {secs:.2} s = {:.0} deliveries/s; lost {}",
+        f.deliveries_per_sec, f.lost
+    );
+    println!(
+        "  latency publish->receive: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        f.p50_ms,
+        f.p99_ms,
+        max as f64 / 1000.0
+    );
+    println!(
+        "  CPU over the window: server {:.0}% of one core, generator {:.0}% of one core{}",
+        srv_cpu * 100.0,
+        gen_cpu * 100.0,
+        if sh.malformed.get() > 0 {
+            format!("; {} malformed events", sh.malformed.get())
+        } else {
+            String::new()
+        }
+    );
+    for r in readers {
+        r.abort();
+    }
+    if let Ok(stats) = crate::get(addr, "/stats").await {
+        println!("  server stats: {}", stats.trim());
+    }
+    Ok(f)
+}
+
+const WARM_UP: Duration = Duration::from_millis(500);
+
+/// Latencies in µs: exact below 256, then 128 buckets per power of two.
+struct Hist {
+    buckets: Vec<u64>,
+    count: u64,
+    max: u64,
+}
+
+impl Hist {
+    const SUB: u32 = 7;
+
+    fn new() -> Self {
+        Hist {
+            buckets: vec![0; 256 + 56 * 128 + 1],
+            count: 0,
+            max: 0,
+        }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < 256 {
+            return v as usize;
+        }
+        let e = 63 - v.leading_zeros();
+        let m = (v >> (e - Self::SUB)) - 128;
+        256 + (e as usize - 8) * 128 + m as usize
+    }
+
+    /// The middle of bucket `i`.
+    fn value(i: usize) -> u64 {
+        if i < 256 {
+            return i as u64;
+        }
+        let j = i - 256;
+        let e = (j / 128 + 8) as u32;
+        let m = (j % 128 + 128) as u64;
+        let shift = e - Self::SUB;
+        (m << shift) + (1u64 << shift) / 2
+    }
+
+    fn record(&mut self, v: u64) {
+        self.buckets[Self::index(v)] += 1;
+        self.count += 1;
+        self.max = self.max.max(v);
+    }
+
+    fn quantile(&self, q: f64) -> u64 {
+        let want = ((self.count as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Self::value(i).min(self.max);
+            }
+        }
+        self.max
+    }
+}
