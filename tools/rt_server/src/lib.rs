@@ -9,7 +9,7 @@
 //! | `GET /echo` | WebSocket echo of every text and binary message (the Autobahn testee; messages up to 64 MiB) |
 //! | `GET /hub` | WebSocket hub with rooms, users and the control protocol (below) |
 //! | `POST /emit` | emits the body as event `notice` to `?room=`, `?user=`, `?client=` (repeatable, combined as a union); answers `202` with the counts |
-//! | `GET /rooms/{room}/presence` | who is in a `/hub` room: `{room, connections, users}` (across nodes with `--redis`) |
+//! | `GET /rooms/{room}/presence` | who is in a `/hub` room: `{room, connections, users}` (across nodes with `--redis`); gated as `/emit` |
 //! | `GET /stats` | broker and hub counters as JSON |
 //! | `GET /metrics` | every counter in the Prometheus text format (`http_metrics`; below) |
 //! | `GET /health` | `ok` |
@@ -379,9 +379,15 @@ pub fn app(options: Options) -> App {
             }
         })
     };
+    // Presence names users: the same gate as the writers (the token when
+    // one is set; otherwise no page of another origin), so it is no wider
+    // open than /emit.
     let presence = {
-        let rooms = rooms_reach.clone();
+        let (rooms, gate) = (rooms_reach.clone(), gate.clone());
         Handler::new(move |req: Request| {
+            if let Err(refused) = gate.check(&req) {
+                return Box::pin(std::future::ready(refused)) as http_types::BoxFuture<Response>;
+            }
             let rooms = rooms.clone();
             let room = req
                 .extensions()
@@ -389,7 +395,7 @@ pub fn app(options: Options) -> App {
                 .and_then(|p| p.get("room"))
                 .unwrap_or_default()
                 .to_string();
-            async move { presence(&rooms, room).await }
+            Box::pin(async move { presence(&rooms, room).await })
         })
     };
     let publish = {

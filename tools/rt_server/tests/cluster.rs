@@ -384,6 +384,17 @@ async fn presence_lists_both_nodes_and_forgets_a_killed_one() {
         }
     }
 
+    // A page of another origin may not read who is in a room.
+    let mut s = TcpStream::connect(a.addr).await.unwrap();
+    let req = format!(
+        "GET /rooms/public-p/presence HTTP/1.1\r\nHost: {}\r\nOrigin: https://evil.example\r\nConnection: close\r\n\r\n",
+        a.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+
     let killed = Instant::now();
     a.kill();
     let leave = loop {
