@@ -231,7 +231,8 @@ async fn run(shared: Arc<Shared>) {
 }
 
 /// One tick: a comment to every silent stream; streams that closed, or
-/// whose signal fired, leave the list.
+/// whose signal fired, leave the list, and the signal waited on becomes
+/// that of the oldest stream left.
 fn tick(shared: &Shared) {
     let comment = comment();
     let mut sent = 0;
@@ -250,6 +251,9 @@ fn tick(shared: &Shared) {
             Err(_) => false,
         }
     });
+    if let Some((_, signal)) = w.streams.first() {
+        w.signal = Some(signal.clone());
+    }
     drop(w);
     shared.sent.fetch_add(sent, Ordering::Relaxed);
 }

@@ -30,9 +30,11 @@
 //!   the stream keeps only its small shared state (about 100 bytes: a lock,
 //!   counters, the body's waker). `capacity` bounds the messages waiting,
 //!   not an allocation made up front.
-//! - One lock per event queued (uncontended: the body takes it once per
-//!   burst), and one wake per burst: a sender wakes the body only when it
-//!   is waiting, so events queued before it runs cost no wake.
+//! - One lock per event queued, uncontended (the body takes it twice per
+//!   burst): a compare-and-swap and a store, where a lock-free queue would
+//!   add a node or a reference count per event. One wake per burst: a
+//!   sender wakes the body only when it waits, so the events queued before
+//!   it runs cost no wake.
 //!
 //! # Example
 //!
@@ -73,8 +75,12 @@ pub const COPY_LIMIT: usize = 1024;
 /// Most bytes of copied events one frame carries.
 pub const COALESCE_LIMIT: usize = 64 * 1024;
 
-/// What a stream's buffer starts with when the first event of a burst comes.
-const FIRST_RESERVE: usize = 512;
+/// A stream's buffer, when the first event of a burst comes, has room for
+/// this many such events (within `MIN_RESERVE..=MAX_RESERVE` bytes), so that
+/// a burst seldom reallocates.
+const BURST: usize = 16;
+const MIN_RESERVE: usize = 512;
+const MAX_RESERVE: usize = 4096;
 
 /// Opens a stream whose queue holds at most `capacity` messages (at least 1).
 ///
@@ -141,7 +147,8 @@ impl State {
                 self.seal_tail();
             }
             if self.tail.capacity() == 0 {
-                self.tail.reserve(len.max(FIRST_RESERVE));
+                self.tail
+                    .reserve((len * BURST).clamp(MIN_RESERVE, MAX_RESERVE).max(len));
             }
             self.tail.extend_from_slice(bytes);
             self.tail_count += 1;

@@ -3,7 +3,7 @@
 //! The message is framed once ([`Frame`]: the unmasked server-to-client
 //! header and the payload, the same bytes for every recipient), and each
 //! client's outbox gets that frame: copied into its outbox buffer when it is
-//! small (at most [`ws_hub::COPY_MAX`] bytes, where a copy costs less than
+//! small (at most [`ws_hub::COPY_MAX`] bytes, where a copy is no dearer than
 //! sharing), a handle on the same bytes otherwise. No recipient encodes,
 //! frames or allocates anything of its own. Each send never waits, so one
 //! slow or dead client never delays the others; what happened to each is

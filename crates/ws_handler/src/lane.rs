@@ -38,6 +38,8 @@ pub(crate) struct WriteLane {
     /// when a write pends (no clock is read while writes go through),
     /// cleared by the next byte written. The write timeout counts from here.
     stalled: Option<Instant>,
+    /// A written copy buffer, for the outbox to fill next (see [`batch`](WriteLane::batch)).
+    spare: Vec<u8>,
 }
 
 /// Whole frames to write.
@@ -55,6 +57,7 @@ impl WriteLane {
             at: 0,
             unflushed: false,
             stalled: None,
+            spare: Vec::new(),
         }
     }
 
@@ -66,6 +69,15 @@ impl WriteLane {
     /// Since when the stream has taken nothing while something waits.
     pub(crate) fn stalled(&self) -> Option<Instant> {
         self.stalled.filter(|_| !self.queue.is_empty())
+    }
+
+    /// An empty batch for [`WsClient::poll_outgoing`](ws_hub::WsClient::poll_outgoing),
+    /// with the buffer last written in it: the outbox fills that one next
+    /// instead of allocating (and frees it when it waits).
+    pub(crate) fn batch(&mut self) -> Batch {
+        let mut batch = Batch::new();
+        batch.recycle(std::mem::take(&mut self.spare));
+        batch
     }
 
     /// Queues the frames of `batch` (taken out of it) as data.
@@ -112,13 +124,11 @@ impl WriteLane {
 
     /// Writes what is queued, as much at a time as the stream takes, then
     /// flushes the stream: ready when all is written (the lane then holds
-    /// no buffer), pending while the stream is full. Written copy buffers
-    /// go back to `recycle` for the outbox to fill again.
+    /// no buffer but the spare one), pending while the stream is full.
     pub(crate) fn poll_flush<W>(
         &mut self,
         cx: &mut Context<'_>,
         stream: &mut W,
-        recycle: &mut Batch,
     ) -> Poll<io::Result<()>>
     where
         W: AsyncWrite + Unpin,
@@ -143,7 +153,7 @@ impl WriteLane {
             }
             self.stalled = None;
             self.unflushed = true;
-            self.advance(written, recycle);
+            self.advance(written);
         }
         if self.unflushed {
             ready!(Pin::new(&mut *stream).poll_flush(cx))?;
@@ -156,7 +166,7 @@ impl WriteLane {
     }
 
     /// Marks `n` bytes written.
-    fn advance(&mut self, mut n: usize, recycle: &mut Batch) {
+    fn advance(&mut self, mut n: usize) {
         while n > 0 {
             let left = self.queue[0].chunk.as_bytes().len() - self.at;
             if n < left {
@@ -169,8 +179,10 @@ impl WriteLane {
                 .queue
                 .pop_front()
                 .expect("bytes written belong to a piece");
-            if let (Chunk::Copied(buffer), true) = (done.chunk, done.data) {
-                recycle.recycle(buffer);
+            if let (Chunk::Copied(buffer), true) = (done.chunk, done.data)
+                && self.spare.capacity() == 0
+            {
+                self.spare = buffer;
             }
         }
     }
@@ -247,7 +259,7 @@ mod tests {
 
     fn flush(lane: &mut WriteLane, stream: &mut Script) -> Poll<io::Result<()>> {
         let cx = &mut Context::from_waker(Waker::noop());
-        lane.poll_flush(cx, stream, &mut Batch::new())
+        lane.poll_flush(cx, stream)
     }
 
     /// A batch of `texts`, as a writer takes it from an outbox.
@@ -423,10 +435,10 @@ mod tests {
     fn written_copy_buffers_go_back_for_the_next_batch() {
         let mut lane = WriteLane::new();
         lane.push_data(&mut batch(&["reuse me"]));
-        let mut recycle = Batch::new();
         let cx = &mut Context::from_waker(Waker::noop());
         let mut s = script(&[]);
-        assert!(lane.poll_flush(cx, &mut s, &mut recycle).is_ready());
+        assert!(lane.poll_flush(cx, &mut s).is_ready());
+        let mut recycle = lane.batch();
         // The drained batch hands its buffer to the outbox on the next take.
         let hub = WsHub::new(HubConfig::default());
         let c = hub.register(None).unwrap();

@@ -34,11 +34,23 @@ const FIRST_READ: usize = 512;
 pub(crate) struct Reader {
     ctx: Option<Box<WebSocketContext>>,
     boundary: Boundary,
-    /// The peer closed its side (a read returned 0).
-    eof: bool,
 }
 
 impl Reader {
+    /// A reader of a socket from which `first` was read already.
+    pub(crate) fn new(first: &[u8], config: &WebSocketConfig) -> Reader {
+        let mut reader = Reader::default();
+        if !first.is_empty() {
+            reader.boundary.observe(first);
+            reader.ctx = Some(Box::new(WebSocketContext::from_partially_read(
+                first.to_vec(),
+                Role::Server,
+                Some(*config),
+            )));
+        }
+        reader
+    }
+
     /// The next message, tungstenite's answers to it (pongs, a close reply)
     /// queued in `lane`; `None` once the connection is closed.
     pub(crate) fn poll_next<S>(
@@ -56,15 +68,14 @@ impl Reader {
             None => {
                 let mut first = [0u8; FIRST_READ];
                 let mut buf = ReadBuf::new(&mut first);
-                if !self.eof {
-                    match Pin::new(&mut *io).poll_read(cx, &mut buf) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(WsError::Io(e)))),
-                        Poll::Ready(Ok(())) => {}
-                    }
+                match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(WsError::Io(e)))),
+                    Poll::Ready(Ok(())) => {}
                 }
+                // Bytes, or the end (tungstenite reads the end again and
+                // says what it means: a close, or a reset without one).
                 let read = buf.filled();
-                self.eof |= read.is_empty();
                 self.boundary.observe(read);
                 self.ctx
                     .insert(Box::new(WebSocketContext::from_partially_read(
@@ -79,7 +90,6 @@ impl Reader {
             cx,
             lane,
             boundary: &mut self.boundary,
-            eof: &mut self.eof,
         };
         match ctx.read(&mut bridge) {
             Ok(msg) => Poll::Ready(Some(Ok(msg))),
@@ -115,7 +125,6 @@ impl Reader {
             cx,
             lane,
             boundary: &mut self.boundary,
-            eof: &mut self.eof,
         };
         // The lane takes every byte: this cannot block. An error means the
         // connection is already closing or closed; the lane has what it needs.
@@ -137,21 +146,16 @@ struct Bridge<'a, 'b, S> {
     cx: &'a mut Context<'b>,
     lane: &'a mut WriteLane,
     boundary: &'a mut Boundary,
-    eof: &'a mut bool,
 }
 
 impl<S: AsyncRead + Unpin> Read for Bridge<'_, '_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if *self.eof {
-            return Ok(0);
-        }
         let mut buf = ReadBuf::new(buf);
         match Pin::new(&mut *self.io).poll_read(self.cx, &mut buf) {
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
             Poll::Ready(Err(e)) => Err(e),
             Poll::Ready(Ok(())) => {
                 let read = buf.filled();
-                *self.eof = read.is_empty();
                 self.boundary.observe(read);
                 Ok(read.len())
             }
@@ -357,10 +361,7 @@ mod tests {
         assert!(next(&mut r, &mut input, &mut lane).is_pending());
         let mut out = Vec::new();
         let cx = &mut Context::from_waker(std::task::Waker::noop());
-        assert!(
-            lane.poll_flush(cx, &mut out, &mut ws_hub::Batch::new())
-                .is_ready()
-        );
+        assert!(lane.poll_flush(cx, &mut out).is_ready());
         assert_eq!(out, b"\x8a\x02hi", "the pong, unmasked");
 
         let close = CloseFrame {
@@ -374,10 +375,7 @@ mod tests {
         );
         assert_eq!(next(&mut r, &mut input, &mut lane), Poll::Ready(None));
         out.clear();
-        assert!(
-            lane.poll_flush(cx, &mut out, &mut ws_hub::Batch::new())
-                .is_ready()
-        );
+        assert!(lane.poll_flush(cx, &mut out).is_ready());
         assert_eq!(out, b"\x88\x05\x03\xe8bye", "the reply echoes the code");
     }
 }

@@ -59,18 +59,34 @@ fn start(cores: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Running {
     }
 }
 
-/// How many of the process's threads are runtime workers (named `rt-worker`).
-fn workers(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
+/// The names of the process's threads (runtime workers are `rt-worker`).
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
-        .filter(|task| {
-            let comm = task
-                .as_ref()
-                .map(|t| std::fs::read_to_string(t.path().join("comm")).unwrap_or_default())
-                .unwrap_or_default();
-            comm.trim() == "rt-worker"
+        .filter_map(|task| {
+            let path = task.ok()?.path().join("comm");
+            Some(std::fs::read_to_string(path).ok()?.trim().to_string())
         })
-        .count()
+        .collect();
+    names.sort();
+    names
+}
+
+/// How many of the process's threads are runtime workers, once `want` of
+/// them are (a new thread names itself when it first runs, which on a busy
+/// machine can come late), or after 10 s.
+fn workers(pid: u32, want: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = thread_names(pid)
+            .iter()
+            .filter(|n| *n == "rt-worker")
+            .count();
+        if n == want || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A WebSocket on `/ws`.
@@ -122,7 +138,7 @@ fn serves(addr: SocketAddr) {
 fn one_thread_is_one_worker_and_serves() {
     let server = start(None, &["--threads", "1"], &[]);
     serves(server.addr);
-    assert_eq!(workers(server.child.id()), 1);
+    assert_eq!(workers(server.child.id(), 1), 1);
 }
 
 #[test]
@@ -133,7 +149,13 @@ fn two_threads_are_two_workers_and_serve() {
     ] {
         let server = start(None, args, env);
         serves(server.addr);
-        assert_eq!(workers(server.child.id()), 2, "{args:?} {env:?}");
+        let pid = server.child.id();
+        assert_eq!(
+            workers(pid, 2),
+            2,
+            "{args:?} {env:?}: {:?}",
+            thread_names(pid)
+        );
     }
 }
 
@@ -145,12 +167,18 @@ fn the_default_is_the_cores_it_may_run_on() {
     }
     let server = start(Some("0"), &[], &[]);
     serves(server.addr);
-    assert_eq!(workers(server.child.id()), 1, "pinned to one core");
+    assert_eq!(workers(server.child.id(), 1), 1, "pinned to one core");
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     if cores >= 2 {
         let server = start(Some("0,1"), &[], &[]);
         serves(server.addr);
-        assert_eq!(workers(server.child.id()), 2, "pinned to two cores");
+        let pid = server.child.id();
+        assert_eq!(
+            workers(pid, 2),
+            2,
+            "pinned to two cores: {:?}",
+            thread_names(pid)
+        );
     }
 }
 

@@ -4,18 +4,23 @@
 //! and drives it from this process (run it pinned to core 1):
 //!
 //! 1. **Deliveries.** `--subscribers` SSE clients (default 1,000) on
-//!    `GET /events`; 64-byte events published through `POST /publish` on
-//!    `--in-flight` keep-alive connections (default 16), so that 16 events
-//!    are in flight, an event being in flight from its publish until every
-//!    stream has it: `ws-bench`'s `deliveries-N` rows, measured the same way
-//!    (every stream receiving first, a 0.5 s warm-up, `--duration` seconds
-//!    measured, default 3; deliveries over the time from the first measured
-//!    publish to the last receive), so the two figures compare. Prints
+//!    `GET /events`; 64-byte events published through `POST /publish`,
+//!    `--in-flight` of them in flight (default 16; an event is in flight
+//!    from its publish until every stream has it), written as pipelined
+//!    HTTP/1.1 requests on `--publishers` keep-alive connections (default 1),
+//!    as many at once as there is room for: `ws-bench`'s `deliveries-N`
+//!    rows, whose one publishing socket writes its messages the same way,
+//!    measured the same way (every stream receiving first, a 0.5 s warm-up,
+//!    `--duration` seconds measured, default 3; deliveries over the time
+//!    from the first measured publish to the last receive), so the two
+//!    figures compare. Readers parse the streams in place, without a copy
+//!    per line or a read that only finds the socket empty. Prints
 //!    deliveries/s, publish-to-receive latency, lost deliveries, and the
-//!    server's and this generator's CPU over the window (a generator near
-//!    100% of its core is the limit, not the server). With `--rate`, the
-//!    earlier shape instead: `--events` published over `--publishers`
-//!    connections at that rate.
+//!    server's CPU per delivery and both processes' CPU over the window (a
+//!    generator near 100% of its core is the limit, not the server). With
+//!    `--rate`, the earlier shape instead: `--events` published over
+//!    `--publishers` connections (default 4), one request at a time each,
+//!    at that rate.
 //! 2. **Memory.** A fresh server, `--idle` idle SSE clients; prints the
 //!    server's RSS growth per stream (VmRSS from /proc).
 //!
@@ -124,7 +129,7 @@ fn parse_args() -> Result<Args, String> {
                 o => return Err(format!("--only takes fanout or memory, not {o}")),
             },
             "-h" | "--help" => {
-                return Err("usage: sse-bench [--subscribers N] [--in-flight N] [--duration SECS] [--idle N] [--repeat N] [--only fanout|memory] [--server PATH]
+                return Err("usage: sse-bench [--subscribers N] [--in-flight N] [--publishers N] [--duration SECS] [--idle N] [--repeat N] [--only fanout|memory] [--server PATH]
        sse-bench --rate EVENTS_PER_SEC [--events N] [--publishers N] ...   (paced instead of in flight)
        sse-bench --redis [redis://HOST:PORT] [--nodes N[,N...]] [--subscribers N[,N...]] [--rate EVENTS_PER_SEC] [--duration SECS] [--events N] [--publishers N] [--repeat N]
          rt-server alone against N nodes on one Redis, SSE topic `bench` (default: a throwaway redis-server, 2 nodes, 200 and 1000 subscribers, 100 events/s)".into());
@@ -824,7 +829,8 @@ async fn single(args: &Args, server_path: &PathBuf) -> Result<(), String> {
                 cluster::median(figures.iter().map(g).collect()).unwrap_or(0.0)
             };
             println!(
-                "  latency p50 {:.2} ms, p99 {:.2} ms; CPU over the window: server {:.0}%, generator {:.0}% of one core",
+                "  server CPU per delivery {:.3} µs; latency p50 {:.2} ms, p99 {:.2} ms; CPU over the window: server {:.0}%, generator {:.0}% of one core",
+                med(&|f| f.server_us_per_delivery),
                 med(&|f| f.p50_ms),
                 med(&|f| f.p99_ms),
                 med(&|f| f.server_cpu) * 100.0,
