@@ -4,11 +4,12 @@
 -- version is `PRAGMA user_version`; `fn` refuses a database of another version.
 -- Query it directly with `sqlite3 registry/registry.db` (see registry/README.md).
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 
 -- Facts about the index run: schema_version, root (absolute), repository (the
 -- workspace's `repository`, absent when it has none), indexed_at (unix seconds),
--- entries, tool_version.
+-- entries, functions, types, refs (counts), tool_version, sources_at (unix
+-- nanoseconds when the run began reading files: see `sources`).
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -38,6 +39,15 @@ CREATE TABLE entries (
     notes            TEXT NOT NULL,              -- the `## Notes` section
     extra            TEXT NOT NULL DEFAULT '{}'  -- unknown frontmatter keys, as JSON
 );
+-- Lookups by name (`fn show`), of the kind by ID without reading the row
+-- (`fn deps`), and by crate and test file (`fn index` finding the entries of
+-- a changed crate). Created with the table: filled row
+-- by row, they cost less than a scan of the table each afterwards.
+CREATE INDEX entries_name ON entries (name);
+CREATE INDEX entries_kind ON entries (id, kind);
+CREATE INDEX entries_crate ON entries (crate);
+CREATE INDEX entries_test ON entries (test_file_path);
+
 -- One row per Cargo package under crates/ (from its Cargo.toml), entries or not:
 -- `fn show CRATE` and the lines to depend on a crate. Entries point here by `crate`.
 CREATE TABLE crates (
@@ -101,20 +111,28 @@ CREATE TABLE refs (
     rel     TEXT NOT NULL CHECK (rel IN ('uses_function', 'uses_type', 'returns', 'error_type'))
 );
 
+-- Every file and folder the last index read, with the xxh3 hash of what it read
+-- (a folder's: of its sorted names; its path ends with `/`). `fn index` re-reads
+-- only what changed since `sources_at` (by modification time, then hash) and
+-- updates the rows of the entries and crates concerned.
+CREATE TABLE sources (
+    path TEXT PRIMARY KEY,                  -- root-relative: `crates/x/src/lib.rs`, `crates/`
+    hash INTEGER NOT NULL                   -- xxh3-64 as a signed integer
+) WITHOUT ROWID;
+
 -- Full-text search, ranked with bm25 (weights: name 10, description 4, tags 6,
 -- signature 3, body 1). `name` holds the name and its words (`ws_send ws send`,
 -- `SseEvent Sse Event`); rowid = entries.rowid. Contentless: the text lives in
--- `entries`, the index only finds and ranks rowids.
+-- `entries`, the index only finds and ranks rowids; rows can be deleted by rowid.
 CREATE VIRTUAL TABLE entries_fts USING fts5 (
     name, description, tags, signature, body,
-    content = '',
+    content = '', contentless_delete = 1,
     tokenize = 'unicode61 remove_diacritics 2'
 );
 INSERT INTO entries_fts (entries_fts, rank) VALUES ('rank', 'bm25(10.0, 4.0, 6.0, 3.0, 1.0)');
 
 -- indexes: `fn index` creates these after loading the rows (a bulk build is
 -- faster than growing them row by row).
-CREATE INDEX entries_name ON entries (name);
 CREATE UNIQUE INDEX tags_key ON tags (entry_id, tag);
 CREATE INDEX tags_tag ON tags (tag);
 CREATE UNIQUE INDEX params_key ON params (entry_id, position);
@@ -122,4 +140,5 @@ CREATE UNIQUE INDEX tests_key ON tests (entry_id, position);
 CREATE UNIQUE INDEX imports_key ON imports (entry_id, package);
 CREATE UNIQUE INDEX members_key ON members (entry_id, role, position);
 CREATE UNIQUE INDEX refs_key ON refs (from_id, to_id, rel);
-CREATE INDEX refs_to ON refs (to_id);
+-- Covering, as refs_key is: `fn deps --reverse` walks the graph on indexes only.
+CREATE INDEX refs_to ON refs (to_id, from_id, rel);

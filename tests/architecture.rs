@@ -104,7 +104,9 @@ fn every_member_uses_the_workspace_lints() {
 fn cargo_lock_has_one_version_of_each_crate() {
     // The one allowed exception, build time only: `syn` 2 is what the
     // RustCrypto proc-macros under `jsonwebtoken` (zeroize_derive,
-    // curve25519-dalek-derive) are written against; nothing of it is linked.
+    // curve25519-dalek-derive) and `tracing-attributes` (on through rmcp's
+    // `tracing` with default features, for `fn mcp`) are written against;
+    // nothing of it is linked.
     const BUILD_ONLY: [(&str, usize); 1] = [("syn", 2)];
     // Locked, never built: Cargo locks an optional dependency that only a
     // weak feature (`dep?/feature`) names, even when nothing enables it
@@ -217,6 +219,28 @@ fn layers_hold() {
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// Every crate under `crates/` is placed in ARCHITECTURE.md's layer diagram.
+#[test]
+fn every_crate_is_in_the_layer_diagram() {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let layers = text
+        .split_once("## Layers")
+        .and_then(|(_, rest)| rest.split("```").nth(1))
+        .expect("a ``` block under ## Layers");
+    let named: BTreeSet<&str> = layers
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    let missing: Vec<String> = members()
+        .into_iter()
+        .filter_map(|(dir, _)| dir.strip_prefix("crates/").map(str::to_string))
+        .filter(|name| !named.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "crates missing from ARCHITECTURE.md's layers: {missing:?}"
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Rooms, users and targeted events end to end (issue 6): the reference
+//! Rooms, users and targeted events end to end: the reference
 //! server's `/hub` and `POST /emit`, and small `ws_handler` + `ws_control`
 //! apps built here, on `http_serve` over real TCP on 127.0.0.1:0, with real
 //! tokio-tungstenite clients.
@@ -760,6 +760,50 @@ async fn sending_to_a_gone_connection_is_a_clear_error() {
         let (status, body) = http(server.addr, "POST", &format!("/emit?{query}"), "x").await;
         assert_eq!(status, 400, "{query}: {body}");
     }
+    drop(other);
+    server.connections(0).await;
+    assert_eq!(server.stop().await.aborted, 0);
+}
+
+/// Close by id (`ws_close` behind `POST /hub/clients/{id}/close`): the
+/// connection gets what was queued for it, then the close with the code and
+/// reason asked; the others stay; a bad code, an unknown id or a second
+/// close are answered, and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_closed_by_id_with_its_code_and_reason() {
+    let server = reference().await;
+    let mut ana = connect(server.addr, "/hub", Some("ana")).await;
+    let mut other = connect(server.addr, "/hub", ANON).await;
+    ws_send_to(&server.hub, ana.id, Message::text("you were signed out")).unwrap();
+    let close = |id: ClientId, query: &str| format!("/hub/clients/{id}/close?{query}");
+
+    for (query, status) in [("code=1006", 400), ("code=x", 400), ("code=5000", 400)] {
+        let (got, body) = http(server.addr, "POST", &close(ana.id, query), "").await;
+        assert_eq!(got, status, "{query}: {body}");
+    }
+    let (got, body) = http(server.addr, "POST", "/hub/clients/abc/close", "").await;
+    assert_eq!(got, 400, "{body}");
+    let (got, body) = http(server.addr, "POST", &close(1_000_000, ""), "").await;
+    assert_eq!(got, 404, "{body}");
+
+    let (got, body) = http(
+        server.addr,
+        "POST",
+        &close(ana.id, "code=4001&reason=signed%20out"),
+        "",
+    )
+    .await;
+    assert_eq!(got, 204, "{body}");
+    let (got, body) = http(server.addr, "POST", &close(ana.id, ""), "").await;
+    assert_eq!(got, 409, "closing already: {body}");
+
+    let (frame, data) = until_close(&mut ana.ws).await;
+    assert_eq!(data, 1, "what was queued came first");
+    assert_eq!(code(&frame), Some(4001));
+    assert_eq!(frame.unwrap().reason.as_str(), "signed out");
+    mark(&server.hub, 1);
+    other.marker(1).await;
+    drop(ana);
     drop(other);
     server.connections(0).await;
     assert_eq!(server.stop().await.aborted, 0);

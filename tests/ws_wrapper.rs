@@ -1,8 +1,9 @@
 //! The Rust ws-wrapper client (`ws_wrapper_client`) end to end over real
 //! sockets on 127.0.0.1: against rt-server's `/rpc`, against a
 //! `ws_wrapper_server` that reports what its handlers see, across a server
-//! restart on the same port, against a server that closes with 1013, and
-//! against a Node server built on the npm `ws-wrapper` 3.0.3 package.
+//! restart on the same port (queued emits arrive in order after it), against
+//! a server that closes with 1013, and against a Node server built on the npm
+//! `ws-wrapper` 3.0.3 package.
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use ws_handler::WsConfig;
 use ws_hub::{HubConfig, WsHub};
 use ws_wrapper_client::{
-    ClientConfig, ClientCtx, ClientRequestError, ClientState, ConnectError, PeerError,
+    ClientConfig, ClientCtx, ClientEvent, ClientRequestError, ClientState, ConnectError, PeerError,
     WrapperClient,
 };
 use ws_wrapper_server::{Ctx, Reply, WrapperConfig, WrapperError, WrapperServer};
@@ -454,6 +455,69 @@ async fn anonymous_channels_close_from_either_side() {
     o.server.stop().await;
 }
 
+#[tokio::test]
+async fn the_server_streams_from_a_channel_the_client_answers_with() {
+    // Both ends are the same engine: here the server asks, and the client
+    // answers with an anonymous channel that streams on the server's "start".
+    let server = WrapperServer::new(WsHub::new(HubConfig::default()), WrapperConfig::default());
+    server.on("pull", |ctx: Ctx, (n,): (u64,)| async move {
+        let ch = ctx
+            .server()
+            .request_channel(ctx.client(), None, "numbers", vec![json!(n)], None)
+            .await
+            .map_err(|e| WrapperError::new(e.to_string()))?;
+        ch.emit("start", ())
+            .map_err(|e| WrapperError::new(e.to_string()))?;
+        let mut got = Vec::new();
+        while let Some((name, args)) = ch.recv().await {
+            if name == "done" {
+                break;
+            }
+            got.push(args[0].clone());
+        }
+        ch.abort("thanks");
+        Ok::<_, WrapperError>(got)
+    });
+    let served = serve(server.handler(WsConfig::default())).await;
+    let client = WrapperClient::new(&url(&served, "/"), ClientConfig::default()).unwrap();
+    let (closed_tx, mut closed) = mpsc::unbounded_channel();
+    client.on("numbers", move |ctx: ClientCtx, (n,): (u64,)| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            let ch = ctx.channel().expect("a request has a channel");
+            ch.on("start", move |ctx: ClientCtx, (): ()| async move {
+                let ch = ctx.channel().expect("in a channel");
+                for i in 1..=n {
+                    ch.emit("next", (i,))
+                        .map_err(|e| PeerError::new(e.to_string()))?;
+                }
+                ch.emit("done", ())
+                    .map_err(|e| PeerError::new(e.to_string()))
+            });
+            let watch = ch.clone();
+            tokio::spawn(async move {
+                watch.closed().await;
+                let _ = closed_tx.send(watch.handle());
+            });
+            Ok::<_, PeerError>(ws_wrapper_client::Reply::Channel(ch))
+        }
+    });
+    client.start().await.unwrap();
+    let got: Vec<u64> = client.request(None, "pull", (3,)).await.unwrap();
+    assert_eq!(got, [1, 2, 3]);
+    assert_eq!(
+        within(
+            "the server's abort closes the client's channel",
+            closed.recv()
+        )
+        .await,
+        Some(1),
+        "the handle is the server's request id"
+    );
+    client.close().await;
+    served.stop().await;
+}
+
 /// Waits until the state satisfies `f`, returns it.
 async fn state_where(client: &WrapperClient, f: impl Fn(&ClientState) -> bool) -> ClientState {
     let mut rx = client.watch();
@@ -488,16 +552,21 @@ async fn reconnects_after_a_restart_on_the_same_port_and_handlers_survive() {
         unreachable!()
     };
     assert_eq!(close_code, Some(1001), "http_serve's drain says Going Away");
-    // While it is down, requests fail at once (nothing is queued), and the
-    // client keeps trying (connection refused) with growing delays.
+    // While it is down, requests wait (until their timeout) and emits are
+    // queued, and the client keeps trying (connection refused) with growing delays.
     assert_eq!(
-        client.request::<Value>(None, "echo", (1,)).await,
-        Err(ClientRequestError::Disconnected)
+        client
+            .request::<Value>(None, "echo", (1,))
+            .timeout(Duration::from_millis(20))
+            .await,
+        Err(ClientRequestError::Timeout)
     );
-    assert_eq!(
-        client.emit(None, "notify-me", (1,)),
-        Err(ClientRequestError::Disconnected)
+    let waiting = tokio::spawn(
+        client
+            .request::<Value>(None, "echo", ("waited",))
+            .into_future(),
     );
+    client.emit(None, "notify-me", ("queued",)).unwrap();
     let retrying = state_where(
         &client,
         |s| matches!(s, ClientState::Reconnecting { attempt, .. } if *attempt >= 3),
@@ -511,6 +580,15 @@ async fn reconnects_after_a_restart_on_the_same_port_and_handlers_survive() {
     // Back on the same port: the client reconnects by itself.
     let server = serve_again(addr, rt_rpc());
     assert_eq!(within("reconnection", client.connected()).await, Some(2));
+    // What waited offline went out first: the request is answered, the event came back.
+    assert_eq!(
+        within("the waiting request", waiting).await.unwrap(),
+        Ok(json!("waited"))
+    );
+    assert_eq!(
+        within("notified", notified.recv()).await.unwrap(),
+        [json!("queued")]
+    );
     // Handlers registered once still answer, on the new connection.
     let x: i64 = client
         .request(None, "ask-me", ("double", 21))
@@ -529,6 +607,92 @@ async fn reconnects_after_a_restart_on_the_same_port_and_handlers_survive() {
 
     client.close().await;
     server.stop().await;
+}
+
+/// A `ws_wrapper_server` that forwards every `log` event's argument to the test.
+fn logging_server() -> (Handler, mpsc::UnboundedReceiver<i64>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let server = WrapperServer::new(WsHub::new(HubConfig::default()), WrapperConfig::default());
+    server.on("log", move |_ctx, (n,): (i64,)| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(n);
+            Ok::<_, WrapperError>(())
+        }
+    });
+    (server.handler(WsConfig::default()), rx)
+}
+
+#[tokio::test]
+async fn queued_emits_arrive_in_order_after_a_server_restart() {
+    let (handler, mut logged) = logging_server();
+    let server = serve(handler).await;
+    let addr = server.addr;
+    let client = WrapperClient::connect(&url(&server, "/"), fast())
+        .await
+        .unwrap();
+    let mut events = client.events();
+    for n in 0..3 {
+        client.emit(None, "log", (n,)).unwrap();
+    }
+    for n in 0..3 {
+        assert_eq!(within("a live emit", logged.recv()).await, Some(n));
+    }
+
+    // The server goes away; the app keeps emitting: all of it waits offline.
+    server.stop().await;
+    assert_eq!(
+        within("disconnected", events.recv()).await.unwrap(),
+        ClientEvent::Disconnected {
+            code: Some(1001),
+            reason: "server shutting down".into()
+        },
+        "http_serve's drain says Going Away, and why"
+    );
+    let ClientEvent::Reconnecting { attempt, delay } =
+        within("reconnecting", events.recv()).await.unwrap()
+    else {
+        panic!("expected Reconnecting");
+    };
+    assert_eq!(attempt, 1);
+    assert!(delay >= Duration::from_millis(10), "{delay:?}");
+    for n in 3..200 {
+        client.emit(None, "log", (n,)).unwrap();
+    }
+
+    // A new server on the same port: the queue goes out first, in call
+    // order, and what the app sends after the reconnect comes after it.
+    let (handler, mut logged) = logging_server();
+    let server = serve_again(addr, handler);
+    let reconnected = loop {
+        match within("connected again", events.recv()).await.unwrap() {
+            ClientEvent::Connected { connection } => break connection,
+            ClientEvent::Reconnecting { .. } | ClientEvent::Disconnected { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(reconnected, 2);
+    client.emit(None, "log", (200,)).unwrap();
+    for n in 3..=200 {
+        assert_eq!(within("a queued emit", logged.recv()).await, Some(n));
+    }
+
+    // A bounded queue: past ClientConfig::offline_queue an emit is refused.
+    server.stop().await;
+    state_where(&client, |s| matches!(s, ClientState::Reconnecting { .. })).await;
+    let bound = ClientConfig::default().offline_queue;
+    for n in 0..bound {
+        client.emit(None, "log", (n,)).unwrap();
+    }
+    assert_eq!(
+        client.emit(None, "log", (-1,)),
+        Err(ClientRequestError::QueueFull)
+    );
+    client.close().await;
+    assert_eq!(
+        client.emit(None, "log", (-1,)),
+        Err(ClientRequestError::Disconnected)
+    );
 }
 
 #[tokio::test]

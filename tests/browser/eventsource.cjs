@@ -6,33 +6,13 @@
 // Run: NODE_PATH=<dir with playwright-core> node tests/browser/eventsource.cjs target/debug/rt-server
 // (.ci/run installs Debian's chromium and playwright-core outside the repository.)
 
-const { chromium } = require("playwright-core");
-const { spawn } = require("child_process");
-const readline = require("readline");
+const common = require("./common.cjs");
+const { stop, launch, run } = common;
 
 const bin = process.argv[2];
-const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 
 function startServer(addr) {
-  return new Promise((resolve, reject) => {
-    const p = spawn(bin, ["--addr", addr, "--quiet", "--retry-ms", "200", "--drain-secs", "2"], {
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    const onExit = (code) => reject(new Error(`rt-server exited with ${code} before listening`));
-    p.once("exit", onExit);
-    readline.createInterface({ input: p.stdout }).once("line", (line) => {
-      p.off("exit", onExit);
-      const m = line.match(/http:\/\/(\S+)/);
-      m ? resolve({ p, addr: m[1] }) : reject(new Error(`unexpected first line: ${line}`));
-    });
-  });
-}
-
-function stop(p) {
-  return new Promise((resolve) => {
-    p.once("exit", resolve);
-    p.kill("SIGTERM");
-  });
+  return common.startServer(bin, ["--addr", addr, "--quiet", "--retry-ms", "200", "--drain-secs", "2"]);
 }
 
 async function publish(addr, body, event) {
@@ -58,11 +38,7 @@ const items = (page, n) =>
 
 async function main() {
   let { p, addr } = await startServer("127.0.0.1:0");
-  const browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage();
     await page.goto(`http://${addr}/`);
@@ -99,7 +75,4 @@ async function main() {
   }
 }
 
-main().catch((e) => {
-  console.error(`browser test failed: ${e.stack || e}`);
-  process.exit(1);
-});
+run(main);

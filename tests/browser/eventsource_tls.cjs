@@ -10,42 +10,20 @@
 // (.ci/run makes a self-signed certificate for 127.0.0.1 with openssl, and
 // installs Debian's chromium and playwright-core outside the repository.)
 
-const { chromium } = require("playwright-core");
-const { spawn } = require("child_process");
-const readline = require("readline");
+const common = require("./common.cjs");
+const { stop, launch, run } = common;
 
 const [bin, cert, key] = process.argv.slice(2);
-const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const STREAMS = 10;
 
 function startServer() {
-  return new Promise((resolve, reject) => {
-    const p = spawn(bin, ["--addr", "127.0.0.1:0", "--quiet", "--drain-secs", "2",
-      "--tls-cert", cert, "--tls-key", key], { stdio: ["ignore", "pipe", "inherit"] });
-    const onExit = (code) => reject(new Error(`rt-server exited with ${code} before listening`));
-    p.once("exit", onExit);
-    readline.createInterface({ input: p.stdout }).once("line", (line) => {
-      p.off("exit", onExit);
-      const m = line.match(/https:\/\/(\S+)/);
-      m ? resolve({ p, addr: m[1] }) : reject(new Error(`expected https:// in: ${line}`));
-    });
-  });
-}
-
-function stop(p) {
-  return new Promise((resolve) => {
-    p.once("exit", resolve);
-    p.kill("SIGTERM");
-  });
+  return common.startServer(bin, ["--addr", "127.0.0.1:0", "--quiet", "--drain-secs", "2",
+    "--tls-cert", cert, "--tls-key", key]);
 }
 
 async function main() {
   const { p, addr } = await startServer();
-  const browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   try {
     // The certificate is self-signed, made for this run: accept it.
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
@@ -96,7 +74,4 @@ async function main() {
   }
 }
 
-main().catch((e) => {
-  console.error(`browser TLS test failed: ${e.stack || e}`);
-  process.exit(1);
-});
+run(main);

@@ -11,7 +11,7 @@
 //! - **Patterns** start with `/`. A segment is a literal, `{name}` (one
 //!   segment, possibly after a literal prefix: `/v{version}`; matchit 0.8
 //!   has no suffixes) or, at the end, `{*rest}` (one or more segments, not
-//!   empty). `{{` and `}}` are literal braces. The old `:name` syntax is refused with
+//!   empty). `{{` and `}}` are literal braces. The `:name` syntax (matchit before 0.8) is refused with
 //!   [`RouterError::ColonParam`], so a table written for it fails loudly
 //!   instead of matching a literal `:name`.
 //! - **Priority** is matchit's, whatever the order given: a literal beats a

@@ -12,6 +12,10 @@
 //! plain TCP. A client that offers no ALPN is sniffed as on plain TCP.
 //! Everything below holds over TLS too; the handshake is part of the time
 //! to the first request head, and a failed one closes only its connection.
+//! TLS is the `tls` feature, on by default; with `default-features = false`
+//! nothing of rustls (nor aws-lc-rs, a C build) is compiled, and
+//! [`TlsConfig`]'s constructors answer [`TlsError::Disabled`] (the registry's
+//! `fn serve` and `realtime-demo` build it so).
 //!
 //! Each connection runs in a `tracing` span `conn` with its `id` (from 1),
 //! `peer`, `tls` and, on TLS, the `alpn` protocol chosen, so events logged
@@ -135,10 +139,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+#[cfg(feature = "tls")]
 use http_body_util::BodyExt;
 use http_types::{Body, BoxFuture, Bytes, Handler, LongLived, Response, Shutdown, boxed};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+#[cfg(feature = "tls")]
+use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -149,6 +156,7 @@ mod upgrade;
 use pending::{PendingQueue, Ticket};
 pub use tls::{Io, TlsConfig, TlsError};
 /// The rustls crate [`TlsConfig`] is made of (`ServerConfig`, `pki_types`).
+#[cfg(feature = "tls")]
 pub use tokio_rustls::rustls;
 use upgrade::UpgradeSender;
 pub use upgrade::{OnUpgrade, UpgradeError, Upgraded};
@@ -397,6 +405,7 @@ where
 
 /// What the connection becomes once hyper is done with it; `None` when it
 /// is closed already.
+#[cfg_attr(not(feature = "tls"), allow(unused_variables))]
 fn after_http<P>(
     stream: Io,
     next: Takeover,
@@ -411,6 +420,7 @@ fn after_http<P>(
             let _ = Pin::new(&mut stream).poll_shutdown(cx);
             None
         }
+        #[cfg(feature = "tls")]
         (Takeover::None, Io::Tls(mut stream)) => {
             drop(read_first);
             // close_notify, then FIN; a peer that reads nothing does not hold it.
@@ -430,6 +440,7 @@ fn after_http<P>(
                     body,
                     stall: None,
                 }),
+                #[cfg(feature = "tls")]
                 Io::Tls(stream) => {
                     Phase::Other(Box::pin(write_long_lived_tls(stream, body, write_timeout)))
                 }
@@ -466,7 +477,7 @@ struct Conn {
     signal: Shutdown,
     limits: ServeLimits,
     header_read_timeout: Duration,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<tls::Acceptor>,
 }
 
 /// Ends a connection's pending state when dropped, however its task ends.
@@ -489,7 +500,10 @@ async fn serve_http(
 ) -> Option<(Io, Takeover, Bytes)> {
     let mut stream = match &conn.tls {
         None => Io::Tcp(stream),
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match *never {},
         // Boxed: a plain connection's state does not carry rustls' handshake.
+        #[cfg(feature = "tls")]
         Some(tls) => tokio::select! {
             s = Box::pin(tls.accept(stream)) => match s {
                 Ok(s) => Io::Tls(Box::new(s)),
@@ -729,6 +743,7 @@ fn write_ready(stream: &TcpStream, buf: &[u8]) -> std::io::Result<usize> {
 /// byte is taken for `limit`; each write that takes some starts the wait
 /// over. (A TCP flush is nothing; a TLS one sends what rustls holds, at
 /// most its 64 KiB buffer, within `limit`.)
+#[cfg(feature = "tls")]
 async fn write_progressing<S: AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &[u8],
@@ -754,6 +769,7 @@ async fn write_progressing<S: AsyncWrite + Unpin>(
         .map_err(|_| timed_out())?
 }
 
+#[cfg(feature = "tls")]
 /// [`write_long_lived`] over TLS: every frame is encrypted and flushed
 /// under the write timeout; the client going away is noticed by reading
 /// (end of file, close_notify or an error). Ends with close_notify.
@@ -988,6 +1004,7 @@ impl AsyncWrite for Prefixed {
 mod tests {
     use super::*;
     use http_types::full;
+    use tokio::io::AsyncWriteExt;
     use tokio::sync::{Notify, oneshot};
 
     async fn start(

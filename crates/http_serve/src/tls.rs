@@ -1,21 +1,43 @@
 //! TLS for `http_serve`: the server's certificate and key, ALPN, and the
 //! stream a connection is served on (plain TCP or TLS over it).
+//!
+//! Without the `tls` feature (on by default) nothing of rustls is built: a
+//! [`TlsConfig`] cannot be made ([`TlsError::Disabled`]) and every [`Io`]
+//! is plain TCP.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+#[cfg(feature = "tls")]
 use tokio_rustls::rustls;
+#[cfg(feature = "tls")]
 use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
+#[cfg(feature = "tls")]
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+#[cfg(feature = "tls")]
 use tokio_rustls::server::TlsStream;
 
+/// What accepts TLS connections for a [`TlsConfig`] (nothing can, without
+/// the `tls` feature).
+#[cfg(feature = "tls")]
+pub(crate) type Acceptor = tokio_rustls::TlsAcceptor;
+#[cfg(not(feature = "tls"))]
+pub(crate) type Acceptor = NoTls;
+
+/// No value: what there is of TLS in a build without it.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone, Debug)]
+pub(crate) enum NoTls {}
+
 /// The ALPN protocols [`TlsConfig::from_pem`] offers, in order of preference.
+#[cfg(feature = "tls")]
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// TLS settings of [`ServeConfig::tls`](crate::ServeConfig::tls): a rustls
@@ -28,11 +50,49 @@ const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// upgrade. The protocol of a connection is the one ALPN chose; a client
 /// that offers none is sniffed as on plain TCP (HTTP/2 preface or
 /// HTTP/1.1). rustls with the aws-lc-rs provider, TLS 1.2 and 1.3.
+#[cfg(feature = "tls")]
 #[derive(Clone)]
 pub struct TlsConfig {
     config: Arc<rustls::ServerConfig>,
 }
 
+/// TLS settings of [`ServeConfig::tls`](crate::ServeConfig::tls); this
+/// build has no TLS (the `tls` feature is off), so none can be made.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    never: NoTls,
+}
+
+#[cfg(not(feature = "tls"))]
+impl TlsConfig {
+    /// Always [`TlsError::Disabled`]: this build has no TLS.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Disabled`].
+    pub fn from_pem_files(
+        _cert_path: impl AsRef<Path>,
+        _key_path: impl AsRef<Path>,
+    ) -> Result<TlsConfig, TlsError> {
+        Err(TlsError::Disabled)
+    }
+
+    /// Always [`TlsError::Disabled`]: this build has no TLS.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Disabled`].
+    pub fn from_pem(_cert_pem: &[u8], _key_pem: &[u8]) -> Result<TlsConfig, TlsError> {
+        Err(TlsError::Disabled)
+    }
+
+    pub(crate) fn acceptor(&self) -> Acceptor {
+        match self.never {}
+    }
+}
+
+#[cfg(feature = "tls")]
 impl TlsConfig {
     /// Reads a PEM certificate chain (the server's certificate first, then
     /// the intermediates) and its PEM private key (PKCS#8, PKCS#1 or SEC1)
@@ -86,6 +146,7 @@ impl TlsConfig {
     }
 }
 
+#[cfg(feature = "tls")]
 impl fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let alpn: Vec<_> = self
@@ -98,6 +159,7 @@ impl fmt::Debug for TlsConfig {
     }
 }
 
+#[cfg(feature = "tls")]
 fn config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -113,6 +175,7 @@ fn config(
     })
 }
 
+#[cfg(feature = "tls")]
 fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
@@ -125,6 +188,7 @@ fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, 
     Ok(chain)
 }
 
+#[cfg(feature = "tls")]
 fn private_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
         TlsError::Key(match e {
@@ -138,6 +202,7 @@ fn private_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, TlsErro
 
 /// A PEM syntax error in words (rustls-pki-types prints the bytes of a line
 /// as a list of numbers).
+#[cfg(feature = "tls")]
 fn pem_error(e: &pem::Error) -> String {
     match e {
         pem::Error::MissingSectionEnd { end_marker } => format!(
@@ -155,6 +220,7 @@ fn pem_error(e: &pem::Error) -> String {
 
 /// Why a [`TlsConfig`] could not be made.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A file could not be read.
     Read {
@@ -169,7 +235,10 @@ pub enum TlsError {
     Key(String),
     /// rustls refused the certificate and key, for example a key that is
     /// not the certificate's.
+    #[cfg(feature = "tls")]
     Refused(rustls::Error),
+    /// This build of `http_serve` has no TLS: its `tls` feature is off.
+    Disabled,
 }
 
 impl fmt::Display for TlsError {
@@ -178,7 +247,11 @@ impl fmt::Display for TlsError {
             TlsError::Read { path, error } => write!(f, "cannot read {}: {error}", path.display()),
             TlsError::Certificate(why) => write!(f, "certificate chain {why}"),
             TlsError::Key(why) => write!(f, "private key {why}"),
+            #[cfg(feature = "tls")]
             TlsError::Refused(e) => write!(f, "certificate and key refused: {e}"),
+            TlsError::Disabled => {
+                f.write_str("TLS is not built in: enable the `tls` feature of http_serve")
+            }
         }
     }
 }
@@ -187,6 +260,7 @@ impl std::error::Error for TlsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TlsError::Read { error, .. } => Some(error),
+            #[cfg(feature = "tls")]
             TlsError::Refused(e) => Some(e),
             _ => None,
         }
@@ -195,12 +269,14 @@ impl std::error::Error for TlsError {
 
 /// A served connection's byte stream: plain TCP, or TLS over TCP (boxed:
 /// rustls' state is large, and a plain connection should not carry its
-/// size).
+/// size). Without the `tls` feature, only plain TCP.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Io {
     /// Plain TCP.
     Tcp(TcpStream),
     /// TLS, handshake done.
+    #[cfg(feature = "tls")]
     Tls(Box<TlsStream<TcpStream>>),
 }
 
@@ -209,7 +285,17 @@ impl Io {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Io::Tcp(s) => s,
+            #[cfg(feature = "tls")]
             Io::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        match self {
+            Io::Tcp(_) => false,
+            #[cfg(feature = "tls")]
+            Io::Tls(_) => true,
         }
     }
 
@@ -217,6 +303,7 @@ impl Io {
     pub fn alpn(&self) -> Option<&[u8]> {
         match self {
             Io::Tcp(_) => None,
+            #[cfg(feature = "tls")]
             Io::Tls(s) => s.get_ref().1.alpn_protocol(),
         }
     }
@@ -228,6 +315,7 @@ impl From<TcpStream> for Io {
     }
 }
 
+#[cfg(feature = "tls")]
 impl From<TlsStream<TcpStream>> for Io {
     fn from(s: TlsStream<TcpStream>) -> Io {
         Io::Tls(Box::new(s))
@@ -242,6 +330,7 @@ impl AsyncRead for Io {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -255,6 +344,7 @@ impl AsyncWrite for Io {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -266,6 +356,7 @@ impl AsyncWrite for Io {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -273,6 +364,7 @@ impl AsyncWrite for Io {
     fn is_write_vectored(&self) -> bool {
         match self {
             Io::Tcp(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
             Io::Tls(s) => s.is_write_vectored(),
         }
     }
@@ -280,6 +372,7 @@ impl AsyncWrite for Io {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -287,12 +380,13 @@ impl AsyncWrite for Io {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tls"))]
 mod tests {
     use std::net::SocketAddr;
     use std::time::{Duration, Instant};

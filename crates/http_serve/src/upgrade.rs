@@ -162,7 +162,7 @@ impl Upgraded {
 
     /// Whether the connection is TLS.
     pub fn is_tls(&self) -> bool {
-        matches!(self.io, Io::Tls(_))
+        self.io.is_tls()
     }
 }
 

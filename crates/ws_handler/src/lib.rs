@@ -1363,10 +1363,14 @@ where
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Option<Disconnect> {
         let config = &self.slot.shared.config;
         loop {
-            let now = Instant::now();
             let stall = (self.socket.lane.stalled())
                 .filter(|_| !matches!(self.write, Write::Done(_)))
                 .map(|since| since + config.write_timeout);
+            if stall.is_none() && self.close_by.is_none() && self.timer.is_none() {
+                // Nothing to time (the common case): no clock read per wake.
+                return None;
+            }
+            let now = Instant::now();
             if stall.is_some_and(|at| now >= at) {
                 config.stats.count(Refusal::WriteTimeout);
                 tracing::info!(target: "ws", parent: &*self.span, timeout_ms = u64::try_from(config.write_timeout.as_millis()).unwrap_or(u64::MAX), "write timeout: the peer stopped reading");

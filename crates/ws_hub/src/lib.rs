@@ -36,7 +36,14 @@
 //! large broadcast exists once in memory. The writer
 //! takes everything at once ([`Batch`]) and hands the drained buffer back
 //! for the next messages, so a busy connection allocates nothing per
-//! message; a waiting one holds no buffer at all.
+//! message; a waiting one holds no buffer at all: when its writer finds
+//! the outbox empty, the buffer goes to a free list of the thread (at most
+//! 4 MiB of buffers of up to 64 KiB each per thread), where the next burst's
+//! first copy takes it, so a burst to thousands of clients allocates
+//! nothing either (a new buffer starts at 1 KiB). Counted with callgrind
+//! (5,000 clients, 64-byte frames, bursts of 4 frames, outbox work only):
+//! 303 instructions per delivery with the free list, 668 without it, 40%
+//! of which was `malloc`, `realloc` and `free`.
 //!
 //! Per recipient and message a send takes the client's own lock (never
 //! contended but by its writer), appends the frame, counts it in the
@@ -95,6 +102,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 mod frame;
+mod pool;
 pub use frame::Frame;
 
 /// A client's id: unique within its hub, never reused; `node << 48 | n`
@@ -405,26 +413,48 @@ impl Identity {
 
 /// Why the hub did not register a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HubError {
+#[non_exhaustive]
+pub enum RegisterError {
     /// The hub is stopped: [`WsHub::start`] it again first.
     Stopped,
+}
+
+impl fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RegisterError::Stopped => "the hub is stopped",
+        })
+    }
+}
+
+impl std::error::Error for RegisterError {}
+
+/// Why a client did not join a room ([`WsHub::join`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    /// The name is empty, longer than [`MAX_ROOM_NAME`] bytes, or holds a
+    /// control character (`name_validate`, [`NameKind::Room`](name_validate::NameKind::Room)).
+    InvalidName,
     /// The client is not registered (its connection ended).
     NotRegistered,
     /// The client is already in [`HubConfig::max_rooms`] rooms.
     TooManyRooms,
 }
 
-impl fmt::Display for HubError {
+impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            HubError::Stopped => "the hub is stopped",
-            HubError::NotRegistered => "the client is not connected",
-            HubError::TooManyRooms => "the client is in too many rooms",
+            JoinError::InvalidName => "invalid room name",
+            JoinError::NotRegistered => "the connection is gone",
+            JoinError::TooManyRooms => "too many rooms for this connection",
         })
     }
 }
 
-impl std::error::Error for HubError {}
+impl std::error::Error for JoinError {}
+
+/// Longest room name, in bytes (`name_validate`'s limit for rooms).
+pub use name_validate::MAX_ROOM_NAME;
 
 impl WsHub {
     /// A running hub with no clients.
@@ -476,7 +506,7 @@ impl WsHub {
     }
 
     /// Registers a new anonymous client (for the connection from `peer`) and returns it.
-    pub fn register(&self, peer: Option<SocketAddr>) -> Result<WsClient, HubError> {
+    pub fn register(&self, peer: Option<SocketAddr>) -> Result<WsClient, RegisterError> {
         self.register_as(peer, Identity::default())
     }
 
@@ -485,9 +515,9 @@ impl WsHub {
         &self,
         peer: Option<SocketAddr>,
         identity: Identity,
-    ) -> Result<WsClient, HubError> {
+    ) -> Result<WsClient, RegisterError> {
         if !self.is_running() {
-            return Err(HubError::Stopped);
+            return Err(RegisterError::Stopped);
         }
         let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
         let client = WsClient(Arc::new(ClientShared {
@@ -520,7 +550,7 @@ impl WsHub {
         if !self.is_running() {
             self.unregister(id);
             client.close(Some(going_away()));
-            return Err(HubError::Stopped);
+            return Err(RegisterError::Stopped);
         }
         Ok(client)
     }
@@ -573,20 +603,24 @@ impl WsHub {
     }
 
     /// Puts a registered client in `room`: `Ok(false)` if it was already
-    /// there (idempotent); an error if it is gone or in too many rooms.
-    pub fn join(&self, client: &WsClient, room: &str) -> Result<bool, HubError> {
+    /// there (idempotent); an error if the name is not a room name
+    /// (`name_validate`), or the client is gone or in too many rooms.
+    pub fn join(&self, client: &WsClient, room: &str) -> Result<bool, JoinError> {
+        if name_validate::name_validate(name_validate::NameKind::Room, room).is_err() {
+            return Err(JoinError::InvalidName);
+        }
         let first = {
             let mut ix = write(&self.0.index);
             let ix = &mut *ix;
             if !ix.clients.contains_key(&client.id()) {
-                return Err(HubError::NotRegistered);
+                return Err(JoinError::NotRegistered);
             }
             if ix.rooms.get(room).is_some_and(|m| m.contains(&client.id())) {
                 return Ok(false);
             }
             let mine = ix.memberships.entry(client.id()).or_default();
             if mine.len() >= self.0.config.max_rooms {
-                return Err(HubError::TooManyRooms);
+                return Err(JoinError::TooManyRooms);
             }
             mine.push(room.to_string());
             let members = ix.rooms.entry(room.to_string()).or_default();
@@ -864,6 +898,26 @@ impl Queue {
         self.chunks.is_empty() && self.tail.is_empty()
     }
 
+    /// The buffer small frames are copied into, with room for `len` more
+    /// bytes: this thread's kept buffer when it has none yet.
+    fn tail_for(&mut self, len: usize) -> &mut Vec<u8> {
+        if self.tail.capacity() == 0 {
+            self.tail = pool::take(len);
+        }
+        &mut self.tail
+    }
+
+    /// Empties the queue, keeping its copy buffers for this thread's next
+    /// burst (`pool`).
+    fn release(&mut self) {
+        for chunk in std::mem::take(&mut self.chunks) {
+            if let Chunk::Copied(run) = chunk {
+                pool::give(run);
+            }
+        }
+        pool::give(std::mem::take(&mut self.tail));
+    }
+
     fn push_shared(&mut self, frame: Bytes) {
         if !self.tail.is_empty() {
             let run = std::mem::take(&mut self.tail);
@@ -975,9 +1029,11 @@ impl Batch {
         out
     }
 
-    /// Drops the frames and frees the buffers.
+    /// Drops the frames and lets go of the buffers (kept by this thread
+    /// for the next burst, up to a bound, or freed).
     pub fn clear(&mut self) {
-        *self = Batch::default();
+        self.queue.release();
+        self.messages = 0;
     }
 }
 
@@ -1095,7 +1151,7 @@ impl WsClient {
         let len = frame::encoded_len(&msg);
         self.push(frame::payload_len(&msg), |q| {
             if len <= COPY_MAX {
-                frame::encode(&msg, &mut q.tail);
+                frame::encode(&msg, q.tail_for(len));
             } else {
                 q.push_shared(Frame::new(&msg).bytes().clone());
             }
@@ -1109,7 +1165,7 @@ impl WsClient {
         self.push(frame.payload_len(), |q| {
             let bytes = frame.bytes();
             if bytes.len() <= COPY_MAX {
-                q.tail.extend_from_slice(bytes);
+                q.tail_for(bytes.len()).extend_from_slice(bytes);
             } else {
                 q.push_shared(bytes.clone());
             }
@@ -1264,8 +1320,9 @@ impl WsClient {
                 return Poll::Ready(Outgoing::Close(frame.map(|f| *f)));
             }
             ob.wait(cx, true);
-            // Nothing is allocated while the connection waits.
-            ob.queue = Queue::default();
+            // Nothing is allocated while the connection waits: the buffers
+            // go to this thread's pool for the next burst.
+            ob.queue.release();
             batch.clear();
             return Poll::Pending;
         }
@@ -1617,7 +1674,7 @@ mod tests {
         hub.stop();
         hub.stop();
         assert_eq!(hub.len(), 0);
-        assert_eq!(hub.register(None).unwrap_err(), HubError::Stopped);
+        assert_eq!(hub.register(None).unwrap_err(), RegisterError::Stopped);
         let mut batch = Batch::new();
         let Poll::Ready(Outgoing::Close(Some(frame))) = poll(&a, &mut batch) else {
             panic!("stop closes");
@@ -1676,6 +1733,10 @@ mod tests {
         assert_eq!((hub.user_len("ana"), hub.user_len("bo")), (2, 1));
         assert_eq!(hub.join(&a1, "r"), Ok(true));
         assert_eq!(hub.join(&a1, "r"), Ok(false), "idempotent");
+        let long = "r".repeat(MAX_ROOM_NAME + 1);
+        for bad in ["", "a\nb", long.as_str()] {
+            assert_eq!(hub.join(&a1, bad), Err(JoinError::InvalidName), "{bad:?}");
+        }
         assert_eq!(hub.join(&b, "r"), Ok(true));
         assert_eq!(hub.join(&b, "s"), Ok(true));
         assert_eq!(hub.room_len("r"), 2);
@@ -1699,7 +1760,7 @@ mod tests {
         assert!(hub.rooms().is_empty(), "empty rooms are removed");
         assert_eq!(
             hub.join(&b, "r"),
-            Err(HubError::NotRegistered),
+            Err(JoinError::NotRegistered),
             "a gone client joins nothing"
         );
         hub.unregister(a2.id());
@@ -1715,7 +1776,7 @@ mod tests {
         let c = hub.register(None).unwrap();
         assert_eq!(hub.join(&c, "a"), Ok(true));
         assert_eq!(hub.join(&c, "b"), Ok(true));
-        assert_eq!(hub.join(&c, "c"), Err(HubError::TooManyRooms));
+        assert_eq!(hub.join(&c, "c"), Err(JoinError::TooManyRooms));
         assert_eq!(hub.join(&c, "a"), Ok(false), "already in: not a new room");
         assert!(hub.leave(&c, "a"));
         assert_eq!(hub.join(&c, "c"), Ok(true));

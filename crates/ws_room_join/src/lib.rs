@@ -1,8 +1,9 @@
 //! Puts a WebSocket connection in a room of its hub; idempotent, with a bounded name and a bounded number of rooms per connection.
 //!
 //! Room names often come from clients (`{"type":"subscribe","room":...}`), so
-//! they are checked by `name_validate` as a [`NameKind::Room`]: 1 to
-//! [`MAX_ROOM_NAME`] bytes, no control characters.
+//! the hub checks them (`name_validate`, `NameKind::Room`): 1 to
+//! [`MAX_ROOM_NAME`] bytes, no control characters; every join goes through
+//! [`WsHub::join`], so no path joins an unchecked name.
 //! Who may join which room is not decided here but by the caller's guard
 //! (see `ws_control`); this function does the joining. A connection is in
 //! at most `HubConfig::max_rooms` rooms.
@@ -11,57 +12,27 @@
 //!
 //! ```
 //! use ws_hub::{HubConfig, WsHub};
-//! use ws_room_join::{ws_room_join, RoomError};
+//! use ws_room_join::{ws_room_join, JoinError};
 //!
 //! let hub = WsHub::new(HubConfig::default());
 //! let c = hub.register(None).unwrap();
 //! assert_eq!(ws_room_join(&hub, &c, "public-lobby"), Ok(true));
 //! assert_eq!(ws_room_join(&hub, &c, "public-lobby"), Ok(false)); // already in
 //! assert_eq!(hub.room_len("public-lobby"), 1);
-//! assert_eq!(ws_room_join(&hub, &c, ""), Err(RoomError::InvalidName));
+//! assert_eq!(ws_room_join(&hub, &c, ""), Err(JoinError::InvalidName));
 //! ```
 
-use std::fmt;
+use ws_hub::{WsClient, WsHub};
 
-use name_validate::{NameKind, name_validate};
-use ws_hub::{HubError, WsClient, WsHub};
-
+/// Why a connection did not join a room (the hub's).
+pub use ws_hub::JoinError;
 /// Longest room name, in bytes (`name_validate`'s limit for rooms).
-pub use name_validate::MAX_ROOM_NAME;
+pub use ws_hub::MAX_ROOM_NAME;
 
 /// Puts `client` in `room`: `Ok(true)` if it joined, `Ok(false)` if it was in already.
-pub fn ws_room_join(hub: &WsHub, client: &WsClient, room: &str) -> Result<bool, RoomError> {
-    if name_validate(NameKind::Room, room).is_err() {
-        return Err(RoomError::InvalidName);
-    }
-    hub.join(client, room).map_err(|e| match e {
-        HubError::TooManyRooms => RoomError::TooManyRooms,
-        HubError::Stopped | HubError::NotRegistered => RoomError::Gone,
-    })
+pub fn ws_room_join(hub: &WsHub, client: &WsClient, room: &str) -> Result<bool, JoinError> {
+    hub.join(client, room)
 }
-
-/// Why a connection did not join a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoomError {
-    /// The name is empty, longer than [`MAX_ROOM_NAME`] bytes, or holds a control character.
-    InvalidName,
-    /// The connection is in as many rooms as the hub allows.
-    TooManyRooms,
-    /// The connection is not registered any more.
-    Gone,
-}
-
-impl fmt::Display for RoomError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RoomError::InvalidName => "invalid room name",
-            RoomError::TooManyRooms => "too many rooms for this connection",
-            RoomError::Gone => "the connection is gone",
-        })
-    }
-}
-
-impl std::error::Error for RoomError {}
 
 #[cfg(test)]
 mod tests {
@@ -74,10 +45,10 @@ mod tests {
         let c = hub.register(None).unwrap();
         assert_eq!(ws_room_join(&hub, &c, "r"), Ok(true));
         assert_eq!(ws_room_join(&hub, &c, "r"), Ok(false));
-        assert_eq!(ws_room_join(&hub, &c, "a\nb"), Err(RoomError::InvalidName));
+        assert_eq!(ws_room_join(&hub, &c, "a\nb"), Err(JoinError::InvalidName));
         assert_eq!(
             ws_room_join(&hub, &c, &"x".repeat(MAX_ROOM_NAME + 1)),
-            Err(RoomError::InvalidName)
+            Err(JoinError::InvalidName)
         );
         assert_eq!(ws_room_join(&hub, &c, &"x".repeat(MAX_ROOM_NAME)), Ok(true));
     }
@@ -90,8 +61,8 @@ mod tests {
         });
         let c = hub.register(None).unwrap();
         assert_eq!(ws_room_join(&hub, &c, "a"), Ok(true));
-        assert_eq!(ws_room_join(&hub, &c, "b"), Err(RoomError::TooManyRooms));
+        assert_eq!(ws_room_join(&hub, &c, "b"), Err(JoinError::TooManyRooms));
         hub.unregister(c.id());
-        assert_eq!(ws_room_join(&hub, &c, "a"), Err(RoomError::Gone));
+        assert_eq!(ws_room_join(&hub, &c, "a"), Err(JoinError::NotRegistered));
     }
 }

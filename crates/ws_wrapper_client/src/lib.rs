@@ -1,9 +1,12 @@
 //! A ws-wrapper client over one WebSocket that reconnects by itself: named events, requests both ways with typed handlers, named and anonymous channels, timeouts and cancellation.
 //!
-//! It speaks the protocol of the JavaScript `ws-wrapper` library
-//! (`ws_wrapper_codec` reads and writes the frames), so it talks to a
-//! `ws_wrapper_server`, to rt-server's `/rpc` and to a Node server built on
-//! the npm package alike.
+//! It speaks the protocol of the JavaScript `ws-wrapper` library, so it
+//! talks to a `ws_wrapper_server`, to rt-server's `/rpc` and to a Node
+//! server built on the npm package alike. The protocol itself lives in
+//! `ws_wrapper_session` (one I/O-free session per connection) and the async
+//! half both ends share in `ws_wrapper_peer`; this crate is their driver
+//! over a socket: it connects, reconnects, keeps the connection alive, and
+//! queues what the application sends while it is down.
 //!
 //! - **Connecting**: [`WrapperClient::connect`] (or [`WrapperClient::new`],
 //!   handlers, then [`WrapperClient::start`], so that no message arrives
@@ -14,40 +17,55 @@
 //!   every handshake (`Authorization: Bearer ...`).
 //! - **Handlers** per event name on the main channel ([`WrapperClient::on`])
 //!   or a named channel ([`WrapperClient::of`]), with typed arguments (the
-//!   `args` array deserialized into a tuple) and a typed result; an `Err`
-//!   travels as an Error object (`"_": 1`), a panic as `handler panicked`.
-//!   Handlers belong to the client, not to a socket: they survive
-//!   reconnection. Each message runs in its own task, so a slow handler
-//!   never blocks reading.
+//!   `args` array deserialized into a tuple) and a typed result, or an
+//!   anonymous channel ([`Reply::Channel`] with [`ClientCtx::channel`]); an
+//!   `Err` travels as an Error object (`"_": 1`), a panic as `handler
+//!   panicked`, a result that does not serialize as `unserializable result:
+//!   ...`. Handlers belong to the client, not to a socket: they survive
+//!   reconnection. They start in arrival order; a slow one never blocks
+//!   reading.
 //! - **Requests** ([`WrapperClient::request`]) wait at most
 //!   [`ClientConfig::request_timeout`] (2 minutes, as the JavaScript
 //!   library's Node server) or a per-request [`PendingRequest::timeout`].
 //!   Dropping the future, [`CancelHandle::cancel`] or the timeout sends the
 //!   protocol's cancel `{i, x, _: 1}`. A request answered with an anonymous
 //!   channel (`{i, h: 1}`) resolves through [`PendingRequest::channel`] to a
-//!   [`ClientChannel`] (events both ways, `abort` sends `{h, x, _: 1}`).
+//!   [`ClientChannel`] (events and requests both ways, `abort` sends `{h, x, _: 1}`).
+//! - **Heartbeat**: a ping every [`ClientConfig::heartbeat_interval`] (25 s);
+//!   when nothing comes back within [`ClientConfig::heartbeat_timeout`]
+//!   (10 s) the connection is dropped and the client reconnects.
 //! - **Reconnection**: when the connection drops, the client reconnects with
 //!   jittered exponential backoff ([`backoff_delay`]); a close with 1012
 //!   (Service Restart) or 1013 (Try Again Later) starts from the longer
 //!   [`ClientConfig::restart_backoff_base`]; [`WrapperClient::close`] (or
 //!   dropping the last handle) stops for good. Requests pending on a dropped
-//!   connection fail with [`ClientRequestError::Disconnected`], and so do
-//!   requests made while disconnected (nothing is queued). The state is
-//!   observable ([`WrapperClient::state`], [`WrapperClient::watch`],
-//!   [`WrapperClient::connected`]).
+//!   connection fail with [`ClientRequestError::Disconnected`].
+//! - **Offline queue and order**: while not connected, emits are queued
+//!   (at most [`ClientConfig::offline_queue`], 256; one more is
+//!   [`ClientRequestError::QueueFull`]) and requests wait there too
+//!   ([`OfflineRequests::Wait`], until their timeout) or fail at once
+//!   ([`OfflineRequests::Fail`]). Once connected, the queue goes out first, in
+//!   call order, before anything sent after it: messages leave in the order
+//!   the application made them, across a reconnect too.
+//! - **State and events**: [`WrapperClient::state`], [`WrapperClient::watch`],
+//!   [`WrapperClient::connected`], and [`WrapperClient::events`]
+//!   ([`ClientEvent`]: connected, disconnected with the close code and reason,
+//!   reconnecting with the attempt and the delay).
 //!
 //! # Example
 //!
 //! ```no_run
-//! use ws_wrapper_client::{ClientConfig, PeerError, WrapperClient};
+//! use ws_wrapper_client::{ClientConfig, ClientEvent, PeerError, WrapperClient};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = WrapperClient::new("ws://127.0.0.1:8080/rpc", ClientConfig::default())?;
 //! client.on("double", |_ctx, (x,): (i64,)| async move { Ok::<_, PeerError>(x * 2) });
+//! let mut events = client.events();
 //! client.start().await?;
+//! assert!(matches!(events.recv().await?, ClientEvent::Connected { connection: 1 }));
 //! let sum: f64 = client.request(None, "add", (2, 3)).await?;
 //! let who: String = client.of("room1").request("who", ()).await?;
-//! client.emit(None, "notify-me", ("hi",))?;
+//! client.emit(None, "notify-me", ("hi",))?; // queued while reconnecting
 //! # let _ = (sum, who);
 //! client.close().await;
 //! # Ok(())
@@ -70,36 +88,85 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::IntoFuture;
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 use tokio_util::sync::CancellationToken;
-use ws_wrapper_codec::{
-    DEFAULT_ABORT_MESSAGE, DEFAULT_REJECT_MESSAGE, Decoded, WrapperMessage, decode, encode,
-    error_value, is_reserved,
+use ws_wrapper_peer::{
+    Args, Asked, BoxFuture, Call, Handler, HandlerFuture, Handlers, Host, Peer, PeerConfig, Target,
+    handler, to_args,
 };
+
+/// An Error object as it travels (`{"message": ...}`, `"_": 1`): what a
+/// handler answers with, what a peer rejected with.
+pub use ws_wrapper_peer::PeerError;
+
+/// Why an emit, a request or a channel call of the client failed; shared with the server.
+pub use ws_wrapper_peer::RequestError as ClientRequestError;
 
 /// The rustls crate of [`ClientConfig::tls`].
 pub use tokio_rustls::rustls;
+
+/// An anonymous channel a request was answered with (or a handler answered
+/// with): events and requests both ways until either side aborts it or its
+/// connection ends. Events without a handler ([`ClientChannel::on`]) queue
+/// for [`ClientChannel::recv`].
+pub type ClientChannel = ws_wrapper_peer::Channel<ClientCtx>;
+
+/// What a client handler answers a request with: a value or a [`ClientChannel`].
+pub type Reply = ws_wrapper_peer::Reply<ClientChannel>;
+
+/// What happened to the client's connection, for the application
+/// ([`WrapperClient::events`]), in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Connected; `connection` counts from 1 (2 after the first reconnection).
+    Connected {
+        /// Which connection this is.
+        connection: u64,
+    },
+    /// The connection ended: the server's close code and reason (`None` and
+    /// empty without a close frame; reason "heartbeat timeout" when the
+    /// server stopped answering pings).
+    Disconnected {
+        /// The close code, if the server sent one.
+        code: Option<u16>,
+        /// The close reason, or why the client gave up on the connection.
+        reason: String,
+    },
+    /// Reconnection attempt `attempt` (from 1) starts after `delay`.
+    Reconnecting {
+        /// The attempt, from 1.
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+    },
+    /// Closed for good.
+    Closed,
+}
+
+/// How many [`ClientEvent`]s a slow [`WrapperClient::events`] receiver may
+/// fall behind before it skips some (it is told: `Lagged`).
+pub const EVENTS_BUFFER: usize = 64;
 
 /// How long a close the user asked for waits for the server's close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -130,6 +197,32 @@ pub struct ClientConfig {
     /// trusts a private CA. Default: `None`, Mozilla's roots (webpki-roots),
     /// ALPN `http/1.1`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// How often a ping goes to the server while connected; zero: never
+    /// (no heartbeat). Default: 25 s.
+    pub heartbeat_interval: Duration,
+    /// How long after a ping the connection is given up for dead (and the
+    /// client reconnects) when nothing, no pong and no message, came back.
+    /// Default: 10 s.
+    pub heartbeat_timeout: Duration,
+    /// How many emits (and waiting requests) the offline queue holds while
+    /// the client is not connected; one more is [`ClientRequestError::QueueFull`].
+    /// Default: 256.
+    pub offline_queue: usize,
+    /// What a request made while not connected does. Default:
+    /// [`OfflineRequests::Wait`].
+    pub offline_requests: OfflineRequests,
+}
+
+/// What a request made while the client is not connected does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OfflineRequests {
+    /// It waits in the offline queue, in call order, and is sent once
+    /// connected; it fails with [`ClientRequestError::Timeout`] if its
+    /// timeout passes first (nothing was sent).
+    #[default]
+    Wait,
+    /// It fails at once with [`ClientRequestError::Disconnected`].
+    Fail,
 }
 
 impl ClientConfig {
@@ -171,6 +264,10 @@ impl Default for ClientConfig {
             restart_backoff_base: Duration::from_secs(5),
             headers: http::HeaderMap::new(),
             tls: None,
+            heartbeat_interval: Duration::from_secs(25),
+            heartbeat_timeout: Duration::from_secs(10),
+            offline_queue: 256,
+            offline_requests: OfflineRequests::Wait,
         }
     }
 }
@@ -267,243 +364,118 @@ impl fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
-/// An Error object as it travels (`{"message": ...}`, `"_": 1`): what a
-/// handler answers with, what a peer rejected with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PeerError {
-    /// The Error's `message`.
-    pub message: String,
-    /// The whole value as the peer sees it or sent it (`{"message": ...}` at least when it is an Error).
-    pub value: Value,
-}
-
-impl PeerError {
-    /// An Error with `message`.
-    pub fn new(message: impl Into<String>) -> Self {
-        let message = message.into();
-        PeerError {
-            value: error_value(&message),
-            message,
-        }
-    }
-
-    /// The rejection value a peer sent: its `message`, the string itself, or
-    /// the JSON text; `null` is the default Error (`"Error"`).
-    pub fn from_value(value: Value) -> Self {
-        match value {
-            Value::Null => PeerError::new(DEFAULT_REJECT_MESSAGE),
-            Value::String(s) => PeerError {
-                message: s.clone(),
-                value: Value::String(s),
-            },
-            value => {
-                let message = value
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| value.to_string(), str::to_string);
-                PeerError { message, value }
-            }
-        }
-    }
-}
-
-impl fmt::Display for PeerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for PeerError {}
-
-impl From<&str> for PeerError {
-    fn from(message: &str) -> Self {
-        PeerError::new(message)
-    }
-}
-
-impl From<String> for PeerError {
-    fn from(message: String) -> Self {
-        PeerError::new(message)
-    }
-}
-
-/// Why an emit or a request of the client failed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientRequestError {
-    /// The peer rejected it.
-    Rejected(PeerError),
-    /// No answer within the timeout (the request was cancelled on the wire).
-    Timeout,
-    /// Cancelled here ([`CancelHandle::cancel`]).
-    Cancelled,
-    /// Not connected when sent, or the connection dropped before the answer.
-    Disconnected,
-    /// The anonymous channel is closed (aborted by either side, or its connection ended).
-    ChannelClosed,
-    /// The name is reserved on the main channel (`open`, `connect`, `message`, `error`, `close`, `disconnect`).
-    Reserved,
-    /// The arguments did not serialize, or the answer did not fit the type asked for.
-    Invalid(String),
-}
-
-impl fmt::Display for ClientRequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientRequestError::Rejected(e) => write!(f, "rejected: {e}"),
-            ClientRequestError::Timeout => f.write_str("request timed out"),
-            ClientRequestError::Cancelled => f.write_str("request cancelled"),
-            ClientRequestError::Disconnected => f.write_str("not connected"),
-            ClientRequestError::ChannelClosed => f.write_str("the channel is closed"),
-            ClientRequestError::Reserved => f.write_str("reserved event name on the main channel"),
-            ClientRequestError::Invalid(why) => f.write_str(why),
-        }
-    }
-}
-
-impl std::error::Error for ClientRequestError {}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Handler =
-    Arc<dyn Fn(ClientCtx, Vec<Value>) -> BoxFuture<Result<Value, PeerError>> + Send + Sync>;
+type ClientHandler = Handler<ClientCtx, ClientChannel>;
 
-/// Wraps a typed handler: the args array becomes `A` (a tuple), the result JSON.
-fn erase<A, T, E, F, Fut>(f: F) -> Handler
-where
-    A: DeserializeOwned + Send + 'static,
-    T: Serialize + 'static,
-    E: Into<PeerError> + 'static,
-    F: Fn(ClientCtx, A) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
-{
-    Arc::new(move |ctx, args| {
-        // A tuple reads the array; `()` reads "no arguments" (serde wants null).
-        let empty = args.is_empty();
-        let parsed: Result<A, _> = serde_json::from_value(Value::Array(args)).or_else(|e| {
-            if empty {
-                serde_json::from_value(Value::Null)
-            } else {
-                Err(e)
-            }
-        });
-        match parsed {
-            Ok(a) => {
-                let fut = f(ctx, a);
-                Box::pin(async move {
-                    match fut.await {
-                        Ok(v) => serde_json::to_value(v)
-                            .map_err(|e| PeerError::new(format!("unserializable result: {e}"))),
-                        Err(e) => Err(e.into()),
-                    }
-                })
-            }
-            Err(e) => {
-                Box::pin(async move { Err(PeerError::new(format!("invalid arguments: {e}"))) })
-            }
-        }
-    })
-}
-
-/// Arguments as the wire's array: a tuple or sequence is the array, `()` none, anything else one argument.
-fn to_args(args: impl Serialize) -> Result<Vec<Value>, ClientRequestError> {
-    match serde_json::to_value(args) {
-        Ok(Value::Array(a)) => Ok(a),
-        Ok(Value::Null) => Ok(Vec::new()),
-        Ok(v) => Ok(vec![v]),
-        Err(e) => Err(ClientRequestError::Invalid(format!(
-            "arguments do not serialize: {e}"
-        ))),
-    }
-}
-
-#[derive(Default)]
-struct Handlers {
-    /// `None`: the main channel.
-    by_channel: HashMap<Option<String>, HashMap<String, Handler>>,
-}
-
-impl Handlers {
-    /// The handler, or the rejection the JavaScript library answers with.
-    fn get(&self, channel: Option<&str>, name: &str) -> Result<Handler, String> {
-        let Some(names) = self.by_channel.get(&channel.map(str::to_string)) else {
-            return Err(match channel {
-                Some(c) => format!("Channel '{c}' does not exist"),
-                None => format!("No event listener for '{name}'"),
-            });
-        };
-        names.get(name).cloned().ok_or_else(|| match channel {
-            Some(c) => format!("No event listener for '{name}' on channel '{c}'"),
-            None => format!("No event listener for '{name}'"),
-        })
-    }
-
-    fn add(&mut self, channel: Option<&str>, name: &str, h: Handler) {
-        self.by_channel
-            .entry(channel.map(str::to_string))
-            .or_default()
-            .insert(name.to_string(), h);
-    }
-}
-
-/// What came back for a request.
-enum Answer {
-    Value(Value),
-    Error(Value),
-    Channel(ClientChannel),
-}
-
-/// One WebSocket connection's protocol state; a reconnection makes a new one.
-struct Conn {
+/// One connection, as the peer's host: frames go to its writer task.
+struct Link {
+    /// The client (a cycle through its line, broken when the connection ends).
+    inner: Arc<Inner>,
     out: mpsc::UnboundedSender<Message>,
-    /// The client's default, for requests on anonymous channels.
-    request_timeout: Duration,
-    closed: CancellationToken,
-    next_id: AtomicU64,
-    /// Requests sent, waiting for answers.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
-    /// Requests of the peer being handled.
-    inflight: Mutex<HashMap<u64, CancellationToken>>,
-    /// Anonymous channels, by handle.
-    channels: Mutex<HashMap<u64, ClientChannel>>,
 }
 
-impl Conn {
-    fn new(out: mpsc::UnboundedSender<Message>, request_timeout: Duration) -> Self {
-        Conn {
-            out,
-            request_timeout,
-            closed: CancellationToken::new(),
-            next_id: AtomicU64::new(0),
-            pending: Mutex::default(),
-            inflight: Mutex::default(),
-            channels: Mutex::default(),
-        }
-    }
+impl Host for Link {
+    type Ctx = ClientCtx;
 
-    fn send(&self, msg: &WrapperMessage) -> Result<(), ClientRequestError> {
-        if self.closed.is_cancelled() {
-            return Err(ClientRequestError::Disconnected);
-        }
+    fn send(&self, text: String) -> Result<(), ClientRequestError> {
         self.out
-            .send(Message::text(encode(msg)))
+            .send(Message::text(text))
             .map_err(|_| ClientRequestError::Disconnected)
     }
 
-    /// The connection ended: waiting requests fail as disconnected, handlers
-    /// are cancelled, channels close.
-    fn shutdown(&self) {
-        self.closed.cancel();
-        lock(&self.pending).clear();
-        for (_, c) in lock(&self.inflight).drain() {
-            c.cancel();
+    fn lookup(&self, channel: Option<&str>, name: &str) -> Result<ClientHandler, PeerError> {
+        // Every user handle gone: the client is closing, nothing is handled.
+        if self.inner.close.is_cancelled() {
+            return Err(PeerError::new("the client is closing"));
         }
-        let channels: Vec<ClientChannel> = lock(&self.channels).drain().map(|(_, c)| c).collect();
-        for ch in channels {
-            ch.close_here();
+        let handlers = self
+            .inner
+            .handlers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        Handlers::lookup(&[&handlers], channel, name)
+    }
+
+    fn ctx(&self, call: Call<ClientCtx>) -> ClientCtx {
+        ClientCtx {
+            client: self.inner.clone().handle(),
+            call,
         }
+    }
+}
+
+/// Something the application sent while not connected.
+enum Queued {
+    Emit {
+        channel: Option<String>,
+        name: String,
+        args: Vec<Value>,
+    },
+    Request {
+        channel: Option<String>,
+        name: String,
+        args: Vec<Value>,
+        deadline: Instant,
+        sent: oneshot::Sender<Result<Asked<Link>, ClientRequestError>>,
+    },
+}
+
+/// The connection of the moment and what waits for the next one.
+#[derive(Default)]
+struct Line {
+    peer: Option<Arc<Peer<Link>>>,
+    offline: VecDeque<Queued>,
+}
+
+impl Line {
+    /// Sends the offline queue on `peer`, in order, and makes it current.
+    fn connect(&mut self, peer: Arc<Peer<Link>>) {
+        for queued in self.offline.drain(..) {
+            match queued {
+                Queued::Emit {
+                    channel,
+                    name,
+                    args,
+                } => {
+                    let _ = peer.emit(channel.as_deref(), &name, args);
+                }
+                Queued::Request {
+                    channel,
+                    name,
+                    args,
+                    deadline,
+                    sent,
+                } => {
+                    if sent.is_closed() {
+                        continue; // timed out or dropped while waiting: never sent
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let asked = peer.send_request(
+                        Target::Named(channel.as_deref()),
+                        &name,
+                        args,
+                        Some(left),
+                    );
+                    let _ = sent.send(asked);
+                }
+            }
+        }
+        self.peer = Some(peer);
+    }
+
+    fn push(&mut self, queued: Queued, capacity: usize) -> Result<(), ClientRequestError> {
+        self.offline.retain(|q| match q {
+            Queued::Request { sent, .. } => !sent.is_closed(),
+            Queued::Emit { .. } => true,
+        });
+        if self.offline.len() >= capacity {
+            return Err(ClientRequestError::QueueFull);
+        }
+        self.offline.push_back(queued);
+        Ok(())
     }
 }
 
@@ -511,9 +483,10 @@ struct Inner {
     url: String,
     addr: String,
     config: ClientConfig,
-    handlers: RwLock<Handlers>,
-    conn: Mutex<Option<Arc<Conn>>>,
+    handlers: RwLock<Handlers<ClientHandler>>,
+    line: Mutex<Line>,
     state: watch::Sender<ClientState>,
+    events: broadcast::Sender<ClientEvent>,
     close: CancellationToken,
     started: AtomicBool,
     /// The user handles' guard, to give handlers an owning [`WrapperClient`].
@@ -521,16 +494,29 @@ struct Inner {
 }
 
 impl Inner {
-    fn current(&self) -> Option<Arc<Conn>> {
-        lock(&self.conn).clone()
+    /// A handle for a handler's context: the users' owner while there is
+    /// one, else one of its own (the client is closing then anyway).
+    fn handle(self: Arc<Self>) -> WrapperClient {
+        let owner = self
+            .owner
+            .get()
+            .and_then(Weak::upgrade)
+            .unwrap_or_else(|| Arc::new(Owner(self.clone())));
+        WrapperClient {
+            inner: self,
+            _owner: owner,
+        }
     }
 
-    fn handle(self: &Arc<Self>) -> Option<WrapperClient> {
-        let owner = self.owner.get()?.upgrade()?;
-        Some(WrapperClient {
-            inner: self.clone(),
-            _owner: owner,
-        })
+    fn tell(&self, event: ClientEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn closed_for_good(&self) {
+        self.state.send_replace(ClientState::Closed);
+        self.tell(ClientEvent::Closed);
+        // Whatever still waits offline will never be sent.
+        lock(&self.line).offline.clear();
     }
 }
 
@@ -541,7 +527,7 @@ impl Drop for Owner {
     fn drop(&mut self) {
         self.0.close.cancel();
         if !self.0.started.load(Ordering::SeqCst) {
-            self.0.state.send_replace(ClientState::Closed);
+            self.0.closed_for_good();
         }
     }
 }
@@ -730,8 +716,9 @@ impl WrapperClient {
             addr,
             config,
             handlers: RwLock::default(),
-            conn: Mutex::default(),
+            line: Mutex::default(),
             state: watch::Sender::new(ClientState::Connecting),
+            events: broadcast::Sender::new(EVENTS_BUFFER),
             close: CancellationToken::new(),
             started: AtomicBool::new(false),
             owner: OnceLock::new(),
@@ -764,7 +751,7 @@ impl WrapperClient {
             Err(e) => {
                 inner.started.store(false, Ordering::SeqCst);
                 if inner.close.is_cancelled() {
-                    inner.state.send_replace(ClientState::Closed);
+                    inner.closed_for_good();
                 }
                 return Err(e);
             }
@@ -786,6 +773,13 @@ impl WrapperClient {
         self.inner.state.subscribe()
     }
 
+    /// A receiver of what happens to the connection from now on, in order:
+    /// connected, disconnected (code and reason), reconnecting (attempt and
+    /// delay), closed. It keeps up to [`EVENTS_BUFFER`] unread.
+    pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
+        self.inner.events.subscribe()
+    }
+
     /// Waits until connected: the connection's number (from 1), or `None`
     /// once the client is closed. Before [`WrapperClient::start`] it waits for it.
     pub async fn connected(&self) -> Option<u64> {
@@ -801,43 +795,38 @@ impl WrapperClient {
     }
 
     /// Closes for good: a normal close (1000) to the server, no reconnection,
-    /// pending requests fail as disconnected. Returns once closed.
+    /// pending requests fail as disconnected, the offline queue is dropped.
+    /// Returns once closed.
     pub async fn close(&self) {
         self.inner.close.cancel();
         if !self.inner.started.load(Ordering::SeqCst) {
-            self.inner.state.send_replace(ClientState::Closed);
+            self.inner.closed_for_good();
         }
         let mut rx = self.watch();
         let _ = rx.wait_for(|s| *s == ClientState::Closed).await;
     }
 
     /// Handles event or request `name` on the main channel, on every connection.
-    pub fn on<A, T, E, F, Fut>(&self, name: &str, f: F) -> &Self
-    where
-        A: DeserializeOwned + Send + 'static,
-        T: Serialize + 'static,
-        E: Into<PeerError> + 'static,
-        F: Fn(ClientCtx, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-    {
-        self.handlers().add(None, name, erase(f));
+    pub fn on<A: Args, Fut: HandlerFuture<ClientChannel>>(
+        &self,
+        name: &str,
+        f: impl Fn(ClientCtx, A) -> Fut + Send + Sync + 'static,
+    ) -> &Self {
+        self.handlers().add(None, name, handler(f));
         self
     }
 
     /// The named channel `channel`: its handlers, events and requests. A
     /// channel used here exists for the peer's requests from then on.
     pub fn of(&self, channel: &str) -> NamedChannel<'_> {
-        self.handlers()
-            .by_channel
-            .entry(Some(channel.to_string()))
-            .or_default();
+        self.handlers().add_channel(channel);
         NamedChannel {
             client: self,
             channel: channel.to_string(),
         }
     }
 
-    fn handlers(&self) -> std::sync::RwLockWriteGuard<'_, Handlers> {
+    fn handlers(&self) -> std::sync::RwLockWriteGuard<'_, Handlers<ClientHandler>> {
         self.inner
             .handlers
             .write()
@@ -845,45 +834,64 @@ impl WrapperClient {
     }
 
     /// Sends event `name` with `args` (a tuple, `()` for none) on `channel`
-    /// (`None`: the main channel). Fails when not connected.
+    /// (`None`: the main channel). While not connected it is queued and
+    /// sent, in order, once connected.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientRequestError::Reserved`], [`ClientRequestError::Invalid`]
+    /// (arguments that do not serialize), [`ClientRequestError::QueueFull`]
+    /// (not connected, the offline queue is full),
+    /// [`ClientRequestError::Disconnected`] (closed for good).
     pub fn emit(
         &self,
         channel: Option<&str>,
         name: &str,
         args: impl Serialize,
     ) -> Result<(), ClientRequestError> {
-        if channel.is_none() && is_reserved(name) {
+        if channel.is_none() && ws_wrapper_codec::is_reserved(name) {
             return Err(ClientRequestError::Reserved);
         }
-        let args = to_args(args)?;
-        let conn = self
-            .inner
-            .current()
-            .ok_or(ClientRequestError::Disconnected)?;
-        conn.send(&WrapperMessage::Event {
-            channel: channel.map(str::to_string),
-            name: name.to_string(),
-            args,
-        })
+        let args = to_args(args).map_err(ClientRequestError::Invalid)?;
+        let inner = &self.inner;
+        let mut line = lock(&inner.line);
+        match &line.peer {
+            Some(peer) if !peer.is_closed() => peer.emit(channel, name, args),
+            _ if self.is_done() => Err(ClientRequestError::Disconnected),
+            _ => line.push(
+                Queued::Emit {
+                    channel: channel.map(str::to_string),
+                    name: name.to_string(),
+                    args,
+                },
+                inner.config.offline_queue,
+            ),
+        }
+    }
+
+    /// Closed for good, or closing.
+    fn is_done(&self) -> bool {
+        self.inner.close.is_cancelled() || *self.inner.state.borrow() == ClientState::Closed
     }
 
     /// Request `name` with `args` (a tuple, `()` for none) on `channel`
     /// (`None`: the main channel): await it for the answer as `R`, or call
     /// [`PendingRequest::channel`] when it answers with an anonymous channel.
-    /// Sent when awaited, on the connection of that moment.
+    /// Sent when awaited: on the connection of that moment, or, while not
+    /// connected, as [`ClientConfig::offline_requests`] says.
     pub fn request<R>(
         &self,
         channel: Option<&str>,
         name: &str,
         args: impl Serialize,
     ) -> PendingRequest<R> {
-        let args = if channel.is_none() && is_reserved(name) {
+        let args = if channel.is_none() && ws_wrapper_codec::is_reserved(name) {
             Err(ClientRequestError::Reserved)
         } else {
-            to_args(args)
+            to_args(args).map_err(ClientRequestError::Invalid)
         };
         PendingRequest {
-            via: Via::Client(self.inner.clone()),
+            client: self.clone(),
             channel: channel.map(str::to_string),
             name: name.to_string(),
             args,
@@ -892,6 +900,46 @@ impl WrapperClient {
             answer: PhantomData,
         }
     }
+
+    /// Sends a request now, or queues it while not connected.
+    fn send_request(
+        &self,
+        channel: Option<String>,
+        name: String,
+        args: Vec<Value>,
+        deadline: Instant,
+    ) -> Result<Sending, ClientRequestError> {
+        let inner = &self.inner;
+        let mut line = lock(&inner.line);
+        match &line.peer {
+            Some(peer) if !peer.is_closed() => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                peer.send_request(Target::Named(channel.as_deref()), &name, args, Some(left))
+                    .map(Sending::Sent)
+            }
+            _ if self.is_done() || inner.config.offline_requests == OfflineRequests::Fail => {
+                Err(ClientRequestError::Disconnected)
+            }
+            _ => {
+                let (sent, rx) = oneshot::channel();
+                let queued = Queued::Request {
+                    channel,
+                    name,
+                    args,
+                    deadline,
+                    sent,
+                };
+                line.push(queued, inner.config.offline_queue)?;
+                Ok(Sending::Queued(rx))
+            }
+        }
+    }
+}
+
+/// A request sent, or queued until connected.
+enum Sending {
+    Sent(Asked<Link>),
+    Queued(oneshot::Receiver<Result<Asked<Link>, ClientRequestError>>),
 }
 
 impl fmt::Debug for WrapperClient {
@@ -932,7 +980,11 @@ async fn drive(inner: Arc<Inner>, first: Ws, ready: oneshot::Sender<()>) {
     let mut ws = first;
     let mut connection = 1;
     'connections: loop {
-        let close_code = run_connection(&inner, ws, connection, ready.take()).await;
+        let (close_code, reason) = run_connection(&inner, ws, connection, ready.take()).await;
+        inner.tell(ClientEvent::Disconnected {
+            code: close_code,
+            reason,
+        });
         if inner.close.is_cancelled() || !inner.config.reconnect {
             break;
         }
@@ -943,6 +995,10 @@ async fn drive(inner: Arc<Inner>, first: Ws, ready: oneshot::Sender<()>) {
                 attempt: attempt + 1,
                 delay,
                 close_code,
+            });
+            inner.tell(ClientEvent::Reconnecting {
+                attempt: attempt + 1,
+                delay,
             });
             let opened = tokio::select! {
                 () = tokio::time::sleep(delay) => {
@@ -961,23 +1017,39 @@ async fn drive(inner: Arc<Inner>, first: Ws, ready: oneshot::Sender<()>) {
         };
         connection += 1;
     }
-    inner.state.send_replace(ClientState::Closed);
+    inner.closed_for_good();
 }
 
-/// One connection, until it ends: the close code the server sent, if any.
+/// Why the heartbeat gave up on a connection.
+const HEARTBEAT_REASON: &str = "heartbeat timeout";
+
+/// One connection, until it ends: the close code and reason the server
+/// sent, if any.
 async fn run_connection(
     inner: &Arc<Inner>,
     ws: Ws,
     connection: u64,
     ready: Option<oneshot::Sender<()>>,
-) -> Option<u16> {
+) -> (Option<u16>, String) {
     let (mut sink, mut stream) = ws.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-    let conn = Arc::new(Conn::new(tx, inner.config.request_timeout));
-    *lock(&inner.conn) = Some(conn.clone());
+    let (out, mut rx) = mpsc::unbounded_channel::<Message>();
+    let peer = Peer::new(
+        Link {
+            inner: inner.clone(),
+            out: out.clone(),
+        },
+        PeerConfig {
+            request_timeout: inner.config.request_timeout,
+            ..PeerConfig::default()
+        },
+    );
+    // The offline queue goes out first, under the line's lock: whatever the
+    // application sends from now on comes after it.
+    lock(&inner.line).connect(peer.clone());
     inner
         .state
         .send_replace(ClientState::Connected { connection });
+    inner.tell(ClientEvent::Connected { connection });
     if let Some(ready) = ready {
         let _ = ready.send(());
     }
@@ -997,8 +1069,13 @@ async fn run_connection(
             }
         }
     });
-    let mut close_code = None;
-    let mut closing: Option<tokio::time::Instant> = None;
+    // A zero interval turns the heartbeat off.
+    let heartbeat = Some(inner.config.heartbeat_interval).filter(|d| !d.is_zero());
+    let mut next_ping = heartbeat.map(|d| Instant::now() + d);
+    // Set once a ping is out: the connection is dead if nothing comes by then.
+    let mut pong_due: Option<Instant> = None;
+    let mut close = (None, String::new());
+    let mut closing: Option<Instant> = None;
     loop {
         let next = match closing {
             Some(deadline) => tokio::select! {
@@ -1008,200 +1085,58 @@ async fn run_connection(
             None => tokio::select! {
                 m = stream.next() => m,
                 () = inner.close.cancelled() => {
-                    let _ = conn.out.send(Message::Close(Some(CloseFrame {
+                    let _ = out.send(Message::Close(Some(CloseFrame {
                         code: CloseCode::Normal,
                         reason: "".into(),
                     })));
-                    closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
+                    closing = Some(Instant::now() + CLOSE_TIMEOUT);
+                    continue;
+                }
+                () = tokio::time::sleep_until(pong_due.or(next_ping).unwrap_or_else(Instant::now)),
+                    if pong_due.is_some() || next_ping.is_some() => {
+                    if pong_due.is_some() {
+                        close = (None, HEARTBEAT_REASON.to_string());
+                        break;
+                    }
+                    let _ = out.send(Message::Ping(Default::default()));
+                    pong_due = Some(Instant::now() + inner.config.heartbeat_timeout);
+                    next_ping = heartbeat.map(|d| Instant::now() + d);
                     continue;
                 }
             },
         };
+        // Anything from the server shows the connection is alive.
+        if pong_due.take().is_some() {
+            next_ping = heartbeat.map(|d| Instant::now() + d);
+        }
         match next {
-            Some(Ok(Message::Text(text))) => dispatch(inner, &conn, text.as_str()),
-            Some(Ok(Message::Close(frame))) => close_code = frame.map(|f| u16::from(f.code)),
+            Some(Ok(Message::Text(text))) => peer.receive(text.as_str()),
+            Some(Ok(Message::Close(frame))) => {
+                close = frame.map_or((None, String::new()), |f| {
+                    (Some(u16::from(f.code)), f.reason.to_string())
+                });
+            }
             Some(Ok(_)) => {}
             Some(Err(_)) | None => break,
         }
     }
     {
-        let mut current = lock(&inner.conn);
-        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-            *current = None;
+        let mut line = lock(&inner.line);
+        if line.peer.as_ref().is_some_and(|p| Arc::ptr_eq(p, &peer)) {
+            line.peer = None;
         }
     }
-    conn.shutdown();
+    peer.close();
     writer.abort();
-    close_code
-}
-
-fn reject(id: u64, e: &PeerError) -> WrapperMessage {
-    WrapperMessage::Reject {
-        id,
-        error: e.value.clone(),
-        error_object: true,
-    }
-}
-
-fn abort_message(handle: u64, reason: &str) -> WrapperMessage {
-    WrapperMessage::Abort {
-        handle,
-        reason: error_value(reason),
-        error_object: true,
-    }
-}
-
-/// One text message of the current connection.
-fn dispatch(inner: &Arc<Inner>, conn: &Arc<Conn>, text: &str) {
-    let Decoded::Message(msg) = decode(text) else {
-        return;
-    };
-    // Every user handle is gone: the client is closing; answer nothing.
-    let Some(client) = inner.handle() else {
-        return;
-    };
-    let lookup = |channel: Option<&str>, name: &str| {
-        inner
-            .handlers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(channel, name)
-    };
-    match msg {
-        WrapperMessage::Event {
-            channel,
-            name,
-            args,
-        } => {
-            if let Ok(h) = lookup(channel.as_deref(), &name) {
-                run_event(client, h, args, None);
-            }
-        }
-        WrapperMessage::Request {
-            id,
-            channel,
-            name,
-            args,
-        } => match lookup(channel.as_deref(), &name) {
-            Ok(h) => run_request(client, conn, id, h, args, None),
-            Err(why) => {
-                let _ = conn.send(&reject(id, &PeerError::new(why)));
-            }
-        },
-        WrapperMessage::Resolve { id, data } => answer(conn, id, Answer::Value(data)),
-        WrapperMessage::Reject { id, error, .. } => answer(conn, id, Answer::Error(error)),
-        WrapperMessage::ChannelCreated { id } => {
-            let waiting = lock(&conn.pending).remove(&id);
-            let Some(tx) = waiting else {
-                // Nobody waits for it (cancelled or timed out): close it.
-                let _ = conn.send(&abort_message(id, DEFAULT_ABORT_MESSAGE));
-                return;
-            };
-            let ch = ClientChannel::new(conn.clone(), id);
-            lock(&conn.channels).insert(id, ch.clone());
-            if let Err(Answer::Channel(ch)) = tx.send(Answer::Channel(ch)) {
-                ch.abort(DEFAULT_ABORT_MESSAGE);
-            }
-        }
-        WrapperMessage::Cancel { id, .. } => {
-            if let Some(c) = lock(&conn.inflight).remove(&id) {
-                c.cancel();
-            }
-        }
-        WrapperMessage::ChannelEvent { handle, name, args } => {
-            let Some(ch) = lock(&conn.channels).get(&handle).cloned() else {
-                let _ = conn.send(&abort_message(handle, DEFAULT_ABORT_MESSAGE));
-                return;
-            };
-            match ch.handler(&name) {
-                Some(h) => run_event(client, h, args, Some(ch)),
-                None => ch.queue(name, args),
-            }
-        }
-        WrapperMessage::ChannelRequest {
-            id,
-            handle,
-            name,
-            args,
-        } => {
-            let Some(ch) = lock(&conn.channels).get(&handle).cloned() else {
-                let _ = conn.send(&abort_message(handle, DEFAULT_ABORT_MESSAGE));
-                return;
-            };
-            match ch.handler(&name) {
-                Some(h) => run_request(client, conn, id, h, args, Some(ch)),
-                None => {
-                    let why = PeerError::new(format!("No event listener for '{name}'"));
-                    let _ = conn.send(&reject(id, &why));
-                }
-            }
-        }
-        WrapperMessage::Abort { handle, .. } => {
-            let ch = lock(&conn.channels).remove(&handle);
-            if let Some(ch) = ch {
-                ch.close_here();
-            }
-        }
-    }
-}
-
-fn answer(conn: &Conn, id: u64, answer: Answer) {
-    if let Some(tx) = lock(&conn.pending).remove(&id) {
-        let _ = tx.send(answer);
-    }
-}
-
-fn run_event(client: WrapperClient, h: Handler, args: Vec<Value>, channel: Option<ClientChannel>) {
-    let ctx = ClientCtx {
-        client,
-        request: None,
-        cancel: None,
-        channel,
-    };
-    tokio::spawn(async move {
-        let _ = AssertUnwindSafe(h(ctx, args)).catch_unwind().await;
-    });
-}
-
-fn run_request(
-    client: WrapperClient,
-    conn: &Arc<Conn>,
-    id: u64,
-    h: Handler,
-    args: Vec<Value>,
-    channel: Option<ClientChannel>,
-) {
-    let cancel = CancellationToken::new();
-    lock(&conn.inflight).insert(id, cancel.clone());
-    let ctx = ClientCtx {
-        client,
-        request: Some(id),
-        cancel: Some(cancel.clone()),
-        channel,
-    };
-    let conn = conn.clone();
-    tokio::spawn(async move {
-        let out = AssertUnwindSafe(h(ctx, args)).catch_unwind().await;
-        lock(&conn.inflight).remove(&id);
-        if cancel.is_cancelled() {
-            return; // the peer gave up (or the connection ended): no answer
-        }
-        let msg = match out {
-            Ok(Ok(data)) => WrapperMessage::Resolve { id, data },
-            Ok(Err(e)) => reject(id, &e),
-            Err(_) => reject(id, &PeerError::new("handler panicked")),
-        };
-        let _ = conn.send(&msg);
-    });
+    close
 }
 
 /// What a handler knows: the client (to emit and request back), its
 /// request's cancellation, its anonymous channel.
+#[derive(Debug)]
 pub struct ClientCtx {
     client: WrapperClient,
-    request: Option<u64>,
-    cancel: Option<CancellationToken>,
-    channel: Option<ClientChannel>,
+    call: Call<ClientCtx>,
 }
 
 impl ClientCtx {
@@ -1209,39 +1144,19 @@ impl ClientCtx {
     pub fn client(&self) -> &WrapperClient {
         &self.client
     }
-
-    /// The id of the request being handled; `None` for an event.
-    pub fn request_id(&self) -> Option<u64> {
-        self.request
-    }
-
-    /// Whether the peer cancelled this request or its connection ended (never for events).
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel
-            .as_ref()
-            .is_some_and(CancellationToken::is_cancelled)
-    }
-
-    /// Completes when the peer cancels this request or its connection ends (never for events).
-    pub async fn cancelled(&self) {
-        match &self.cancel {
-            Some(c) => c.cancelled().await,
-            None => std::future::pending().await,
-        }
-    }
-
-    /// In a handler of an anonymous channel ([`ClientChannel::on`]), that channel.
-    pub fn channel(&self) -> Option<&ClientChannel> {
-        self.channel.as_ref()
-    }
 }
 
-impl fmt::Debug for ClientCtx {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientCtx")
-            .field("request", &self.request)
-            .field("cancelled", &self.is_cancelled())
-            .finish_non_exhaustive()
+/// The rest of what a handler knows is the [`Call`] (both ends share it):
+/// `request_id()`, `is_cancelled()`, `cancelled().await`, and `channel()`:
+/// in a handler of an anonymous channel ([`ClientChannel::on`]) that channel,
+/// in a request handler a new anonymous channel for this request, made on
+/// first use (answer [`Reply::Channel`] with it), `None` for an event outside
+/// a channel.
+impl std::ops::Deref for ClientCtx {
+    type Target = Call<ClientCtx>;
+
+    fn deref(&self) -> &Call<ClientCtx> {
+        &self.call
     }
 }
 
@@ -1253,21 +1168,22 @@ pub struct NamedChannel<'a> {
 
 impl NamedChannel<'_> {
     /// Handles event or request `name` on this channel, on every connection.
-    pub fn on<A, T, E, F, Fut>(&self, name: &str, f: F) -> &Self
-    where
-        A: DeserializeOwned + Send + 'static,
-        T: Serialize + 'static,
-        E: Into<PeerError> + 'static,
-        F: Fn(ClientCtx, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-    {
+    pub fn on<A: Args, Fut: HandlerFuture<ClientChannel>>(
+        &self,
+        name: &str,
+        f: impl Fn(ClientCtx, A) -> Fut + Send + Sync + 'static,
+    ) -> &Self {
         self.client
             .handlers()
-            .add(Some(&self.channel), name, erase(f));
+            .add(Some(&self.channel), name, handler(f));
         self
     }
 
     /// Sends event `name` on this channel; see [`WrapperClient::emit`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WrapperClient::emit`].
     pub fn emit(&self, name: &str, args: impl Serialize) -> Result<(), ClientRequestError> {
         self.client.emit(Some(&self.channel), name, args)
     }
@@ -1286,18 +1202,12 @@ impl fmt::Debug for NamedChannel<'_> {
     }
 }
 
-/// Where a request goes: the client's connection of the moment, or an anonymous channel's.
-enum Via {
-    Client(Arc<Inner>),
-    Channel(ClientChannel),
-}
-
 /// A request not sent yet: `.await` it (sends it, waits for the answer as
 /// `R`), or [`PendingRequest::channel`]. Dropping the future before the
 /// answer cancels the request on the wire.
 #[must_use = "a request is sent when awaited"]
 pub struct PendingRequest<R> {
-    via: Via,
+    client: WrapperClient,
     channel: Option<String>,
     name: String,
     args: Result<Vec<Value>, ClientRequestError>,
@@ -1326,34 +1236,6 @@ impl fmt::Debug for CancelHandle {
     }
 }
 
-/// Removes a request that is given up on and tells the peer.
-struct Outstanding {
-    conn: Arc<Conn>,
-    id: u64,
-    armed: bool,
-}
-
-impl Outstanding {
-    fn give_up(&mut self, reason: &str) {
-        if !std::mem::replace(&mut self.armed, false) {
-            return;
-        }
-        if lock(&self.conn.pending).remove(&self.id).is_some() {
-            let _ = self.conn.send(&WrapperMessage::Cancel {
-                id: self.id,
-                reason: error_value(reason),
-                error_object: true,
-            });
-        }
-    }
-}
-
-impl Drop for Outstanding {
-    fn drop(&mut self) {
-        self.give_up(DEFAULT_ABORT_MESSAGE);
-    }
-}
-
 impl<R> PendingRequest<R> {
     /// Waits at most `timeout` for the answer instead of [`ClientConfig::request_timeout`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -1366,71 +1248,35 @@ impl<R> PendingRequest<R> {
         CancelHandle(self.cancel.clone())
     }
 
-    /// Sends it and waits for an answer, value or channel.
-    async fn send(self) -> Result<Answer, ClientRequestError> {
+    /// Sends it (or queues it while not connected): the request, waiting for its answer.
+    async fn send(self) -> Result<(Asked<Link>, CancellationToken), ClientRequestError> {
         let args = self.args?;
         if self.cancel.is_cancelled() {
             return Err(ClientRequestError::Cancelled);
         }
-        let (conn, handle) = match &self.via {
-            Via::Client(inner) => (
-                inner.current().ok_or(ClientRequestError::Disconnected)?,
-                None,
-            ),
-            Via::Channel(ch) => {
-                if ch.is_closed() {
-                    return Err(ClientRequestError::ChannelClosed);
-                }
-                (ch.0.conn.clone(), Some(ch.0.handle))
-            }
-        };
-        let id = conn.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = oneshot::channel();
-        lock(&conn.pending).insert(id, tx);
-        let mut outstanding = Outstanding {
-            conn: conn.clone(),
-            id,
-            armed: true,
-        };
-        let msg = match handle {
-            Some(handle) => WrapperMessage::ChannelRequest {
-                id,
-                handle,
-                name: self.name,
-                args,
-            },
-            None => WrapperMessage::Request {
-                id,
-                channel: self.channel,
-                name: self.name,
-                args,
+        let deadline = Instant::now() + self.timeout;
+        let asked = match self
+            .client
+            .send_request(self.channel, self.name, args, deadline)?
+        {
+            Sending::Sent(asked) => asked,
+            Sending::Queued(rx) => tokio::select! {
+                asked = rx => asked.map_err(|_| ClientRequestError::Disconnected)??,
+                () = tokio::time::sleep_until(deadline) => return Err(ClientRequestError::Timeout),
+                () = self.cancel.cancelled() => return Err(ClientRequestError::Cancelled),
             },
         };
-        conn.send(&msg)?;
-        let answer = tokio::select! {
-            answer = rx => answer,
-            () = tokio::time::sleep(self.timeout) => {
-                outstanding.give_up("Request timed out");
-                return Err(ClientRequestError::Timeout);
-            }
-            () = self.cancel.cancelled() => {
-                outstanding.give_up(DEFAULT_ABORT_MESSAGE);
-                return Err(ClientRequestError::Cancelled);
-            }
-        };
-        outstanding.armed = false;
-        answer.map_err(|_| ClientRequestError::Disconnected)
+        Ok((asked, self.cancel))
     }
 
     /// Sends it and waits for an anonymous channel as the answer (`{i, h: 1}`).
+    ///
+    /// # Errors
+    ///
+    /// As awaiting it; a value as the answer is [`ClientRequestError::Invalid`].
     pub async fn channel(self) -> Result<ClientChannel, ClientRequestError> {
-        match self.send().await? {
-            Answer::Channel(ch) => Ok(ch),
-            Answer::Error(e) => Err(ClientRequestError::Rejected(PeerError::from_value(e))),
-            Answer::Value(v) => Err(ClientRequestError::Invalid(format!(
-                "expected an anonymous channel, the answer is {v}"
-            ))),
-        }
+        let (asked, cancel) = self.send().await?;
+        asked.channel(Some(&cancel)).await
     }
 }
 
@@ -1440,17 +1286,8 @@ impl<R: DeserializeOwned + 'static> IntoFuture for PendingRequest<R> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            match self.send().await? {
-                Answer::Value(v) => serde_json::from_value(v)
-                    .map_err(|e| ClientRequestError::Invalid(format!("unexpected answer: {e}"))),
-                Answer::Error(e) => Err(ClientRequestError::Rejected(PeerError::from_value(e))),
-                Answer::Channel(ch) => {
-                    ch.abort(DEFAULT_ABORT_MESSAGE);
-                    Err(ClientRequestError::Invalid(
-                        "answered with an anonymous channel: use .channel()".into(),
-                    ))
-                }
-            }
+            let (asked, cancel) = self.send().await?;
+            asked.value(Some(&cancel)).await
         })
     }
 }
@@ -1465,136 +1302,9 @@ impl<R> fmt::Debug for PendingRequest<R> {
     }
 }
 
-/// An anonymous channel a request was answered with: events (and requests)
-/// both ways until either side aborts it or its connection ends. Events
-/// without a handler ([`ClientChannel::on`]) queue for [`ClientChannel::recv`].
-#[derive(Clone)]
-pub struct ClientChannel(Arc<ChannelShared>);
-
-/// An event on an anonymous channel: its name and arguments.
-type Event = (String, Vec<Value>);
-
-struct ChannelShared {
-    conn: Arc<Conn>,
-    handle: u64,
-    closed: CancellationToken,
-    handlers: Mutex<HashMap<String, Handler>>,
-    queue: Mutex<Option<mpsc::UnboundedSender<Event>>>,
-    events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
-}
-
-impl ClientChannel {
-    fn new(conn: Arc<Conn>, handle: u64) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        ClientChannel(Arc::new(ChannelShared {
-            conn,
-            handle,
-            closed: CancellationToken::new(),
-            handlers: Mutex::default(),
-            queue: Mutex::new(Some(tx)),
-            events: tokio::sync::Mutex::new(rx),
-        }))
-    }
-
-    /// Its handle: the id of the request it answered.
-    pub fn handle(&self) -> u64 {
-        self.0.handle
-    }
-
-    fn handler(&self, name: &str) -> Option<Handler> {
-        lock(&self.0.handlers).get(name).cloned()
-    }
-
-    fn queue(&self, name: String, args: Vec<Value>) {
-        if let Some(tx) = lock(&self.0.queue).as_ref() {
-            let _ = tx.send((name, args));
-        }
-    }
-
-    /// Closed from the other side or by the connection's end: nothing is sent.
-    fn close_here(&self) {
-        self.0.closed.cancel();
-        lock(&self.0.queue).take();
-    }
-
-    /// Handles event or request `name` from the peer on this channel.
-    pub fn on<A, T, E, F, Fut>(&self, name: &str, f: F) -> &Self
-    where
-        A: DeserializeOwned + Send + 'static,
-        T: Serialize + 'static,
-        E: Into<PeerError> + 'static,
-        F: Fn(ClientCtx, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-    {
-        lock(&self.0.handlers).insert(name.to_string(), erase(f));
-        self
-    }
-
-    /// The next event without a handler, as (name, args); `None` once the
-    /// channel is closed and every queued event was read.
-    pub async fn recv(&self) -> Option<(String, Vec<Value>)> {
-        self.0.events.lock().await.recv().await
-    }
-
-    /// Sends event `name` with `args` on the channel (`{"a", "h"}`).
-    pub fn emit(&self, name: &str, args: impl Serialize) -> Result<(), ClientRequestError> {
-        if self.is_closed() {
-            return Err(ClientRequestError::ChannelClosed);
-        }
-        self.0.conn.send(&WrapperMessage::ChannelEvent {
-            handle: self.0.handle,
-            name: name.to_string(),
-            args: to_args(args)?,
-        })
-    }
-
-    /// Request `name` on the channel (`{"a", "h", "i"}`); see [`WrapperClient::request`].
-    pub fn request<R>(&self, name: &str, args: impl Serialize) -> PendingRequest<R> {
-        PendingRequest {
-            via: Via::Channel(self.clone()),
-            channel: None,
-            name: name.to_string(),
-            args: to_args(args),
-            timeout: self.0.conn.request_timeout,
-            cancel: CancellationToken::new(),
-            answer: PhantomData,
-        }
-    }
-
-    /// Aborts the channel: `{h, x: {message: reason}, _: 1}` to the peer, closed here.
-    pub fn abort(&self, reason: &str) {
-        if self.is_closed() {
-            return;
-        }
-        self.close_here();
-        lock(&self.0.conn.channels).remove(&self.0.handle);
-        let _ = self.0.conn.send(&abort_message(self.0.handle, reason));
-    }
-
-    /// Whether it was aborted (either side) or its connection ended.
-    pub fn is_closed(&self) -> bool {
-        self.0.closed.is_cancelled() || self.0.conn.closed.is_cancelled()
-    }
-
-    /// Completes when the channel is aborted (either side) or its connection ends.
-    pub async fn closed(&self) {
-        self.0.closed.cancelled().await;
-    }
-}
-
-impl fmt::Debug for ClientChannel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientChannel")
-            .field("handle", &self.0.handle)
-            .field("closed", &self.is_closed())
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn config() -> ClientConfig {
         ClientConfig {
@@ -1719,47 +1429,124 @@ mod tests {
     }
 
     #[test]
-    fn arguments_are_the_wire_array() {
-        assert_eq!(to_args((2, 3)).unwrap(), vec![json!(2), json!(3)]);
-        assert_eq!(to_args(()).unwrap(), Vec::<Value>::new());
-        assert_eq!(to_args(("x",)).unwrap(), vec![json!("x")]);
-        assert_eq!(to_args(vec![1, 2]).unwrap(), vec![json!(1), json!(2)]);
-        assert_eq!(to_args(json!({"a": 1})).unwrap(), vec![json!({"a": 1})]);
-        assert_eq!(to_args((Value::Null,)).unwrap(), vec![Value::Null]);
-        let mut bad = HashMap::new();
-        bad.insert(vec![1], 2);
-        assert!(matches!(to_args(bad), Err(ClientRequestError::Invalid(_))));
+    fn the_defaults_are_documented() {
+        let d = ClientConfig::default();
+        assert_eq!(d.heartbeat_interval, Duration::from_secs(25));
+        assert_eq!(d.heartbeat_timeout, Duration::from_secs(10));
+        assert_eq!(d.offline_queue, 256);
+        assert_eq!(d.offline_requests, OfflineRequests::Wait);
     }
 
-    #[test]
-    fn rejections_become_peer_errors() {
+    #[tokio::test(start_paused = true)]
+    async fn offline_emits_queue_up_to_the_bound_and_requests_wait_or_fail() {
+        let config = ClientConfig {
+            offline_queue: 3,
+            ..ClientConfig::default()
+        };
+        // Not started: nothing is connected, so everything waits offline.
+        let client = WrapperClient::new("ws://127.0.0.1:9/", config.clone()).unwrap();
+        for i in 0..3 {
+            client.emit(None, "e", (i,)).unwrap();
+        }
         assert_eq!(
-            PeerError::from_value(json!({"message": "nope", "code": 7})),
-            PeerError {
-                message: "nope".into(),
-                value: json!({"message": "nope", "code": 7})
+            client.emit(None, "e", (3,)),
+            Err(ClientRequestError::QueueFull)
+        );
+        assert_eq!(
+            client.request::<Value>(None, "r", ()).await,
+            Err(ClientRequestError::QueueFull)
+        );
+        assert_eq!(lock(&client.inner.line).offline.len(), 3);
+        client.close().await;
+        assert_eq!(
+            client.emit(None, "e", ()),
+            Err(ClientRequestError::Disconnected)
+        );
+        assert!(
+            lock(&client.inner.line).offline.is_empty(),
+            "dropped on close"
+        );
+
+        // A waiting request fails by its timeout, and leaves the queue.
+        let client = WrapperClient::new("ws://127.0.0.1:9/", config.clone()).unwrap();
+        let t0 = Instant::now();
+        let waited = client
+            .request::<Value>(None, "r", ())
+            .timeout(Duration::from_secs(7))
+            .await;
+        assert_eq!(waited, Err(ClientRequestError::Timeout));
+        assert_eq!(t0.elapsed(), Duration::from_secs(7));
+        for i in 0..3 {
+            client.emit(None, "e", (i,)).unwrap();
+        }
+
+        // Or fails at once, as configured; emits still queue.
+        let client = WrapperClient::new(
+            "ws://127.0.0.1:9/",
+            ClientConfig {
+                offline_requests: OfflineRequests::Fail,
+                ..config
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            client.request::<Value>(None, "r", ()).await,
+            Err(ClientRequestError::Disconnected)
+        );
+        client.emit(None, "e", ()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_heartbeat_gives_up_on_a_silent_server_and_reconnects() {
+        // A server that accepts WebSockets and never reads again: no pong ever.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, mut connections) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                    held.push(ws);
+                    let _ = accepted.send(());
+                }
+            }
+        });
+        let config = ClientConfig {
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(10),
+            ..ClientConfig::default()
+        };
+        let client = WrapperClient::connect(&format!("ws://{addr}/"), config)
+            .await
+            .unwrap();
+        connections.recv().await.unwrap();
+        let mut events = client.events();
+        // From here the clock only moves when everything waits: the default
+        // 25 s ping and 10 s pong wait pass in simulated time.
+        tokio::time::pause();
+        let t0 = Instant::now();
+        assert_eq!(
+            events.recv().await.unwrap(),
+            ClientEvent::Disconnected {
+                code: None,
+                reason: "heartbeat timeout".into()
             }
         );
-        assert_eq!(PeerError::from_value(json!("oops")).message, "oops");
-        assert_eq!(PeerError::from_value(json!(42)).message, "42");
-        assert_eq!(PeerError::from_value(Value::Null), PeerError::new("Error"));
-        assert_eq!(PeerError::from("x").value, json!({"message": "x"}));
-    }
-
-    #[test]
-    fn missing_handlers_are_rejected_as_javascript_does() {
-        let mut h = Handlers::default();
-        let noop: Handler = Arc::new(|_ctx, _args| Box::pin(async { Ok(Value::Null) }));
-        h.add(None, "double", noop.clone());
-        h.add(Some("room1"), "who", noop);
-        let err = |c: Option<&str>, n: &str| h.get(c, n).err().unwrap();
-        assert!(h.get(None, "double").is_ok());
-        assert!(h.get(Some("room1"), "who").is_ok());
-        assert_eq!(err(None, "x"), "No event listener for 'x'");
-        assert_eq!(err(Some("room2"), "x"), "Channel 'room2' does not exist");
-        assert_eq!(
-            err(Some("room1"), "x"),
-            "No event listener for 'x' on channel 'room1'"
+        let waited = t0.elapsed();
+        assert!(
+            waited > Duration::from_secs(34) && waited <= Duration::from_millis(35_100),
+            "{waited:?}"
         );
+        assert!(matches!(
+            events.recv().await.unwrap(),
+            ClientEvent::Reconnecting { attempt: 1, .. }
+        ));
+        tokio::time::resume();
+        assert_eq!(client.connected().await, Some(2));
+        connections.recv().await.unwrap();
+        // The silent server never answers the close either: its wait passes in simulated time.
+        tokio::time::pause();
+        client.close().await;
+        assert_eq!(client.state(), ClientState::Closed);
     }
 }

@@ -6,8 +6,8 @@
 //! only the wire format: [`decode`] turns one text message into a
 //! [`WrapperMessage`] or says why the protocol ignores it ([`Ignore`]);
 //! [`encode`] writes a message the way the JavaScript library does. You will
-//! not find a socket, a handler table or a request counter here: the server
-//! and client crates keep that state.
+//! not find a socket, a handler table or a request counter here:
+//! `ws_wrapper_session` keeps that state, for the server and the client alike.
 //!
 //! # Example
 //!

@@ -1,29 +1,39 @@
 //! Serves the ws-wrapper protocol on a WebSocket hub: named events, requests both ways with typed handlers, channels, anonymous channels and cancellation.
 //!
-//! The protocol is the one the JavaScript `ws-wrapper` library speaks
-//! (`ws_wrapper_codec` reads and writes its frames), so its browser and Node
-//! clients talk to a [`WrapperServer`] as to their own server.
+//! The protocol is the one the JavaScript `ws-wrapper` library speaks, so its
+//! browser and Node clients talk to a [`WrapperServer`] as to their own
+//! server. Every rule of it lives in `ws_wrapper_session` (one I/O-free
+//! session per connection) and the async half both ends share in
+//! `ws_wrapper_peer`; this crate is their driver on a hub: it feeds each
+//! connection's messages to its peer, sends what the session says to send
+//! through the hub's outbox, and says which handler a name has.
+//! `ws_wrapper_client` drives the same session, so both ends behave the same.
 //!
 //! - **Handlers** per event name, on the main channel ([`WrapperServer::on`])
 //!   or a named channel ([`WrapperServer::of`]), with typed arguments (the
 //!   `args` array deserialized into a tuple) and a typed result. A request's
 //!   answer is the handler's return value; an `Err` travels as an Error object
-//!   (`"_": 1`). Per-client handlers ([`Ctx::client_on`]) override the
-//!   server's for that connection.
-//! - **Concurrency**: a handler is polled once where the message is read and
-//!   answered at once if it can be; one that has to wait moves to a task of
-//!   its own, so a slow handler never blocks reading the connection and
-//!   handlers of one connection run concurrently. A panic in a handler
-//!   rejects that request (`handler panicked`) and harms nothing else.
-//! - **Cancellation**: the peer's `{i, x}` cancels the request's [`Ctx`]
-//!   ([`Ctx::cancelled`]); no answer is sent for a cancelled request.
-//! - **Anonymous channels**: a request handler answers [`Reply::Channel`]
-//!   with [`Ctx::channel`]; events then flow both ways on it until either side
-//!   aborts it ([`AnonChannel::abort`], or the peer's `{h, x}`).
-//! - **Server to client**: [`WrapperServer::emit`] and
-//!   [`WrapperServer::request`], with the server's default timeout
-//!   ([`WrapperConfig::request_timeout`], 2 minutes as the JavaScript
-//!   server) or a per-request one.
+//!   (`"_": 1`), and so does a result that does not serialize
+//!   (`unserializable result: ...`). Per-client handlers ([`Ctx::client_on`])
+//!   override the server's for that connection.
+//! - **Order and concurrency**: the handlers of one connection start in the
+//!   order its messages arrived. A handler is polled once where the message
+//!   is read and answered at once if it can be; one that has to wait moves
+//!   to a task of its own, so a slow handler never blocks reading. At most
+//!   [`WrapperConfig::handlers_per_connection`] (64) run at once per
+//!   connection; the next ones wait their turn, in order. A panic in a
+//!   handler rejects that request (`handler panicked`) and harms nothing else.
+//! - **Cancellation and timeouts**: the peer's `{i, x}` cancels the request's
+//!   [`Ctx`] ([`Ctx::cancelled`]); no answer is sent for a cancelled request.
+//!   A request the server sends waits [`WrapperConfig::request_timeout`] (2
+//!   minutes, as the JavaScript server) or its own; on timeout, or when its
+//!   future is dropped, the cancel `{i, x, _: 1}` goes to the client.
+//! - **Anonymous channels**, both ways: a request handler answers
+//!   [`Reply::Channel`] with [`Ctx::channel`];
+//!   [`WrapperServer::request_channel`] takes the one a client answers with.
+//!   Events and requests then flow both ways on it until either side aborts it
+//!   ([`AnonChannel::abort`], or the peer's `{h, x}`).
+//! - **Server to client**: [`WrapperServer::emit`], [`WrapperServer::request`].
 //! - **Errors the protocol defines**: a request on an unknown named channel
 //!   is rejected `Channel '<c>' does not exist`; without a handler,
 //!   `No event listener for '<name>'`; a message on an unknown anonymous
@@ -49,209 +59,54 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 use ws_handler::{DisconnectHook, MessageHook, WsConfig, ws_handler};
 use ws_hub::{ClientId, SendError, WsClient, WsHub};
 use ws_send::ws_send;
-use ws_wrapper_codec::{Decoded, WrapperMessage, decode, encode, error_value, is_reserved};
+use ws_wrapper_peer::{
+    Args, Call, Handler, HandlerFuture, Handlers, Host, Outcome, Peer, PeerConfig, Target, handler,
+};
+
+/// Why a request (or an event) the server sent failed; shared with the client.
+pub use ws_wrapper_peer::RequestError;
+
+/// An error a handler answers with, or a client rejected a request with:
+/// an Error object (`message`, and the whole `value`).
+pub use ws_wrapper_peer::PeerError as WrapperError;
+
+/// A request-scoped anonymous channel: events and requests both ways until
+/// either side aborts it or the connection ends.
+pub type AnonChannel = ws_wrapper_peer::Channel<Ctx>;
+
+/// What a request handler answers with: a value or an [`AnonChannel`].
+pub type Reply = ws_wrapper_peer::Reply<AnonChannel>;
 
 /// Settings of a server; every field has a default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrapperConfig {
     /// How long a request the server sends waits for its answer. Default: 2 minutes.
     pub request_timeout: Duration,
+    /// How many handlers of one connection may run at once; the next ones
+    /// wait, in arrival order. Default: 64.
+    pub handlers_per_connection: usize,
 }
 
 impl Default for WrapperConfig {
     fn default() -> Self {
         WrapperConfig {
             request_timeout: Duration::from_secs(120),
+            handlers_per_connection: 64,
         }
     }
 }
 
-/// An error a handler answers with, or a request of the server fails with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WrapperError {
-    /// The Error's `message`.
-    pub message: String,
-    /// The whole Error object as the peer sees it (`{"message": ...}` at least).
-    pub value: Value,
-}
-
-impl WrapperError {
-    /// An Error with `message`.
-    pub fn new(message: impl Into<String>) -> Self {
-        let message = message.into();
-        WrapperError {
-            value: error_value(&message),
-            message,
-        }
-    }
-
-    fn from_value(value: Value) -> Self {
-        let message = value
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| value.to_string(), str::to_string);
-        WrapperError { message, value }
-    }
-}
-
-impl fmt::Display for WrapperError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for WrapperError {}
-
-/// Why a request the server sent did not get an answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RequestError {
-    /// The client rejected it.
-    Rejected(WrapperError),
-    /// No answer within the timeout.
-    Timeout,
-    /// The connection ended first, or the client is gone.
-    Disconnected,
-    /// It could not be queued (a full outbox: the slow-client policy).
-    Send(SendError),
-    /// The name is reserved on the main channel.
-    Reserved,
-}
-
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RequestError::Rejected(e) => write!(f, "rejected: {e}"),
-            RequestError::Timeout => f.write_str("request timed out"),
-            RequestError::Disconnected => f.write_str("the connection ended before the answer"),
-            RequestError::Send(e) => write!(f, "{e}"),
-            RequestError::Reserved => f.write_str("reserved event name on the main channel"),
-        }
-    }
-}
-
-impl std::error::Error for RequestError {}
-
-/// What a handler answers a request with.
-#[derive(Debug)]
-pub enum Reply {
-    /// A value (`{"i","d"}`).
-    Value(Value),
-    /// An anonymous channel (`{"i","h":1}`), from [`Ctx::channel`].
-    Channel(AnonChannel),
-}
-
-/// Anything a handler may return: a serializable value or a [`Reply`].
-pub trait IntoReply {
-    /// The reply.
-    fn into_reply(self) -> Reply;
-}
-
-impl<T: Serialize> IntoReply for T {
-    fn into_reply(self) -> Reply {
-        Reply::Value(serde_json::to_value(self).unwrap_or(Value::Null))
-    }
-}
-
-impl Reply {
-    /// A value reply from anything serializable.
-    pub fn value(v: impl Serialize) -> Self {
-        Reply::Value(serde_json::to_value(v).unwrap_or(Value::Null))
-    }
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Handler = Arc<dyn Fn(Ctx, Vec<Value>) -> BoxFuture<Result<Reply, WrapperError>> + Send + Sync>;
-
-/// Wraps a typed handler: the args array becomes `A` (a tuple), the result a reply.
-fn erase<A, R, F, Fut>(f: F) -> Handler
-where
-    A: DeserializeOwned + Send + 'static,
-    R: IntoReplyResult,
-    F: Fn(Ctx, A) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-{
-    Arc::new(move |ctx, args| {
-        // A tuple reads the array; `()` reads "no arguments" (serde wants null).
-        let empty = args.is_empty();
-        let parsed: Result<A, _> = serde_json::from_value(Value::Array(args)).or_else(|e| {
-            if empty {
-                serde_json::from_value(Value::Null)
-            } else {
-                Err(e)
-            }
-        });
-        match parsed {
-            Ok(a) => {
-                let fut = f(ctx, a);
-                Box::pin(async move { fut.await.into_reply_result() })
-            }
-            Err(e) => {
-                Box::pin(async move { Err(WrapperError::new(format!("invalid arguments: {e}"))) })
-            }
-        }
-    })
-}
-
-/// A handler's output: `Result<T, WrapperError>` where `T` is a value or a [`Reply`].
-pub trait IntoReplyResult: Send + 'static {
-    /// The reply or the error.
-    fn into_reply_result(self) -> Result<Reply, WrapperError>;
-}
-
-impl<T: IntoReply + Send + 'static> IntoReplyResult for Result<T, WrapperError> {
-    fn into_reply_result(self) -> Result<Reply, WrapperError> {
-        self.map(IntoReply::into_reply)
-    }
-}
-
-impl IntoReply for Reply {
-    fn into_reply(self) -> Reply {
-        self
-    }
-}
-
-#[derive(Default)]
-struct Handlers {
-    /// `None`: the main channel.
-    by_channel: HashMap<Option<String>, HashMap<String, Handler>>,
-}
-
-impl Handlers {
-    fn get(&self, channel: Option<&str>, name: &str) -> Result<Handler, String> {
-        let key = channel.map(str::to_string);
-        let Some(names) = self.by_channel.get(&key) else {
-            return Err(match channel {
-                Some(c) => format!("Channel '{c}' does not exist"),
-                None => format!("No event listener for '{name}'"),
-            });
-        };
-        names.get(name).cloned().ok_or_else(|| match channel {
-            Some(c) => format!("No event listener for '{name}' on channel '{c}'"),
-            None => format!("No event listener for '{name}'"),
-        })
-    }
-
-    fn has_channel(&self, channel: &str) -> bool {
-        self.by_channel.contains_key(&Some(channel.to_string()))
-    }
-}
+type ServerHandler = Handler<Ctx, AnonChannel>;
+type OwnHandlers = Arc<RwLock<Handlers<ServerHandler>>>;
 
 /// A ws-wrapper server over a hub; clones share it.
 #[derive(Clone)]
@@ -260,9 +115,9 @@ pub struct WrapperServer(Arc<Shared>);
 struct Shared {
     hub: WsHub,
     config: WrapperConfig,
-    handlers: RwLock<Handlers>,
-    conns: Mutex<HashMap<ClientId, Arc<Conn>>>,
-    /// Requests of peers by outcome, indexed by [`Outcome`].
+    handlers: RwLock<Handlers<ServerHandler>>,
+    conns: Mutex<HashMap<ClientId, Arc<Peer<Conn>>>>,
+    /// Requests of peers by outcome, indexed by [`Outcome`] (in its order).
     outcomes: [AtomicU64; 5],
 }
 
@@ -281,31 +136,65 @@ pub struct WrapperStats {
     pub cancelled: u64,
 }
 
-#[derive(Clone, Copy)]
-enum Outcome {
-    Resolved,
-    Rejected,
-    Panicked,
-    Unknown,
-    Cancelled,
-}
-
-/// Per-connection protocol state.
-#[derive(Default)]
-struct Conn {
-    next_id: AtomicU64,
-    /// Requests this server sent, waiting for answers.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, WrapperError>>>>,
-    /// Requests of the peer being handled, by id.
-    inflight: Mutex<HashMap<u64, CancellationToken>>,
-    /// Anonymous channels, by handle.
-    channels: Mutex<HashMap<u64, AnonChannel>>,
-    /// Handlers of this client, overriding the server's.
-    handlers: RwLock<Handlers>,
+fn slot(o: Outcome) -> usize {
+    match o {
+        Outcome::Resolved => 0,
+        Outcome::Rejected => 1,
+        Outcome::Panicked => 2,
+        Outcome::Unknown => 3,
+        Outcome::Cancelled => 4,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One connection, as the peer's host: frames go to the hub's outbox.
+struct Conn {
+    /// The server (a cycle through `conns`, broken when the connection ends).
+    server: WrapperServer,
+    client: WsClient,
+    /// Handlers of this client, overriding the server's.
+    own: OwnHandlers,
+}
+
+impl Host for Conn {
+    type Ctx = Ctx;
+
+    fn send(&self, text: String) -> Result<(), RequestError> {
+        ws_send(&self.client, Message::text(text)).map_err(|e| match e {
+            SendError::Closed => RequestError::Disconnected,
+            e => RequestError::Send(e.to_string()),
+        })
+    }
+
+    fn lookup(&self, channel: Option<&str>, name: &str) -> Result<ServerHandler, WrapperError> {
+        let own = read(&self.own);
+        let all = read(&self.server.0.handlers);
+        Handlers::lookup(&[&own, &all], channel, name)
+    }
+
+    fn ctx(&self, call: Call<Ctx>) -> Ctx {
+        Ctx {
+            server: self.server.clone(),
+            client: self.client.clone(),
+            own: self.own.clone(),
+            call,
+        }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        self.server.0.outcomes[slot(outcome)].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl WrapperServer {
@@ -322,7 +211,7 @@ impl WrapperServer {
 
     /// Requests of peers so far, by outcome.
     pub fn stats(&self) -> WrapperStats {
-        let n = |o: Outcome| self.0.outcomes[o as usize].load(Ordering::Relaxed);
+        let n = |o: Outcome| self.0.outcomes[slot(o)].load(Ordering::Relaxed);
         WrapperStats {
             resolved: n(Outcome::Resolved),
             rejected: n(Outcome::Rejected),
@@ -332,36 +221,24 @@ impl WrapperServer {
         }
     }
 
-    fn count(&self, outcome: Outcome) {
-        self.0.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
     /// The hub of its connections.
     pub fn hub(&self) -> &WsHub {
         &self.0.hub
     }
 
     /// Handles event or request `name` on the main channel.
-    pub fn on<A, R, F, Fut>(&self, name: &str, f: F) -> &Self
-    where
-        A: DeserializeOwned + Send + 'static,
-        R: IntoReplyResult,
-        F: Fn(Ctx, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = R> + Send + 'static,
-    {
-        add(&self.0.handlers, None, name, erase(f));
+    pub fn on<A: Args, Fut: HandlerFuture<AnonChannel>>(
+        &self,
+        name: &str,
+        f: impl Fn(Ctx, A) -> Fut + Send + Sync + 'static,
+    ) -> &Self {
+        write(&self.0.handlers).add(None, name, handler(f));
         self
     }
 
     /// The named channel `channel`, to add handlers to.
     pub fn of(&self, channel: &str) -> ChannelOf<'_> {
-        self.0
-            .handlers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_channel
-            .entry(Some(channel.to_string()))
-            .or_default();
+        write(&self.0.handlers).add_channel(channel);
         ChannelOf {
             handlers: &self.0.handlers,
             channel: channel.to_string(),
@@ -389,27 +266,49 @@ impl WrapperServer {
 
     /// The protocol state of a live connection, made on first use; `None`
     /// once the connection is gone (so nothing is left behind).
-    fn conn(&self, id: ClientId) -> Option<Arc<Conn>> {
-        self.0.hub.client(id)?;
-        Some(lock(&self.0.conns).entry(id).or_default().clone())
+    fn conn(&self, id: ClientId) -> Option<Arc<Peer<Conn>>> {
+        let client = self.0.hub.client(id)?;
+        let mut conns = lock(&self.0.conns);
+        let peer = conns.entry(id).or_insert_with(|| {
+            let host = Conn {
+                server: self.clone(),
+                client,
+                own: OwnHandlers::default(),
+            };
+            Peer::new(
+                host,
+                PeerConfig {
+                    request_timeout: self.0.config.request_timeout,
+                    handlers_at_once: self.0.config.handlers_per_connection,
+                },
+            )
+        });
+        Some(peer.clone())
     }
 
     /// Drops a connection's state: its waiting requests fail as disconnected,
     /// its handlers and channels are cancelled.
     fn forget(&self, id: ClientId) {
-        let Some(conn) = lock(&self.0.conns).remove(&id) else {
-            return;
-        };
-        lock(&conn.pending).clear();
-        for (_, c) in lock(&conn.inflight).drain() {
-            c.cancel();
+        let peer = lock(&self.0.conns).remove(&id);
+        if let Some(peer) = peer {
+            peer.close();
         }
-        for (_, ch) in lock(&conn.channels).drain() {
-            ch.0.cancel.cancel();
+    }
+
+    /// One message from `client`.
+    fn receive(&self, client: &WsClient, msg: &Message) {
+        let Ok(text) = msg.to_text() else { return };
+        if let Some(peer) = self.conn(client.id()) {
+            peer.receive(text);
         }
     }
 
     /// Sends event `name` with `args` to `client` (on `channel`, `None` for the main one).
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::Reserved`], [`RequestError::Disconnected`] (the
+    /// client is gone), [`RequestError::Send`] (its outbox is full).
     pub fn emit(
         &self,
         client: &WsClient,
@@ -417,19 +316,21 @@ impl WrapperServer {
         name: &str,
         args: Vec<Value>,
     ) -> Result<(), RequestError> {
-        if channel.is_none() && is_reserved(name) {
-            return Err(RequestError::Reserved);
-        }
-        let msg = WrapperMessage::Event {
-            channel: channel.map(str::to_string),
-            name: name.to_string(),
-            args,
-        };
-        send(client, &msg).map_err(RequestError::Send)
+        let peer = self.conn(client.id()).ok_or(RequestError::Disconnected)?;
+        peer.emit(channel, name, args)
     }
 
     /// Sends request `name` to `client` and waits for the answer, at most
-    /// `timeout` (`None`: [`WrapperConfig::request_timeout`]).
+    /// `timeout` (`None`: [`WrapperConfig::request_timeout`]). The timeout,
+    /// or dropping the future first, sends the cancel to the client.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::Rejected`] with the client's error, [`RequestError::Timeout`],
+    /// [`RequestError::Disconnected`], [`RequestError::Reserved`],
+    /// [`RequestError::Send`], and [`RequestError::Invalid`] when the client
+    /// answers with an anonymous channel ([`WrapperServer::request_channel`]
+    /// takes those).
     pub async fn request(
         &self,
         client: &WsClient,
@@ -438,186 +339,28 @@ impl WrapperServer {
         args: Vec<Value>,
         timeout: Option<Duration>,
     ) -> Result<Value, RequestError> {
-        if channel.is_none() && is_reserved(name) {
-            return Err(RequestError::Reserved);
-        }
-        let conn = self.conn(client.id()).ok_or(RequestError::Disconnected)?;
-        let id = conn.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = oneshot::channel();
-        lock(&conn.pending).insert(id, tx);
-        let msg = WrapperMessage::Request {
-            id,
-            channel: channel.map(str::to_string),
-            name: name.to_string(),
-            args,
-        };
-        if let Err(e) = send(client, &msg) {
-            lock(&conn.pending).remove(&id);
-            return Err(RequestError::Send(e));
-        }
-        let timeout = timeout.unwrap_or(self.0.config.request_timeout);
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(RequestError::Rejected(e)),
-            Ok(Err(_)) => Err(RequestError::Disconnected),
-            Err(_) => {
-                lock(&conn.pending).remove(&id);
-                Err(RequestError::Timeout)
-            }
-        }
+        let peer = self.conn(client.id()).ok_or(RequestError::Disconnected)?;
+        peer.ask_value(Target::Named(channel), name, args, timeout, None)
+            .await
     }
 
-    /// One message from `client`.
-    fn receive(&self, client: &WsClient, msg: &Message) {
-        let Ok(text) = msg.to_text() else { return };
-        let Decoded::Message(m) = decode(text) else {
-            return;
-        };
-        let Some(conn) = self.conn(client.id()) else {
-            return;
-        };
-        match m {
-            WrapperMessage::Event {
-                channel,
-                name,
-                args,
-            } => {
-                if let Ok(h) = self.lookup(&conn, channel.as_deref(), &name) {
-                    let ctx = Ctx::new(self, client, None, None);
-                    run(AssertUnwindSafe(h(ctx, args)).catch_unwind(), drop);
-                }
-            }
-            WrapperMessage::Request {
-                id,
-                channel,
-                name,
-                args,
-            } => match self.lookup(&conn, channel.as_deref(), &name) {
-                Ok(h) => self.run_request(client, &conn, id, h, args),
-                Err(why) => {
-                    self.count(Outcome::Unknown);
-                    let _ = send(client, &reject(id, &WrapperError::new(why)));
-                }
-            },
-            WrapperMessage::Resolve { id, data } => {
-                if let Some(tx) = lock(&conn.pending).remove(&id) {
-                    let _ = tx.send(Ok(data));
-                }
-            }
-            WrapperMessage::Reject { id, error, .. } => {
-                if let Some(tx) = lock(&conn.pending).remove(&id) {
-                    let _ = tx.send(Err(WrapperError::from_value(error)));
-                }
-            }
-            WrapperMessage::Cancel { id, .. } => {
-                if let Some(c) = lock(&conn.inflight).remove(&id) {
-                    c.cancel();
-                }
-            }
-            WrapperMessage::ChannelEvent { handle, name, args } => {
-                let Some(ch) = lock(&conn.channels).get(&handle).cloned() else {
-                    let _ = send(client, &abort(handle));
-                    return;
-                };
-                if let Some(h) = ch.handler(&name) {
-                    let ctx = Ctx::new(self, client, None, None).in_channel(&ch);
-                    run(AssertUnwindSafe(h(ctx, args)).catch_unwind(), drop);
-                }
-            }
-            WrapperMessage::ChannelRequest {
-                id,
-                handle,
-                name,
-                args,
-            } => {
-                let Some(ch) = lock(&conn.channels).get(&handle).cloned() else {
-                    let _ = send(client, &abort(handle));
-                    return;
-                };
-                match ch.handler(&name) {
-                    Some(h) => self.run_request(client, &conn, id, h, args),
-                    None => {
-                        self.count(Outcome::Unknown);
-                        let why = WrapperError::new(format!("No event listener for '{name}'"));
-                        let _ = send(client, &reject(id, &why));
-                    }
-                }
-            }
-            WrapperMessage::Abort { handle, .. } => {
-                if let Some(ch) = lock(&conn.channels).remove(&handle) {
-                    ch.0.cancel.cancel();
-                }
-            }
-            WrapperMessage::ChannelCreated { id } => {
-                // The client answered a server request with a channel, which
-                // this server does not take: fail the request, close the channel.
-                if let Some(tx) = lock(&conn.pending).remove(&id) {
-                    let _ = tx.send(Err(WrapperError::new(
-                        "anonymous channels from clients are not supported",
-                    )));
-                }
-                let _ = send(client, &abort(id));
-            }
-        }
-    }
-
-    fn lookup(&self, conn: &Conn, channel: Option<&str>, name: &str) -> Result<Handler, String> {
-        let own = conn.handlers.read().unwrap_or_else(PoisonError::into_inner);
-        if let Ok(h) = own.get(channel, name) {
-            return Ok(h);
-        }
-        let server = self
-            .0
-            .handlers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = channel
-            && !server.has_channel(c)
-            && !own.has_channel(c)
-        {
-            return Err(format!("Channel '{c}' does not exist"));
-        }
-        server.get(channel, name)
-    }
-
-    /// Runs a request's handler in its own task and answers it.
-    fn run_request(
+    /// Sends request `name` to `client` and waits for an anonymous channel
+    /// as the answer (`{"i","h":1}`): events and requests both ways on it.
+    ///
+    /// # Errors
+    ///
+    /// As [`WrapperServer::request`]; a value as the answer is [`RequestError::Invalid`].
+    pub async fn request_channel(
         &self,
         client: &WsClient,
-        conn: &Arc<Conn>,
-        id: u64,
-        h: Handler,
+        channel: Option<&str>,
+        name: &str,
         args: Vec<Value>,
-    ) {
-        let cancel = CancellationToken::new();
-        lock(&conn.inflight).insert(id, cancel.clone());
-        let ctx = Ctx::new(self, client, Some(id), Some(cancel.clone()));
-        let (client, conn, server) = (client.clone(), conn.clone(), self.clone());
-        let answer = move |out: Result<Result<Reply, WrapperError>, _>| {
-            lock(&conn.inflight).remove(&id);
-            if cancel.is_cancelled() {
-                server.count(Outcome::Cancelled);
-                return; // the peer gave up: it ignores any answer
-            }
-            let (answer, outcome) = match out {
-                Ok(Ok(Reply::Value(data))) => {
-                    (WrapperMessage::Resolve { id, data }, Outcome::Resolved)
-                }
-                Ok(Ok(Reply::Channel(ch))) => {
-                    ch.0.ready.store(true, Ordering::SeqCst);
-                    lock(&conn.channels).insert(ch.0.handle, ch.clone());
-                    (WrapperMessage::ChannelCreated { id }, Outcome::Resolved)
-                }
-                Ok(Err(e)) => (reject(id, &e), Outcome::Rejected),
-                Err(_) => (
-                    reject(id, &WrapperError::new("handler panicked")),
-                    Outcome::Panicked,
-                ),
-            };
-            server.count(outcome);
-            let _ = send(&client, &answer);
-        };
-        run(AssertUnwindSafe(h(ctx, args)).catch_unwind(), answer);
+        timeout: Option<Duration>,
+    ) -> Result<AnonChannel, RequestError> {
+        let peer = self.conn(client.id()).ok_or(RequestError::Disconnected)?;
+        peer.ask_channel(Target::Named(channel), name, args, timeout, None)
+            .await
     }
 }
 
@@ -629,66 +372,20 @@ impl fmt::Debug for WrapperServer {
     }
 }
 
-/// Runs a handler's future: polled once here, and finished at once if it
-/// can be (most answers need no waiting, and then no task is spawned);
-/// otherwise moved to a task of its own, so it never holds up the
-/// connection's reading.
-fn run<F: Future + Send + 'static>(fut: F, then: impl FnOnce(F::Output) + Send + 'static) {
-    let mut fut = Box::pin(fut);
-    match (&mut fut).now_or_never() {
-        Some(out) => then(out),
-        None => {
-            tokio::spawn(async move { then(fut.await) });
-        }
-    }
-}
-
-fn add(handlers: &RwLock<Handlers>, channel: Option<&str>, name: &str, h: Handler) {
-    handlers
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .by_channel
-        .entry(channel.map(str::to_string))
-        .or_default()
-        .insert(name.to_string(), h);
-}
-
-fn send(client: &WsClient, msg: &WrapperMessage) -> Result<(), SendError> {
-    ws_send(client, Message::text(encode(msg)))
-}
-
-fn reject(id: u64, e: &WrapperError) -> WrapperMessage {
-    WrapperMessage::Reject {
-        id,
-        error: e.value.clone(),
-        error_object: true,
-    }
-}
-
-fn abort(handle: u64) -> WrapperMessage {
-    WrapperMessage::Abort {
-        handle,
-        reason: error_value("Request aborted"),
-        error_object: true,
-    }
-}
-
 /// Handlers of one named channel; see [`WrapperServer::of`].
 pub struct ChannelOf<'a> {
-    handlers: &'a RwLock<Handlers>,
+    handlers: &'a RwLock<Handlers<ServerHandler>>,
     channel: String,
 }
 
 impl ChannelOf<'_> {
     /// Handles event or request `name` on this channel.
-    pub fn on<A, R, F, Fut>(&self, name: &str, f: F) -> &Self
-    where
-        A: DeserializeOwned + Send + 'static,
-        R: IntoReplyResult,
-        F: Fn(Ctx, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = R> + Send + 'static,
-    {
-        add(self.handlers, Some(&self.channel), name, erase(f));
+    pub fn on<A: Args, Fut: HandlerFuture<AnonChannel>>(
+        &self,
+        name: &str,
+        f: impl Fn(Ctx, A) -> Fut + Send + Sync + 'static,
+    ) -> &Self {
+        write(self.handlers).add(Some(&self.channel), name, handler(f));
         self
     }
 }
@@ -701,37 +398,15 @@ impl fmt::Debug for ChannelOf<'_> {
     }
 }
 
-/// What a handler knows: its client, its cancellation, its channel.
+/// What a handler knows: its client, its request's cancellation, its channel.
 pub struct Ctx {
     server: WrapperServer,
     client: WsClient,
-    /// The id of the request being handled; `None` for an event.
-    request: Option<u64>,
-    cancel: Option<CancellationToken>,
-    channel: Mutex<Option<AnonChannel>>,
+    own: OwnHandlers,
+    call: Call<Ctx>,
 }
 
 impl Ctx {
-    fn new(
-        server: &WrapperServer,
-        client: &WsClient,
-        request: Option<u64>,
-        cancel: Option<CancellationToken>,
-    ) -> Self {
-        Ctx {
-            server: server.clone(),
-            client: client.clone(),
-            request,
-            cancel,
-            channel: Mutex::new(None),
-        }
-    }
-
-    fn in_channel(self, ch: &AnonChannel) -> Self {
-        *lock(&self.channel) = Some(ch.clone());
-        self
-    }
-
     /// The connection the event or request came from.
     pub fn client(&self) -> &WsClient {
         &self.client
@@ -742,44 +417,27 @@ impl Ctx {
         &self.server
     }
 
-    /// Whether the peer cancelled this request (never for events).
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel
-            .as_ref()
-            .is_some_and(CancellationToken::is_cancelled)
-    }
-
-    /// Completes when the peer cancels this request (never for events).
-    pub async fn cancelled(&self) {
-        match &self.cancel {
-            Some(c) => c.cancelled().await,
-            None => std::future::pending().await,
-        }
-    }
-
-    /// The anonymous channel of this request, made on first use: answer
-    /// [`Reply::Channel`] with it. Inside a channel's handler, that channel.
-    /// `None` in an event handler (an event has no answer to carry it).
-    pub fn channel(&self) -> Option<AnonChannel> {
-        let mut slot = lock(&self.channel);
-        if slot.is_none() {
-            let handle = self.request?;
-            *slot = Some(AnonChannel::new(self.client.clone(), handle));
-        }
-        slot.clone()
-    }
-
     /// Handles `name` for this client only, overriding the server's handler.
-    pub fn client_on<A, R, F, Fut>(&self, channel: Option<&str>, name: &str, f: F)
-    where
-        A: DeserializeOwned + Send + 'static,
-        R: IntoReplyResult,
-        F: Fn(Ctx, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = R> + Send + 'static,
-    {
-        if let Some(conn) = self.server.conn(self.client.id()) {
-            add(&conn.handlers, channel, name, erase(f));
-        }
+    pub fn client_on<A: Args, Fut: HandlerFuture<AnonChannel>>(
+        &self,
+        channel: Option<&str>,
+        name: &str,
+        f: impl Fn(Ctx, A) -> Fut + Send + Sync + 'static,
+    ) {
+        write(&self.own).add(channel, name, handler(f));
+    }
+}
+
+/// The rest of what a handler knows is the [`Call`] (both ends share it):
+/// `request_id()`, `is_cancelled()` and `cancelled().await` (the peer's
+/// cancel, or the connection's end), and `channel()`: the anonymous channel of
+/// this request, made on first use (answer [`Reply::Channel`] with it), or,
+/// inside a channel's handler, that channel; `None` in an event handler.
+impl std::ops::Deref for Ctx {
+    type Target = Call<Ctx>;
+
+    fn deref(&self) -> &Call<Ctx> {
+        &self.call
     }
 }
 
@@ -787,101 +445,7 @@ impl fmt::Debug for Ctx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ctx")
             .field("client", &self.client.id())
-            .field("cancelled", &self.is_cancelled())
-            .finish()
-    }
-}
-
-/// A request-scoped channel: events both ways until either side aborts it.
-#[derive(Clone)]
-pub struct AnonChannel(Arc<AnonShared>);
-
-struct AnonShared {
-    client: WsClient,
-    handle: u64,
-    ready: AtomicBool,
-    cancel: CancellationToken,
-    handlers: Mutex<HashMap<String, Handler>>,
-}
-
-impl AnonChannel {
-    fn new(client: WsClient, handle: u64) -> Self {
-        AnonChannel(Arc::new(AnonShared {
-            client,
-            handle,
-            ready: AtomicBool::new(false),
-            cancel: CancellationToken::new(),
-            handlers: Mutex::default(),
-        }))
-    }
-
-    /// Its handle: the id of the request that made it.
-    pub fn handle(&self) -> u64 {
-        self.0.handle
-    }
-
-    fn handler(&self, name: &str) -> Option<Handler> {
-        lock(&self.0.handlers).get(name).cloned()
-    }
-
-    /// Handles event or request `name` from the peer on this channel.
-    pub fn on<A, R, F, Fut>(&self, name: &str, f: F) -> &Self
-    where
-        A: DeserializeOwned + Send + 'static,
-        R: IntoReplyResult,
-        F: Fn(Ctx, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = R> + Send + 'static,
-    {
-        lock(&self.0.handlers).insert(name.to_string(), erase(f));
-        self
-    }
-
-    /// Sends event `name` on the channel; an error once it is closed or
-    /// before it was handed to the peer.
-    pub fn emit(&self, name: &str, args: Vec<Value>) -> Result<(), RequestError> {
-        if !self.0.ready.load(Ordering::SeqCst) || self.is_closed() {
-            return Err(RequestError::Disconnected);
-        }
-        let msg = WrapperMessage::ChannelEvent {
-            handle: self.0.handle,
-            name: name.to_string(),
-            args,
-        };
-        send(&self.0.client, &msg).map_err(RequestError::Send)
-    }
-
-    /// Aborts the channel: tells the peer and closes it here.
-    pub fn abort(&self, reason: &str) {
-        if self.is_closed() {
-            return;
-        }
-        self.0.cancel.cancel();
-        let _ = send(
-            &self.0.client,
-            &WrapperMessage::Abort {
-                handle: self.0.handle,
-                reason: error_value(reason),
-                error_object: true,
-            },
-        );
-    }
-
-    /// Whether it was aborted (either side) or its connection ended.
-    pub fn is_closed(&self) -> bool {
-        self.0.cancel.is_cancelled() || self.0.client.is_closed()
-    }
-
-    /// Completes when the channel is aborted or its connection ends.
-    pub async fn closed(&self) {
-        self.0.cancel.cancelled().await;
-    }
-}
-
-impl fmt::Debug for AnonChannel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AnonChannel")
-            .field("handle", &self.0.handle)
-            .field("closed", &self.is_closed())
+            .field("call", &self.call)
             .finish()
     }
 }
@@ -889,7 +453,9 @@ impl fmt::Debug for AnonChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
     use ws_hub::HubConfig;
+    use ws_wrapper_codec::{Decoded, WrapperMessage, decode, error_value};
 
     /// What the server sent `client`, decoded.
     fn sent(c: &WsClient) -> Vec<WrapperMessage> {
@@ -1166,6 +732,80 @@ mod tests {
             .request(&c, None, "name", vec![], Some(Duration::from_millis(1)))
             .await;
         assert_eq!(timed_out, Err(RequestError::Timeout));
+        // The timeout went to the client as the protocol's cancel.
+        let got = sent(&c);
+        assert!(
+            matches!(&got[0], WrapperMessage::Request { id: 2, .. }),
+            "{got:?}"
+        );
+        assert_eq!(
+            got[1],
+            WrapperMessage::Cancel {
+                id: 2,
+                reason: error_value("Request timed out"),
+                error_object: true
+            }
+        );
+        // An unserializable answer is an error reply with a message.
+        server.on("bad", |_ctx, (): ()| async {
+            let mut m = HashMap::new();
+            m.insert(vec![1], 2);
+            Ok::<_, WrapperError>(m)
+        });
+        server.receive(&c, &text(r#"{"a":["bad"],"i":7}"#));
+        let got = answers(&c, 1).await;
+        assert!(
+            matches!(&got[0], WrapperMessage::Reject { id: 7, error, error_object: true }
+                if error["message"].as_str().unwrap().starts_with("unserializable result")),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_of_a_connection_start_in_arrival_order_up_to_the_limit() {
+        let hub = WsHub::new(HubConfig::default());
+        let config = WrapperConfig {
+            handlers_per_connection: 1,
+            ..WrapperConfig::default()
+        };
+        assert_eq!(WrapperConfig::default().handlers_per_connection, 64);
+        let server = WrapperServer::new(hub.clone(), config);
+        let c = hub.register(None).unwrap();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let release = Arc::new(Mutex::new(Some(release_rx)));
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let log = started.clone();
+        server.on("step", move |_ctx, (n,): (u64,)| {
+            lock(&log).push(n);
+            let wait = if n == 1 { lock(&release).take() } else { None };
+            async move {
+                if let Some(rx) = wait {
+                    let _ = rx.await;
+                }
+                Ok::<_, WrapperError>(n)
+            }
+        });
+        for n in 1..=3 {
+            server.receive(&c, &text(&format!(r#"{{"a":["step",{n}],"i":{n}}}"#)));
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(
+            *lock(&started),
+            [1],
+            "one at a time: 2 and 3 wait their turn"
+        );
+        assert!(sent(&c).is_empty());
+        release_tx.send(()).unwrap();
+        let got = answers(&c, 3).await;
+        assert_eq!(*lock(&started), [1, 2, 3], "in arrival order");
+        let ids: Vec<u64> = got
+            .iter()
+            .map(|m| match m {
+                WrapperMessage::Resolve { id, .. } => *id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [1, 2, 3]);
     }
 
     #[tokio::test]

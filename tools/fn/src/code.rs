@@ -15,8 +15,13 @@
 //! From the same parse, [`check_and_api`] also reads what each crate's `src/lib.rs`
 //! makes public that no entry describes (free functions, re-exports: [`ApiItem`]),
 //! which `fn index` stores for the crate view of `fn show`.
+//!
+//! The checks run crate by crate on every core. [`check_all`] also lists every
+//! file and folder it read, with a hash of the content ([`Inputs`]), which `fn
+//! index` keeps to see what changed; [`check_partial`] runs them for a few
+//! entries and crates against what the index says of the rest.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -29,13 +34,14 @@ use crate::registry::{self, Registry};
 
 /// Runs every code check of the registry's Rust entries and crates.
 pub fn check(reg: &Registry) -> Vec<Problem> {
-    run(reg, false).0
+    run(reg, false).problems
 }
 
 /// [`check`], and the public API of every crate that no entry describes
 /// ([`CrateApis`]), from the same parse of each crate's `src/lib.rs`.
 pub fn check_and_api(reg: &Registry) -> (Vec<Problem>, CrateApis) {
-    run(reg, true)
+    let c = run(reg, true);
+    (c.problems, c.apis)
 }
 
 /// The public API of `crates` (crate names under `crates/`) that no entry
@@ -44,11 +50,99 @@ pub fn api<'a>(reg: &Registry, crates: impl IntoIterator<Item = &'a str>) -> Cra
     crate_apis(&reg.root, crates, &reg.entries, &mut Sources::default())
 }
 
-fn run(reg: &Registry, want_api: bool) -> (Vec<Problem>, CrateApis) {
+/// Files read by a check, each with the xxh3 hash of what was read:
+/// (root-relative path, hash). A directory's hash is of its sorted names
+/// ([`dir_hash`]). `fn index` keeps them to tell what changed since.
+pub type Inputs = Vec<(String, u64)>;
+
+/// What [`check_all`] found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Problems, sorted.
+    pub problems: Vec<Problem>,
+    /// The API of each crate that no entry describes.
+    pub apis: CrateApis,
+    /// The crates, as [`crates`] reads them (only in a full check).
+    pub crates: Vec<CrateInfo>,
+    /// The `repository` of the workspace, if any.
+    pub repository: Option<String>,
+    /// Every file and directory read, sorted by path.
+    pub inputs: Inputs,
+}
+
+/// [`check_and_api`], with the crates and every file read: what `fn index`
+/// needs from one pass over the code, on all cores.
+pub fn check_all(reg: &Registry) -> Checked {
+    run(reg, true)
+}
+
+/// The hash of a file's bytes, as [`Inputs`] keeps it.
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// The hash of a directory: of its entry names, sorted, one a line.
+pub fn dir_hash(dir: &Path) -> std::io::Result<u64> {
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)?
+        .map(|d| d.map(|d| d.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    let mut text = Vec::with_capacity(names.len() * 16);
+    for n in &names {
+        text.extend_from_slice(n.as_encoded_bytes());
+        text.push(b'\n');
+    }
+    Ok(hash_bytes(&text))
+}
+
+/// Runs `f` on every item on all cores (each thread with its own `state`),
+/// results in item order.
+pub(crate) fn parallel<T: Sync, S, R: Send>(
+    items: &[T],
+    state: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &T) -> R + Sync,
+) -> Vec<R> {
+    const STEP: usize = 16;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(8)
+        .min(items.len().div_ceil(STEP));
+    if threads < 2 {
+        let mut st = state();
+        return items.iter().map(|t| f(&mut st, t)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut slots: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    std::thread::scope(|sc| {
+        let work = || {
+            let mut st = state();
+            let mut done = Vec::with_capacity(items.len() / threads + STEP);
+            loop {
+                let i = next.fetch_add(STEP, std::sync::atomic::Ordering::Relaxed);
+                if i >= items.len() {
+                    break;
+                }
+                for (j, t) in items.iter().enumerate().skip(i).take(STEP) {
+                    done.push((j, f(&mut st, t)));
+                }
+            }
+            done
+        };
+        let handles: Vec<_> = (0..threads).map(|_| sc.spawn(work)).collect();
+        for h in handles {
+            for (j, r) in h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
+                slots[j] = Some(r);
+            }
+        }
+    });
+    slots.into_iter().flatten().collect()
+}
+
+fn run(reg: &Registry, want_api: bool) -> Checked {
     let mut out = Vec::new();
+    let mut inputs = Inputs::new();
     let root = &reg.root;
-    let workspace = Workspace::load(root, &mut out);
-    let mut sources = Sources::default();
+    let workspace = Workspace::load(root, &mut out, &mut inputs);
 
     let function_crates: BTreeSet<&str> = reg
         .entries
@@ -57,20 +151,30 @@ fn run(reg: &Registry, want_api: bool) -> (Vec<Problem>, CrateApis) {
         .map(|e| e.name.as_str())
         .collect();
     let homes = registry::by_crate(&reg.entries);
-    let by_id = reg.by_id();
 
     let dirs = registry::crate_dirs(root).unwrap_or_default();
-    let mut manifests: HashMap<String, Manifest> = HashMap::new();
-    for dir in &dirs {
-        let name = dir
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let rel = PathBuf::from("crates").join(&name).join("Cargo.toml");
-        let Some(m) = Manifest::load(root, &rel, &mut out) else {
-            continue;
-        };
+    let loaded = parallel(
+        &dirs,
+        || (),
+        |(), dir| {
+            let name = dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let rel = PathBuf::from("crates").join(&name).join("Cargo.toml");
+            let mut problems = Vec::new();
+            let m = Manifest::load(root, &rel, &mut problems);
+            (name, m, problems)
+        },
+    );
+    let mut manifests: HashMap<String, Manifest> = HashMap::with_capacity(loaded.len());
+    let mut crates = Vec::with_capacity(loaded.len());
+    for (name, m, problems) in loaded {
+        out.extend(problems);
+        let Some(m) = m else { continue };
+        let rel = m.path.clone();
+        inputs.push((crate::problem::display_path(&rel), m.hash));
         let own_entry = PathBuf::from("crates")
             .join(&name)
             .join(format!("{name}.md"));
@@ -85,65 +189,243 @@ fn run(reg: &Registry, want_api: bool) -> (Vec<Problem>, CrateApis) {
                 ),
             ));
         }
-        if m.package != name {
-            out.push(Problem::new(
-                &rel,
-                m.line("name"),
-                format!("package name `{}` must equal its folder `crates/{name}/` (folder = package = registry name)", m.package),
-            ));
-        }
-        if let Some(lib) = &m.lib_name
-            && *lib != name
-        {
-            out.push(Problem::new(
-                &rel,
-                m.line_in("lib", "name"),
-                format!("[lib] name `{lib}` must equal the package name `{name}`"),
-            ));
-        }
-        if let Some(ws) = &workspace
-            && !ws.deps.contains(&name)
-        {
-            let version = match &m.version {
-                Version::Own(v) => Some(v.as_str()),
-                Version::Workspace => ws.version.as_deref(),
-                Version::Missing => None,
-            }
-            .map_or(String::new(), |v| format!(", version = \"{v}\""));
-            out.push(Problem::new(
-                "Cargo.toml",
-                ws.deps_line,
-                format!("registry crate `{name}` is not declared in [workspace.dependencies]: add `{name} = {{ path = \"crates/{name}\"{version} }}`"),
-            ));
-        }
+        check_crate(&name, &m, workspace.as_ref(), &mut out);
+        crates.push(CrateInfo {
+            name: name.clone(),
+            version: m.resolved_version(workspace.as_ref()).unwrap_or_default(),
+            description: m.description.clone().unwrap_or_default(),
+        });
         manifests.insert(name, m);
     }
 
+    let home_of: HashMap<String, &str> = reg
+        .entries
+        .iter()
+        .filter_map(|e| Some((e.id(), e.crate_name()?)))
+        .collect();
     let cx = Context {
         root,
         registry_crates: manifests.keys().map(String::as_str).collect(),
         manifests: &manifests,
-        by_id: &by_id,
+        home_of: &home_of,
         ws: workspace.as_ref(),
     };
-    for e in reg.entries.iter().filter(|e| e.lang == "rust") {
-        check_entry(e, &cx, &mut sources, &mut out);
-    }
-    let apis = if want_api {
-        let names = manifests.keys().map(String::as_str);
-        crate_apis(root, names, &reg.entries, &mut sources)
+    let rust: Vec<&Entry> = reg.entries.iter().filter(|e| e.lang == "rust").collect();
+    let api_crates: Vec<&str> = if want_api {
+        manifests.keys().map(String::as_str).collect()
     } else {
-        CrateApis::new()
+        Vec::new()
     };
-    (out, apis)
+    let described = |c: &str| -> BTreeSet<&str> {
+        homes
+            .get(c)
+            .into_iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect()
+    };
+    let (problems, apis, more) = check_units(&cx, &rust, &api_crates, described);
+    out.extend(problems);
+    inputs.extend(more);
+    out.sort();
+    out.dedup();
+    inputs.sort_unstable();
+    inputs.dedup();
+    crates.sort_by(|a, b| a.name.cmp(&b.name));
+    Checked {
+        problems: out,
+        apis,
+        crates,
+        repository: workspace.and_then(|w| w.repository),
+        inputs,
+    }
+}
+
+/// A part of the registry to check again, and what its checks need from the
+/// rest: `fn index` updating an index after a few files changed.
+#[allow(missing_debug_implementations)]
+pub struct Partial<'a> {
+    /// The registry root.
+    pub root: &'a Path,
+    /// The entries to check.
+    pub entries: Vec<&'a Entry>,
+    /// The crates whose manifest and API to read again.
+    pub crates: Vec<&'a str>,
+    /// Entry ID -> the crate holding its code, for every ID the entries reference.
+    pub home_of: HashMap<String, &'a str>,
+    /// Whether a crate of that name is a registry crate (under `crates/`).
+    pub is_crate: &'a dyn Fn(&str) -> bool,
+    /// Crate -> the names of its entries (left out of its API).
+    pub described: HashMap<&'a str, BTreeSet<&'a str>>,
+}
+
+/// The checks of `p.entries` and `p.crates` alone ([`check_all`] for a part):
+/// the manifests of their crates, their code, the crates' API. The checks
+/// that need every crate (a crate without entry, `[workspace.dependencies]`)
+/// are left out: they hold while the set of crates and the root manifest
+/// stay as they were.
+pub fn check_partial(p: &Partial<'_>) -> Checked {
+    let mut out = Vec::new();
+    let mut inputs = Inputs::new();
+    let mut names: BTreeSet<&str> = p.crates.iter().copied().collect();
+    names.extend(p.entries.iter().filter_map(|e| e.crate_name()));
+    let mut manifests: HashMap<String, Manifest> = HashMap::new();
+    for name in &names {
+        let rel = PathBuf::from("crates").join(name).join("Cargo.toml");
+        if let Some(m) = Manifest::load(p.root, &rel, &mut out) {
+            inputs.push((crate::problem::display_path(&rel), m.hash));
+            manifests.insert((*name).to_string(), m);
+        }
+    }
+    let workspace = if manifests
+        .values()
+        .any(|m| matches!(m.version, Version::Workspace))
+    {
+        Workspace::load(p.root, &mut out, &mut inputs)
+    } else {
+        None
+    };
+    let mut crates = Vec::new();
+    for (name, m) in &manifests {
+        check_crate(name, m, None, &mut out);
+        crates.push(CrateInfo {
+            name: name.clone(),
+            version: m.resolved_version(workspace.as_ref()).unwrap_or_default(),
+            description: m.description.clone().unwrap_or_default(),
+        });
+    }
+    let known: Vec<String> = manifests
+        .values()
+        .flat_map(|m| m.deps.keys())
+        .map(|d| norm(d))
+        .filter(|d| (p.is_crate)(d))
+        .collect();
+    let known: HashSet<&str> = known.iter().map(String::as_str).collect();
+    let cx = Context {
+        root: p.root,
+        registry_crates: known,
+        manifests: &manifests,
+        home_of: &p.home_of,
+        ws: workspace.as_ref(),
+    };
+    let rust: Vec<&Entry> = p
+        .entries
+        .iter()
+        .copied()
+        .filter(|e| e.lang == "rust")
+        .collect();
+    let map = &p.described;
+    let described = |c: &str| map.get(c).cloned().unwrap_or_default();
+    let (problems, apis, more) = check_units(&cx, &rust, &p.crates, described);
+    out.extend(problems);
+    inputs.extend(more);
+    out.sort();
+    out.dedup();
+    inputs.sort_unstable();
+    inputs.dedup();
+    crates.sort_by(|a, b| a.name.cmp(&b.name));
+    Checked {
+        problems: out,
+        apis,
+        crates,
+        repository: None,
+        inputs,
+    }
+}
+
+/// The checks of one crate's manifest against its folder and the workspace.
+fn check_crate(name: &str, m: &Manifest, workspace: Option<&Workspace>, out: &mut Vec<Problem>) {
+    let rel = &m.path;
+    if m.package != name {
+        out.push(Problem::new(
+            rel,
+            m.line("name"),
+            format!("package name `{}` must equal its folder `crates/{name}/` (folder = package = registry name)", m.package),
+        ));
+    }
+    if let Some(lib) = &m.lib_name
+        && *lib != name
+    {
+        out.push(Problem::new(
+            rel,
+            m.line_in("lib", "name"),
+            format!("[lib] name `{lib}` must equal the package name `{name}`"),
+        ));
+    }
+    if let Some(ws) = workspace
+        && !ws.deps.contains(name)
+    {
+        let version = m
+            .resolved_version(Some(ws))
+            .map_or(String::new(), |v| format!(", version = \"{v}\""));
+        out.push(Problem::new(
+            "Cargo.toml",
+            ws.deps_line,
+            format!("registry crate `{name}` is not declared in [workspace.dependencies]: add `{name} = {{ path = \"crates/{name}\"{version} }}`"),
+        ));
+    }
+}
+
+/// Checks `entries` and reads the API of `api_crates` on all cores, a crate
+/// at a time, each file parsed once per crate. `described(c)` names the
+/// entries of crate `c` (left out of its API).
+fn check_units<'a>(
+    cx: &Context<'_>,
+    entries: &[&'a Entry],
+    api_crates: &[&'a str],
+    described: impl Fn(&str) -> BTreeSet<&'a str> + Sync,
+) -> (Vec<Problem>, CrateApis, Inputs) {
+    // One unit per crate: its entries (by file_path) and whether to read its API.
+    let mut units: BTreeMap<&str, (Vec<&Entry>, bool)> = BTreeMap::new();
+    for e in entries {
+        units
+            .entry(e.crate_name().unwrap_or(""))
+            .or_default()
+            .0
+            .push(e);
+    }
+    for c in api_crates {
+        units.entry(c).or_default().1 = true;
+    }
+    let units: Vec<(&str, (Vec<&Entry>, bool))> = units.into_iter().collect();
+    let done = parallel(&units, Sources::default, |sources, (name, (list, api))| {
+        let mut out = Vec::new();
+        for e in list {
+            check_entry(e, cx, sources, &mut out);
+        }
+        let mut items = Vec::new();
+        if *api {
+            let rel = format!("crates/{name}/src/lib.rs");
+            if let Some(file) = sources.get(cx.root, &rel) {
+                collect_api(&file.items, "", &described(name), &mut items);
+            }
+        }
+        // The trees are dropped here, on this thread, crate by crate.
+        let read = sources.take_inputs();
+        (
+            out,
+            (!items.is_empty()).then(|| (name.to_string(), items)),
+            read,
+        )
+    });
+    let mut problems = Vec::new();
+    let mut apis = CrateApis::new();
+    let mut inputs = Inputs::new();
+    for (p, api, read) in done {
+        problems.extend(p);
+        apis.extend(api);
+        inputs.extend(read);
+    }
+    (problems, apis, inputs)
 }
 
 /// What the per-entry checks read: the root, the crates' manifests, the entries.
 struct Context<'a> {
     root: &'a Path,
     manifests: &'a HashMap<String, Manifest>,
-    registry_crates: BTreeSet<&'a str>,
-    by_id: &'a HashMap<String, &'a Entry>,
+    registry_crates: HashSet<&'a str>,
+    /// Entry ID -> the crate holding its code.
+    home_of: &'a HashMap<String, &'a str>,
     ws: Option<&'a Workspace>,
 }
 
@@ -153,10 +435,19 @@ fn in_crates(e: &Entry) -> bool {
 
 fn check_entry(e: &Entry, cx: &Context<'_>, sources: &mut Sources, out: &mut Vec<Problem>) {
     let root = cx.root;
-    // Files exist.
-    let file_ok = file_exists(e, "file_path", &e.file_path, root, out);
+    // Files exist: a file that reads does (read once, for the checks below);
+    // only one that does not is looked up.
+    let file_ok = sources.get(root, &e.file_path).is_some()
+        || file_exists(e, "file_path", &e.file_path, root, out);
     if let Some(t) = &e.test_file_path {
-        file_exists(e, "test_file_path", t, root, out);
+        let read = if e.tested {
+            sources.get(root, t).is_some()
+        } else {
+            sources.touch(root, t)
+        };
+        if !read {
+            file_exists(e, "test_file_path", t, root, out);
+        }
     }
     let is_fn = e.kind != Kind::Type && in_crates(e);
     if is_fn && e.crate_name() != Some(e.name.as_str()) {
@@ -227,7 +518,7 @@ fn norm(s: &str) -> String {
 }
 
 fn check_manifest(e: &Entry, m: &Manifest, cx: &Context<'_>, out: &mut Vec<Problem>) {
-    let (registry_crates, by_id, ws) = (&cx.registry_crates, cx.by_id, cx.ws);
+    let (registry_crates, ws) = (&cx.registry_crates, cx.ws);
     let cargo = &m.path;
     match &m.description {
         None => out.push(Problem::file(
@@ -246,12 +537,7 @@ fn check_manifest(e: &Entry, m: &Manifest, cx: &Context<'_>, out: &mut Vec<Probl
         )),
         Some(_) => {}
     }
-    let version = match &m.version {
-        Version::Own(v) => Some(v.clone()),
-        Version::Workspace => ws.and_then(|w| w.version.clone()),
-        Version::Missing => None,
-    };
-    if let Some(v) = version
+    if let Some(v) = m.resolved_version(ws)
         && v != e.version
     {
         out.push(e.problem(
@@ -273,7 +559,7 @@ fn check_manifest(e: &Entry, m: &Manifest, cx: &Context<'_>, out: &mut Vec<Probl
         .references()
         .filter(|(rk, _)| *rk != entry::RefKind::UsesFunction)
         .filter_map(|(_, id)| {
-            let home = by_id.get(id)?.crate_name()?;
+            let home = cx.home_of.get(id)?;
             Some((norm(home), id))
         })
         .collect();
@@ -689,6 +975,8 @@ fn check_tested(e: &Entry, root: &Path, sources: &mut Sources, out: &mut Vec<Pro
     } else if e.kind != Kind::Type && in_crates(e) {
         let dir = PathBuf::from("crates").join(&e.name);
         let mut found = Vec::new();
+        // A test file added later changes one of these listings.
+        sources.touch_dir(root, &format!("crates/{}", e.name));
         for sub in ["src", "tests"] {
             let base = root.join(&dir).join(sub);
             for f in walkdir::WalkDir::new(&base)
@@ -697,14 +985,18 @@ fn check_tested(e: &Entry, root: &Path, sources: &mut Sources, out: &mut Vec<Pro
                 .flatten()
             {
                 let p = f.path();
-                if p.extension().is_none_or(|x| x != "rs") {
-                    continue;
-                }
                 let rel = p
                     .strip_prefix(root)
                     .unwrap_or(p)
                     .to_string_lossy()
                     .replace('\\', "/");
+                if f.file_type().is_dir() {
+                    sources.touch_dir(root, &rel);
+                    continue;
+                }
+                if p.extension().is_none_or(|x| x != "rs") {
+                    continue;
+                }
                 if let Some(file) = sources.get(root, &rel)
                     && count_tests(&file.items) > 0
                 {
@@ -1131,18 +1423,22 @@ fn write_atoms(list: &[Atom], out: &mut String) {
     }
 }
 
-/// Parsed Rust files, each read once.
+/// Parsed Rust files, each read once, and what was read ([`Inputs`]).
 #[derive(Default)]
 struct Sources {
     files: HashMap<String, Result<syn::File, String>>,
+    inputs: Inputs,
 }
 
 impl Sources {
     fn get(&mut self, root: &Path, rel: &str) -> Option<&syn::File> {
+        let inputs = &mut self.inputs;
         self.files
             .entry(rel.to_string())
             .or_insert_with(|| {
-                let text = std::fs::read_to_string(root.join(rel)).map_err(|e| e.to_string())?;
+                let bytes = std::fs::read(root.join(rel)).map_err(|e| e.to_string())?;
+                inputs.push((rel.to_string(), hash_bytes(&bytes)));
+                let text = String::from_utf8(bytes).map_err(|e| e.to_string())?;
                 syn::parse_file(&text).map_err(|e| {
                     let at = e.span().start();
                     format!("line {}: {e}", at.line)
@@ -1150,6 +1446,28 @@ impl Sources {
             })
             .as_ref()
             .ok()
+    }
+
+    /// Notes a file whose existence a check relies on; whether it reads.
+    fn touch(&mut self, root: &Path, rel: &str) -> bool {
+        let Ok(bytes) = std::fs::read(root.join(rel)) else {
+            return false;
+        };
+        self.inputs.push((rel.to_string(), hash_bytes(&bytes)));
+        true
+    }
+
+    /// Notes a directory whose listing a check relies on.
+    fn touch_dir(&mut self, root: &Path, rel: &str) {
+        if let Ok(h) = dir_hash(&root.join(rel)) {
+            self.inputs.push((format!("{rel}/"), h));
+        }
+    }
+
+    /// What was read so far; forgets the parsed files.
+    fn take_inputs(&mut self) -> Inputs {
+        self.files.clear();
+        std::mem::take(&mut self.inputs)
     }
 
     fn error(&self, rel: &str) -> String {
@@ -1178,7 +1496,7 @@ pub struct CrateInfo {
 /// not read are skipped (`fn check` reports them).
 pub fn crates(root: &Path) -> (Vec<CrateInfo>, Option<String>) {
     let mut ignored = Vec::new();
-    let ws = Workspace::load(root, &mut ignored);
+    let ws = Workspace::load(root, &mut ignored, &mut Inputs::new());
     let mut out = Vec::new();
     for dir in registry::crate_dirs(root).unwrap_or_default() {
         let Some(name) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else {
@@ -1191,17 +1509,9 @@ pub fn crates(root: &Path) -> (Vec<CrateInfo>, Option<String>) {
         let Some(m) = Manifest::load(root, &rel, &mut ignored) else {
             continue;
         };
-        let version = match m.version {
-            Version::Own(v) => v,
-            Version::Workspace => ws
-                .as_ref()
-                .and_then(|w| w.version.clone())
-                .unwrap_or_default(),
-            Version::Missing => String::new(),
-        };
         out.push(CrateInfo {
+            version: m.resolved_version(ws.as_ref()).unwrap_or_default(),
             name,
-            version,
             description: m.description.unwrap_or_default(),
         });
     }
@@ -1218,8 +1528,9 @@ struct Workspace {
 }
 
 impl Workspace {
-    fn load(root: &Path, out: &mut Vec<Problem>) -> Option<Workspace> {
+    fn load(root: &Path, out: &mut Vec<Problem>, inputs: &mut Inputs) -> Option<Workspace> {
         let text = std::fs::read_to_string(root.join("Cargo.toml")).ok()?;
+        inputs.push(("Cargo.toml".to_string(), hash_bytes(text.as_bytes())));
         let table: toml::Table = match toml::from_str(&text) {
             Ok(t) => t,
             Err(e) => {
@@ -1279,6 +1590,8 @@ struct Manifest {
     lib_name: Option<String>,
     /// Normal dependencies (all targets): key -> package name.
     deps: BTreeMap<String, String>,
+    /// The hash of the file ([`hash_bytes`]).
+    hash: u64,
 }
 
 impl Manifest {
@@ -1343,8 +1656,18 @@ impl Manifest {
                 .map(str::to_string),
             version,
             deps: deps.into_iter().map(|(k, p)| (p, k)).collect(),
+            hash: hash_bytes(text.as_bytes()),
             text,
         })
+    }
+
+    /// Its version, the workspace's when it inherits it.
+    fn resolved_version(&self, ws: Option<&Workspace>) -> Option<String> {
+        match &self.version {
+            Version::Own(v) => Some(v.clone()),
+            Version::Workspace => ws.and_then(|w| w.version.clone()),
+            Version::Missing => None,
+        }
     }
 
     /// Dependency package names that are not this crate.

@@ -199,6 +199,8 @@ pub struct Entry {
     /// Line of each top-level frontmatter key, and the lines of the file, for
     /// pointing problems at the right place.
     pub lines: Lines,
+    /// The xxh3 hash of the file's bytes: `fn index` keeps it to tell what changed.
+    pub hash: u64,
 }
 
 impl Entry {
@@ -547,6 +549,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Entry, Vec<Problem>> {
         example,
         notes,
         lines,
+        hash: xxhash_rust::xxh3::xxh3_64(bytes),
     };
     validate(&entry, body_line, tested.is_some(), &mut problems);
     if problems.is_empty() {
@@ -650,12 +653,29 @@ fn shift_lines(msg: &str, by: usize) -> String {
 }
 
 /// The text of the `## Example` and `## Notes` sections (Spanish headings of the
-/// original registry accepted too).
+/// original registry accepted too). Inside a fenced code block (```` ``` ```` or
+/// `~~~`) a line is code, never a heading: rustdoc's hidden `# ` lines stay in
+/// the example.
 fn sections(body: &str) -> (String, String) {
     let mut example = String::new();
     let mut notes = String::new();
     let mut current: Option<&mut String> = None;
+    let mut fence: Option<&str> = None;
     for line in body.lines() {
+        let trimmed = line.trim_start();
+        let marker = ["```", "~~~"].into_iter().find(|m| trimmed.starts_with(m));
+        match (fence, marker) {
+            (None, Some(m)) => fence = Some(m),
+            (Some(open), Some(m)) if open == m => fence = None,
+            _ => {}
+        }
+        if fence.is_some() || marker.is_some() {
+            if let Some(s) = current.as_deref_mut() {
+                s.push_str(line);
+                s.push('\n');
+            }
+            continue;
+        }
         if let Some(h) = line.strip_prefix("## ") {
             current = match h.trim().to_ascii_lowercase().as_str() {
                 "example" | "examples" | "ejemplo" | "ejemplos" => Some(&mut example),
@@ -1204,6 +1224,20 @@ Never blocks.
         assert_eq!(
             shift_lines("x at line 3 column 1, while y at line 2 column 4", 1),
             "x at line 4 column 1, while y at line 3 column 4"
+        );
+    }
+
+    #[test]
+    fn a_heading_inside_a_fenced_block_is_code() {
+        let body = "## Example\n\n```rust\n# use std::fmt;\n# fn main() {}\nlet x = 1;\n```\n\n~~~\n## not a heading\n~~~\n\n## Notes\n\nN.\n\n# Other\nnot notes\n";
+        let (example, notes) = sections(body);
+        assert_eq!(
+            example,
+            "```rust\n# use std::fmt;\n# fn main() {}\nlet x = 1;\n```\n\n~~~\n## not a heading\n~~~"
+        );
+        assert_eq!(
+            notes, "N.",
+            "a `# ` line outside a fence still ends the section"
         );
     }
 }

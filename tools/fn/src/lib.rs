@@ -25,11 +25,14 @@
 pub mod code;
 pub mod entry;
 pub mod index;
+pub mod json;
+pub mod mcp;
 pub mod problem;
 pub mod query;
 pub mod readme;
 pub mod registry;
 pub mod scaffold;
+pub mod serve;
 
 pub use entry::Entry;
 pub use problem::Problem;

@@ -8,7 +8,11 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fn_tool::problem::display_path;
 use fn_tool::query::{self, Direction, Filters, Syntax};
-use fn_tool::{Problem, Registry, code, index, readme, scaffold};
+use fn_tool::{Problem, Registry, index, json, readme, scaffold};
+
+/// `fn index` allocates and frees millions of small values on every core.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `println!` that ends the process quietly when stdout is closed
 /// (`fn show x | head`) instead of panicking.
@@ -122,6 +126,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the registry to coding agents over the Model Context Protocol, on stdio.
+    ///
+    /// Tools: search, show, deps, check, compose (answers as with --json);
+    /// resources: every entry's Markdown as fn://NAME. Ends when stdin closes.
+    Mcp {
+        #[command(flatten)]
+        root: RootArg,
+        /// Database to read [default: ROOT/registry/registry.db].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
     /// Print the crate map of README.md, or (--write) update it there.
     Map {
         #[command(flatten)]
@@ -139,6 +154,20 @@ enum Command {
         domain: String,
         #[command(flatten)]
         root: RootArg,
+    },
+    /// Serve the registry as a small read-only web app: search, entry pages, the graph, a JSON API.
+    ///
+    /// Indexes ROOT first (as `fn index`), then re-indexes when an entry file changes
+    /// and tells open pages over Server-Sent Events. Prints the address on the first line.
+    Serve {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        addr: std::net::SocketAddr,
+        #[command(flatten)]
+        root: RootArg,
+        /// Database to write and read [default: ROOT/registry/registry.db].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
     },
 }
 
@@ -238,7 +267,7 @@ fn run(cmd: Command) -> Result<(), Failure> {
             let started = Instant::now();
             let root = find_root(root.root);
             let db = db_path(db, &root);
-            let (reg, counts) = match index::index(&root, &db) {
+            let done = match index::update(&root, &db) {
                 Ok(done) => done,
                 Err(index::IndexError::Problems(reg)) => {
                     print_problems(&reg.problems);
@@ -255,10 +284,10 @@ fn run(cmd: Command) -> Result<(), Failure> {
             };
             say!(
                 "indexed {} ({}, {}, {}) from {} into {} in {} ms",
-                plural(reg.entries.len(), "entry", "entries"),
-                plural(counts.functions, "function", "functions"),
-                plural(counts.types, "type", "types"),
-                plural(counts.refs, "reference", "references"),
+                plural(done.entries, "entry", "entries"),
+                plural(done.counts.functions, "function", "functions"),
+                plural(done.counts.types, "type", "types"),
+                plural(done.counts.refs, "reference", "references"),
                 root.display(),
                 db.display(),
                 started.elapsed().as_millis()
@@ -343,12 +372,7 @@ fn run(cmd: Command) -> Result<(), Failure> {
             };
             let edges = query::deps(&conn, &id, dir, transitive)?;
             if out.json {
-                return print_json(&serde_json::json!({
-                    "id": id,
-                    "direction": if reverse { "used_by" } else { "uses" },
-                    "transitive": transitive,
-                    "deps": edges,
-                }));
+                return print_json(&json::deps(&id, dir, transitive, &edges));
             }
             let what = if reverse { "is used by" } else { "uses" };
             let how = if transitive {
@@ -369,45 +393,29 @@ fn run(cmd: Command) -> Result<(), Failure> {
         }
         Command::Check { root, json } => {
             let root = find_root(root.root);
-            let reg = load(&root)?;
-            let mut problems = reg.problems.clone();
-            problems.extend(code::check(&reg));
-            problems.extend(readme::check(&reg));
-            problems.sort();
-            problems.dedup();
+            let checked = fn_tool::json::check(&root)?;
+            let (problems, entries) = (&checked.problems, checked.entries);
             if json {
-                let list: Vec<_> = problems
-                    .iter()
-                    .map(|p| {
-                        serde_json::json!({
-                            "path": display_path(&p.path),
-                            "line": p.line,
-                            "message": p.message,
-                        })
-                    })
-                    .collect();
-                print_json(&serde_json::json!({
-                    "entries": reg.entries.len(),
-                    "problems": list,
-                }))?;
+                print_json(&checked.to_json())?;
             } else {
-                print_problems(&problems);
+                print_problems(problems);
             }
             if problems.is_empty() {
                 if !json {
-                    say!("checked {} entries: no problems", reg.entries.len());
+                    say!("checked {entries} entries: no problems");
                 }
                 Ok(())
             } else {
                 Err(Failure(
-                    format!(
-                        "{} problem(s) in {} entries",
-                        problems.len(),
-                        reg.entries.len()
-                    ),
+                    format!("{} problem(s) in {entries} entries", problems.len()),
                     1,
                 ))
             }
+        }
+        Command::Mcp { root, db } => {
+            let root = find_root(root.root);
+            let db = db_path(db, &root);
+            fn_tool::mcp::serve_stdio(root, db).map_err(Failure::from)
         }
         Command::Map { root, write } => {
             let root = find_root(root.root);
@@ -433,6 +441,15 @@ fn run(cmd: Command) -> Result<(), Failure> {
                 say_raw!("{}", readme::render(&reg));
             }
             Ok(())
+        }
+        Command::Serve { addr, root, db } => {
+            let root = find_root(root.root);
+            let db = db_path(db, &root);
+            let opts = fn_tool::serve::ServeOptions {
+                addr,
+                ..fn_tool::serve::ServeOptions::new(root, db)
+            };
+            fn_tool::serve::serve(opts).map_err(|e| Failure(e, 2))
         }
         Command::New { name, domain, root } => {
             let root = find_root(root.root);

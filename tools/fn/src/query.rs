@@ -23,6 +23,10 @@ pub fn open(db: &Path) -> Result<Connection, String> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+    // Read through the page cache rather than copying pages: graph walks
+    // touch pages all over a large database.
+    conn.execute_batch("PRAGMA mmap_size = 4294967296; PRAGMA cache_size = -32768;")
+        .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| format!("{} is not a registry database: {e}", db.display()))?;
@@ -727,35 +731,46 @@ pub fn deps(
         Direction::Uses => ("from_id", "to_id"),
         Direction::UsedBy => ("to_id", "from_id"),
     };
-    let max_depth = if transitive { i64::MAX } else { 1 };
-    // UNION (not UNION ALL) stops at nodes already seen at the same depth; the
-    // depth bound of the entry count stops cycles in a hand-edited database.
+    // Breadth first, each entry expanded once, at its shortest distance: an
+    // edge (entry, rel) is kept at the depth it is first reached. Entries a
+    // reference names but the database lacks are left out.
     let sql = format!(
-        "WITH RECURSIVE walk(id, rel, depth) AS (
-             SELECT {to}, rel, 1 FROM refs WHERE {from} = ?1
-             UNION
-             SELECT r.{to}, r.rel, w.depth + 1 FROM refs r JOIN walk w ON r.{from} = w.id
-             WHERE w.depth < ?2 AND w.depth < (SELECT count(*) FROM entries)
-         )
-         SELECT w.id, e.kind, w.rel, min(w.depth) AS d
-         FROM walk w JOIN entries e ON e.id = w.id
-         WHERE w.id <> ?1
-         GROUP BY w.id, w.rel
-         ORDER BY d, w.id, w.rel"
+        "SELECT r.{to}, r.rel, e.kind FROM refs r JOIN entries e ON e.id = r.{to}
+         WHERE r.{from} = ?1"
     );
     let mut stmt = conn.prepare(&sql).map_err(|e| e.to_string())?;
-    let rows = stmt
-        .query_map(rusqlite::params![id, max_depth], |r| {
-            Ok(Edge {
-                id: r.get(0)?,
-                kind: r.get(1)?,
-                rel: r.get(2)?,
-                depth: r.get(3)?,
-            })
-        })
-        .map_err(|e| e.to_string())?;
-    rows.collect::<rusqlite::Result<_>>()
-        .map_err(|e| e.to_string())
+    let mut expanded: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+    expanded.insert(id.to_string());
+    let mut frontier = vec![id.to_string()];
+    let mut edges = Vec::new();
+    let mut depth = 0u32;
+    while !frontier.is_empty() && (transitive || depth == 0) {
+        depth += 1;
+        let mut next = Vec::new();
+        for node in &frontier {
+            let mut rows = stmt.query([node]).map_err(|e| e.to_string())?;
+            while let Some(r) = rows.next().map_err(|e| e.to_string())? {
+                let other: String = r.get(0).map_err(|e| e.to_string())?;
+                let rel: String = r.get(1).map_err(|e| e.to_string())?;
+                if other == id || !seen.insert((other.clone(), rel.clone())) {
+                    continue;
+                }
+                if expanded.insert(other.clone()) {
+                    next.push(other.clone());
+                }
+                edges.push(Edge {
+                    id: other,
+                    kind: r.get(2).map_err(|e| e.to_string())?,
+                    rel,
+                    depth,
+                });
+            }
+        }
+        frontier = next;
+    }
+    edges.sort_by(|a, b| (a.depth, &a.id, &a.rel).cmp(&(b.depth, &b.id, &b.rel)));
+    Ok(edges)
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ impl Registry {
 
         for e in &self.entries {
             for (rk, id) in e.references() {
-                let line = e.line_of_item(rk.field(), id);
+                let line = || e.line_of_item(rk.field(), id);
                 let field = rk.field();
                 let Some((_, lang, _)) = entry::split_id(id) else {
                     continue; // reported by the entry's own checks
@@ -110,7 +110,7 @@ impl Registry {
                 if lang != e.lang {
                     problems.push(Problem::new(
                         &e.path,
-                        line,
+                        line(),
                         format!(
                             "field `{field}`: `{id}` names a {lang} entry, but this is a {} entry; references stay within one language",
                             e.lang
@@ -124,7 +124,7 @@ impl Registry {
                     }
                     problems.push(Problem::new(
                         &e.path,
-                        line,
+                        line(),
                         format!(
                             "field `{field}`: `{id}` does not exist in the registry{}",
                             suggest(id, &seen)
@@ -136,7 +136,7 @@ impl Registry {
                 if want_type != (target.kind == Kind::Type) {
                     problems.push(Problem::new(
                         &e.path,
-                        line,
+                        line(),
                         format!(
                             "field `{field}`: `{id}` is a {}, but `{field}` lists {}",
                             target.kind,
@@ -247,22 +247,22 @@ pub fn entry_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
             format!("registry root {} is not a directory", root.display()),
         ));
     }
-    let mut out = Vec::new();
-    for dir in sorted_dirs(&root.join("crates"))? {
-        let name = dir
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let md = dir.join(format!("{name}.md"));
-        if md.is_file() {
-            out.push(
-                PathBuf::from("crates")
-                    .join(&name)
-                    .join(format!("{name}.md")),
-            );
-        }
-    }
+    let candidates: Vec<PathBuf> = sorted_dirs(&root.join("crates"))?
+        .iter()
+        .map(|dir| {
+            let name = dir.file_name().unwrap_or_default().to_string_lossy();
+            PathBuf::from("crates")
+                .join(&*name)
+                .join(format!("{name}.md"))
+        })
+        .collect();
+    // One look-up per crate: on every core.
+    let present = crate::code::parallel(&candidates, || (), |(), md| root.join(md).is_file());
+    let mut out: Vec<PathBuf> = candidates
+        .into_iter()
+        .zip(present)
+        .filter_map(|(md, ok)| ok.then_some(md))
+        .collect();
     for dir in sorted_dirs(&root.join("types"))? {
         let domain = dir.file_name().unwrap_or_default().to_owned();
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?

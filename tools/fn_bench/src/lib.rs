@@ -7,10 +7,15 @@
 //! graph is acyclic) and up to three types. The output depends only on the
 //! seed.
 //!
-//! - `fn-gen --out DIR [--entries N] [--seed S]` writes one.
-//! - `fn-bench [--entries N] [--searches K] [--fn PATH]` writes one to a
-//!   temporary folder, then times `fn index` and `fn search` as whole
-//!   processes, as a user runs them.
+//! With crates ([`generate_with`]), each function also gets its crate
+//! (`Cargo.toml`, `src/lib.rs`) and the root a workspace `Cargo.toml`, so
+//! `fn check` passes and `fn index` runs every check against the code.
+//!
+//! - `fn-gen --out DIR [--entries N] [--seed S] [--with-crates]` writes one.
+//! - `fn-bench [--quick] [--entries N]... [--runs R]` writes them to a
+//!   temporary folder, then times `fn index` (full, and after one change),
+//!   `fn search`, `fn show` and `fn deps` as whole processes, as a user runs
+//!   them, and prints a table.
 //!
 //! # Example
 //!
@@ -122,8 +127,24 @@ impl Rng {
     }
 }
 
-/// Writes a registry of `entries` entries into `out` (created if needed).
+/// Writes a registry of `entries` entries into `out` (created if needed):
+/// the entries only, as [`generate_with`] without crates.
 pub fn generate(out: &Path, entries: usize, seed: u64) -> io::Result<Stats> {
+    generate_with(out, entries, seed, false)
+}
+
+/// Writes a registry of `entries` entries into `out` (created if needed);
+/// with `crates`, also each function's crate and a root `Cargo.toml`, so
+/// the root is a Cargo workspace on which `fn check` passes.
+///
+/// Each crate has a `Cargo.toml` whose dependencies are exactly what the
+/// entry implies (`uses_functions` and the crates of the types it uses, as
+/// `name.workspace = true`, plus its `imports`) and a `src/lib.rs` whose
+/// crate docs open with the description, with the function of the entry's
+/// signature, the types homed there (their fields as the type entries list
+/// them) and as many `#[test]` functions as the entry lists tests. The code
+/// parses but is not meant to build: its parameter types are not defined.
+pub fn generate_with(out: &Path, entries: usize, seed: u64, crates: bool) -> io::Result<Stats> {
     let mut rng = Rng(seed);
     let types = entries * 15 / 100;
     let functions = entries - types;
@@ -144,25 +165,119 @@ pub fn generate(out: &Path, entries: usize, seed: u64) -> io::Result<Stats> {
         })
         .collect();
     let mut bytes = 0u64;
+    // The types each function crate defines: (name, fields as (name, type)).
+    let mut homed: Vec<Vec<(usize, Fields)>> = vec![Vec::new(); functions];
     for (i, (name, domain)) in type_ids.iter().enumerate() {
-        let text = type_entry(&mut rng, name, domain, &fn_names, i);
+        let (text, fields) = type_entry(&mut rng, name, domain, &fn_names, i);
         let dir = out.join("types").join(domain);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join(format!("{name}.md")), &text)?;
         bytes += text.len() as u64;
+        if let Some(home) = homed.get_mut(type_home(i, functions)) {
+            home.push((i, fields));
+        }
     }
+    let mut workspace = String::from(
+        "[workspace]\nresolver = \"3\"\nmembers = [\"crates/*\"]\n\n[workspace.dependencies]\nbytes = \"1\"\ntokio = \"1\"\n",
+    );
     for (i, (name, domain)) in fn_names.iter().enumerate() {
-        let text = function_entry(&mut rng, name, domain, &fn_names[..i], &type_ids);
+        let f = function_entry(&mut rng, name, domain, &fn_names[..i], &type_ids);
         let dir = out.join("crates").join(name);
         std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join(format!("{name}.md")), &text)?;
-        bytes += text.len() as u64;
+        std::fs::write(dir.join(format!("{name}.md")), &f.text)?;
+        bytes += f.text.len() as u64;
+        if crates {
+            let own: Vec<(&str, &[(String, &str)])> = homed[i]
+                .iter()
+                .map(|(t, fields)| (type_ids[*t].0.as_str(), fields.as_slice()))
+                .collect();
+            bytes += write_crate(&dir, name, &f, &fn_names, functions, &own)?;
+            let _ = writeln!(
+                workspace,
+                "{name} = {{ path = \"crates/{name}\", version = \"{}\" }}",
+                f.version
+            );
+        }
+    }
+    if crates {
+        std::fs::write(out.join("Cargo.toml"), &workspace)?;
+        bytes += workspace.len() as u64;
     }
     Ok(Stats {
         functions,
         types,
         bytes,
     })
+}
+
+/// A type's fields: (name, type).
+type Fields = Vec<(String, &'static str)>;
+
+/// The function crate that defines type `i` (of `functions` function crates).
+fn type_home(i: usize, functions: usize) -> usize {
+    i % functions.max(1)
+}
+
+/// Writes `Cargo.toml` and `src/lib.rs` of function `name` into `dir`;
+/// returns the bytes written.
+fn write_crate(
+    dir: &Path,
+    name: &str,
+    f: &Function,
+    fns: &[(String, String)],
+    functions: usize,
+    own_types: &[(&str, &[(String, &str)])],
+) -> io::Result<u64> {
+    // Registry dependencies: the used functions' crates and the used types' homes.
+    let mut deps: Vec<&str> = f
+        .uses_functions
+        .iter()
+        .map(|&i| fns[i].0.as_str())
+        .chain(
+            f.types_used()
+                .map(|t| fns[type_home(t, functions)].0.as_str()),
+        )
+        .filter(|d| *d != name)
+        .collect();
+    deps.sort_unstable();
+    deps.dedup();
+    let mut toml = format!(
+        "[package]\nname = \"{name}\"\nversion = \"{}\"\nedition = \"2024\"\ndescription = \"{}\"\n\n[dependencies]\nbytes.workspace = true\ntokio.workspace = true\n",
+        f.version, f.description
+    );
+    for d in deps {
+        let _ = writeln!(toml, "{d}.workspace = true");
+    }
+    let mut lib = format!("//! {}\n\nuse bytes::Bytes;\n\n", f.description);
+    for (t, fields) in own_types {
+        let _ = writeln!(
+            lib,
+            "/// A generated configuration.\n#[derive(Debug, Default)]\npub struct {t} {{"
+        );
+        for (n, ty) in fields.iter() {
+            let _ = writeln!(lib, "    /// A generated field.\n    pub {n}: {ty},");
+        }
+        lib.push_str("}\n\n");
+    }
+    let _ = writeln!(
+        lib,
+        "/// {}\n{} {{\n    let _ = (client, msg, limit);\n    unimplemented!()\n}}",
+        f.output, f.signature
+    );
+    if f.tests > 0 {
+        lib.push_str("\n#[cfg(test)]\nmod tests {\n");
+        for t in 0..f.tests {
+            let _ = writeln!(
+                lib,
+                "    #[test]\n    fn case_{t}() {{\n        assert_eq!(1 + {t}, {t} + 1);\n    }}"
+            );
+        }
+        lib.push_str("}\n");
+    }
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::write(dir.join("Cargo.toml"), &toml)?;
+    std::fs::write(dir.join("src").join("lib.rs"), &lib)?;
+    Ok((toml.len() + lib.len()) as u64)
 }
 
 fn capital(w: &str) -> String {
@@ -180,81 +295,109 @@ fn list(items: &[String]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// A function entry as generated: its text and what its crate needs.
+struct Function {
+    text: String,
+    version: String,
+    description: String,
+    signature: String,
+    output: String,
+    /// Indexes into the function names.
+    uses_functions: Vec<usize>,
+    /// Indexes into the type names: `uses_types`, `returns`, `error_type`.
+    uses_types: Vec<usize>,
+    returns: Option<usize>,
+    error_type: Option<usize>,
+    /// `#[test]` functions its crate needs (0 when untested).
+    tests: usize,
+}
+
+impl Function {
+    fn types_used(&self) -> impl Iterator<Item = usize> + '_ {
+        self.uses_types
+            .iter()
+            .copied()
+            .chain(self.returns)
+            .chain(self.error_type)
+    }
+}
+
 fn function_entry(
     rng: &mut Rng,
     name: &str,
     domain: &str,
     earlier: &[(String, String)],
     types: &[(String, String)],
-) -> String {
-    let mut uses_functions: Vec<String> = (0..rng.below(5).min(earlier.len()))
-        .map(|_| {
-            let (n, d) = &earlier[rng.below(earlier.len())];
-            id(n, d)
-        })
+) -> Function {
+    let mut uses_fns: Vec<usize> = (0..rng.below(5).min(earlier.len()))
+        .map(|_| rng.below(earlier.len()))
         .collect();
-    uses_functions.sort();
-    uses_functions.dedup();
-    let mut uses_types: Vec<String> = (0..rng.below(4).min(types.len()))
-        .map(|_| {
-            let (n, d) = &types[rng.below(types.len())];
-            id(n, d)
-        })
+    uses_fns.sort_by(|a, b| {
+        id(&earlier[*a].0, &earlier[*a].1).cmp(&id(&earlier[*b].0, &earlier[*b].1))
+    });
+    uses_fns.dedup();
+    let uses_functions: Vec<String> = uses_fns
+        .iter()
+        .map(|&i| id(&earlier[i].0, &earlier[i].1))
         .collect();
-    uses_types.sort();
-    uses_types.dedup();
-    let returns: Vec<String> = match (rng.below(3), types.is_empty()) {
-        (0, false) => vec![id(
-            &types[rng.below(types.len())].0,
-            &types[rng.below(types.len())].1,
-        )]
-        .into_iter()
-        .filter(|r| types.iter().any(|(n, d)| id(n, d) == *r))
-        .collect(),
-        _ => Vec::new(),
-    };
-    let error_type = if !types.is_empty() && rng.below(4) == 0 {
-        let (n, d) = &types[rng.below(types.len())];
-        id(n, d)
-    } else {
-        String::new()
-    };
+    let mut uses_ty: Vec<usize> = (0..rng.below(4).min(types.len()))
+        .map(|_| rng.below(types.len()))
+        .collect();
+    uses_ty.sort_by(|a, b| id(&types[*a].0, &types[*a].1).cmp(&id(&types[*b].0, &types[*b].1)));
+    uses_ty.dedup();
+    let uses_types: Vec<String> = uses_ty
+        .iter()
+        .map(|&i| id(&types[i].0, &types[i].1))
+        .collect();
+    let returns = (!types.is_empty() && rng.below(3) == 0).then(|| rng.below(types.len()));
+    let error_type = (!types.is_empty() && rng.below(4) == 0).then(|| rng.below(types.len()));
+    let returns_optional = rng.below(6) == 0;
     let tested = rng.below(5) != 0;
     let n_tests = 1 + rng.below(4);
     let purity = if rng.below(3) == 0 { "pure" } else { "impure" };
     let words: Vec<&str> = name.split('_').take(2).collect();
+    let version = format!("{}.{}.{}", rng.below(3), rng.below(10), rng.below(10));
+    let description = format!("{} {}", rng.sentence(3), rng.sentence(2));
+    // `returns` and `error_type` appear in the signature, as `fn check` wants.
+    let ok = returns.map_or_else(|| "()".to_string(), |t| types[t].0.clone());
+    let ok = if returns_optional {
+        format!("Option<{ok}>")
+    } else {
+        ok
+    };
+    let err = error_type.map_or_else(
+        || format!("{}Error", capital(words[1])),
+        |t| types[t].0.clone(),
+    );
+    let signature = format!(
+        "pub fn {name}(client: &{}Client, msg: Bytes, limit: usize) -> Result<{ok}, {err}>",
+        capital(words[0])
+    );
     let mut s = String::with_capacity(2600);
     let _ = write!(
         s,
-        "---\nname: {name}\nkind: function\nlang: rust\ndomain: {domain}\nversion: \"{}.{}.{}\"\npurity: {purity}\n",
-        rng.below(3),
-        rng.below(10),
-        rng.below(10)
+        "---\nname: {name}\nkind: function\nlang: rust\ndomain: {domain}\nversion: \"{version}\"\npurity: {purity}\n",
     );
-    let _ = writeln!(
-        s,
-        "signature: \"pub fn {name}(client: &{}Client, msg: Bytes, limit: usize) -> Result<(), {}Error>\"",
-        capital(words[0]),
-        capital(words[1])
-    );
-    let _ = writeln!(
-        s,
-        "description: \"{} {}\"",
-        rng.sentence(3),
-        rng.sentence(2)
-    );
+    let _ = writeln!(s, "signature: \"{signature}\"");
+    let _ = writeln!(s, "description: \"{description}\"");
     let _ = writeln!(s, "tags: [{}, {}, {domain}, realtime]", words[0], words[1]);
     let _ = writeln!(s, "uses_functions: {}", list(&uses_functions));
     let _ = writeln!(s, "uses_types: {}", list(&uses_types));
-    let _ = writeln!(s, "returns: {}", list(&returns));
-    let _ = writeln!(s, "returns_optional: {}", rng.below(6) == 0);
-    let _ = writeln!(s, "error_type: \"{error_type}\"");
+    let returns_ids: Vec<String> = returns
+        .iter()
+        .map(|&t| id(&types[t].0, &types[t].1))
+        .collect();
+    let _ = writeln!(s, "returns: {}", list(&returns_ids));
+    let _ = writeln!(s, "returns_optional: {returns_optional}");
+    let error_id = error_type.map_or_else(String::new, |t| id(&types[t].0, &types[t].1));
+    let _ = writeln!(s, "error_type: \"{error_id}\"");
     let _ = writeln!(s, "imports: [tokio, bytes]");
     s.push_str("params:\n");
     for p in ["client", "msg", "limit"] {
         let _ = writeln!(s, "  - name: {p}\n    desc: \"{}\"", rng.sentence(2));
     }
-    let _ = writeln!(s, "output: \"{}\"", rng.sentence(2));
+    let output = rng.sentence(2);
+    let _ = writeln!(s, "output: \"{output}\"");
     if tested {
         s.push_str("tested: true\ntests:\n");
         for _ in 0..n_tests {
@@ -286,7 +429,18 @@ fn function_entry(
             rng.sentence(3)
         );
     }
-    s
+    Function {
+        text: s,
+        version,
+        description,
+        signature,
+        output,
+        uses_functions: uses_fns,
+        uses_types: uses_ty,
+        returns,
+        error_type,
+        tests: if tested { n_tests } else { 0 },
+    }
 }
 
 fn type_entry(
@@ -295,7 +449,7 @@ fn type_entry(
     domain: &str,
     fns: &[(String, String)],
     i: usize,
-) -> String {
+) -> (String, Fields) {
     let mut s = String::with_capacity(2000);
     let _ = write!(
         s,
@@ -311,24 +465,31 @@ fn type_entry(
     let _ = writeln!(s, "tags: [type, {domain}, {}]", rng.pick(&WORDS));
     s.push_str("uses_functions: []\nuses_types: []\nreturns: []\nreturns_optional: false\nerror_type: \"\"\nimports: []\noutput: \"\"\n");
     s.push_str("tested: false\ntests: []\ntest_file_path: \"\"\n");
-    let home = &fns[i % fns.len().max(1)].0;
+    let home = &fns[type_home(i, fns.len())].0;
     let _ = writeln!(s, "file_path: crates/{home}/src/lib.rs");
     s.push_str("fields:\n");
+    let mut fields = Vec::new();
     for f in 0..2 + rng.below(5) {
+        let field = format!("{}_{f}", rng.pick(&WORDS));
+        let ty = [
+            "Option<u64>",
+            "Option<String>",
+            "Option<std::time::Duration>",
+            "Option<Vec<u8>>",
+        ][rng.below(4)];
         let _ = writeln!(
             s,
-            "  - name: {}_{f}\n    type: \"Option<{}>\"\n    desc: \"{}\"",
-            rng.pick(&WORDS),
-            ["u64", "String", "Duration", "Vec<u8>"][rng.below(4)],
+            "  - name: {field}\n    type: \"{ty}\"\n    desc: \"{}\"",
             rng.sentence(2)
         );
+        fields.push((field, ty));
     }
     let _ = writeln!(
         s,
         "---\n\n## Example\n\n```rust\nlet c = {name}::default();\n```\n\n## Notes\n\n{}\n",
         rng.sentence(5)
     );
-    s
+    (s, fields)
 }
 
 #[cfg(test)]

@@ -15,120 +15,46 @@
 //! taskset -c 1 ./target/release/rpc-bench --in-flight 16 --connections 100 --repeat 3
 //! ```
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench_support::args::{ServerArgs, positive};
+use bench_support::server::{self, Server, Spec};
+use bench_support::{median, percentile_ms};
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
+/// Requests per second and latency of ws-wrapper echo requests against rt-server's /rpc.
+#[derive(Parser, Debug)]
+#[command(name = "rpc-bench")]
 struct Args {
+    /// Seconds each row runs
+    #[arg(long, value_name = "S", default_value_t = 3.0, value_parser = positive::<f64>)]
     seconds: f64,
+    /// Requests each connection keeps outstanding (1: one request, then the next)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive::<usize>)]
     in_flight: usize,
+    /// The rows: connection counts, comma-separated
+    #[arg(long = "connections", value_name = "N[,N...]", value_delimiter = ',', default_value = "1,100", value_parser = positive::<usize>)]
     rows: Vec<usize>,
+    /// Runs each row N times and ends with the medians
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive::<usize>)]
     repeat: usize,
-    server: Option<std::path::PathBuf>,
-    server_cores: String,
-    server_threads: Option<usize>,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
-const USAGE: &str = "usage: rpc-bench [--seconds S] [--in-flight N] [--connections 1,100] \
-[--repeat N] [--server PATH] [--server-cores LIST] [--server-threads N]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        seconds: 3.0,
-        in_flight: 1,
-        rows: vec![1, 100],
-        repeat: 1,
-        server: None,
-        server_cores: "0".into(),
-        server_threads: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--seconds" => a.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--in-flight" => {
-                a.in_flight = value()?.parse().map_err(|e| format!("--in-flight: {e}"))?
-            }
-            "--connections" => {
-                a.rows = value()?
-                    .split(',')
-                    .map(|n| n.parse().map_err(|e| format!("--connections: {e}")))
-                    .collect::<Result<_, _>>()?;
-            }
-            "--repeat" => a.repeat = value()?.parse().map_err(|e| format!("--repeat: {e}"))?,
-            "--server" => a.server = Some(value()?.into()),
-            "--server-cores" => {
-                let v = value()?;
-                let ok = !v.is_empty() && v.split(',').all(|part| {
-                    let (lo, hi) = part.split_once('-').unwrap_or((part, part));
-                    matches!((lo.parse::<usize>(), hi.parse::<usize>()), (Ok(l), Ok(h)) if l <= h)
-                });
-                if !ok {
-                    return Err(format!(
-                        "--server-cores {v}: a core list such as 0 or 0,1 or 0-3"
-                    ));
-                }
-                a.server_cores = v;
-            }
-            "--server-threads" => {
-                a.server_threads = Some(
-                    value()?
-                        .parse()
-                        .map_err(|e| format!("--server-threads: {e}"))?,
-                )
-            }
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown flag {other}; {USAGE}")),
-        }
-    }
-    if a.repeat == 0 || a.server_threads == Some(0) || a.rows.contains(&0) {
-        return Err("--repeat, --server-threads and --connections must be > 0".into());
-    }
-    a.in_flight = a.in_flight.max(1);
-    Ok(a)
-}
-
-/// Starts rt-server on `--server-cores`; its address.
-fn start_server(a: &Args) -> Result<(Child, String), String> {
-    let server = match &a.server {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .with_file_name("rt-server"),
-    };
-    let threads = a
-        .server_threads
-        .map(|n| vec!["--threads".to_string(), n.to_string()])
-        .unwrap_or_default();
-    let mut child = Command::new("taskset")
-        .args(["-c", &a.server_cores])
-        .arg(&server)
-        .args(["--addr", "127.0.0.1:0", "--quiet", "--message-rate", "0"])
-        .args(threads)
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "{}: {e} (build it with cargo build --release -p rt_server)",
-                server.display()
-            )
-        })?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .map(|s| s.trim().to_string())
-        .ok_or(format!("unexpected first line: {line}"))?;
-    Ok((child, addr))
+/// Starts rt-server on `--server-cores`.
+fn start_server(a: &Args) -> Result<Server, String> {
+    let spec = Spec::rt_server(
+        a.server.rt_server(),
+        &a.server.server_cores,
+        a.server.server_threads,
+        &["--quiet", "--message-rate", "0"],
+    );
+    server::start(&spec)
+        .map_err(|e| format!("{e} (build it with cargo build --release -p rt_server)"))
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
@@ -182,37 +108,25 @@ async fn run(mut ws: Ws, in_flight: usize, until: Instant) -> Result<Vec<u32>, S
     Ok(lat)
 }
 
-fn pct(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    f64::from(sorted[i]) / 1000.0
-}
-
 fn main() -> std::process::ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("rpc-bench: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let (mut child, addr) = match start_server(&args) {
+    let args = Args::parse();
+    let server = match start_server(&args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rpc-bench: {e}");
             return std::process::ExitCode::from(2);
         }
     };
+    let addr = server.addr.to_string();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     println!(
         "rpc-bench: rt-server on cores {}{}",
-        args.server_cores,
-        args.server_threads
+        args.server.server_cores,
+        args.server
+            .server_threads
             .map_or(String::new(), |n| format!(", --threads {n}"))
     );
     // Per row: (requests/s, p50, p99) of each run.
@@ -236,16 +150,16 @@ fn main() -> std::process::ExitCode {
             }
             let wall = start.elapsed().as_secs_f64();
             lat.sort_unstable();
-            runs[ri].push((lat.len() as f64 / wall, pct(&lat, 0.5), pct(&lat, 0.99)));
+            runs[ri].push((lat.len() as f64 / wall, percentile_ms(&lat, 0.5), percentile_ms(&lat, 0.99)));
             println!(
                 "echo over {n} connection{}, {} in flight each: {} requests in {wall:.2} s = {:.0} requests/s; latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
                 if n == 1 { "" } else { "s" },
                 args.in_flight,
                 lat.len(),
                 lat.len() as f64 / wall,
-                pct(&lat, 0.5),
-                pct(&lat, 0.99),
-                pct(&lat, 1.0),
+                percentile_ms(&lat, 0.5),
+                percentile_ms(&lat, 0.99),
+                percentile_ms(&lat, 1.0),
             );
         }
         Ok::<(), String>(())
@@ -253,11 +167,8 @@ fn main() -> std::process::ExitCode {
     if args.repeat > 1 && result.is_ok() {
         println!("median of {} runs:", args.repeat);
         for (&n, r) in args.rows.iter().zip(&runs) {
-            let med = |f: fn(&(f64, f64, f64)) -> f64| {
-                let mut v: Vec<f64> = r.iter().map(f).collect();
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
+            let med =
+                |f: fn(&(f64, f64, f64)) -> f64| median(r.iter().map(f).collect()).unwrap_or(0.0);
             println!(
                 "  echo over {n} connection{}, {} in flight each: {:.0} requests/s; latency p50 {:.3} ms, p99 {:.3} ms",
                 if n == 1 { "" } else { "s" },
@@ -268,8 +179,7 @@ fn main() -> std::process::ExitCode {
             );
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -10,6 +10,7 @@
 //! | `GET /hub` | WebSocket hub with rooms, users and the control protocol (below) |
 //! | `POST /emit` | emits the body as event `notice` to `?room=`, `?user=`, `?client=` (repeatable, combined as a union); answers `202` with the counts |
 //! | `GET /rooms/{room}/presence` | who is in a `/hub` room: `{room, connections, users}` (across nodes with `--redis`); gated as `/emit` |
+//! | `POST /hub/clients/{id}/close` | closes `/hub` connection `id` of this node (`ws_close`) with `?code=` (default 1000) and `?reason=`, after what was queued for it; `204`, `404` when no such connection is here, `409` when it is closing; gated as `/emit` |
 //! | `GET /stats` | broker and hub counters as JSON |
 //! | `GET /metrics` | every counter in the Prometheus text format (`http_metrics`; below) |
 //! | `GET /health` | `ok` |
@@ -49,7 +50,9 @@
 //! `start` on it, emits `next {value, done: false}` for 1..n then
 //! `next {done: true}`. For the other direction: event `notify-me(x)` makes
 //! the server emit `notified(x)`, and request `ask-me(name, x)` makes the
-//! server request `name(x)` of the client and answer with the client's answer. The binary is `rt-server`; [`app`]
+//! server request `name(x)` of the client and answer with the client's answer.
+//! The handlers of one connection start in arrival order, at most 64 at once
+//! (`WrapperConfig::handlers_per_connection`). The binary is `rt-server`; [`app`]
 //! builds the same handler for tests.
 //!
 //! With [`Options::cluster`] (the binary's `--redis URL`) the process is one
@@ -103,6 +106,7 @@ use sse_handler::{SseConfig, sse_handler};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio_tungstenite::tungstenite::Message;
+use ws_close::{CloseError, ws_close};
 use ws_control::{ControlConfig, control_hooks};
 use ws_event::{Event, Target};
 use ws_handler::{IdentifyHook, MessageRate, WsConfig, WsStats, identify, ws_handler};
@@ -398,6 +402,16 @@ pub fn app(options: Options) -> App {
             Box::pin(async move { presence(&rooms, room).await })
         })
     };
+    let close_client = {
+        let (hub, gate) = (rooms.clone(), gate.clone());
+        Handler::new(move |req: Request| {
+            let res = match gate.check(&req) {
+                Ok(()) => close_client(&hub, &req),
+                Err(refused) => refused,
+            };
+            async move { res }
+        })
+    };
     let publish = {
         let (broker, ws) = (broker.clone(), ws_reach.clone());
         Handler::new(move |req: Request| {
@@ -482,6 +496,7 @@ pub fn app(options: Options) -> App {
         Route::get("/hub", room_hub),
         Route::post("/emit", emit),
         Route::get("/rooms/{room}/presence", presence),
+        Route::post("/hub/clients/{id}/close", close_client),
         Route::get("/rpc", rpc),
         Route::post("/publish", publish),
         Route::get("/stats", stats),
@@ -814,6 +829,34 @@ async fn presence(rooms: &Reach, room: String) -> Response {
             },
         ),
         Err(e) => unavailable(&e),
+    }
+}
+
+/// `POST /hub/clients/{id}/close?code=C&reason=R`: [`ws_close`] on this
+/// node's `/hub`.
+fn close_client(hub: &WsHub, req: &Request) -> Response {
+    let id = req
+        .extensions()
+        .get::<PathParams>()
+        .and_then(|p| p.get("id"))
+        .and_then(|id| id.parse::<u64>().ok());
+    let Some(id) = id else {
+        return error(StatusCode::BAD_REQUEST, "the client id is a number");
+    };
+    let query = req.uri().query().unwrap_or("");
+    let code = match query_values(query, "code").last() {
+        None => 1000,
+        Some(code) => match code.parse::<u16>() {
+            Ok(code) => code,
+            Err(_) => return error(StatusCode::BAD_REQUEST, "code: a close code such as 4000"),
+        },
+    };
+    let reason = query_values(query, "reason").last().unwrap_or_default();
+    match ws_close(hub, id, code, &reason) {
+        Ok(()) => text(StatusCode::NO_CONTENT, ""),
+        Err(e @ CloseError::NotFound) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ CloseError::Closing) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
 

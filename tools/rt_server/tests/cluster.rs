@@ -2,9 +2,7 @@
 //! free port, stopped by its pid): WebSocket targets, SSE resume, presence
 //! and a Redis outage, across nodes.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backplane_redis::testing::RedisServer;
@@ -16,80 +14,31 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{WebSocketStream, client_async};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rt-server");
+mod common;
+use common::{Server, http};
+
 /// How long any single step may take.
 const WAIT: Duration = Duration::from_secs(15);
 /// The presence TTL the nodes run with here.
 const TTL_SECS: u64 = 2;
 
-/// One rt-server node, killed (SIGKILL) when dropped.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Node {
-    fn start(redis: &RedisServer) -> Node {
-        let mut child = Command::new(BIN)
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--quiet",
-                "--insecure-bearer-names",
-            ])
-            .args(["--message-rate", "0", "--redis", &redis.url()])
-            .args(["--presence-ttl-secs", &TTL_SECS.to_string()])
-            .env_remove("RT_PUBLISH_TOKEN")
-            .env_remove("RT_REDIS_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn rt-server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("rt-server listening on http://")
-            .unwrap_or_else(|| panic!("rt-server printed {line:?}"))
-            .parse()
-            .unwrap();
-        Node { child, addr }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// One HTTP/1.1 request: status and body.
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
-        .await
-        .expect("a response")
-        .unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+/// One rt-server node on `redis` (SIGKILL when dropped: `kill()`).
+fn node(redis: &RedisServer) -> Server {
+    let ttl = TTL_SECS.to_string();
+    let url = redis.url();
+    let args = [
+        "--addr",
+        "127.0.0.1:0",
+        "--quiet",
+        "--insecure-bearer-names",
+        "--message-rate",
+        "0",
+        "--redis",
+        &url,
+        "--presence-ttl-secs",
+        &ttl,
+    ];
+    Server::spawn(None, &args, &[])
 }
 
 type Ws = WebSocketStream<TcpStream>;
@@ -187,7 +136,7 @@ async fn until_reached(from: SocketAddr, query: &str, clients: &mut [&mut Ws]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_user_and_broadcast_emits_reach_every_node_once() {
     let redis = RedisServer::start().expect("redis-server");
-    let (a, b) = (Node::start(&redis), Node::start(&redis));
+    let (a, b) = (node(&redis), node(&redis));
     let mut ana_a = hub_as(a.addr, "ana").await;
     let mut bob_a = hub_as(a.addr, "bob").await;
     let mut cat_a = hub_as(a.addr, "cat").await;
@@ -309,7 +258,7 @@ fn position(id: &str) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_resumes_on_the_other_node_without_loss_or_repeat() {
     let redis = RedisServer::start().expect("redis-server");
-    let (a, b) = (Node::start(&redis), Node::start(&redis));
+    let (a, b) = (node(&redis), node(&redis));
     // `0-0`: a resume from the start, so nothing published after the
     // subscription is missed.
     let mut on_a = Sse::open(a.addr, "news", "0-0").await;
@@ -364,7 +313,7 @@ async fn presence(addr: SocketAddr, room: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_lists_both_nodes_and_forgets_a_killed_one() {
     let redis = RedisServer::start().expect("redis-server");
-    let (mut a, b) = (Node::start(&redis), Node::start(&redis));
+    let (mut a, b) = (node(&redis), node(&redis));
     let mut ana = hub_as(a.addr, "ana").await;
     join(&mut ana, "public-p").await;
     let mut bob = hub_as(b.addr, "bob").await;
@@ -416,7 +365,7 @@ async fn presence_lists_both_nodes_and_forgets_a_killed_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_a_redis_outage_writes_get_503_and_every_acknowledged_event_arrives() {
     let mut redis = RedisServer::start().expect("redis-server");
-    let (a, b) = (Node::start(&redis), Node::start(&redis));
+    let (a, b) = (node(&redis), node(&redis));
     let mut on_a = Sse::open(a.addr, "t", "0-0").await;
     let mut on_b = Sse::open(b.addr, "t", "0-0").await;
     let mut acked = Vec::new();

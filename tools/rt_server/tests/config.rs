@@ -6,49 +6,18 @@
 //! prints (several loopback addresses, port 0) and how many WebSocket
 //! connections it takes before answering `503`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rt-server");
-
-/// A running rt-server, killed when dropped.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{BIN, Server};
 
 /// rt-server with exactly these arguments and environment variables (no
 /// other `RT_*` leaks in), until it prints its address.
-fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("rt-server starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let Some(addr) = line.trim().strip_prefix("rt-server listening on http://") else {
-        let _ = child.kill();
-        panic!("rt-server {args:?} {env:?} printed {line:?}");
-    };
-    Running {
-        addr: addr.parse().unwrap(),
-        child,
-    }
+fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+    Server::spawn(None, args, env)
 }
 
 /// A config file in a fresh temporary folder (kept while the guard lives).

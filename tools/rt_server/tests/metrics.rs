@@ -17,31 +17,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{WebSocketStream, client_async};
 
+mod common;
+use common::request;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 type Ws = WebSocketStream<TcpStream>;
 
 /// Samples by `name{labels}` (labels as written, sorted by the encoder).
 type Scrape = BTreeMap<String, f64>;
-
-/// One HTTP/1.1 request on a fresh connection; the status and the body.
-async fn request(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let out = String::from_utf8(out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-    (status, body.unwrap_or_default())
-}
 
 /// `GET /metrics`, checked line by line as the Prometheus text format.
 async fn scrape(addr: SocketAddr) -> Scrape {

@@ -4,59 +4,23 @@
 //! every setting serves: a broadcast on `/ws` reaches both clients,
 //! `/health` answers.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio_tungstenite::tungstenite::{self, Message};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rt-server");
+mod common;
+use common::{BIN, Server};
 
-/// A running rt-server, killed when dropped.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `rt-server --quiet` with `args` and `env` (and no other `RT_*`), started
-/// through `taskset -c CORES` when `cores` is given, until it prints its address.
-fn start(cores: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut cmd = match cores {
-        Some(cores) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cores, BIN]);
-            c
-        }
-        None => Command::new(BIN),
-    };
-    cmd.args(["--addr", "127.0.0.1:0", "--quiet"])
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("rt-server starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let Some(addr) = line.trim().strip_prefix("rt-server listening on http://") else {
-        let _ = child.kill();
-        panic!("rt-server {args:?} {env:?} printed {line:?}");
-    };
-    Running {
-        addr: addr.parse().unwrap(),
-        child,
-    }
+/// `rt-server --addr 127.0.0.1:0 --quiet ARGS` with these environment
+/// variables (no other `RT_*`), through `taskset -c CORES` when `cores` is
+/// given, until it prints its address.
+fn start(cores: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut all = vec!["--addr", "127.0.0.1:0", "--quiet"];
+    all.extend_from_slice(args);
+    Server::spawn(cores, &all, env)
 }
 
 /// The names of the process's threads (runtime workers are `rt-worker`).
@@ -138,7 +102,7 @@ fn serves(addr: SocketAddr) {
 fn one_thread_is_one_worker_and_serves() {
     let server = start(None, &["--threads", "1"], &[]);
     serves(server.addr);
-    assert_eq!(workers(server.child.id(), 1), 1);
+    assert_eq!(workers(server.pid(), 1), 1);
 }
 
 #[test]
@@ -149,7 +113,7 @@ fn two_threads_are_two_workers_and_serve() {
     ] {
         let server = start(None, args, env);
         serves(server.addr);
-        let pid = server.child.id();
+        let pid = server.pid();
         assert_eq!(
             workers(pid, 2),
             2,
@@ -167,12 +131,12 @@ fn the_default_is_the_cores_it_may_run_on() {
     }
     let server = start(Some("0"), &[], &[]);
     serves(server.addr);
-    assert_eq!(workers(server.child.id(), 1), 1, "pinned to one core");
+    assert_eq!(workers(server.pid(), 1), 1, "pinned to one core");
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     if cores >= 2 {
         let server = start(Some("0,1"), &[], &[]);
         serves(server.addr);
-        let pid = server.child.id();
+        let pid = server.pid();
         assert_eq!(
             workers(pid, 2),
             2,

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::cluster::cpu_seconds;
+use bench_support::Hist;
+use bench_support::procfs::cpu_seconds;
+use bench_support::track::Tracker;
 
 /// Bytes of each event's data: `SEQ TIMESTAMP ` padded with `x`.
 pub(crate) const PAYLOAD: usize = 64;
@@ -48,29 +50,17 @@ pub(crate) struct Row {
 
 /// State shared by the publishers and every reader (one thread).
 struct Shared {
-    subscribers: u32,
     epoch: Instant,
-    /// Deliveries per event, by sequence number.
-    counts: RefCell<Vec<u32>>,
-    /// Events from `track_from` on, published and not yet at every subscriber.
-    in_flight: Cell<usize>,
-    track_from: Cell<u64>,
-    /// Events with a sequence number from here on are measured.
-    measure_from: Cell<u64>,
+    /// Which events reached how many subscribers.
+    t: Tracker,
     /// Publishing stops (the measured window is over).
     stop: Cell<bool>,
     /// Publishes written and answered by the load's connections.
     published: Cell<u64>,
     answered: Cell<u64>,
     max_in_flight: Cell<usize>,
-    delivered: Cell<u64>,
-    /// Every delivery, measured or not.
-    received: Cell<u64>,
-    last_receive_ns: Cell<u64>,
     hist: RefCell<Hist>,
-    completed: Cell<u64>,
     closed: Cell<u64>,
-    malformed: Cell<u64>,
     /// An event completed (room for the publishers) or a reader ended.
     wake: tokio::sync::Notify,
 }
@@ -78,10 +68,7 @@ struct Shared {
 impl Shared {
     /// The next event's payload; counts it in flight.
     fn next_payload(&self) -> Vec<u8> {
-        let mut counts = self.counts.borrow_mut();
-        let seq = counts.len() as u64;
-        counts.push(0);
-        self.in_flight.set(self.in_flight.get() + 1);
+        let seq = self.t.send();
         let ts = self.epoch.elapsed().as_nanos() as u64;
         let mut p = format!("{seq:010} {ts:020} ").into_bytes();
         p.resize(PAYLOAD, b'x');
@@ -90,46 +77,14 @@ impl Shared {
 
     /// The data line of an event reached a subscriber at `now` (ns since epoch).
     fn on_event(&self, data: &[u8], now: u64) {
-        let (Some(seq), Some(ts)) = (
-            data.get(..10).and_then(digits),
-            data.get(11..31).and_then(digits),
-        ) else {
-            self.malformed.set(self.malformed.get() + 1);
-            return;
-        };
-        let mut counts = self.counts.borrow_mut();
-        let Some(c) = counts.get_mut(seq as usize) else {
-            self.malformed.set(self.malformed.get() + 1);
-            return;
-        };
-        *c += 1;
-        self.received.set(self.received.get() + 1);
-        if *c == self.subscribers && seq >= self.track_from.get() {
-            self.completed.set(self.completed.get() + 1);
-            self.in_flight.set(self.in_flight.get().saturating_sub(1));
+        let r = self.t.receive(data, now);
+        if r.completed {
             self.wake.notify_waiters();
         }
-        if seq >= self.measure_from.get() {
-            self.delivered.set(self.delivered.get() + 1);
-            self.last_receive_ns.set(now);
-            self.hist.borrow_mut().record(now.saturating_sub(ts) / 1000);
+        if let Some(latency) = r.latency_ns {
+            self.hist.borrow_mut().record(latency / 1000);
         }
     }
-
-    fn sent(&self) -> u64 {
-        self.counts.borrow().len() as u64
-    }
-}
-
-fn digits(b: &[u8]) -> Option<u64> {
-    let mut v: u64 = 0;
-    for &c in b {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + u64::from(c - b'0');
-    }
-    Some(v)
 }
 
 /// Reads one stream: every `data:` line is an event. Parses the bytes in
@@ -144,15 +99,9 @@ async fn reader(tcp: TcpStream, first: Vec<u8>, sh: Rc<Shared>) {
     loop {
         let mut drained = false;
         if !fresh {
-            if tcp.readable().await.is_err() {
-                break;
-            }
             let space = buf.len() - have;
-            let n = match tcp.try_read(&mut buf[have..]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => break,
+            let Some(n) = bench_support::read_some(&tcp, &mut buf[have..]).await else {
+                break;
             };
             have += n;
             drained = n < space;
@@ -185,12 +134,8 @@ async fn reader(tcp: TcpStream, first: Vec<u8>, sh: Rc<Shared>) {
             break; // a line longer than the buffer: not this benchmark's
         }
         if drained {
-            // A short read emptied the socket: clear tokio's readiness
-            // without the read that would only return WouldBlock (one
-            // thread: no readiness event comes in between).
-            let _ = tcp.try_io(tokio::io::Interest::READABLE, || {
-                Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
-            });
+            // A short read emptied the socket (one thread: see `drained`).
+            bench_support::drained(&tcp);
         }
     }
     sh.closed.set(sh.closed.get() + 1);
@@ -298,14 +243,14 @@ async fn publisher(addr: SocketAddr, sh: Rc<Shared>) -> std::io::Result<()> {
     let answers = tokio::task::spawn_local(answers(rd, sh.clone()));
     let mut batch = Vec::with_capacity(16 * 128);
     loop {
-        while !sh.stop.get() && sh.in_flight.get() >= sh.max_in_flight.get() {
+        while !sh.stop.get() && sh.t.in_flight.get() >= sh.max_in_flight.get() {
             sh.wake.notified().await;
         }
         if sh.stop.get() {
             break;
         }
         batch.clear();
-        while sh.in_flight.get() < sh.max_in_flight.get() {
+        while sh.t.in_flight.get() < sh.max_in_flight.get() {
             let payload = sh.next_payload();
             batch.extend_from_slice(
                 format!(
@@ -362,41 +307,17 @@ async fn answers(rd: tokio::net::tcp::OwnedReadHalf, sh: Rc<Shared>) -> std::io:
     }
 }
 
-/// Waits until no event is in flight, or nothing completed for 2 s, or 10 s.
-async fn drain(sh: &Shared) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = (sh.completed.get(), Instant::now());
-    while sh.in_flight.get() > 0 && Instant::now() < deadline {
-        let _ = tokio::time::timeout(Duration::from_millis(20), sh.wake.notified()).await;
-        let c = sh.completed.get();
-        if c != last.0 {
-            last = (c, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(2) {
-            return;
-        }
-    }
-}
-
 /// Runs the row against the server at `addr` (process `pid`).
 pub(crate) async fn run(addr: SocketAddr, pid: u32, row: &Row) -> Result<Figures, String> {
     let sh = Rc::new(Shared {
-        subscribers: row.subscribers as u32,
         epoch: Instant::now(),
-        counts: RefCell::new(Vec::with_capacity(1 << 16)),
-        in_flight: Cell::new(0),
-        track_from: Cell::new(0),
-        measure_from: Cell::new(u64::MAX),
+        t: Tracker::new(row.subscribers),
         stop: Cell::new(false),
         published: Cell::new(0),
         answered: Cell::new(0),
         max_in_flight: Cell::new(0),
-        delivered: Cell::new(0),
-        received: Cell::new(0),
-        last_receive_ns: Cell::new(0),
         hist: RefCell::new(Hist::new()),
-        completed: Cell::new(0),
         closed: Cell::new(0),
-        malformed: Cell::new(0),
         wake: tokio::sync::Notify::new(),
     });
     let t0 = Instant::now();
@@ -411,7 +332,7 @@ pub(crate) async fn run(addr: SocketAddr, pid: u32, row: &Row) -> Result<Figures
     let mut probe = Publisher::connect(addr)
         .await
         .map_err(|e| format!("publish: {e}"))?;
-    while sh.completed.get() == 0 {
+    while sh.t.completed.get() == 0 {
         if t1.elapsed() > Duration::from_secs(10) {
             return Err(format!(
                 "after 10 s no event reached all {} streams",
@@ -429,25 +350,25 @@ pub(crate) async fn run(addr: SocketAddr, pid: u32, row: &Row) -> Result<Figures
     let sync_secs = t1.elapsed().as_secs_f64();
     // Warm-up at full load, then the measured window. Probes that reach
     // every stream late no longer count as in flight.
-    sh.track_from.set(sh.sent());
-    sh.in_flight.set(0);
+    sh.t.track_from.set(sh.t.sent());
+    sh.t.in_flight.set(0);
     sh.max_in_flight.set(row.in_flight);
     let pubs: Vec<_> = (0..row.publishers.max(1))
         .map(|_| tokio::task::spawn_local(publisher(addr, sh.clone())))
         .collect();
     tokio::time::sleep(WARM_UP).await;
     let (gen_cpu0, srv_cpu0) = (cpu_seconds(std::process::id()), cpu_seconds(pid));
-    let received0 = sh.received.get();
+    let received0 = sh.t.received.get();
     let window = Instant::now();
     let start_ns = sh.epoch.elapsed().as_nanos() as u64;
-    let measure_from = sh.sent();
-    sh.measure_from.set(measure_from);
+    let measure_from = sh.t.sent();
+    sh.t.measure_from.set(measure_from);
     tokio::time::sleep(row.duration).await;
     sh.stop.set(true);
     sh.wake.notify_waiters();
     let cpu_wall = window.elapsed().as_secs_f64();
     let srv_secs = cpu_seconds(pid) - srv_cpu0;
-    let in_window = sh.received.get() - received0;
+    let in_window = sh.t.received.get() - received0;
     let (gen_cpu, srv_cpu) = (
         (cpu_seconds(std::process::id()) - gen_cpu0) / cpu_wall,
         srv_secs / cpu_wall,
@@ -457,14 +378,14 @@ pub(crate) async fn run(addr: SocketAddr, pid: u32, row: &Row) -> Result<Figures
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("publish: {e}"))?;
     }
-    drain(&sh).await;
-    let measured = sh.sent() - measure_from;
+    bench_support::drain(&sh.wake, || sh.t.in_flight.get(), || sh.t.completed.get()).await;
+    let measured = sh.t.sent() - measure_from;
     let want = measured * row.subscribers as u64;
-    let got = sh.delivered.get();
-    let secs = (sh.last_receive_ns.get().saturating_sub(start_ns)) as f64 / 1e9;
+    let got = sh.t.delivered.get();
+    let secs = (sh.t.last_receive_ns.get().saturating_sub(start_ns)) as f64 / 1e9;
     let (p50, p99, max) = {
         let hist = sh.hist.borrow();
-        (hist.quantile(0.50), hist.quantile(0.99), hist.max)
+        (hist.quantile(0.50), hist.quantile(0.99), hist.max())
     };
     let f = Figures {
         deliveries_per_sec: got as f64 / secs.max(1e-9),
@@ -495,8 +416,8 @@ pub(crate) async fn run(addr: SocketAddr, pid: u32, row: &Row) -> Result<Figures
         srv_cpu * 100.0,
         f.server_us_per_delivery,
         gen_cpu * 100.0,
-        if sh.malformed.get() > 0 {
-            format!("; {} malformed events", sh.malformed.get())
+        if sh.t.malformed.get() > 0 {
+            format!("; {} malformed events", sh.t.malformed.get())
         } else {
             String::new()
         }
@@ -511,61 +432,3 @@ pub(crate) async fn run(addr: SocketAddr, pid: u32, row: &Row) -> Result<Figures
 }
 
 const WARM_UP: Duration = Duration::from_millis(500);
-
-/// Latencies in µs: exact below 256, then 128 buckets per power of two.
-struct Hist {
-    buckets: Vec<u64>,
-    count: u64,
-    max: u64,
-}
-
-impl Hist {
-    const SUB: u32 = 7;
-
-    fn new() -> Self {
-        Hist {
-            buckets: vec![0; 256 + 56 * 128 + 1],
-            count: 0,
-            max: 0,
-        }
-    }
-
-    fn index(v: u64) -> usize {
-        if v < 256 {
-            return v as usize;
-        }
-        let e = 63 - v.leading_zeros();
-        let m = (v >> (e - Self::SUB)) - 128;
-        256 + (e as usize - 8) * 128 + m as usize
-    }
-
-    /// The middle of bucket `i`.
-    fn value(i: usize) -> u64 {
-        if i < 256 {
-            return i as u64;
-        }
-        let j = i - 256;
-        let e = (j / 128 + 8) as u32;
-        let m = (j % 128 + 128) as u64;
-        let shift = e - Self::SUB;
-        (m << shift) + (1u64 << shift) / 2
-    }
-
-    fn record(&mut self, v: u64) {
-        self.buckets[Self::index(v)] += 1;
-        self.count += 1;
-        self.max = self.max.max(v);
-    }
-
-    fn quantile(&self, q: f64) -> u64 {
-        let want = ((self.count as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, &n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= want {
-                return Self::value(i).min(self.max);
-            }
-        }
-        self.max
-    }
-}

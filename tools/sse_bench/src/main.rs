@@ -52,172 +52,103 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bench_support::args::{RedisArgs, positive, usage_error};
+use bench_support::cluster::{self, Figures};
+use bench_support::redis::{Redis, SERVER_CORE};
+use bench_support::server::{self, Server, Spec};
+use bench_support::{exit_status, median, median_title, percentile_ms, procfs, run_label};
+use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-#[path = "../../ws_bench/src/cluster.rs"]
-mod cluster;
 mod deliveries;
 
+/// Benchmark of rt-server's SSE fan-out and memory per idle stream, over real TCP.
+///
+/// rt-server runs on core 0 (taskset); run this generator pinned to core 1.
+#[derive(Parser, Debug)]
+#[command(
+    name = "sse-bench",
+    after_help = "Paced instead of in flight: sse-bench --rate EVENTS_PER_SEC [--events N] [--publishers N]\n\
+Cluster: sse-bench --redis [redis://HOST:PORT] [--nodes N[,N...]] [--subscribers N[,N...]] [--rate EVENTS_PER_SEC] [--duration SECS] [--events N] [--publishers N] [--repeat N]\n  \
+rt-server alone against N nodes on one Redis, SSE topic `bench` (default: a throwaway redis-server, 2 nodes, 200 and 1000 subscribers, 100 events/s)"
+)]
 struct Args {
-    subscribers: usize,
-    events: usize,
-    publishers: usize,
-    idle: usize,
-    rate: Option<u64>,
-    only: Option<String>,
-    server: Option<PathBuf>,
-    /// `--subscribers` as given: one count, or several for `--redis`.
+    /// SSE clients [default: 1000]; with --redis, counts comma-separated [default: 200,1000]
+    #[arg(long = "subscribers", value_name = "N[,N...]", value_delimiter = ',', value_parser = positive::<usize>)]
     subscriber_counts: Option<Vec<usize>>,
-    /// `--redis [URL]`: `Some(None)` starts a throwaway redis-server.
-    redis: Option<Option<String>>,
-    nodes: Option<Vec<usize>>,
-    repeat: usize,
-    duration: Option<f64>,
+    /// Events published by a paced row (--rate), and to 1,000 subscribers by a --redis row as fast as answered
+    #[arg(long, value_name = "N", default_value_t = 3000)]
+    events: usize,
+    /// Publisher connections [default: 1 pipelined in the in-flight row, 4 paced and with --redis]
+    #[arg(long, value_name = "N", value_parser = positive::<usize>)]
+    publishers: Option<usize>,
+    /// Events in flight in the deliveries row
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = positive::<usize>)]
     in_flight: usize,
-    /// `--publishers` as given (the in-flight row's default is 1).
-    publishers_in_flight: usize,
+    /// Seconds measured [default: 3; 5 with --redis]
+    #[arg(long, value_name = "SECS", value_parser = positive::<f64>)]
+    duration: Option<f64>,
+    /// Idle SSE streams of the memory row
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = positive::<usize>)]
+    idle: usize,
+    /// Paced: publish at this many events per second (with --redis: the paced rows' rate [default: 100])
+    #[arg(long, value_name = "EVENTS_PER_SEC", value_parser = positive::<u64>)]
+    rate: Option<u64>,
+    /// Runs every row N times, each on a fresh server, and prints the medians
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive::<usize>)]
+    repeat: usize,
+    /// Runs only the fan-out or only the memory row
+    #[arg(long, value_name = "ROW", value_parser = ["fanout", "memory"])]
+    only: Option<String>,
+    /// The rt-server binary [default: rt-server beside this binary]
+    #[arg(long, value_name = "PATH")]
+    server: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: RedisArgs,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        subscribers: 1000,
-        events: 3000,
-        publishers: 4,
-        idle: 5000,
-        rate: None,
-        only: None,
-        server: None,
-        subscriber_counts: None,
-        redis: None,
-        nodes: None,
-        repeat: 1,
-        duration: None,
-        in_flight: 16,
-        publishers_in_flight: 1,
-    };
-    let mut it = std::env::args().skip(1).peekable();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--subscribers" => {
-                let counts = cluster::parse_counts(&flag, &value()?)?;
-                a.subscribers = counts[0];
-                a.subscriber_counts = Some(counts);
+impl Args {
+    /// Checks what clap's attributes cannot; exits with a usage error.
+    fn checked(self) -> Args {
+        if self.cluster.redis.is_some() {
+            if self.only.is_some() {
+                usage_error::<Args>("--redis runs its own rows: no --only");
             }
-            "--redis" => a.redis = Some(it.next_if(|v| !v.starts_with("--"))),
-            "--nodes" => a.nodes = Some(cluster::parse_nodes(&value()?)?),
-            "--repeat" => a.repeat = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--duration" => a.duration = Some(value()?.parse().map_err(|e| format!("{e}"))?),
-            "--events" => a.events = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--publishers" => {
-                a.publishers = value()?.parse().map_err(|e| format!("{e}"))?;
-                a.publishers_in_flight = a.publishers;
-            }
-            "--in-flight" => a.in_flight = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--idle" => a.idle = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--server" => a.server = Some(PathBuf::from(value()?)),
-            "--rate" => a.rate = Some(value()?.parse().map_err(|e| format!("{e}"))?),
-            "--only" => match value()?.as_str() {
-                o @ ("fanout" | "memory") => a.only = Some(o.to_string()),
-                o => return Err(format!("--only takes fanout or memory, not {o}")),
-            },
-            "-h" | "--help" => {
-                return Err("usage: sse-bench [--subscribers N] [--in-flight N] [--publishers N] [--duration SECS] [--idle N] [--repeat N] [--only fanout|memory] [--server PATH]
-       sse-bench --rate EVENTS_PER_SEC [--events N] [--publishers N] ...   (paced instead of in flight)
-       sse-bench --redis [redis://HOST:PORT] [--nodes N[,N...]] [--subscribers N[,N...]] [--rate EVENTS_PER_SEC] [--duration SECS] [--events N] [--publishers N] [--repeat N]
-         rt-server alone against N nodes on one Redis, SSE topic `bench` (default: a throwaway redis-server, 2 nodes, 200 and 1000 subscribers, 100 events/s)".into());
-            }
-            other => return Err(format!("unknown argument {other}")),
+        } else if self.cluster.nodes.is_some() {
+            usage_error::<Args>("--nodes needs --redis");
+        } else if self.subscriber_counts.as_ref().is_some_and(|c| c.len() > 1) {
+            usage_error::<Args>("several --subscribers counts need --redis");
         }
+        self
     }
-    if a.repeat == 0
-        || a.duration.is_some_and(|d| d <= 0.0)
-        || a.rate == Some(0)
-        || a.in_flight == 0
-    {
-        return Err("--repeat, --duration, --rate and --in-flight must be > 0".into());
-    }
-    if a.redis.is_some() {
-        if a.only.is_some() {
-            return Err("--redis runs its own rows: no --only".into());
-        }
-    } else if a.nodes.is_some() {
-        return Err("--nodes needs --redis".into());
-    } else if a.subscriber_counts.as_ref().is_some_and(|c| c.len() > 1) {
-        return Err("several --subscribers counts need --redis".into());
-    }
-    Ok(a)
-}
 
-/// The running server; killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
+    /// The subscribers of the single-server rows.
+    fn subscribers(&self) -> usize {
+        self.subscriber_counts.as_ref().map_or(1000, |c| c[0])
+    }
 
-impl Drop for Server {
-    /// SIGTERM (the server drains and exits, as profilers need), SIGKILL after 10 s.
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// `--publishers` of the paced and `--redis` rows.
+    fn publishers(&self) -> usize {
+        self.publishers.unwrap_or(4)
+    }
+
+    /// `--publishers` of the in-flight row.
+    fn publishers_in_flight(&self) -> usize {
+        self.publishers.unwrap_or(1)
     }
 }
 
-fn start_server(path: &PathBuf, extra: &[String]) -> Result<Server, String> {
-    let mut cmd = if std::path::Path::new("/usr/bin/taskset").exists() {
-        let mut c = Command::new("/usr/bin/taskset");
-        c.arg("-c").arg("0").arg(path);
-        c
-    } else {
-        Command::new(path)
-    };
-    let mut child = cmd
-        .args(["--addr", "127.0.0.1:0", "--quiet"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
-    let mut line = String::new();
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-        .map_err(|e| e.to_string())?;
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .and_then(|a| a.parse().ok())
-        .ok_or(format!("unexpected first line from rt-server: {line:?}"))?;
-    Ok(Server { child, addr })
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
+/// Starts rt-server on core 0 with `extra` flags.
+fn start_server(path: &Path, extra: &[String]) -> Result<Server, String> {
+    let mut spec = Spec::rt_server(path.to_path_buf(), SERVER_CORE, None, &["--quiet"]);
+    spec.args.extend(extra.iter().cloned());
+    server::start(&spec)
 }
 
 /// Opens an SSE stream on `path` (`/events`, `/events?topic=T`) and returns
@@ -385,14 +316,6 @@ async fn publisher(
     }
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    f64::from(sorted[i]) / 1000.0
-}
-
 /// Events published before a `--redis` row's subscribers connect.
 const HISTORY_FILL: u64 = 1024;
 
@@ -411,27 +334,12 @@ struct FanOut<'a> {
 /// What a `--redis` run measures beside the default figures.
 struct Measure<'a> {
     /// The Redis the servers are on (`None`: the single server, alone).
-    redis: Option<&'a cluster::Redis>,
-}
-
-#[derive(Clone, Copy)]
-struct FanOutFigures {
-    deliveries_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    lost: u64,
-    /// Subscribers of the nodes other than the publishers' (several nodes).
-    cross: Option<(f64, f64)>,
-    /// Redis commands (all nodes) per event published, on Redis.
-    commands_per_message: Option<f64>,
-    /// CPU µs per event: all servers, and Redis when started here.
-    server_cpu_us: Option<f64>,
-    redis_cpu_us: Option<f64>,
+    redis: Option<&'a Redis>,
 }
 
 /// Subscriber `i` on server `i % servers.len()` (round-robin); every
 /// publisher on the first server.
-async fn fan_out(servers: &[Server], spec: &FanOut<'_>) -> Result<FanOutFigures, String> {
+async fn fan_out(servers: &[Server], spec: &FanOut<'_>) -> Result<Figures, String> {
     let (events_path, publish_path) = match spec.topic {
         Some(t) => (format!("/events?topic={t}"), format!("/publish?topic={t}")),
         None => ("/events".to_string(), "/publish".to_string()),
@@ -509,11 +417,11 @@ async fn fan_out(servers: &[Server], spec: &FanOut<'_>) -> Result<FanOutFigures,
         Some(r) => Some(r.commandstats().await?),
         None => None,
     };
-    let server_pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let server_pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
     let servers_cpu = spec
         .measure
         .as_ref()
-        .map(|_| cluster::CpuWindow::start(&server_pids, redis.and_then(|r| r.pid())));
+        .map(|_| procfs::CpuWindow::start(&server_pids, redis.and_then(|r| r.pid())));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let pubs: Vec<_> = (0..spec.publishers.max(1))
@@ -589,9 +497,9 @@ async fn fan_out(servers: &[Server], spec: &FanOut<'_>) -> Result<FanOutFigures,
     );
     println!(
         "  latency publish->receive: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.99),
-        percentile(&lat, 1.0)
+        percentile_ms(&lat, 0.50),
+        percentile_ms(&lat, 0.99),
+        percentile_ms(&lat, 1.0)
     );
     let mut cross: Vec<u32> = Vec::new();
     if nodes > 1 {
@@ -600,9 +508,9 @@ async fn fan_out(servers: &[Server], spec: &FanOut<'_>) -> Result<FanOutFigures,
             println!(
                 "    subscribers of node {i}{}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} deliveries)",
                 if i == 0 { " (the publishers')" } else { "" },
-                percentile(v, 0.50),
-                percentile(v, 0.99),
-                percentile(v, 1.0),
+                percentile_ms(v, 0.50),
+                percentile_ms(v, 0.99),
+                percentile_ms(v, 1.0),
                 v.len()
             );
             if i > 0 {
@@ -612,12 +520,7 @@ async fn fan_out(servers: &[Server], spec: &FanOut<'_>) -> Result<FanOutFigures,
         cross.sort_unstable();
     }
     if let Some(c) = &commands {
-        println!(
-            "  Redis commands: {} for {published} events = {:.2} per event ({})",
-            c.total(),
-            c.total() as f64 / published.max(1) as f64,
-            c.per_message(published)
-        );
+        println!("  {}", c.line(published, "event"));
     }
     if let Some((line, _, _)) = &servers_cpu {
         println!("  {line}");
@@ -632,12 +535,12 @@ async fn fan_out(servers: &[Server], spec: &FanOut<'_>) -> Result<FanOutFigures,
             println!("  server stats: {}", stats.trim());
         }
     }
-    Ok(FanOutFigures {
+    Ok(Figures {
         deliveries_per_sec: got as f64 / elapsed,
-        p50_ms: percentile(&lat, 0.50),
-        p99_ms: percentile(&lat, 0.99),
+        p50_ms: percentile_ms(&lat, 0.50),
+        p99_ms: percentile_ms(&lat, 0.99),
         lost: want - got.min(want),
-        cross: (nodes > 1).then(|| (percentile(&cross, 0.50), percentile(&cross, 0.99))),
+        cross: (nodes > 1).then(|| (percentile_ms(&cross, 0.50), percentile_ms(&cross, 0.99))),
         commands_per_message: commands
             .as_ref()
             .map(|c| c.total() as f64 / published.max(1) as f64),
@@ -680,12 +583,12 @@ async fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 }
 
 async fn memory(server: &Server, idle: usize) -> Result<f64, String> {
-    let pid = server.child.id();
+    let pid = server.pid();
     // One stream first, so lazily allocated runtime structures are counted once, not per stream.
     let warm = subscribe(server.addr, "/events")
         .await
         .map_err(|e| e.to_string())?;
-    let before = rss_kib(pid);
+    let before = procfs::rss_kib(pid);
     let mut streams = Vec::with_capacity(idle);
     for _ in 0..idle {
         streams.push(
@@ -703,7 +606,7 @@ async fn memory(server: &Server, idle: usize) -> Result<f64, String> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let after = rss_kib(pid);
+    let after = procfs::rss_kib(pid);
     let per = (after.saturating_sub(before)) as f64 / idle as f64;
     println!(
         "memory: {idle} idle SSE streams: server RSS {before} KiB -> {after} KiB = {per:.2} KiB per stream"
@@ -713,19 +616,11 @@ async fn memory(server: &Server, idle: usize) -> Result<f64, String> {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("sse-bench: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let server_path = args.server.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("rt-server")))
-            .unwrap_or_else(|| PathBuf::from("rt-server"))
-    });
+    let args = Args::parse().checked();
+    let server_path = args
+        .server
+        .clone()
+        .unwrap_or_else(server::default_rt_server);
     if !server_path.exists() {
         eprintln!(
             "sse-bench: {} not found; run `cargo build --release -p rt_server -p sse_bench` first",
@@ -737,7 +632,7 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("runtime");
-    if args.redis.is_some() {
+    if args.cluster.redis.is_some() {
         return cluster_main(&args, &server_path, &rt);
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -754,26 +649,22 @@ fn main() -> std::process::ExitCode {
 }
 
 /// The single-server rows, `--repeat` times, then the medians.
-async fn single(args: &Args, server_path: &PathBuf) -> Result<(), String> {
+async fn single(args: &Args, server_path: &Path) -> Result<(), String> {
     let mut rates = Vec::new();
     let mut figures: Vec<deliveries::Figures> = Vec::new();
     let mut kib = Vec::new();
     let mut lost = 0;
     for rep in 0..args.repeat {
-        let run = if args.repeat > 1 {
-            format!(" (run {} of {})", rep + 1, args.repeat)
-        } else {
-            String::new()
-        };
+        let run = run_label(rep, args.repeat);
         if args.only.as_deref() != Some("memory") {
             let server = start_server(server_path, &[])?;
             match args.rate {
                 Some(rate) => {
                     println!("[rt-server] fan-out, paced{run}");
                     let spec = FanOut {
-                        subscribers: args.subscribers,
+                        subscribers: args.subscribers(),
                         events: args.events,
-                        publishers: args.publishers,
+                        publishers: args.publishers(),
                         rate: Some(rate),
                         topic: None,
                         measure: None,
@@ -785,15 +676,17 @@ async fn single(args: &Args, server_path: &PathBuf) -> Result<(), String> {
                 None => {
                     println!(
                         "[rt-server] deliveries/s, {} streams, {} in flight on {} pipelined publisher connection(s){run}",
-                        args.subscribers, args.in_flight, args.publishers_in_flight
+                        args.subscribers(),
+                        args.in_flight,
+                        args.publishers_in_flight()
                     );
                     let row = deliveries::Row {
-                        subscribers: args.subscribers,
+                        subscribers: args.subscribers(),
                         in_flight: args.in_flight,
-                        publishers: args.publishers_in_flight,
+                        publishers: args.publishers_in_flight(),
                         duration: Duration::from_secs_f64(args.duration.unwrap_or(3.0)),
                     };
-                    let f = deliveries::run(server.addr, server.child.id(), &row).await?;
+                    let f = deliveries::run(server.addr, server.pid(), &row).await?;
                     lost += f.lost;
                     rates.push(f.deliveries_per_sec);
                     figures.push(f);
@@ -812,21 +705,21 @@ async fn single(args: &Args, server_path: &PathBuf) -> Result<(), String> {
         let m = |x: f64| format!("{:.2} M", x / 1e6);
         let k = |x: f64| format!("{x:.2} KiB");
         println!("\nsummary (median of {} runs)", args.repeat);
-        if let Some(r) = cluster::median(rates.clone()) {
+        if let Some(r) = median(rates.clone()) {
             let what = match args.rate {
                 Some(rate) => format!("paced at {rate} events/s"),
                 None => format!("{} in flight", args.in_flight),
             };
             println!(
                 "deliveries/s, {} streams, {what}: {}  [{}]",
-                args.subscribers,
+                args.subscribers(),
                 m(r),
                 fmt(&rates, &m)
             );
         }
         if !figures.is_empty() {
             let med = |g: &dyn Fn(&deliveries::Figures) -> f64| {
-                cluster::median(figures.iter().map(g).collect()).unwrap_or(0.0)
+                median(figures.iter().map(g).collect()).unwrap_or(0.0)
             };
             println!(
                 "  server CPU per delivery {:.3} µs; latency p50 {:.2} ms, p99 {:.2} ms; CPU over the window: server {:.0}%, generator {:.0}% of one core",
@@ -837,7 +730,7 @@ async fn single(args: &Args, server_path: &PathBuf) -> Result<(), String> {
                 med(&|f| f.generator_cpu) * 100.0
             );
         }
-        if let Some(v) = cluster::median(kib.clone()) {
+        if let Some(v) = median(kib.clone()) {
             println!(
                 "idle RSS per SSE stream, {} streams: {}  [{}]",
                 args.idle,
@@ -868,15 +761,12 @@ struct ClusterRow {
 
 fn cluster_main(
     args: &Args,
-    server_path: &PathBuf,
+    server_path: &Path,
     rt: &tokio::runtime::Runtime,
 ) -> std::process::ExitCode {
-    let counts = args
-        .subscriber_counts
-        .clone()
-        .unwrap_or_else(|| vec![200, 1000]);
-    let nodes = args.nodes.clone().unwrap_or_else(|| vec![2]);
-    let rate = args.rate.unwrap_or(100);
+    let counts = cluster::client_counts(args.subscriber_counts.as_deref());
+    let nodes = args.cluster.node_counts();
+    let rate = cluster::paced_rate(args.rate);
     let secs = args.duration.unwrap_or(5.0);
     let mut rows = Vec::new();
     for &subscribers in &counts {
@@ -892,12 +782,8 @@ fn cluster_main(
             rate: Some(rate),
         });
     }
-    let setups: Vec<Option<usize>> = std::iter::once(None)
-        .chain(nodes.iter().map(|&n| Some(n)))
-        .collect();
-    let redis = match rt.block_on(cluster::Redis::open(
-        args.redis.as_ref().and_then(|u| u.as_deref()),
-    )) {
+    let setups = cluster::setups(&nodes);
+    let redis = match rt.block_on(Redis::open(args.cluster.url())) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sse-bench: {e}");
@@ -905,269 +791,65 @@ fn cluster_main(
         }
     };
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    println!(
-        "sse-bench --redis: rt-server alone, then as {} on {}",
-        nodes
-            .iter()
-            .map(|&n| cluster::setup_name(Some(n)))
-            .collect::<Vec<_>>()
-            .join(", then "),
-        redis.about
+    cluster::print_header(
+        "sse-bench",
+        "rt-server",
+        &nodes,
+        &redis,
+        &format!("load on this process ({cores} cores visible)"),
+        &format!(
+            "subscribers of topic `{TOPIC}` round-robin over the nodes; every publisher (POST /publish?topic={TOPIC}) on node 0; on Redis every stream, node 0's too, gets the events from Redis"
+        ),
     );
-    println!(
-        "sse-bench: every rt-server (the single one and each node) on core {} (taskset), load on this process ({cores} cores visible)",
-        cluster::SERVER_CORE
-    );
-    println!(
-        "sse-bench: subscribers of topic `{TOPIC}` round-robin over the nodes; every publisher (POST /publish?topic={TOPIC}) on node 0; on Redis every stream, node 0's too, gets the events from Redis"
-    );
-    let mut results: Vec<Vec<Vec<FanOutFigures>>> =
-        vec![vec![Vec::new(); setups.len()]; rows.len()];
-    let mut failures = 0;
-    for (ri, row) in rows.iter().enumerate() {
-        for rep in 0..args.repeat {
-            for (si, &setup) in setups.iter().enumerate() {
-                let run = if args.repeat > 1 {
-                    format!(" (run {} of {})", rep + 1, args.repeat)
-                } else {
-                    String::new()
-                };
-                println!(
-                    "[{}] {} subscribers, {}{run}",
-                    cluster::setup_name(setup),
-                    row.subscribers,
-                    row.rate
-                        .map_or("as fast as answered".into(), |r| format!("{r} events/s"))
-                );
-                let prefix = cluster::run_prefix();
-                let servers: Result<Vec<Server>, String> = match setup {
-                    None => start_server(server_path, &[]).map(|s| vec![s]),
-                    Some(n) => (0..n)
-                        .map(|i| {
-                            let mut extra = cluster::node_args(&redis, &prefix);
-                            extra.extend(["--node-id".into(), format!("{prefix}-node{i}")]);
-                            start_server(server_path, &extra)
-                        })
-                        .collect(),
-                };
-                let servers = match servers {
-                    Ok(s) => s,
-                    Err(e) => {
-                        println!("  failed: {e}");
-                        failures += 1;
-                        continue;
-                    }
-                };
-                let spec = FanOut {
-                    subscribers: row.subscribers,
-                    events: row.events,
-                    publishers: args.publishers,
-                    rate: row.rate,
-                    topic: Some(TOPIC),
-                    measure: Some(Measure {
-                        redis: setup.map(|_| &redis),
-                    }),
-                };
-                let r = rt.block_on(fan_out(&servers, &spec));
-                drop(servers);
-                if setup.is_some() {
-                    rt.block_on(redis.forget(&prefix));
-                }
-                match r {
-                    Ok(f) => results[ri][si].push(f),
-                    Err(e) => {
-                        println!("  failed: {e}");
-                        failures += 1;
-                    }
-                }
-            }
-        }
-    }
-    cluster_summary(&rows, &setups, &results, args.repeat);
-    if failures > 0 {
-        eprintln!("sse-bench: {failures} run(s) failed");
-        return std::process::ExitCode::from(1);
-    }
-    std::process::ExitCode::SUCCESS
-}
-
-fn cluster_summary(
-    rows: &[ClusterRow],
-    setups: &[Option<usize>],
-    results: &[Vec<Vec<FanOutFigures>>],
-    repeat: usize,
-) {
-    let med = |ri: usize, si: usize, g: &dyn Fn(&FanOutFigures) -> Option<f64>| {
-        // A run that lost deliveries measured fewer streams: left out.
-        cluster::median(
-            results[ri][si]
-                .iter()
-                .filter(|f| f.lost == 0)
-                .filter_map(g)
-                .collect(),
-        )
-    };
-    let col = |ri: usize, g: &dyn Fn(&FanOutFigures) -> Option<f64>| -> Vec<Option<f64>> {
-        (0..setups.len()).map(|si| med(ri, si, g)).collect()
-    };
-    let cell = |v: Option<f64>, fmt: &dyn Fn(f64) -> String| v.map_or("-".into(), fmt);
-    let cells = |v: &[Option<f64>], fmt: &dyn Fn(f64) -> String| -> Vec<String> {
-        v.iter().map(|&x| cell(x, fmt)).collect()
-    };
-    let rate_fmt = |v: f64| {
-        if v >= 1e6 {
-            format!("{:.2} M", v / 1e6)
-        } else {
-            format!("{:.0} k", v / 1e3)
-        }
-    };
-    let ms = |v: f64| format!("{v:.2} ms");
-    let num = |v: f64| format!("{v:.2}");
-    let us = |v: f64| format!("{v:.1} µs");
-    let verdicts = |f: &dyn Fn(usize) -> Option<String>| {
-        setups
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_some_and(|n| n > 1))
-            .filter_map(|(si, s)| f(si).map(|v| format!("{}: {v}", cluster::setup_name(*s))))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    let mut table = Vec::new();
-    let mut per_message: Vec<(bool, Option<usize>, usize, f64)> = Vec::new();
-    for (ri, row) in rows.iter().enumerate() {
-        let c = row.subscribers;
-        let what = match row.rate {
-            None => "as fast as answered".to_string(),
-            Some(r) => format!("{r} events/s"),
-        };
-        match row.rate {
-            None => {
-                let v = col(ri, &|f| Some(f.deliveries_per_sec));
-                table.push(cluster::TableRow {
-                    label: format!(
-                        "deliveries/s, {c} subscribers, {} events, {what}",
-                        row.events
-                    ),
-                    cells: cells(&v, &rate_fmt),
-                    verdict: verdicts(&|si| {
-                        let ratio = v[si]? / v[0]?;
-                        Some(format!(
-                            "{ratio:.2}x of single (target >= 0.70x: {})",
-                            if ratio >= 0.70 { "met" } else { "NOT met" }
-                        ))
-                    }),
-                });
-                table.push(cluster::TableRow {
-                    label: format!("  server CPU per event, {c} subscribers"),
-                    cells: cells(&col(ri, &|f| f.server_cpu_us), &us),
-                    verdict: String::new(),
-                });
-                table.push(cluster::TableRow {
-                    label: format!("  redis-server CPU per event, {c} subscribers"),
-                    cells: cells(&col(ri, &|f| f.redis_cpu_us), &us),
-                    verdict: String::new(),
-                });
-            }
-            Some(r) => {
-                let p99 = col(ri, &|f| Some(f.p99_ms));
-                let mut cross50 = col(ri, &|f| f.cross.map(|c| c.0));
-                cross50[0] = None;
-                let cross99 = col(ri, &|f| f.cross.map(|c| c.1));
-                table.push(cluster::TableRow {
-                    label: format!("p50 ms at {r} events/s to {c} subscribers, all"),
-                    cells: cells(&col(ri, &|f| Some(f.p50_ms)), &ms),
-                    verdict: String::new(),
-                });
-                table.push(cluster::TableRow {
-                    label: format!("p99 ms at {r} events/s to {c} subscribers, all"),
-                    cells: cells(&p99, &ms),
-                    verdict: String::new(),
-                });
-                table.push(cluster::TableRow {
-                    label: "  p50 ms, other nodes' subscribers (cross-node)".into(),
-                    cells: cells(&cross50, &ms),
-                    verdict: String::new(),
-                });
-                table.push(cluster::TableRow {
-                    label: "  p99 ms, other nodes' subscribers (cross-node)".into(),
-                    cells: cells(&cross99, &ms),
-                    verdict: verdicts(&|si| {
-                        let d = cross99[si]? - p99[0]?;
-                        Some(format!(
-                            "{d:+.2} ms vs single p99 (target <= +2 ms: {})",
-                            if d <= 2.0 { "met" } else { "NOT met" }
-                        ))
-                    }),
-                });
-            }
-        }
-        let cmds = col(ri, &|f| f.commands_per_message);
-        for (si, v) in cmds.iter().enumerate() {
-            if let Some(v) = v {
-                per_message.push((row.rate.is_some(), setups[si], c, *v));
-            }
-        }
-        table.push(cluster::TableRow {
-            label: format!("  Redis commands per event, {what}, {c} subscribers"),
-            cells: cells(&cmds, &num),
-            verdict: String::new(),
-        });
-    }
-    let names: Vec<String> = setups.iter().map(|&s| cluster::setup_name(s)).collect();
-    let title = if repeat > 1 {
-        format!("rt-server SSE topic `{TOPIC}`, alone and on Redis (median of {repeat} runs)")
-    } else {
-        format!("rt-server SSE topic `{TOPIC}`, alone and on Redis")
-    };
-    cluster::print_table(&title, &names, &table);
-    for &setup in setups.iter().filter(|s| s.is_some()) {
-        for paced in [false, true] {
-            let of: Vec<(usize, f64)> = per_message
-                .iter()
-                .filter(|p| p.1 == setup && p.0 == paced)
-                .map(|p| (p.2, p.3))
-                .collect();
-            let (Some(lo), Some(hi)) = (
-                of.iter().min_by_key(|p| p.0).copied(),
-                of.iter().max_by_key(|p| p.0).copied(),
-            ) else {
-                continue;
+    let (results, failures) = cluster::run(
+        rt,
+        &redis,
+        &rows,
+        &setups,
+        args.repeat,
+        |row| {
+            let load = row
+                .rate
+                .map_or("as fast as answered".into(), |r| format!("{r} events/s"));
+            format!("{} subscribers, {load}", row.subscribers)
+        },
+        |extra| start_server(server_path, extra),
+        |row, servers, redis| {
+            let spec = FanOut {
+                subscribers: row.subscribers,
+                events: row.events,
+                publishers: args.publishers(),
+                rate: row.rate,
+                topic: Some(TOPIC),
+                measure: Some(Measure { redis }),
             };
-            println!(
-                "Redis commands per event, {}, {}: {}",
-                cluster::setup_name(setup),
-                if paced {
-                    "paced"
-                } else {
-                    "as fast as answered"
-                },
-                cluster::independence_verdict(lo, hi, "subscribers")
-            );
-        }
-    }
-    let lost: Vec<String> = rows
+            rt.block_on(fan_out(servers, &spec))
+        },
+    );
+    let table_rows: Vec<cluster::Row> = rows
         .iter()
-        .enumerate()
-        .flat_map(|(ri, row)| {
-            setups.iter().enumerate().filter_map(move |(si, &s)| {
-                let n: u64 = results[ri][si].iter().map(|f| f.lost).sum();
-                let runs = results[ri][si].iter().filter(|f| f.lost > 0).count();
-                let of = results[ri][si].len();
-                (n > 0).then(|| {
-                    format!(
-                        "{} at {} subscribers: {n} in {runs} of {of} runs",
-                        cluster::setup_name(s),
-                        row.subscribers
-                    )
-                })
-            })
+        .map(|r| cluster::Row {
+            clients: r.subscribers,
+            paced: r.rate,
+            load: r
+                .rate
+                .map_or("as fast as answered".into(), |r| format!("{r} events/s")),
+            label: format!(
+                "deliveries/s, {} subscribers, {} events, as fast as answered",
+                r.subscribers, r.events
+            ),
         })
         .collect();
-    if !lost.is_empty() {
-        println!(
-            "lost deliveries (those runs are left out of the medians): {}",
-            lost.join(", ")
-        );
-    }
+    let title = median_title(
+        &format!("rt-server SSE topic `{TOPIC}`, alone and on Redis"),
+        args.repeat,
+    );
+    let words = cluster::Words {
+        clients: "subscribers",
+        message: "event",
+        per_sec: "events/s",
+        unpaced: "as fast as answered",
+    };
+    cluster::summary(&title, words, &table_rows, &setups, &results);
+    exit_status("sse-bench", failures)
 }

@@ -1,14 +1,20 @@
-//! `fn-gen --out DIR [--entries N] [--seed S]`: writes a synthetic registry.
+//! `fn-gen --out DIR [--entries N] [--seed S] [--with-crates]`: writes a synthetic registry.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+const USAGE: &str = "usage: fn-gen --out DIR [--entries N] [--seed S] [--with-crates]";
+
 fn main() -> ExitCode {
     let mut out: Option<PathBuf> = None;
-    let (mut entries, mut seed) = (10_000usize, 1u64);
+    let (mut entries, mut seed, mut crates) = (10_000usize, 1u64, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--with-crates" {
+            crates = true;
+            continue;
+        }
         let v = args.next();
         let parsed = match (a.as_str(), v) {
             ("--out", Some(v)) => {
@@ -17,9 +23,7 @@ fn main() -> ExitCode {
             }
             ("--entries", Some(v)) => v.parse().map(|n| entries = n).map_err(|e| e.to_string()),
             ("--seed", Some(v)) => v.parse().map(|n| seed = n).map_err(|e| e.to_string()),
-            _ => Err(format!(
-                "usage: fn-gen --out DIR [--entries N] [--seed S] (bad argument {a})"
-            )),
+            _ => Err(format!("{USAGE} (bad argument {a})")),
         };
         if let Err(e) = parsed {
             eprintln!("fn-gen: {e}");
@@ -35,12 +39,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let started = Instant::now();
-    match fn_bench::generate(&out, entries, seed) {
+    match fn_bench::generate_with(&out, entries, seed, crates) {
         Ok(s) => {
             println!(
-                "wrote {} functions and {} types ({:.1} MB) to {} in {} ms",
+                "wrote {} functions and {} types{} ({:.1} MB) to {} in {} ms",
                 s.functions,
                 s.types,
+                if crates { " with their crates" } else { "" },
                 s.bytes as f64 / 1e6,
                 out.display(),
                 started.elapsed().as_millis()
