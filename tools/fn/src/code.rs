@@ -227,18 +227,13 @@ fn run(reg: &Registry, want_api: bool) -> Checked {
     let (problems, apis, more) = check_units(&cx, &rust, &api_crates, described);
     out.extend(problems);
     inputs.extend(more);
-    out.sort();
-    out.dedup();
-    inputs.sort_unstable();
-    inputs.dedup();
-    crates.sort_by(|a, b| a.name.cmp(&b.name));
-    Checked {
-        problems: out,
+    checked(
+        out,
         apis,
         crates,
-        repository: workspace.and_then(|w| w.repository),
+        workspace.and_then(|w| w.repository),
         inputs,
-    }
+    )
 }
 
 /// A part of the registry to check again, and what its checks need from the
@@ -319,16 +314,27 @@ pub fn check_partial(p: &Partial<'_>) -> Checked {
     let (problems, apis, more) = check_units(&cx, &rust, &p.crates, described);
     out.extend(problems);
     inputs.extend(more);
-    out.sort();
-    out.dedup();
+    checked(out, apis, crates, None, inputs)
+}
+
+/// The outcome of a check, each list sorted and without repeats.
+fn checked(
+    mut problems: Vec<Problem>,
+    apis: CrateApis,
+    mut crates: Vec<CrateInfo>,
+    repository: Option<String>,
+    mut inputs: Inputs,
+) -> Checked {
+    problems.sort();
+    problems.dedup();
     inputs.sort_unstable();
     inputs.dedup();
     crates.sort_by(|a, b| a.name.cmp(&b.name));
     Checked {
-        problems: out,
+        problems,
         apis,
         crates,
-        repository: None,
+        repository,
         inputs,
     }
 }

@@ -7,22 +7,8 @@ use std::path::{Path, PathBuf};
 use fn_tool::index::{self, IndexError};
 use rusqlite::{Connection, OpenFlags};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/good")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
+mod common;
+use common::{copy_dir, fixture};
 
 /// A copy of the `good` fixture in a temp dir: (dir, root, db path).
 fn workspace() -> (tempfile::TempDir, PathBuf, PathBuf) {
