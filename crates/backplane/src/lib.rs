@@ -19,6 +19,9 @@
 //!   events in order under a [`Position`] (a Redis stream id, `ms-seq`), so a
 //!   reader that reconnects to any node reads exactly what it missed, or is
 //!   told of a gap ([`History::gap`]).
+//! - **Kept messages** ([`Backplane::publish_kept`], [`Backplane::recent`]):
+//!   the last messages of a room, published and kept in one step, for a
+//!   connection that joins the room to read first.
 //! - **Presence** ([`Backplane::presence_set`] and friends): who is in a
 //!   room across nodes; a node that stops refreshing its entries (crashed)
 //!   loses them after the TTL, and [`Backplane::presence_expire`] hands the
@@ -260,6 +263,26 @@ pub trait Backplane: Send + Sync + 'static {
         payload: Bytes,
     ) -> BoxFuture<'static, Result<(), BackplaneError>>;
 
+    /// Publishes `payload` on each of `channels`, as
+    /// [`publish`](Backplane::publish), and keeps it among the last `keep`
+    /// messages of each room of `rooms`, in one step: a message is kept if and
+    /// only if it was published. `Err(Unavailable)`: neither happened.
+    fn publish_kept(
+        &self,
+        channels: Vec<Channel>,
+        rooms: Vec<String>,
+        keep: usize,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>>;
+
+    /// The last `n` messages kept for `room` by
+    /// [`publish_kept`](Backplane::publish_kept), oldest first.
+    fn recent(
+        &self,
+        room: &str,
+        n: usize,
+    ) -> BoxFuture<'static, Result<Vec<Bytes>, BackplaneError>>;
+
     /// Appends `event` to `topic`'s history and publishes it on
     /// [`Channel::Topic`] with its position, in one step: every subscriber
     /// sees the events of a topic in history order.
@@ -348,3 +371,16 @@ mod tests {
         assert_eq!(p.users(), ["a", "b"]);
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../../types/infra/Backplane.md")]
+#[doc = include_str!("../../../types/infra/BackplaneError.md")]
+#[doc = include_str!("../../../types/infra/Channel.md")]
+#[doc = include_str!("../../../types/infra/History.md")]
+#[doc = include_str!("../../../types/infra/Incoming.md")]
+#[doc = include_str!("../../../types/infra/Position.md")]
+#[doc = include_str!("../../../types/infra/Presence.md")]
+#[doc = include_str!("../../../types/infra/PresenceMember.md")]
+#[doc = include_str!("../../../types/infra/Receiver.md")]
+pub struct RegistryExamples;

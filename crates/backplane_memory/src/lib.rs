@@ -17,6 +17,8 @@
 //!   bus and keeps the last [`MemoryConfig::history`] per topic; reading
 //!   after a position older than the newest trimmed one, or after a position
 //!   the bus never gave out, reports a gap.
+//! - **Kept messages**: [`Backplane::publish_kept`] keeps the last `keep`
+//!   messages per room, [`Backplane::recent`] reads them back.
 //! - **Presence** entries of a live node never expire (it "refreshes"
 //!   them); dropping a [`MemoryBackplane`] without removing its entries is a
 //!   crash: they expire [`MemoryConfig::presence_ttl`] later, measured on
@@ -106,6 +108,8 @@ struct State {
     /// The last position given out (its `seq`; `ms` is always 0).
     last_seq: u64,
     topics: HashMap<String, Topic>,
+    /// Each room's last messages, kept by `publish_kept`.
+    kept: HashMap<String, VecDeque<Bytes>>,
     rooms: HashMap<String, BTreeMap<u64, Entry>>,
     /// Deliveries in bus order, waiting for the thread that delivers.
     pending: VecDeque<(Receiver, Incoming)>,
@@ -139,6 +143,7 @@ impl MemoryBus {
                 subscriptions: HashMap::new(),
                 last_seq: 0,
                 topics: HashMap::new(),
+                kept: HashMap::new(),
                 rooms: HashMap::new(),
                 pending: VecDeque::new(),
                 delivering: false,
@@ -388,6 +393,45 @@ impl Backplane for MemoryBackplane {
         }
         self.bus.0.deliver(st);
         ready(Ok(()))
+    }
+
+    fn publish_kept(
+        &self,
+        channels: Vec<Channel>,
+        rooms: Vec<String>,
+        keep: usize,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        let mut st = self.bus.0.lock();
+        if !st.available {
+            return ready(Err(Bus::unavailable()));
+        }
+        for room in rooms {
+            let kept = st.kept.entry(room).or_default();
+            kept.push_back(payload.clone());
+            while kept.len() > keep {
+                kept.pop_front();
+            }
+        }
+        for channel in &channels {
+            st.queue(channel, None, &payload);
+        }
+        self.bus.0.deliver(st);
+        ready(Ok(()))
+    }
+
+    fn recent(
+        &self,
+        room: &str,
+        n: usize,
+    ) -> BoxFuture<'static, Result<Vec<Bytes>, BackplaneError>> {
+        ready(self.with(|st| {
+            st.kept.get(room).map_or_else(Vec::new, |kept| {
+                kept.range(kept.len().saturating_sub(n)..)
+                    .cloned()
+                    .collect()
+            })
+        }))
     }
 
     fn append(
@@ -648,6 +692,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn publish_kept_keeps_the_last_messages_per_room_and_publishes_them() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let (n1, got1) = recording(&bus);
+        let n2 = bus.node();
+        n1.subscribe(room("a"));
+        for m in ["m1", "m2", "m3", "m4"] {
+            n2.publish_kept(
+                vec![room("a"), room("b")],
+                vec!["a".into(), "b".into()],
+                3,
+                b(m),
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(take(&got1).len(), 4, "published as publish does");
+        assert_eq!(
+            n1.recent("a", 10).await.unwrap(),
+            [b("m2"), b("m3"), b("m4")]
+        );
+        assert_eq!(n1.recent("b", 2).await.unwrap(), [b("m3"), b("m4")]);
+        assert!(n1.recent("none", 5).await.unwrap().is_empty());
+
+        bus.set_available(false);
+        let refused = n2.publish_kept(vec![room("a")], vec!["a".into()], 3, b("lost"));
+        assert!(matches!(refused.await, Err(BackplaneError::Unavailable(_))));
+        bus.set_available(true);
+        assert_eq!(
+            n1.recent("a", 10).await.unwrap(),
+            [b("m2"), b("m3"), b("m4")],
+            "refused means not kept"
+        );
+    }
+
+    #[tokio::test]
     async fn append_numbers_events_and_history_reports_a_gap_after_trimming() {
         let bus = MemoryBus::new(MemoryConfig {
             history: 3,
@@ -798,3 +877,11 @@ mod tests {
         );
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../backplane_memory.md")]
+#[doc = include_str!("../../../types/infra/MemoryBackplane.md")]
+#[doc = include_str!("../../../types/infra/MemoryBus.md")]
+#[doc = include_str!("../../../types/infra/MemoryConfig.md")]
+pub struct RegistryExamples;

@@ -36,6 +36,11 @@
 //!   again: three round trips once.)
 //! - [`history`](Backplane::history): one `EVALSHA` reading `XINFO STREAM`
 //!   and `XRANGE` atomically.
+//! - [`publish_kept`](Backplane::publish_kept): one `EVALSHA` that `RPUSH`es
+//!   the message to each room's list, `LTRIM`s it to the last `keep` (and
+//!   sets it to expire [`RedisConfig::history_max_age`] after its last
+//!   message, when set) and `PUBLISH`es it: kept if and only if published.
+//! - [`recent`](Backplane::recent): one `LRANGE`.
 //!
 //! # Gaps, exactly
 //!
@@ -292,6 +297,7 @@ impl RedisBackplane {
             errors: AtomicU64::new(0),
             scripts: Scripts {
                 append: Script::new(scripts::APPEND),
+                publish_kept: Script::new(scripts::PUBLISH_KEPT),
                 history: Script::new(scripts::HISTORY),
                 presence_set: Script::new(&scripts::presence_set()),
                 presence_read: Script::new(&scripts::presence_read()),
@@ -413,17 +419,66 @@ impl Backplane for RedisBackplane {
             }
             let mut pipe = redis::pipe();
             for channel in &channels {
-                pipe.cmd("PUBLISH").arg(shared.keys.channel(channel));
-                if let Channel::Topic(_) = channel {
-                    // Topic messages are framed; this one has no position.
-                    pipe.arg([&b"\n"[..], &payload[..]].concat());
-                } else {
-                    pipe.arg(&payload[..]);
-                }
-                pipe.ignore();
+                pipe.cmd("PUBLISH")
+                    .arg(shared.keys.channel(channel))
+                    .arg(&*framed(channel, &payload))
+                    .ignore();
             }
             shared
                 .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+                .await
+        })
+    }
+
+    fn publish_kept(
+        &self,
+        mut channels: Vec<Channel>,
+        mut rooms: Vec<String>,
+        keep: usize,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        let shared = self.handle.shared.clone();
+        Box::pin(async move {
+            channels.sort();
+            channels.dedup();
+            rooms.sort();
+            rooms.dedup();
+            let ttl = shared.config.history_max_age.map_or(0, |a| a.as_millis());
+            let mut invocation = shared.scripts.publish_kept.prepare_invoke();
+            for room in &rooms {
+                invocation.key(shared.keys.kept(room));
+            }
+            invocation
+                .arg(keep.max(1))
+                .arg(ttl.to_string())
+                .arg(&payload[..]);
+            for channel in &channels {
+                invocation
+                    .arg(shared.keys.channel(channel))
+                    .arg(&*framed(channel, &payload));
+            }
+            shared
+                .run(|mut conn| async move { invocation.invoke_async::<()>(&mut conn).await })
+                .await
+        })
+    }
+
+    fn recent(
+        &self,
+        room: &str,
+        n: usize,
+    ) -> BoxFuture<'static, Result<Vec<Bytes>, BackplaneError>> {
+        let shared = self.handle.shared.clone();
+        let key = shared.keys.kept(room);
+        Box::pin(async move {
+            if n == 0 {
+                return Ok(Vec::new());
+            }
+            let first = -i64::try_from(n).unwrap_or(i64::MAX);
+            let mut cmd = redis::cmd("LRANGE");
+            cmd.arg(key).arg(first).arg(-1);
+            shared
+                .run(|mut conn| async move { cmd.query_async::<Vec<Bytes>>(&mut conn).await })
                 .await
         })
     }
@@ -587,6 +642,15 @@ impl Drop for Handle {
 }
 
 /// The key and channel names under one prefix.
+/// What goes on `channel` for `payload`: topic messages are framed with
+/// their position, and a plain publish has none (`\n<payload>`).
+fn framed<'a>(channel: &Channel, payload: &'a Bytes) -> std::borrow::Cow<'a, [u8]> {
+    match channel {
+        Channel::Topic(_) => [&b"\n"[..], &payload[..]].concat().into(),
+        _ => payload[..].into(),
+    }
+}
+
 struct Keys {
     prefix: String,
 }
@@ -604,6 +668,11 @@ impl Keys {
         format!("{}:ch:{channel}", self.prefix)
     }
 
+    /// A room's kept messages (a list, oldest first).
+    fn kept(&self, room: &str) -> String {
+        format!("{}:kept:{room}", self.prefix)
+    }
+
     fn stream(&self, topic: &str) -> String {
         format!("{}:stream:{topic}", self.prefix)
     }
@@ -619,6 +688,7 @@ impl Keys {
 
 struct Scripts {
     append: Script,
+    publish_kept: Script,
     history: Script,
     presence_set: Script,
     presence_read: Script,
@@ -1374,3 +1444,12 @@ mod tests {
         assert!(check_version("nothing").is_err());
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../backplane_redis.md")]
+#[doc = include_str!("../../../types/infra/RedisBackplane.md")]
+#[doc = include_str!("../../../types/infra/RedisConfig.md")]
+#[doc = include_str!("../../../types/infra/RedisServer.md")]
+#[doc = include_str!("../../../types/infra/RedisStatus.md")]
+pub struct RegistryExamples;

@@ -37,6 +37,25 @@ redis.call('PUBLISH', ARGV[1], id .. '\n' .. ARGV[4])
 return id
 ";
 
+/// Keeps one message in the lists of some rooms (the last `keep` of each)
+/// and publishes it on some channels, atomically.
+///
+/// `KEYS` the rooms' lists; `ARGV[1]` how many each list keeps, `ARGV[2]` the
+/// lists' lifetime in ms after their last message (`0`: none), `ARGV[3]` the
+/// message; then pairs of a channel and what to publish on it.
+pub(crate) const PUBLISH_KEPT: &str = r"
+local keep = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+for i = 1, #KEYS do
+  redis.call('RPUSH', KEYS[i], ARGV[3])
+  redis.call('LTRIM', KEYS[i], -keep, -1)
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+for i = 4, #ARGV, 2 do
+  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+end
+";
+
 /// Reads a topic's stream from a position, with what the gap rule needs, in
 /// one atomic step (a trim between two reads would hide a gap).
 ///

@@ -71,7 +71,44 @@ fn calls(info: &str, command: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_reaches_the_subscribers_of_each_channel_only() {
+async fn publish_kept_keeps_each_rooms_last_messages_and_publishes_them_once() {
+    let redis = server();
+    let mut cfg = config(&redis);
+    cfg.history_max_age = Some(Duration::from_secs(60));
+    let (a, b) = (connect(cfg.clone()).await, connect(cfg).await);
+    let mut in_a = inbox(&a);
+    a.subscribe(room("x"));
+    a.flush_subscriptions().await.unwrap();
+    for m in ["m1", "m2", "m3", "m4"] {
+        b.publish_kept(
+            vec![room("x"), room("y")],
+            vec!["x".into(), "y".into()],
+            3,
+            Bytes::from(m),
+        )
+        .await
+        .unwrap();
+        assert_eq!(next(&mut in_a).await, message(room("x"), m));
+    }
+    let kept = |v: &[&'static str]| {
+        v.iter()
+            .map(|s| Bytes::from_static(s.as_bytes()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(a.recent("x", 10).await.unwrap(), kept(&["m2", "m3", "m4"]));
+    assert_eq!(a.recent("y", 2).await.unwrap(), kept(&["m3", "m4"]));
+    assert!(a.recent("none", 10).await.unwrap().is_empty());
+    assert!(a.recent("x", 0).await.unwrap().is_empty());
+    // The lists expire with the history's maximum age.
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("rt:kept:x")
+        .query(&mut raw(&redis))
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_reaches_the_subscribers_of_each_channel_only_and_unsubscribe_stops_it() {
     let redis = server();
     let (a, b, c) = (
         connect(config(&redis)).await,
@@ -374,7 +411,7 @@ async fn presence_is_shared_across_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_nodes_presence_expires_once_for_one_caller() {
+async fn a_dropped_nodes_presence_expires_once_for_one_of_two_concurrent_callers() {
     let redis = server();
     let ttl = Duration::from_millis(400);
     let mut cfg = config(&redis);

@@ -223,7 +223,7 @@ mod tests {
     /// Handlers need `Send` futures: reading the workspace's boxed body (whose
     /// error is a boxed trait object) must not lose that.
     #[test]
-    fn the_futures_are_send_for_the_boxed_body() {
+    fn the_futures_are_send_for_the_boxed_body_inside_another_async_block() {
         fn send<T: Send>(t: T) -> T {
             t
         }
@@ -235,7 +235,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_body_within_the_limit_is_read_whole() {
+    async fn a_body_within_the_limit_is_read_whole_full_chunked_and_the_boxed_body() {
         let full = |b: &'static [u8]| Full::new(Bytes::from_static(b));
         assert_eq!(read_body(full(b"hello"), 5).await.unwrap(), "hello");
         assert_eq!(read_body(full(b""), 0).await.unwrap(), "");
@@ -298,7 +298,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn text_must_be_utf8_else_400() {
+    async fn text_must_be_utf_8_else_400_a_character_split_across_chunks_is_fine() {
         let text = read_text(Full::new(Bytes::from("grüße")), 64).await;
         assert_eq!(text.unwrap(), "grüße");
         // A character split across chunks is fine.
@@ -320,3 +320,9 @@ mod tests {
         assert_eq!(bytes.unwrap(), &b"ab\xFFcd"[..]);
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../http_body_read.md")]
+#[doc = include_str!("../../../types/infra/BodyError.md")]
+pub struct RegistryExamples;

@@ -411,7 +411,7 @@ mod tests {
     const VARY: &str = "origin, access-control-request-headers";
 
     #[tokio::test]
-    async fn no_origin_passes_through_with_vary() {
+    async fn a_request_without_origin_passes_through_with_vary() {
         let (app, calls) = app(config());
         let res = app.call(req(Method::GET, &[])).await;
         assert!(res.headers().get("access-control-allow-origin").is_none());
@@ -421,7 +421,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn allowed_origin_gets_headers() {
+    async fn an_allowed_origin_gets_the_allow_headers() {
         let (app, _) = app(config());
         let res = app
             .call(req(Method::GET, &[("origin", "https://a.example")]))
@@ -434,7 +434,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn other_origin_gets_no_headers() {
+    async fn another_origin_gets_none() {
         let (app, _) = app(config());
         let res = app
             .call(req(Method::GET, &[("origin", "https://evil.example")]))
@@ -443,7 +443,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn preflight_is_answered_here() {
+    async fn a_preflight_is_answered_here_never_reaching_the_handler() {
         let (app, calls) = app(config());
         let res = app
             .call(req(
@@ -478,7 +478,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn preflight_refused_for_method_or_origin() {
+    async fn a_preflight_for_a_disallowed_method_or_origin_is_403() {
         let (app, _) = app(config());
         for (origin, method) in [
             ("https://a.example", "DELETE"),
@@ -510,7 +510,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn star_allows_any_origin_without_credentials() {
+    async fn allows_any_origin_without_credentials() {
         let (app, _) = app(CorsConfig {
             allowed_origins: vec!["*".into()],
             ..CorsConfig::default()
@@ -553,7 +553,7 @@ mod tests {
     }
 
     #[test]
-    fn credentials_with_star_or_null_are_refused() {
+    fn credentials_with_or_null_are_refused() {
         for (origins, want) in [
             (vec!["*"], CorsError::WildcardWithCredentials),
             (
@@ -642,3 +642,9 @@ mod tests {
         );
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../http_cors_middleware.md")]
+#[doc = include_str!("../../../types/infra/CorsError.md")]
+pub struct RegistryExamples;

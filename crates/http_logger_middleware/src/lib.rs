@@ -97,7 +97,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn logs_method_path_status_latency() {
+    async fn logs_method_path_status_and_latency() {
         let capture = Capture::default();
         let sink = capture.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -156,3 +156,8 @@ mod tests {
         );
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../http_logger_middleware.md")]
+pub struct RegistryExamples;

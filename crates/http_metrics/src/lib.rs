@@ -168,3 +168,8 @@ mod tests {
         assert!(body.ends_with("# EOF\n"), "{body}");
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../http_metrics.md")]
+pub struct RegistryExamples;

@@ -72,7 +72,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn first_is_outermost() {
+    async fn the_first_middleware_is_outermost_on_the_way_in_and_out() {
         let app =
             http_middleware_chain(vec![tracer("a"), tracer("b"), tracer("c")]).apply(echo_trace());
         let res = app.call(http::Request::new(empty())).await;
@@ -80,9 +80,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn empty_chain_is_identity() {
+    async fn an_empty_chain_is_the_identity() {
         let app = http_middleware_chain(Vec::new()).apply(echo_trace());
         let res = app.call(http::Request::new(empty())).await;
         assert_eq!(res.headers()["x-trace"], "");
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../http_middleware_chain.md")]
+pub struct RegistryExamples;

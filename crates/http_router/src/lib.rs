@@ -291,7 +291,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn routes_by_method_and_path() {
+    async fn routes_by_method_and_path_parameters_are_not_percent_decoded() {
         let r = router();
         assert_eq!(check(&r, Method::GET, "/").await.1, "root ");
         assert_eq!(check(&r, Method::GET, "/users/42").await.1, "user id=42");
@@ -335,7 +335,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn literal_beats_parameter_whatever_the_order() {
+    async fn a_literal_segment_beats_a_parameter_whatever_the_order() {
         assert_eq!(check(&router(), Method::GET, "/users/me").await.1, "me ");
         let reversed = http_router(vec![
             Route::get("/users/me", named("me")),
@@ -457,3 +457,9 @@ mod tests {
         }
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../http_router.md")]
+#[doc = include_str!("../../../types/infra/PathParams.md")]
+pub struct RegistryExamples;

@@ -1064,7 +1064,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_requests_with_peer_and_signal() {
+    async fn serves_requests_with_the_peer_address_and_shutdown_signal_in_extensions() {
         let h = Handler::new(|req: http_types::Request| async move {
             let peer = req
                 .extensions()
@@ -1166,7 +1166,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn long_response_that_watches_the_signal_ends_on_shutdown() {
+    async fn a_long_response_that_watches_the_signal_ends_on_shutdown() {
         // A body that never ends by itself, only when the server shuts down.
         let h = Handler::new(|req: http_types::Request| async move {
             let body = SignalBody {
@@ -1204,7 +1204,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stuck_response_is_aborted_at_the_drain_timeout() {
+    async fn a_stuck_response_is_aborted_at_the_drain_timeout() {
         let entered = Arc::new(Notify::new());
         let seen = entered.clone();
         let h = Handler::new(move |_| {
@@ -1833,3 +1833,14 @@ mod tests {
         }
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../http_serve.md")]
+#[doc = include_str!("../../../types/infra/Io.md")]
+#[doc = include_str!("../../../types/infra/OnUpgrade.md")]
+#[doc = include_str!("../../../types/infra/TlsConfig.md")]
+#[doc = include_str!("../../../types/infra/TlsError.md")]
+#[doc = include_str!("../../../types/infra/UpgradeError.md")]
+#[doc = include_str!("../../../types/infra/Upgraded.md")]
+pub struct RegistryExamples;

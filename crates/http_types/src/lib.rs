@@ -430,7 +430,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn shutdown_wakes_waiters_and_stays_fired() {
+    async fn trigger_wakes_every_waiter_and_stays_fired() {
         let s = Shutdown::new();
         let waiting = tokio::spawn(s.wait());
         tokio::task::yield_now().await;
@@ -515,7 +515,7 @@ mod tests {
     }
 
     #[test]
-    fn shutdown_from_request_defaults_to_never() {
+    fn a_request_without_a_signal_gets_one_that_never_fires() {
         let req = http::Request::new(empty());
         assert!(!Shutdown::from_request(&req).is_triggered());
         let s = Shutdown::new();
@@ -616,3 +616,13 @@ mod tests {
         assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../../types/infra/Body.md")]
+#[doc = include_str!("../../../types/infra/Handler.md")]
+#[doc = include_str!("../../../types/infra/LongLived.md")]
+#[doc = include_str!("../../../types/infra/Middleware.md")]
+#[doc = include_str!("../../../types/infra/Route.md")]
+#[doc = include_str!("../../../types/infra/Shutdown.md")]
+pub struct RegistryExamples;

@@ -475,3 +475,10 @@ mod tests {
         });
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../name_validate.md")]
+#[doc = include_str!("../../../types/infra/NameError.md")]
+#[doc = include_str!("../../../types/infra/NameKind.md")]
+pub struct RegistryExamples;

@@ -94,3 +94,9 @@ mod tests {
         assert_eq!(hub.stats().sent, 0);
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../rt_publish.md")]
+#[doc = include_str!("../../../types/infra/Published.md")]
+pub struct RegistryExamples;

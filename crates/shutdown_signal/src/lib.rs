@@ -142,3 +142,10 @@ mod tests {
         assert_eq!(StopSignal::Terminate.to_string(), "SIGTERM");
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../shutdown_signal.md")]
+#[doc = include_str!("../../../types/infra/ShutdownSignal.md")]
+#[doc = include_str!("../../../types/infra/StopSignal.md")]
+pub struct RegistryExamples;

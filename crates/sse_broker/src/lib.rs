@@ -604,7 +604,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn too_old_id_gets_a_reset_event_then_the_buffer() {
+    async fn a_too_old_id_gets_a_reset_event_then_the_buffer() {
         let b = SseBroker::new(BrokerConfig { replay: 2 });
         for i in 1..=5 {
             b.publish("a", ev(i)).unwrap();
@@ -621,7 +621,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unknown_or_future_id_is_a_reset() {
+    async fn an_unknown_or_future_id_is_a_reset() {
         let b = SseBroker::new(BrokerConfig::default());
         b.publish("a", ev(1)).unwrap();
         for bad in ["99", "nope", "\"x"] {
@@ -634,7 +634,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn up_to_date_id_replays_nothing() {
+    async fn an_up_to_date_id_replays_nothing() {
         let b = SseBroker::new(BrokerConfig::default());
         b.publish("a", ev(1)).unwrap();
         let (tx, body) = sse_stream(16);
@@ -645,7 +645,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn slow_subscriber_is_ended_and_others_keep_receiving() {
+    async fn a_slow_subscriber_is_ended_and_the_others_keep_receiving() {
         let b = SseBroker::new(BrokerConfig::default());
         let (slow, _slow_body) = sse_stream(2);
         let (fast, fast_body) = sse_stream(64);
@@ -692,7 +692,7 @@ mod tests {
     }
 
     #[test]
-    fn invalid_event_is_an_error_and_takes_no_id() {
+    fn an_invalid_event_is_an_error_and_takes_no_id() {
         let b = SseBroker::new(BrokerConfig::default());
         assert_eq!(
             b.publish("a", SseEvent::data("x").event("a\nb")),
@@ -861,6 +861,22 @@ mod tests {
         ) -> BoxFuture<'static, Result<(), BackplaneError>> {
             self.inner.publish(channels, payload)
         }
+        fn publish_kept(
+            &self,
+            channels: Vec<Channel>,
+            rooms: Vec<String>,
+            keep: usize,
+            payload: Bytes,
+        ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+            self.inner.publish_kept(channels, rooms, keep, payload)
+        }
+        fn recent(
+            &self,
+            room: &str,
+            n: usize,
+        ) -> BoxFuture<'static, Result<Vec<Bytes>, BackplaneError>> {
+            self.inner.recent(room, n)
+        }
         fn append(
             &self,
             topic: &str,
@@ -1005,7 +1021,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stream_on_one_node_receives_what_another_node_publishes() {
+    async fn a_stream_on_one_node_receives_what_another_node_publishes_ids_are_positions() {
         let bus = MemoryBus::new(MemoryConfig::default());
         let ((a, _), (b, _)) = (node(&bus), node(&bus));
         let channel = Channel::Topic("news".into());
@@ -1335,3 +1351,10 @@ mod tests {
         assert_eq!(a.stats().backplane_errors, 2);
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../sse_broker.md")]
+#[doc = include_str!("../../../types/infra/PublishError.md")]
+#[doc = include_str!("../../../types/infra/SseBroker.md")]
+pub struct RegistryExamples;

@@ -199,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn every_field_in_order() {
+    fn every_field_in_order_comment_event_id_retry_data() {
         let mut ev = SseEvent::data("x")
             .event("e")
             .id("1")
@@ -209,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn cr_lf_and_crlf_split_data() {
+    fn cr_lf_and_crlf_split_data_into_data_lines() {
         check(
             SseEvent::data("a\rb\nc\r\nd"),
             "data: a\ndata: b\ndata: c\ndata: d\n\n",
@@ -224,24 +224,24 @@ mod tests {
     }
 
     #[test]
-    fn leading_space_survives_the_one_the_browser_strips() {
+    fn a_leading_space_survives_the_one_the_browser_strips() {
         check(SseEvent::data(" x"), "data:  x\n\n");
     }
 
     #[test]
-    fn comment_frames() {
+    fn comment_frames_multi_line_and_empty() {
         check(SseEvent::comment("keepalive"), ": keepalive\n\n");
         check(SseEvent::comment("a\nb"), ": a\n: b\n\n");
         check(SseEvent::comment(""), ":\n\n");
     }
 
     #[test]
-    fn empty_event_writes_nothing() {
+    fn an_empty_event_writes_nothing() {
         check(SseEvent::default(), "");
     }
 
     #[test]
-    fn line_breaks_and_nul_in_event_or_id_are_errors() {
+    fn line_breaks_and_nul_in_event_or_id_are_errors_nothing_appended() {
         let mut out = b"keep".to_vec();
         for (ev, err) in [
             (
@@ -271,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_through_the_whatwg_algorithm() {
+    fn round_trips_through_the_whatwg_interpretation_algorithm() {
         let datas = [
             "plain",
             "two\nlines",
@@ -302,3 +302,9 @@ mod tests {
         assert_eq!(got, want);
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../sse_encode.md")]
+#[doc = include_str!("../../../types/infra/SseEncodeError.md")]
+pub struct RegistryExamples;

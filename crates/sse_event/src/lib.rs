@@ -81,7 +81,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builders_set_fields() {
+    fn builders_set_every_field() {
         let ev = SseEvent::data("x")
             .event("e")
             .id("1")
@@ -99,9 +99,14 @@ mod tests {
     }
 
     #[test]
-    fn comment_has_no_data() {
+    fn a_comment_frame_has_no_data() {
         let ev = SseEvent::comment("hi");
         assert_eq!(ev.comment.as_deref(), Some("hi"));
         assert_eq!(ev.data, None);
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../../types/infra/SseEvent.md")]
+pub struct RegistryExamples;

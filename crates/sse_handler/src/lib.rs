@@ -334,7 +334,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn headers_comment_then_events() {
+    async fn headers_the_first_comment_then_events() {
         let broker = SseBroker::new(BrokerConfig::default());
         let config = SseConfig {
             retry: Some(Duration::from_millis(1500)),
@@ -352,7 +352,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn resume_from_header_or_query() {
+    async fn resume_from_the_last_event_id_header_or_the_query() {
         let broker = SseBroker::new(BrokerConfig::default());
         for i in 1..=3 {
             broker
@@ -375,7 +375,7 @@ mod tests {
 
     #[tokio::test]
     #[allow(clippy::result_large_err)] // a refusal is a whole Response, by design
-    async fn guard_narrows_topics_or_refuses() {
+    async fn the_guard_narrows_topics_or_refuses() {
         let broker = SseBroker::new(BrokerConfig::default());
         broker.publish("public", SseEvent::data("p")).unwrap();
         broker.publish("private", SseEvent::data("s")).unwrap();
@@ -417,7 +417,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn too_many_topics_and_wrong_method_are_refused() {
+    async fn too_many_topics_and_a_wrong_method_are_refused() {
         let broker = SseBroker::new(BrokerConfig::default());
         let h = sse_handler(
             broker,
@@ -670,3 +670,8 @@ mod tests {
         assert!(res.body_mut().frame().await.is_none());
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../sse_handler.md")]
+pub struct RegistryExamples;

@@ -449,3 +449,9 @@ mod tests {
         assert_eq!(comment(), &b": keepalive\n\n"[..]);
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../sse_keepalive.md")]
+#[doc = include_str!("../../../types/infra/KeepAlive.md")]
+pub struct RegistryExamples;

@@ -102,3 +102,8 @@ mod tests {
         );
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../sse_send.md")]
+pub struct RegistryExamples;

@@ -508,7 +508,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn delivers_in_order_and_coalesces() {
+    async fn delivers_in_order_what_is_ready_leaves_in_one_frame_a_lone_message_at_once() {
         let (tx, mut body) = sse_stream(8);
         tx.try_send(&b("a")).unwrap();
         tx.try_send(&b("b")).unwrap();
@@ -574,7 +574,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn full_queue_is_an_error_not_a_wait() {
+    async fn a_full_queue_is_an_error_not_a_wait() {
         let (tx, _body) = sse_stream(2);
         tx.try_send(&b("1")).unwrap();
         tx.try_send(&b("2")).unwrap();
@@ -669,7 +669,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn body_ends_when_every_sender_is_gone() {
+    async fn the_body_ends_when_every_sender_is_gone() {
         let (tx, body) = sse_stream(4);
         let tx2 = tx.clone();
         tx.try_send(&b("1")).unwrap();
@@ -689,3 +689,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<SseBody>(), 24);
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../sse_stream.md")]
+#[doc = include_str!("../../../types/infra/SseBody.md")]
+#[doc = include_str!("../../../types/infra/SseSender.md")]
+pub struct RegistryExamples;

@@ -146,3 +146,9 @@ mod tests {
         );
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_broadcast.md")]
+#[doc = include_str!("../../../types/infra/Broadcast.md")]
+pub struct RegistryExamples;

@@ -154,3 +154,9 @@ mod tests {
         assert_eq!(ws_close(&hub, c.id(), 1000, ""), Err(CloseError::NotFound));
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_close.md")]
+#[doc = include_str!("../../../types/infra/CloseError.md")]
+pub struct RegistryExamples;

@@ -39,6 +39,14 @@
 //!   handed to exactly one node, which tells the room they left.
 //!   [`WsCluster::presence`] answers who is in a room across nodes.
 //!
+//! - **Room history.** With [`ClusterConfig::room_history`] set to N, an
+//!   emit that names rooms is published with [`Backplane::publish_kept`], so
+//!   each room keeps its last N messages (kept if and only if published). A
+//!   connection joined through [`WsCluster::join`] gets them first, oldest
+//!   first, then the live ones, each once: the room's messages for it are
+//!   held (with their `(origin, sequence)`) while the node reads the
+//!   history, which goes out without the held ones, then the held ones.
+//!
 //! Presence changes with their events, and the forwards of
 //! `emit_local_first`, run in one task per node, in order, fed by a bounded
 //! queue ([`ClusterConfig::queue`]); a full queue
@@ -84,7 +92,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -97,7 +105,9 @@ pub use ws_broadcast::Broadcast;
 use ws_broadcast::ws_broadcast;
 use ws_event::{Event, Target, types};
 use ws_hub::tungstenite::Utf8Bytes;
-use ws_hub::{ClientId, Frame, HubConfig, Membership, Message, WsHub, node_of};
+use ws_hub::{
+    ClientId, Frame, HubConfig, JoinError, Membership, Message, WsClient, WsHub, node_of,
+};
 
 /// Settings of a cluster node; every field has a default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +123,10 @@ pub struct ClusterConfig {
     /// Envelopes remembered to drop the copies that come on several
     /// channels. Default: 1024.
     pub dedup_window: usize,
+    /// Messages kept per room for connections that join it
+    /// ([`WsCluster::join`]): they get the room's last this many messages
+    /// first, then the live ones. Default: 0 (none kept).
+    pub room_history: usize,
 }
 
 impl Default for ClusterConfig {
@@ -121,6 +135,7 @@ impl Default for ClusterConfig {
             presence_sweep: Duration::from_secs(5),
             queue: 4096,
             dedup_window: 1024,
+            room_history: 0,
         }
     }
 }
@@ -145,6 +160,9 @@ pub struct ClusterStats {
     /// Times the backplane reconnected ([`Incoming::Resync`]): messages
     /// published meanwhile were missed.
     pub resyncs: u64,
+    /// Joins whose room history could not be sent (backplane failure, or
+    /// the room was too busy while it was read): they got the live messages only.
+    pub history_skipped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +175,7 @@ struct Counters {
     queue_full: AtomicU64,
     malformed: AtomicU64,
     resyncs: AtomicU64,
+    history_skipped: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -177,6 +196,12 @@ struct Inner {
     /// The room and user channels subscribed now.
     subscribed: Mutex<HashSet<Channel>>,
     recent: Mutex<Recent>,
+    /// Connections that joined a room and wait for its history: the room's
+    /// messages for them are held here (with their envelope's key) until the
+    /// history went out.
+    holds: Mutex<HashMap<String, HashMap<ClientId, Hold>>>,
+    /// How many holds there are: `deliver` looks at `holds` only when some.
+    holding: AtomicUsize,
     queue: mpsc::Sender<Op>,
     counters: Counters,
 }
@@ -184,10 +209,7 @@ struct Inner {
 /// What the node's task does, in order.
 enum Op {
     /// Publishes an envelope already delivered locally.
-    Forward {
-        channels: Vec<Channel>,
-        envelope: Bytes,
-    },
+    Forward(Forward),
     Joined {
         room: String,
         client: ClientId,
@@ -197,8 +219,40 @@ enum Op {
         room: String,
         client: ClientId,
     },
+    /// Sends the room's history to a connection that joined it, then what
+    /// was held for it.
+    History {
+        room: String,
+        client: ClientId,
+    },
     Flush(oneshot::Sender<()>),
 }
+
+/// An envelope to publish: on `channels`, kept in the history of `rooms`
+/// (none: not kept).
+struct Forward {
+    channels: Vec<Channel>,
+    rooms: Vec<String>,
+    envelope: Bytes,
+}
+
+/// A message ready for the local sockets, its envelope's key, and what to
+/// publish when it reaches beyond this node.
+struct Prepared {
+    key: (u64, u64),
+    msg: Message,
+    forward: Option<Forward>,
+}
+
+/// The room messages held for one joining connection, in delivery order.
+#[derive(Default)]
+struct Hold {
+    messages: Vec<((u64, u64), Message)>,
+}
+
+/// Most messages held for one joining connection; past it, the history is
+/// skipped and the held messages go out.
+const MAX_HELD: usize = 1024;
 
 /// The `(origin, sequence)` of the envelopes delivered lately, bounded.
 struct Recent {
@@ -260,6 +314,8 @@ impl WsCluster {
                 order: VecDeque::new(),
                 cap: config.dedup_window.max(1),
             }),
+            holds: Mutex::default(),
+            holding: AtomicUsize::new(0),
             queue,
             counters: Counters::default(),
             config,
@@ -327,11 +383,11 @@ impl WsCluster {
         text: impl Into<String>,
         target: &Target,
     ) -> Result<Broadcast, BackplaneError> {
-        let (msg, forward) = self.0.prepare(text.into(), target);
-        if let Some((channels, envelope)) = forward {
-            self.0.publish(channels, envelope).await?;
+        let prepared = self.0.prepare(text.into(), target, true);
+        if let Some(forward) = prepared.forward {
+            self.0.publish(forward).await?;
         }
-        Ok(self.0.deliver(target, msg))
+        Ok(self.0.deliver(target, prepared.key, prepared.msg))
     }
 
     /// Sends `event` to the local sockets `target` names now, and queues the
@@ -347,12 +403,26 @@ impl WsCluster {
     /// [`emit_local_first`](WsCluster::emit_local_first) for a text frame of
     /// the app's own format, not an [`Event`].
     pub fn send_local_first(&self, text: impl Into<String>, target: &Target) -> Broadcast {
-        let (msg, forward) = self.0.prepare(text.into(), target);
-        let report = self.0.deliver(target, msg);
-        if let Some((channels, envelope)) = forward {
-            self.0.enqueue(Op::Forward { channels, envelope });
+        let prepared = self.0.prepare(text.into(), target, true);
+        let report = self.0.deliver(target, prepared.key, prepared.msg);
+        if let Some(forward) = prepared.forward {
+            self.0.enqueue(Op::Forward(forward));
         }
         report
+    }
+
+    /// Joins `client` to `room` (checked as `ws_room_join` checks it); with
+    /// [`ClusterConfig::room_history`], the client then gets the room's last
+    /// messages, oldest first, before any live message of the room, each
+    /// once. Use it where a connection asks to join (`ws_control`'s
+    /// `ControlConfig::join` hook).
+    ///
+    /// # Errors
+    ///
+    /// What `ws_room_join` refuses: an invalid room name, a client not
+    /// registered, too many rooms.
+    pub fn join(&self, client: &WsClient, room: &str) -> Result<(), JoinError> {
+        self.0.join(client, room)
     }
 
     /// Who is in `room` across the nodes.
@@ -382,6 +452,7 @@ impl WsCluster {
             queue_full: get(&c.queue_full),
             malformed: get(&c.malformed),
             resyncs: get(&c.resyncs),
+            history_skipped: get(&c.history_skipped),
         }
     }
 }
@@ -397,17 +468,32 @@ impl fmt::Debug for WsCluster {
 }
 
 impl Inner {
-    /// The event as one shared message, and, when the target reaches beyond
-    /// this node, the channels and the envelope to publish.
-    fn prepare(&self, json: String, target: &Target) -> (Message, Option<(Vec<Channel>, Bytes)>) {
+    /// The event as one shared message with its envelope's key, and, when
+    /// the target reaches beyond this node, what to publish. `keep`: the
+    /// message is kept in the history of the target's rooms (when
+    /// [`ClusterConfig::room_history`] is set).
+    fn prepare(&self, json: String, target: &Target, keep: bool) -> Prepared {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let channels = self.channels(target);
         let forward = (!channels.is_empty()).then(|| {
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
             let envelope =
                 envelope::encode(self.node, seq, channels.len(), target, json.as_bytes());
-            (channels, envelope)
+            let rooms = if keep && self.config.room_history > 0 && !target.broadcast {
+                target.rooms.clone()
+            } else {
+                Vec::new()
+            };
+            Forward {
+                channels,
+                rooms,
+                envelope,
+            }
         });
-        (Message::text(json), forward)
+        Prepared {
+            key: (self.node, seq),
+            msg: Message::text(json),
+            forward,
+        }
     }
 
     /// The channels `target` names, each once; none for this node's client ids.
@@ -431,23 +517,150 @@ impl Inner {
         channels
     }
 
-    /// Queues `msg` for every local socket `target` names, each once.
-    fn deliver(&self, target: &Target, msg: Message) -> Broadcast {
+    /// Queues `msg` (its envelope's key is `key`) for every local socket
+    /// `target` names, each once; holds it for the sockets waiting for the
+    /// history of a targeted room.
+    fn deliver(&self, target: &Target, key: (u64, u64), msg: Message) -> Broadcast {
         if target.broadcast {
             return ws_broadcast(&self.hub, msg);
         }
         // Framed once for every local socket.
         let frame = Frame::new(&msg);
         let mut report = Broadcast::default();
+        if target.rooms.is_empty() || self.holding.load(Ordering::Acquire) == 0 {
+            self.hub
+                .for_each_in(&target.clients, &target.rooms, &target.users, |client| {
+                    report.count(client.try_send_frame(&frame));
+                });
+            return report;
+        }
+        // Held under the lock the history's sender takes: a held message
+        // goes out after the history, a later one after the held ones.
+        let mut holds = lock(&self.holds);
         self.hub
             .for_each_in(&target.clients, &target.rooms, &target.users, |client| {
-                report.count(client.try_send_frame(&frame));
+                let id = client.id();
+                let room = target
+                    .rooms
+                    .iter()
+                    .find(|r| holds.get(*r).is_some_and(|h| h.contains_key(&id)));
+                match room.and_then(|r| holds.get_mut(r)?.get_mut(&id)) {
+                    Some(hold) if hold.messages.len() < MAX_HELD => {
+                        hold.messages.push((key, msg.clone()));
+                        report.sent += 1;
+                    }
+                    _ => report.count(client.try_send_frame(&frame)),
+                }
             });
         report
     }
 
-    async fn publish(&self, channels: Vec<Channel>, envelope: Bytes) -> Result<(), BackplaneError> {
-        match self.backplane.publish(channels, envelope).await {
+    /// Joins `client` to `room`; with room history, holds the room's
+    /// messages for it and has the node's task send the history first.
+    fn join(&self, client: &WsClient, room: &str) -> Result<(), JoinError> {
+        if self.config.room_history == 0 {
+            return self.hub.join(client, room).map(drop);
+        }
+        {
+            let mut holds = lock(&self.holds);
+            let for_room = holds.entry(room.to_string()).or_default();
+            if for_room.contains_key(&client.id()) {
+                // Already joining: the first join sends the history.
+                return Ok(());
+            }
+            for_room.insert(client.id(), Hold::default());
+            self.holding.fetch_add(1, Ordering::AcqRel);
+        }
+        match self.hub.join(client, room) {
+            Ok(true) => {
+                let op = Op::History {
+                    room: room.to_string(),
+                    client: client.id(),
+                };
+                if !self.enqueue(op) {
+                    bump(&self.counters.history_skipped);
+                    self.release(room, client.id(), Vec::new());
+                }
+                Ok(())
+            }
+            // Already a member: it has the live messages, no history.
+            Ok(false) => {
+                self.release(room, client.id(), Vec::new());
+                Ok(())
+            }
+            Err(e) => {
+                self.release(room, client.id(), Vec::new());
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends `history` (envelopes, oldest first) to `client`, leaving out
+    /// those held for it, then what was held, and ends the hold.
+    fn release(&self, room: &str, client: ClientId, history: Vec<Bytes>) {
+        let mut holds = lock(&self.holds);
+        let Some(for_room) = holds.get_mut(room) else {
+            return;
+        };
+        let Some(hold) = for_room.remove(&client) else {
+            return;
+        };
+        if for_room.is_empty() {
+            holds.remove(room);
+        }
+        self.holding.fetch_sub(1, Ordering::AcqRel);
+        let Some(socket) = self.hub.client(client) else {
+            return;
+        };
+        if !self.hub.is_member(&socket, room) {
+            // Left while its history was read: nothing of the room is due.
+            return;
+        }
+        let held: HashSet<(u64, u64)> = hold.messages.iter().map(|(key, _)| *key).collect();
+        for envelope in history {
+            let Some((origin, seq, _)) = envelope::peek(&envelope) else {
+                continue;
+            };
+            if held.contains(&(origin, seq)) {
+                continue;
+            }
+            if let Some((_, json)) = envelope::open(&envelope) {
+                let _ = socket.try_send(Message::Text(json));
+            }
+        }
+        for (_, msg) in hold.messages {
+            let _ = socket.try_send(msg);
+        }
+    }
+
+    /// Reads `room`'s history and releases `client`'s hold with it.
+    async fn send_history(&self, room: &str, client: ClientId) {
+        let history = match self.backplane.recent(room, self.config.room_history).await {
+            Ok(history) => history,
+            Err(e) => {
+                self.failed("recent", &e);
+                bump(&self.counters.history_skipped);
+                Vec::new()
+            }
+        };
+        self.release(room, client, history);
+    }
+
+    async fn publish(&self, forward: Forward) -> Result<(), BackplaneError> {
+        let Forward {
+            channels,
+            rooms,
+            envelope,
+        } = forward;
+        let published = if rooms.is_empty() {
+            self.backplane.publish(channels, envelope).await
+        } else {
+            let keep = self.config.room_history;
+            self.backplane
+                .publish_kept(channels, rooms, keep, envelope)
+                .await
+        };
+        match published {
             Ok(()) => {
                 bump(&self.counters.published);
                 Ok(())
@@ -464,11 +677,14 @@ impl Inner {
         tracing::warn!(target: "ws_cluster", node = self.node, error = %e, "{what} failed");
     }
 
-    fn enqueue(&self, op: Op) {
+    /// Queues `op` for the node's task; `false` (counted) when the queue is full.
+    fn enqueue(&self, op: Op) -> bool {
         if self.queue.try_send(op).is_err() {
             bump(&self.counters.queue_full);
             tracing::warn!(target: "ws_cluster", node = self.node, "queue full: a backplane operation was dropped");
+            return false;
         }
+        true
     }
 
     /// What the backplane hands this node.
@@ -498,7 +714,7 @@ impl Inner {
             return;
         };
         bump(&self.counters.received);
-        self.deliver(&target, Message::Text(json));
+        self.deliver(&target, (origin, seq), Message::Text(json));
     }
 
     fn on_membership(&self, m: Membership<'_>) {
@@ -566,18 +782,19 @@ impl Inner {
             serde_json::json!({"room": room, "user": user, "client": client.to_string()}),
         );
         let target = Target::rooms([room]);
-        let (msg, forward) = self.prepare(event.to_json(), &target);
-        self.deliver(&target, msg);
-        if let Some((channels, envelope)) = forward {
-            let _ = self.publish(channels, envelope).await;
+        let prepared = self.prepare(event.to_json(), &target, false);
+        self.deliver(&target, prepared.key, prepared.msg);
+        if let Some(forward) = prepared.forward {
+            let _ = self.publish(forward).await;
         }
     }
 
     async fn apply(&self, op: Op, local: &mut Local) {
         match op {
-            Op::Forward { channels, envelope } => {
-                let _ = self.publish(channels, envelope).await;
+            Op::Forward(forward) => {
+                let _ = self.publish(forward).await;
             }
+            Op::History { room, client } => self.send_history(&room, client).await,
             Op::Joined { room, client, user } => {
                 // Told out of order with its leave, or left since: nothing to say.
                 if !self.is_member(&room, client) {
@@ -1256,6 +1473,118 @@ mod tests {
         assert_eq!(a.stats().published, 100);
     }
 
+    /// A node keeping `keep` messages per room.
+    fn node_keeping(bus: &MemoryBus, keep: usize) -> WsCluster {
+        let backplane: Arc<dyn Backplane> = Arc::new(bus.node());
+        let hub = WsHub::new(WsCluster::hub_config(&*backplane, HubConfig::default()));
+        let config = ClusterConfig {
+            room_history: keep,
+            ..ClusterConfig::default()
+        };
+        WsCluster::with_config(hub, backplane, config)
+    }
+
+    #[tokio::test]
+    async fn a_joining_connection_gets_the_room_history_first_then_live_messages() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let (a, b) = (node_keeping(&bus, 3), node_keeping(&bus, 3));
+        let room = Target::rooms(["r"]);
+        for n in 1..=5 {
+            b.emit(&notice(n), &room).await.unwrap();
+        }
+        // Not a room message: never history.
+        b.emit(&notice(99), &Target::broadcast()).await.unwrap();
+        let ana = user(&a, "ana");
+        a.join(&ana, "r").unwrap();
+        settle(&[&a, &b]).await;
+        b.emit(&notice(6), &room).await.unwrap();
+        settle(&[&a, &b]).await;
+        let events = got(&ana);
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds[0], "notice");
+        let seen: Vec<u64> = events
+            .iter()
+            .filter(|e| e["type"] == "notice")
+            .map(|e| e["data"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            seen,
+            [3, 4, 5, 6],
+            "the last 3 room messages, oldest first, then live"
+        );
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e["type"] == types::PRESENCE_JOIN)
+                .count(),
+            1,
+            "its own presence.join comes after the history"
+        );
+
+        // Joining again, or a room it is in: nothing repeated.
+        a.join(&ana, "r").unwrap();
+        settle(&[&a, &b]).await;
+        assert!(got(&ana).is_empty());
+        assert_eq!(a.join(&ana, ""), Err(JoinError::InvalidName));
+    }
+
+    #[tokio::test]
+    async fn messages_while_the_history_is_read_come_after_it_each_once() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let (a, b) = (node_keeping(&bus, 4), node_keeping(&bus, 4));
+        let room = Target::rooms(["r"]);
+        for n in 1..=3 {
+            b.emit(&notice(n), &room).await.unwrap();
+        }
+        let bo = user(&a, "bo");
+        a.join(&bo, "r").unwrap();
+        // Before a's task reads the history: from a socket on a (held, its
+        // forward queued after the read), and from b (kept and held).
+        a.emit_local_first(&notice(4), &room);
+        b.emit(&notice(5), &room).await.unwrap();
+        b.emit(&notice(6), &room).await.unwrap();
+        settle(&[&a, &b]).await;
+        b.emit(&notice(7), &room).await.unwrap();
+        settle(&[&a, &b]).await;
+        let seen: Vec<u64> = notices(&bo).iter().map(|v| v.as_u64().unwrap()).collect();
+        // The history is the last 4 kept when it is read (2, 3, 5, 6); 5 and
+        // 6 were held, so they come once, after 4.
+        assert_eq!(seen, [2, 3, 4, 5, 6, 7], "in order, none twice, none lost");
+        assert_eq!(a.stats().history_skipped, 0);
+    }
+
+    #[tokio::test]
+    async fn without_the_backplane_a_join_gets_the_live_messages_only() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let a = node_keeping(&bus, 5);
+        a.emit(&notice(1), &Target::rooms(["r"])).await.unwrap();
+        let cy = user(&a, "cy");
+        bus.set_available(false);
+        a.join(&cy, "r").unwrap();
+        a.emit_local_first(&notice(2), &Target::rooms(["r"]));
+        settle(&[&a]).await;
+        assert_eq!(notices(&cy), [json!(2)]);
+        assert_eq!(a.stats().history_skipped, 1);
+        bus.set_available(true);
+    }
+
+    #[tokio::test]
+    async fn without_room_history_join_is_a_plain_join() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let a = node(&bus);
+        a.emit(&notice(1), &Target::rooms(["r"])).await.unwrap();
+        let di = user(&a, "di");
+        a.join(&di, "r").unwrap();
+        assert!(a.hub().is_member(&di, "r"));
+        a.emit(&notice(2), &Target::rooms(["r"])).await.unwrap();
+        settle(&[&a]).await;
+        assert_eq!(notices(&di), [json!(2)]);
+        assert!(
+            a.backplane().recent("r", 10).await.unwrap().is_empty(),
+            "nothing kept"
+        );
+    }
+
     #[test]
     fn envelopes_read_back_and_refuse_garbage() {
         let target = Target::rooms(["r"])
@@ -1293,3 +1622,11 @@ mod tests {
         WsCluster::new(WsHub::new(HubConfig::default()), Arc::new(bus.node()));
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_cluster.md")]
+#[doc = include_str!("../../../types/infra/ClusterConfig.md")]
+#[doc = include_str!("../../../types/infra/ClusterStats.md")]
+#[doc = include_str!("../../../types/infra/WsCluster.md")]
+pub struct RegistryExamples;

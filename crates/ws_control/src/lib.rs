@@ -53,12 +53,15 @@ use ws_handler::{ConnectHook, MessageHook};
 /// The message type of the signature, re-exported (see `ws_hub::Message`).
 pub use ws_hub::Message;
 use ws_hub::{WsClient, WsHub};
-use ws_room_join::ws_room_join;
+use ws_room_join::{JoinError, ws_room_join};
 use ws_room_leave::ws_room_leave;
 use ws_send::ws_send;
 
 /// Decides whether `client` may join `room`.
 pub type RoomGuard = Arc<dyn Fn(&WsClient, &str) -> bool + Send + Sync>;
+
+/// Joins `client` to `room` for a `subscribe` the guard allowed.
+pub type JoinHook = Arc<dyn Fn(&WsClient, &str) -> Result<(), JoinError> + Send + Sync>;
 
 /// Settings of the protocol; every field has a default.
 #[derive(Clone)]
@@ -69,6 +72,9 @@ pub struct ControlConfig {
     pub guard: Option<RoomGuard>,
     /// Send `connection.established` on connect. Default: true.
     pub announce: bool,
+    /// How an allowed `subscribe` joins the room (a cluster's join, which
+    /// sends the room's history first). Default: none, `ws_room_join`.
+    pub join: Option<JoinHook>,
 }
 
 impl Default for ControlConfig {
@@ -77,6 +83,7 @@ impl Default for ControlConfig {
             enabled: true,
             guard: None,
             announce: true,
+            join: None,
         }
     }
 }
@@ -87,6 +94,7 @@ impl std::fmt::Debug for ControlConfig {
             .field("enabled", &self.enabled)
             .field("guard", &self.guard.is_some())
             .field("announce", &self.announce)
+            .field("join", &self.join.is_some())
             .finish()
     }
 }
@@ -158,8 +166,12 @@ pub fn ws_control(
             if !allowed {
                 refused(&room, format!("not allowed to join room '{room}'"))
             } else {
-                match ws_room_join(hub, client, &room) {
-                    Ok(_) => Event::new(types::SUBSCRIBED, json!({ "room": room })),
+                let joined = match &config.join {
+                    Some(join) => join(client, &room),
+                    None => ws_room_join(hub, client, &room).map(drop),
+                };
+                match joined {
+                    Ok(()) => Event::new(types::SUBSCRIBED, json!({ "room": room })),
                     Err(e) => refused(&room, e.to_string()),
                 }
             }
@@ -335,6 +347,39 @@ mod tests {
     }
 
     #[test]
+    fn an_allowed_subscribe_joins_through_the_join_hook() {
+        let hub = WsHub::new(HubConfig::default());
+        let ana = hub.register_as(None, Identity::user("ana")).unwrap();
+        let joins = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (seen, joined) = (joins.clone(), hub.clone());
+        let config = ControlConfig {
+            join: Some(Arc::new(move |client: &WsClient, room: &str| {
+                seen.lock().unwrap().push(room.to_string());
+                if room == "public-full" {
+                    return Err(JoinError::TooManyRooms);
+                }
+                joined.join(client, room).map(drop)
+            })),
+            ..guarded()
+        };
+        let sub = |room: &str| Message::text(format!(r#"{{"type":"subscribe","room":"{room}"}}"#));
+        ws_control(&hub, &ana, sub("public-a"), &config);
+        assert_eq!(replies(&ana)[0]["type"], "subscribed");
+        assert!(hub.is_member(&ana, "public-a"));
+        ws_control(&hub, &ana, sub("public-full"), &config);
+        let r = replies(&ana);
+        assert_eq!(r[0]["type"], "error");
+        assert_eq!(r[0]["data"]["message"], JoinError::TooManyRooms.to_string());
+        ws_control(&hub, &ana, sub("private-bo"), &config);
+        assert_eq!(replies(&ana)[0]["type"], "error");
+        assert_eq!(
+            *joins.lock().unwrap(),
+            ["public-a", "public-full"],
+            "the guard still decides first"
+        );
+    }
+
+    #[test]
     fn authenticate_reports_the_server_identity_and_cannot_claim_another() {
         let hub = WsHub::new(HubConfig::default());
         let ana = hub.register_as(None, Identity::user("ana")).unwrap();
@@ -400,3 +445,12 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), [Message::text("hello")]);
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_control.md")]
+#[doc = include_str!("../../../types/infra/Control.md")]
+#[doc = include_str!("../../../types/infra/ControlConfig.md")]
+#[doc = include_str!("../../../types/infra/JoinHook.md")]
+#[doc = include_str!("../../../types/infra/RoomGuard.md")]
+pub struct RegistryExamples;

@@ -118,3 +118,8 @@ mod tests {
         assert_eq!(hub.stats().slow_closed, 1);
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_emit.md")]
+pub struct RegistryExamples;

@@ -209,3 +209,9 @@ mod tests {
         assert!(Event::new("x", json!(null)).timestamp > 1_700_000_000);
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../../types/infra/Event.md")]
+#[doc = include_str!("../../../types/infra/Target.md")]
+pub struct RegistryExamples;

@@ -141,7 +141,14 @@ impl WriteLane {
                 slices[i] = IoSlice::new(if i == 0 { &bytes[self.at..] } else { bytes });
                 n = i + 1;
             }
-            let written = match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]) {
+            // One piece (the usual case: small frames are copied into one
+            // buffer) is a plain write: `send` costs the kernel less than `writev`.
+            let write = if n == 1 {
+                Pin::new(&mut *stream).poll_write(cx, &slices[0])
+            } else {
+                Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n])
+            };
+            let written = match write {
                 Poll::Pending => {
                     self.stalled.get_or_insert_with(Instant::now);
                     return Poll::Pending;

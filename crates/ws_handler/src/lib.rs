@@ -1544,3 +1544,18 @@ mod tests {
         assert!(sizes[0].1 <= 384, "{sizes:?}");
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_handler.md")]
+#[doc = include_str!("../../../types/infra/AuthenticateHook.md")]
+#[doc = include_str!("../../../types/infra/ConnectHook.md")]
+#[doc = include_str!("../../../types/infra/Disconnect.md")]
+#[doc = include_str!("../../../types/infra/DisconnectHook.md")]
+#[doc = include_str!("../../../types/infra/IdentifyHook.md")]
+#[doc = include_str!("../../../types/infra/MessageHook.md")]
+#[doc = include_str!("../../../types/infra/MessageRate.md")]
+#[doc = include_str!("../../../types/infra/Refusal.md")]
+#[doc = include_str!("../../../types/infra/WsConfig.md")]
+#[doc = include_str!("../../../types/infra/WsStats.md")]
+pub struct RegistryExamples;

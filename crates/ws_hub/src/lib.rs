@@ -1953,3 +1953,22 @@ mod tests {
         );
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_hub.md")]
+#[doc = include_str!("../../../types/infra/ClientId.md")]
+#[doc = include_str!("../../../types/infra/HubConfig.md")]
+#[doc = include_str!("../../../types/infra/HubHistogram.md")]
+#[doc = include_str!("../../../types/infra/HubStats.md")]
+#[doc = include_str!("../../../types/infra/Identity.md")]
+#[doc = include_str!("../../../types/infra/JoinError.md")]
+#[doc = include_str!("../../../types/infra/Membership.md")]
+#[doc = include_str!("../../../types/infra/MembershipHook.md")]
+#[doc = include_str!("../../../types/infra/Outgoing.md")]
+#[doc = include_str!("../../../types/infra/RegisterError.md")]
+#[doc = include_str!("../../../types/infra/SendError.md")]
+#[doc = include_str!("../../../types/infra/SlowPolicy.md")]
+#[doc = include_str!("../../../types/infra/WsClient.md")]
+#[doc = include_str!("../../../types/infra/WsHub.md")]
+pub struct RegistryExamples;

@@ -652,7 +652,7 @@ mod tests {
     }
 
     #[test]
-    fn hs256_verifies_and_yields_the_user() {
+    fn hs256_verifies_and_yields_the_user_a_configured_user_claim_and_metadata() {
         let auth = JwtAuth::hs256(SECRET).unwrap();
         let id = ws_identity_jwt(&auth, &hs(&claims("ana"))).unwrap();
         assert_eq!(id, Identity::user("ana"));
@@ -675,7 +675,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_checked_when_built() {
+    fn keys_are_checked_when_built_short_secrets_private_pems_wrong_key_types() {
         assert!(matches!(JwtAuth::hs256(b"short"), Err(JwtError::Key(_))));
         assert!(matches!(JwtAuth::hs256(b""), Err(JwtError::Key(_))));
         assert!(matches!(
@@ -718,7 +718,7 @@ mod tests {
     }
 
     #[test]
-    fn eddsa_verifies_and_refuses_another_key() {
+    fn eddsa_verifies_and_refuses_a_token_signed_by_another_key() {
         let auth = JwtAuth::eddsa_pem(ED_PUBLIC).unwrap();
         let key = EncodingKey::from_ed_pem(ED_PRIVATE).unwrap();
         let token = encode(&Header::new(Algorithm::EdDSA), &claims("cy"), &key).unwrap();
@@ -730,7 +730,7 @@ mod tests {
     }
 
     #[test]
-    fn wrong_hs256_secret_is_a_bad_signature() {
+    fn a_wrong_hs256_secret_is_a_bad_signature() {
         let auth = JwtAuth::hs256(b"another secret, also 32 bytes long").unwrap();
         assert_eq!(
             ws_identity_jwt(&auth, &hs(&claims("ana"))),
@@ -739,7 +739,7 @@ mod tests {
     }
 
     #[test]
-    fn expiry_and_not_before_with_leeway() {
+    fn expiry_and_not_before_with_and_without_leeway_exp_is_required() {
         let auth = JwtAuth::hs256(SECRET).unwrap();
         let expired = hs(&json!({"sub": "ana", "exp": now() - 120}));
         assert_eq!(ws_identity_jwt(&auth, &expired), Err(JwtError::Expired));
@@ -765,7 +765,7 @@ mod tests {
     }
 
     #[test]
-    fn audience_and_issuer() {
+    fn audience_and_issuer_required_once_set_another_refused_an_unexpected_aud_refused() {
         let auth = JwtAuth::hs256(SECRET)
             .unwrap()
             .audience("chat")
@@ -839,7 +839,7 @@ mod tests {
     }
 
     #[test]
-    fn rooms_claim_becomes_allowed_rooms() {
+    fn the_rooms_claim_becomes_allowed_rooms_a_non_array_is_refused() {
         let auth = JwtAuth::hs256(SECRET).unwrap();
         let token = hs(&json!({"sub": "ana", "exp": now() + 60, "rooms": ["public-*", "team-7"]}));
         let id = ws_identity_jwt(&auth, &token).unwrap();
@@ -884,7 +884,7 @@ mod tests {
     }
 
     #[test]
-    fn token_sources_header_then_query() {
+    fn token_sources_the_bearer_header_then_the_query_two_tokens_are_refused() {
         let token = hs(&claims("ana"));
         let other = hs(&claims("bo"));
         let auth = JwtAuth::hs256(SECRET).unwrap();
@@ -935,7 +935,7 @@ mod tests {
     }
 
     #[test]
-    fn refusals_answer_401_with_a_bearer_challenge() {
+    fn refusals_answer_401_with_a_bearer_invalid_token_challenge() {
         let res = unauthorized(&JwtError::Expired);
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
@@ -952,7 +952,7 @@ mod tests {
     }
 
     #[test]
-    fn first_message_authenticates() {
+    fn the_first_message_authenticates_anything_else_or_another_user_closes() {
         let auth = JwtAuth::hs256(SECRET).unwrap();
         let token = hs(&claims("ana"));
         let msg = |v: Value| Message::text(v.to_string());
@@ -996,3 +996,10 @@ mod tests {
         );
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_identity_jwt.md")]
+#[doc = include_str!("../../../types/infra/JwtAuth.md")]
+#[doc = include_str!("../../../types/infra/JwtError.md")]
+pub struct RegistryExamples;

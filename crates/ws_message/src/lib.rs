@@ -126,3 +126,8 @@ mod tests {
         );
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../../types/infra/WsMessage.md")]
+pub struct RegistryExamples;

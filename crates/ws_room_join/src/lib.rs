@@ -66,3 +66,8 @@ mod tests {
         assert_eq!(ws_room_join(&hub, &c, "a"), Err(JoinError::NotRegistered));
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_room_join.md")]
+pub struct RegistryExamples;

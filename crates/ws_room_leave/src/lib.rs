@@ -44,3 +44,8 @@ mod tests {
         assert!(hub.rooms().is_empty());
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_room_leave.md")]
+pub struct RegistryExamples;

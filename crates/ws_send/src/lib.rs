@@ -81,3 +81,8 @@ mod tests {
         assert_eq!(ws_send(&c, Message::text("x")), Err(SendError::Closed));
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_send.md")]
+pub struct RegistryExamples;

@@ -101,3 +101,9 @@ mod tests {
         );
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_send_to.md")]
+#[doc = include_str!("../../../types/infra/SendToError.md")]
+pub struct RegistryExamples;

@@ -578,7 +578,7 @@ mod tests {
     }
 
     #[test]
-    fn rfc_6455_sample_key() {
+    fn the_rfc_6455_sample_key_gives_the_rfcs_accept_value() {
         let hs = check(&valid().body(()).unwrap(), &UpgradeConfig::default()).unwrap();
         assert_eq!(hs.accept, ACCEPT);
         assert_eq!(hs.protocol, None);
@@ -586,7 +586,7 @@ mod tests {
     }
 
     #[test]
-    fn accept_key_matches_tungstenite_and_a_second_vector() {
+    fn the_accept_key_matches_tungstenite_and_a_second_independently_computed_vector() {
         // A second key, computed independently (Python: base64(sha1(key+GUID))).
         assert_eq!(
             derive_accept_key(b"x3JJHMbDL1EzLkh9GBhXDw=="),
@@ -601,7 +601,7 @@ mod tests {
     }
 
     #[test]
-    fn response_is_101_with_the_upgrade_headers() {
+    fn the_response_is_101_with_the_upgrade_headers() {
         let hs = check(
             &with("sec-websocket-protocol", &["chat"]),
             &UpgradeConfig {
@@ -632,7 +632,7 @@ mod tests {
     }
 
     #[test]
-    fn method_other_than_get_is_405_with_allow() {
+    fn a_method_other_than_get_is_405_with_allow_get() {
         for method in [Method::POST, Method::HEAD, Method::CONNECT, Method::OPTIONS] {
             let mut req = valid().body(()).unwrap();
             *req.method_mut() = method;
@@ -658,7 +658,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_or_wrong_upgrade_is_400() {
+    fn a_missing_or_wrong_upgrade_is_400() {
         let d = UpgradeConfig::default();
         err(&without("upgrade"), &d, WsUpgradeError::MissingUpgrade);
         err(
@@ -679,7 +679,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_or_wrong_connection_is_400() {
+    fn a_missing_or_wrong_connection_is_400() {
         let d = UpgradeConfig::default();
         err(
             &without("connection"),
@@ -703,7 +703,7 @@ mod tests {
     }
 
     #[test]
-    fn header_lists_any_case_several_lines_and_whitespace() {
+    fn header_lists_any_case_several_lines_comma_lists_whitespace() {
         ok(&with("connection", &["keep-alive, Upgrade"]));
         ok(&with("connection", &["keep-alive,upgrade"]));
         ok(&with("connection", &["UPGRADE"]));
@@ -726,7 +726,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_or_wrong_version_is_426_with_version_13() {
+    fn a_missing_or_wrong_version_is_426_with_sec_websocket_version_13() {
         let d = UpgradeConfig::default();
         err(
             &without("sec-websocket-version"),
@@ -752,7 +752,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_or_bad_key_is_400() {
+    fn a_missing_repeated_or_malformed_key_not_base64_of_16_bytes_is_400() {
         let d = UpgradeConfig::default();
         err(
             &without("sec-websocket-key"),
@@ -791,7 +791,7 @@ mod tests {
     }
 
     #[test]
-    fn same_host_compares_host_and_port() {
+    fn same_host_host_and_port_compared_default_ports_normalised() {
         let p = OriginPolicy::SameHost;
         assert!(origin_ok(&p, "example.com", "http://example.com"));
         assert!(origin_ok(&p, "example.com", "https://example.com"));
@@ -840,7 +840,7 @@ mod tests {
     }
 
     #[test]
-    fn allow_list_is_exact_up_to_case_and_default_port() {
+    fn allow_list_exact_up_to_case_and_default_port() {
         let p = OriginPolicy::AllowList(vec![
             "https://app.example.com".into(),
             "http://localhost:3000/".into(),
@@ -888,7 +888,7 @@ mod tests {
     }
 
     #[test]
-    fn null_unparseable_and_repeated_origins_are_403() {
+    fn null_unparseable_non_utf_8_and_repeated_origins_are_403() {
         for p in [
             OriginPolicy::SameHost,
             OriginPolicy::AllowList(vec!["null".into(), "http://example.com".into()]),
@@ -921,7 +921,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_origin_follows_allow_missing_origin() {
+    fn a_missing_origin_follows_allow_missing_origin_under_every_policy() {
         let req = without("origin");
         for origins in [
             OriginPolicy::SameHost,
@@ -947,7 +947,7 @@ mod tests {
     }
 
     #[test]
-    fn protocol_is_the_servers_first_choice_the_client_offered() {
+    fn the_protocol_is_the_servers_first_choice_among_those_the_client_offered() {
         assert_eq!(protocol(&["a", "b"], &["b, a"]), Some("a".into()));
         assert_eq!(protocol(&["b", "a"], &["a, b"]), Some("b".into()));
         assert_eq!(
@@ -962,7 +962,7 @@ mod tests {
     }
 
     #[test]
-    fn no_common_protocol_is_not_an_error() {
+    fn no_common_protocol_is_not_an_error_no_sec_websocket_protocol() {
         assert_eq!(protocol(&["a"], &["b, c"]), None);
         assert_eq!(
             protocol(&["Chat"], &["chat"]),
@@ -975,7 +975,7 @@ mod tests {
     }
 
     #[test]
-    fn checks_run_in_order() {
+    fn checks_run_in_order_method_version_upgrade_connection_version_key_origin() {
         // Everything wrong: the method is reported first.
         let mut req = Request::post("/ws").body(()).unwrap();
         err(
@@ -1033,3 +1033,12 @@ mod tests {
         );
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_upgrader.md")]
+#[doc = include_str!("../../../types/infra/Handshake.md")]
+#[doc = include_str!("../../../types/infra/OriginPolicy.md")]
+#[doc = include_str!("../../../types/infra/UpgradeConfig.md")]
+#[doc = include_str!("../../../types/infra/WsUpgradeError.md")]
+pub struct RegistryExamples;

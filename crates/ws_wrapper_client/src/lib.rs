@@ -1550,3 +1550,19 @@ mod tests {
         assert_eq!(client.state(), ClientState::Closed);
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_wrapper_client.md")]
+#[doc = include_str!("../../../types/infra/CancelHandle.md")]
+#[doc = include_str!("../../../types/infra/ClientChannel.md")]
+#[doc = include_str!("../../../types/infra/ClientConfig.md")]
+#[doc = include_str!("../../../types/infra/ClientCtx.md")]
+#[doc = include_str!("../../../types/infra/ClientEvent.md")]
+#[doc = include_str!("../../../types/infra/ClientState.md")]
+#[doc = include_str!("../../../types/infra/ConnectError.md")]
+#[doc = include_str!("../../../types/infra/NamedChannel.md")]
+#[doc = include_str!("../../../types/infra/OfflineRequests.md")]
+#[doc = include_str!("../../../types/infra/PendingRequest.md")]
+#[doc = include_str!("../../../types/infra/WrapperClient.md")]
+pub struct RegistryExamples;

@@ -1425,3 +1425,11 @@ mod tests {
         }
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_wrapper_codec.md")]
+#[doc = include_str!("../../../types/infra/Decoded.md")]
+#[doc = include_str!("../../../types/infra/Ignore.md")]
+#[doc = include_str!("../../../types/infra/WrapperMessage.md")]
+pub struct RegistryExamples;

@@ -1133,3 +1133,11 @@ impl<C> fmt::Debug for Channel<C> {
 
 #[cfg(test)]
 mod tests;
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_wrapper_peer.md")]
+#[doc = include_str!("../../../types/infra/Peer.md")]
+#[doc = include_str!("../../../types/infra/PeerConfig.md")]
+#[doc = include_str!("../../../types/infra/RequestError.md")]
+pub struct RegistryExamples;

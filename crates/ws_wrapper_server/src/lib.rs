@@ -842,3 +842,15 @@ mod tests {
         );
     }
 }
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_wrapper_server.md")]
+#[doc = include_str!("../../../types/infra/AnonChannel.md")]
+#[doc = include_str!("../../../types/infra/ChannelOf.md")]
+#[doc = include_str!("../../../types/infra/Ctx.md")]
+#[doc = include_str!("../../../types/infra/Reply.md")]
+#[doc = include_str!("../../../types/infra/WrapperConfig.md")]
+#[doc = include_str!("../../../types/infra/WrapperServer.md")]
+#[doc = include_str!("../../../types/infra/WrapperStats.md")]
+pub struct RegistryExamples;

@@ -701,3 +701,11 @@ fn abort(handle: u64, reason: &str) -> WrapperMessage {
 
 #[cfg(test)]
 mod tests;
+
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../ws_wrapper_session.md")]
+#[doc = include_str!("../../../types/infra/PeerError.md")]
+#[doc = include_str!("../../../types/infra/Session.md")]
+#[doc = include_str!("../../../types/infra/SessionConfig.md")]
+pub struct RegistryExamples;

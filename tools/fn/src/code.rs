@@ -9,7 +9,12 @@
 //! - `imports` are the crate's other (external) dependencies;
 //! - `signature` matches a public item of `file_path`, token for token;
 //! - `returns`, `error_type` and `returns_optional` appear in that signature;
-//! - `tested` agrees with the test functions that exist;
+//! - `tested` agrees with the test functions that exist, and each line of
+//!   `tests` is the name of one ([`test_fn_name`]): in `test_file_path`, else
+//!   in another file of the crate, else in the workspace's test crates;
+//! - an entry with an `## Example` whose code is in `crates/<c>/` is included
+//!   by `crates/<c>/src/lib.rs` (`#[doc = include_str!("...")]` on its
+//!   `RegistryExamples`), so `cargo test --doc` compiles the example;
 //! - a type entry's `fields` and `variants` are the type's public fields and variants.
 //!
 //! From the same parse, [`check_and_api`] also reads what each crate's `src/lib.rs`
@@ -32,7 +37,8 @@ use crate::entry::{self, Entry, Kind};
 use crate::problem::Problem;
 use crate::registry::{self, Registry};
 
-/// Runs every code check of the registry's Rust entries and crates.
+/// Runs every code check of the registry's Rust entries and crates; what
+/// else "checked" means is [`crate::check`]'s.
 pub fn check(reg: &Registry) -> Vec<Problem> {
     run(reg, false).problems
 }
@@ -209,6 +215,7 @@ fn run(reg: &Registry, want_api: bool) -> Checked {
         manifests: &manifests,
         home_of: &home_of,
         ws: workspace.as_ref(),
+        workspace_tests: std::sync::OnceLock::new(),
     };
     let rust: Vec<&Entry> = reg.entries.iter().filter(|e| e.lang == "rust").collect();
     let api_crates: Vec<&str> = if want_api {
@@ -302,6 +309,7 @@ pub fn check_partial(p: &Partial<'_>) -> Checked {
         manifests: &manifests,
         home_of: &p.home_of,
         ws: workspace.as_ref(),
+        workspace_tests: std::sync::OnceLock::new(),
     };
     let rust: Vec<&Entry> = p
         .entries
@@ -433,6 +441,40 @@ struct Context<'a> {
     /// Entry ID -> the crate holding its code.
     home_of: &'a HashMap<String, &'a str>,
     ws: Option<&'a Workspace>,
+    /// The test functions of the workspace's test crates and the files read
+    /// for them, read once, when an entry's `tests:` first needs them.
+    workspace_tests: std::sync::OnceLock<(BTreeSet<String>, Inputs)>,
+}
+
+impl Context<'_> {
+    /// The names of the test functions in `tests/` and `tools/*/tests/`;
+    /// what was read for them is noted in `sources`.
+    fn workspace_tests(&self, sources: &mut Sources) -> &BTreeSet<String> {
+        let (names, read) = self.workspace_tests.get_or_init(|| {
+            let mut own = Sources::default();
+            let mut names = BTreeSet::new();
+            let mut dirs = vec!["tests".to_string()];
+            own.touch_dir(self.root, "tools");
+            if let Ok(list) = std::fs::read_dir(self.root.join("tools")) {
+                let mut tools: Vec<String> = list
+                    .flatten()
+                    .map(|d| format!("tools/{}/tests", d.file_name().to_string_lossy()))
+                    .collect();
+                tools.sort();
+                dirs.extend(tools);
+            }
+            for dir in dirs {
+                for rel in rust_files(self.root, &dir, &mut own) {
+                    if let Some(file) = own.get(self.root, &rel) {
+                        test_names(&file.items, &mut names);
+                    }
+                }
+            }
+            (names, own.take_inputs())
+        });
+        sources.inputs.extend(read.iter().cloned());
+        names
+    }
 }
 
 fn in_crates(e: &Entry) -> bool {
@@ -507,7 +549,8 @@ fn check_entry(e: &Entry, cx: &Context<'_>, sources: &mut Sources, out: &mut Vec
     if is_fn && e.file_path.ends_with("src/lib.rs") {
         check_crate_docs(e, file, out);
     }
-    check_tested(e, root, sources, out);
+    check_tested(e, cx, sources, out);
+    check_example_included(e, root, sources, out);
 }
 
 fn file_exists(e: &Entry, field: &str, rel: &str, root: &Path, out: &mut Vec<Problem>) -> bool {
@@ -948,7 +991,89 @@ fn count_tests(items: &[syn::Item]) -> usize {
         .sum()
 }
 
-fn check_tested(e: &Entry, root: &Path, sources: &mut Sources, out: &mut Vec<Problem>) {
+/// The names of the test functions in `items` (`#[test]`, `#[tokio::test]`,
+/// any `#[...::test]`), those of inline modules included.
+fn test_names(items: &[syn::Item], out: &mut BTreeSet<String>) {
+    for i in items {
+        match i {
+            syn::Item::Fn(f) if f.attrs.iter().any(is_test_attr) => {
+                out.insert(f.sig.ident.to_string());
+            }
+            syn::Item::Mod(m) => {
+                if let Some((_, items)) = &m.content {
+                    test_names(items, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The name of the test function a line of `tests:` describes: lowercase,
+/// apostrophes dropped, every run of other characters that are not ASCII
+/// letters or digits one `_`, no `_` at either end.
+///
+/// ```
+/// assert_eq!(
+///     fn_tool::code::test_fn_name("Don't panic: a 16 MiB frame -> 1009"),
+///     "dont_panic_a_16_mib_frame_1009"
+/// );
+/// ```
+pub fn test_fn_name(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars().filter(|c| !matches!(c, '\'' | '\u{2019}')) {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
+}
+
+/// The `.rs` files under `dir` (root-relative), sorted; each folder's listing
+/// is noted in `sources`. Folders with a `Cargo.toml` of their own (another
+/// crate or workspace, such as a fixture) are skipped.
+fn rust_files(root: &Path, dir: &str, sources: &mut Sources) -> Vec<String> {
+    let base = root.join(dir);
+    let mut found = Vec::new();
+    let mut walk = walkdir::WalkDir::new(&base).sort_by_file_name().into_iter();
+    while let Some(Ok(f)) = walk.next() {
+        let p = f.path();
+        let rel = p
+            .strip_prefix(root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .replace('\\', "/");
+        if f.file_type().is_dir() {
+            if f.depth() > 0 && p.join("Cargo.toml").is_file() {
+                walk.skip_current_dir();
+                continue;
+            }
+            sources.touch_dir(root, &rel);
+            continue;
+        }
+        if p.extension().is_some_and(|x| x == "rs") {
+            found.push(rel);
+        }
+    }
+    found
+}
+
+/// The `.rs` files of crate `name` under `src/` and `tests/`; the listings
+/// are noted in `sources` (a test file added later changes one of them).
+fn crate_rust_files(root: &Path, name: &str, sources: &mut Sources) -> Vec<String> {
+    sources.touch_dir(root, &format!("crates/{name}"));
+    let mut files = rust_files(root, &format!("crates/{name}/src"), sources);
+    files.extend(rust_files(root, &format!("crates/{name}/tests"), sources));
+    files
+}
+
+fn check_tested(e: &Entry, cx: &Context<'_>, sources: &mut Sources, out: &mut Vec<Problem>) {
+    let root = cx.root;
     if e.tested {
         let Some(t) = &e.test_file_path else { return };
         let Some(file) = sources.get(root, t) else {
@@ -963,51 +1088,23 @@ fn check_tested(e: &Entry, root: &Path, sources: &mut Sources, out: &mut Vec<Pro
             }
             return;
         };
-        let n = count_tests(&file.items);
-        if n == 0 {
+        let mut own = BTreeSet::new();
+        test_names(&file.items, &mut own);
+        if own.is_empty() {
             out.push(e.problem(
                 "tested",
                 format!("field `tested`: true, but {t} has no #[test] function"),
             ));
-        } else if n < e.tests.len() {
-            out.push(e.problem(
-                "tests",
-                format!(
-                    "field `tests`: lists {} test cases, but {t} has only {n} #[test] functions",
-                    e.tests.len()
-                ),
-            ));
+        } else {
+            check_test_names(e, t, &own, cx, sources, out);
         }
     } else if e.kind != Kind::Type && in_crates(e) {
-        let dir = PathBuf::from("crates").join(&e.name);
         let mut found = Vec::new();
-        // A test file added later changes one of these listings.
-        sources.touch_dir(root, &format!("crates/{}", e.name));
-        for sub in ["src", "tests"] {
-            let base = root.join(&dir).join(sub);
-            for f in walkdir::WalkDir::new(&base)
-                .sort_by_file_name()
-                .into_iter()
-                .flatten()
+        for rel in crate_rust_files(root, &e.name, sources) {
+            if let Some(file) = sources.get(root, &rel)
+                && count_tests(&file.items) > 0
             {
-                let p = f.path();
-                let rel = p
-                    .strip_prefix(root)
-                    .unwrap_or(p)
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                if f.file_type().is_dir() {
-                    sources.touch_dir(root, &rel);
-                    continue;
-                }
-                if p.extension().is_none_or(|x| x != "rs") {
-                    continue;
-                }
-                if let Some(file) = sources.get(root, &rel)
-                    && count_tests(&file.items) > 0
-                {
-                    found.push(rel);
-                }
+                found.push(rel);
             }
         }
         if !found.is_empty() {
@@ -1020,6 +1117,174 @@ fn check_tested(e: &Entry, root: &Path, sources: &mut Sources, out: &mut Vec<Pro
             ));
         }
     }
+}
+
+/// Each line of `tests:` names a test function ([`test_fn_name`]): in `t`
+/// (the `test_file_path`, whose test names are `own`), else in another file
+/// of the entry's crate or of `t`'s crate, else in the workspace's test crates.
+fn check_test_names(
+    e: &Entry,
+    t: &str,
+    own: &BTreeSet<String>,
+    cx: &Context<'_>,
+    sources: &mut Sources,
+    out: &mut Vec<Problem>,
+) {
+    let mut crates: Vec<&str> = e
+        .crate_name()
+        .into_iter()
+        .chain(entry::crate_of_path(t))
+        .collect();
+    crates.dedup();
+    let mut in_crates: Option<BTreeSet<String>> = None;
+    for line in &e.tests {
+        let name = test_fn_name(line);
+        if own.contains(&name) {
+            continue;
+        }
+        let near = in_crates.get_or_insert_with(|| {
+            let mut names = BTreeSet::new();
+            for c in &crates {
+                for rel in crate_rust_files(cx.root, c, sources) {
+                    if let Some(file) = sources.get(cx.root, &rel) {
+                        test_names(&file.items, &mut names);
+                    }
+                }
+            }
+            names
+        });
+        if near.contains(&name) || cx.workspace_tests(sources).contains(&name) {
+            continue;
+        }
+        let elsewhere = if crates.is_empty() {
+            String::new()
+        } else {
+            format!(", another file of crate `{}`", crates.join("` or `"))
+        };
+        out.push(Problem::new(
+            &e.path,
+            e.line_of_item("tests", line),
+            format!(
+                "field `tests`: no #[test] fn `{name}` (`{line}`) in {t}{elsewhere} or the workspace's test crates; nearest in {t}: {} (rename the test or change this line)",
+                nearest(&name, own, 3).join(", ")
+            ),
+        ));
+    }
+}
+
+/// The `n` names of `names` nearest to `name` (fewest edits first).
+fn nearest<'a>(name: &str, names: &'a BTreeSet<String>, n: usize) -> Vec<&'a str> {
+    let mut scored: Vec<(usize, &str)> = names
+        .iter()
+        .map(|c| (edit_distance(name, c), c.as_str()))
+        .collect();
+    scored.sort_unstable();
+    scored.into_iter().take(n).map(|(_, c)| c).collect()
+}
+
+/// Levenshtein distance between two strings, by bytes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &x) in a.iter().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &y) in b.iter().enumerate() {
+            let next = (diag + usize::from(x != y))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// An entry with an `## Example` whose code is in `crates/<c>/` is included
+/// by `crates/<c>/src/lib.rs` (`#[doc = include_str!("...")]`), so that
+/// `cargo test --doc` compiles the example.
+fn check_example_included(e: &Entry, root: &Path, sources: &mut Sources, out: &mut Vec<Problem>) {
+    let (Some(line), Some(c)) = (e.example_line, e.crate_name()) else {
+        return;
+    };
+    let lib = format!("crates/{c}/src/lib.rs");
+    let Some(file) = sources.get(root, &lib) else {
+        return;
+    };
+    let entry_path = crate::problem::display_path(&e.path);
+    let src_dir = Path::new("crates").join(c).join("src");
+    let mut included = Vec::new();
+    doc_includes(&file.attrs, &mut included);
+    for item in &file.items {
+        if let Some(attrs) = item_attrs(item) {
+            doc_includes(attrs, &mut included);
+        }
+    }
+    if included
+        .iter()
+        .any(|rel| normalize(&src_dir.join(rel)) == entry_path)
+    {
+        return;
+    }
+    let rel = match entry_path.strip_prefix(&format!("crates/{c}/")) {
+        Some(rest) => format!("../{rest}"),
+        None => format!("../../../{entry_path}"),
+    };
+    out.push(Problem::new(
+        &e.path,
+        line,
+        format!(
+            "the example is not compiled: add `#[doc = include_str!(\"{rel}\")]` to `RegistryExamples` in {lib} (`#[cfg(doctest)] pub struct RegistryExamples;`), so `cargo test --doc` runs it"
+        ),
+    ));
+}
+
+/// The attributes of an item that can carry docs.
+fn item_attrs(item: &syn::Item) -> Option<&[syn::Attribute]> {
+    Some(match item {
+        syn::Item::Struct(i) => &i.attrs,
+        syn::Item::Enum(i) => &i.attrs,
+        syn::Item::Fn(i) => &i.attrs,
+        syn::Item::Mod(i) => &i.attrs,
+        syn::Item::Const(i) => &i.attrs,
+        syn::Item::Static(i) => &i.attrs,
+        syn::Item::Type(i) => &i.attrs,
+        syn::Item::Trait(i) => &i.attrs,
+        syn::Item::Union(i) => &i.attrs,
+        _ => return None,
+    })
+}
+
+/// The paths of `#[doc = include_str!("path")]` among `attrs`.
+fn doc_includes(attrs: &[syn::Attribute], out: &mut Vec<String>) {
+    for a in attrs {
+        if !a.path().is_ident("doc") {
+            continue;
+        }
+        if let syn::Meta::NameValue(nv) = &a.meta
+            && let syn::Expr::Macro(m) = &nv.value
+            && m.mac.path.is_ident("include_str")
+            && let Ok(lit) = m.mac.parse_body::<syn::LitStr>()
+        {
+            out.push(lit.value());
+        }
+    }
+}
+
+/// A relative path with `.` and `..` resolved, `/`-separated.
+fn normalize(path: &Path) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            std::path::Component::ParentDir => parts.push(".."),
+            std::path::Component::Normal(s) => parts.push(s.to_str().unwrap_or("")),
+            _ => {}
+        }
+    }
+    parts.join("/")
 }
 
 /// A type entry's fields and variants are the type's public fields and variants.
@@ -1721,8 +1986,103 @@ impl Manifest {
 
 #[cfg(test)]
 mod tests {
-    use super::{first_sentence, one_line};
+    use super::{
+        BTreeSet, Path, doc_includes, first_sentence, nearest, normalize, one_line, test_fn_name,
+        test_names,
+    };
     use quote::quote;
+
+    #[test]
+    fn a_tests_line_is_normalized_to_a_function_name() {
+        for (line, name) in [
+            ("says hello", "says_hello"),
+            (
+                "a too-old id gets a reset event, then the buffer",
+                "a_too_old_id_gets_a_reset_event_then_the_buffer",
+            ),
+            (
+                "a dropped node's presence expires",
+                "a_dropped_nodes_presence_expires",
+            ),
+            (
+                "`*` allows any origin (proptest)",
+                "allows_any_origin_proptest",
+            ),
+            (
+                "CR, LF and CRLF: 1,000 lines -> 400",
+                "cr_lf_and_crlf_1_000_lines_400",
+            ),
+            ("  UTF-8 \u{e9}t\u{e8}  ", "utf_8_t"),
+            ("it\u{2019}s", "its"),
+        ] {
+            assert_eq!(test_fn_name(line), name, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn test_functions_are_found_in_modules_under_any_test_attribute() {
+        let file: syn::File = syn::parse_quote! {
+            #[test]
+            fn plain() {}
+            fn helper() {}
+            mod tests {
+                #[tokio::test]
+                async fn with_tokio() {}
+                #[test_log::test]
+                #[should_panic]
+                fn with_a_path() {}
+                mod deeper {
+                    #[test]
+                    fn nested() {}
+                }
+            }
+        };
+        let mut names = BTreeSet::new();
+        test_names(&file.items, &mut names);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(names, ["nested", "plain", "with_a_path", "with_tokio"]);
+    }
+
+    #[test]
+    fn the_nearest_names_come_first() {
+        let names: BTreeSet<String> = ["says_hello", "says_goodbye", "greets_twice", "shouts"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            nearest("says_helo", &names, 2),
+            ["says_hello", "says_goodbye"]
+        );
+        assert_eq!(nearest("x", &BTreeSet::new(), 3), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn doc_includes_resolve_against_the_source_folder() {
+        let file: syn::File = syn::parse_quote! {
+            #[cfg(doctest)]
+            #[doc = include_str!("../ws_close.md")]
+            #[doc = include_str!("../../../types/infra/CloseError.md")]
+            #[doc = "plain text"]
+            pub struct RegistryExamples;
+        };
+        let syn::Item::Struct(s) = &file.items[0] else {
+            unreachable!("a struct")
+        };
+        let mut found = Vec::new();
+        doc_includes(&s.attrs, &mut found);
+        assert_eq!(
+            found,
+            ["../ws_close.md", "../../../types/infra/CloseError.md"]
+        );
+        let src = Path::new("crates/ws_close/src");
+        assert_eq!(
+            normalize(&src.join(&found[0])),
+            "crates/ws_close/ws_close.md"
+        );
+        assert_eq!(normalize(&src.join(&found[1])), "types/infra/CloseError.md");
+        assert_eq!(normalize(Path::new("a/../../b")), "../b");
+        assert_eq!(normalize(Path::new("../../b/./c")), "../../b/c");
+    }
 
     /// The signature of the first function in `src`, printed by [`one_line`].
     fn sig(src: &str) -> String {

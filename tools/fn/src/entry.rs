@@ -192,8 +192,11 @@ pub struct Entry {
     pub extra: BTreeMap<String, Json>,
     /// The Markdown after the frontmatter.
     pub body: String,
-    /// Text of the `## Example` section.
+    /// Text of the `## Example` section as rustdoc shows it: the hidden lines
+    /// of its Rust code blocks (`# setup`) left out, `##` read as `#`.
     pub example: String,
+    /// The file line of the `## Example` heading, when there is one.
+    pub example_line: Option<usize>,
     /// Text of the `## Notes` section.
     pub notes: String,
     /// Line of each top-level frontmatter key, and the lines of the file, for
@@ -517,7 +520,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Entry, Vec<Problem>> {
         }
     }
 
-    let (example, notes) = sections(body);
+    let Sections {
+        example,
+        notes,
+        example_at,
+    } = sections(body);
     let mut problems = r.problems;
     let entry = Entry {
         path: path.to_path_buf(),
@@ -547,6 +554,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Entry, Vec<Problem>> {
         extra,
         body: body.to_string(),
         example,
+        example_line: example_at.map(|i| body_line + i),
         notes,
         lines,
         hash: xxhash_rust::xxh3::xxh3_64(bytes),
@@ -652,47 +660,123 @@ fn shift_lines(msg: &str, by: usize) -> String {
     out
 }
 
+/// The `## Example` and `## Notes` sections of an entry's body.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Sections {
+    /// The example as rustdoc shows it: the hidden lines of its Rust code
+    /// blocks left out ([`visible_line`]).
+    example: String,
+    /// The notes, as written.
+    notes: String,
+    /// The 0-based line of the body that opens the example, if any.
+    example_at: Option<usize>,
+}
+
 /// The text of the `## Example` and `## Notes` sections (Spanish headings of the
 /// original registry accepted too). Inside a fenced code block (```` ``` ```` or
-/// `~~~`) a line is code, never a heading: rustdoc's hidden `# ` lines stay in
-/// the example.
-fn sections(body: &str) -> (String, String) {
-    let mut example = String::new();
-    let mut notes = String::new();
+/// `~~~`) a line is code, never a heading. The example is compiled as a doctest,
+/// so its Rust blocks may hold rustdoc's hidden lines (`# setup`); they are left
+/// out of the example as rustdoc leaves them out of the docs.
+fn sections(body: &str) -> Sections {
+    let mut out = Sections::default();
     let mut current: Option<&mut String> = None;
-    let mut fence: Option<&str> = None;
-    for line in body.lines() {
+    // The open fence's marker, and whether its block is Rust.
+    let mut fence: Option<(&str, bool)> = None;
+    let mut in_example = false;
+    for (i, line) in body.lines().enumerate() {
         let trimmed = line.trim_start();
         let marker = ["```", "~~~"].into_iter().find(|m| trimmed.starts_with(m));
-        match (fence, marker) {
-            (None, Some(m)) => fence = Some(m),
-            (Some(open), Some(m)) if open == m => fence = None,
-            _ => {}
-        }
-        if fence.is_some() || marker.is_some() {
-            if let Some(s) = current.as_deref_mut() {
-                s.push_str(line);
+        let code = match (fence, marker) {
+            (None, Some(m)) => {
+                fence = Some((m, is_rust_block(trimmed.trim_start_matches(m))));
+                Some(Some(line.to_string()))
+            }
+            (Some((open, _)), Some(m)) if open == m => {
+                fence = None;
+                Some(Some(line.to_string()))
+            }
+            (Some((_, true)), _) if in_example => Some(visible_line(line)),
+            (Some(_), _) => Some(Some(line.to_string())),
+            (None, None) => None,
+        };
+        // A line of a fenced block: shown, or hidden (`None`).
+        if let Some(shown) = code {
+            if let (Some(s), Some(code)) = (current.as_deref_mut(), shown) {
+                s.push_str(&code);
                 s.push('\n');
             }
             continue;
         }
         if let Some(h) = line.strip_prefix("## ") {
+            in_example = false;
             current = match h.trim().to_ascii_lowercase().as_str() {
-                "example" | "examples" | "ejemplo" | "ejemplos" => Some(&mut example),
-                "notes" | "notas" => Some(&mut notes),
+                "example" | "examples" | "ejemplo" | "ejemplos" => {
+                    in_example = true;
+                    out.example_at.get_or_insert(i);
+                    Some(&mut out.example)
+                }
+                "notes" | "notas" => Some(&mut out.notes),
                 _ => None,
             };
             continue;
         }
         if line.starts_with("# ") {
             current = None;
+            in_example = false;
         }
         if let Some(s) = current.as_deref_mut() {
             s.push_str(line);
             s.push('\n');
         }
     }
-    (example.trim().to_string(), notes.trim().to_string())
+    out.example = out.example.trim().to_string();
+    out.notes = out.notes.trim().to_string();
+    out
+}
+
+/// Whether rustdoc compiles a fenced block with this info string as Rust:
+/// `rust` among its words, or no words but rustdoc's own attributes
+/// (`no_run`, `ignore`, `should_panic`, `edition2021`, ...), or none.
+fn is_rust_block(info: &str) -> bool {
+    let tokens = || {
+        info.split(|c: char| c == ',' || c.is_whitespace())
+            .map(|t| t.trim_matches(['{', '}', '.']))
+            .filter(|t| !t.is_empty())
+    };
+    tokens().any(|t| t == "rust") || tokens().all(is_rustdoc_attribute)
+}
+
+/// A word of a code block's info string that rustdoc reads as its own:
+/// `no_run`, `ignore`, `edition2021`, an error code of `compile_fail`, ...
+fn is_rustdoc_attribute(word: &str) -> bool {
+    const ATTRIBUTES: [&str; 6] = [
+        "no_run",
+        "ignore",
+        "should_panic",
+        "compile_fail",
+        "test_harness",
+        "standalone_crate",
+    ];
+    let error_code =
+        word.len() > 1 && word.starts_with('E') && word[1..].bytes().all(|b| b.is_ascii_digit());
+    ATTRIBUTES.contains(&word)
+        || word.starts_with("edition")
+        || word.starts_with("ignore-")
+        || error_code
+}
+
+/// A line of a Rust code block as rustdoc shows it: `None` for a hidden line
+/// (`#` alone or `# ` first, after indentation), `##` at its start read as a
+/// literal `#`.
+fn visible_line(line: &str) -> Option<String> {
+    let trimmed = line.trim();
+    if trimmed.starts_with("##") {
+        Some(line.replacen("##", "#", 1))
+    } else if trimmed == "#" || trimmed.starts_with("# ") {
+        None
+    } else {
+        Some(line.to_string())
+    }
 }
 
 fn is_snake(s: &str) -> bool {
@@ -1229,15 +1313,52 @@ Never blocks.
 
     #[test]
     fn a_heading_inside_a_fenced_block_is_code() {
-        let body = "## Example\n\n```rust\n# use std::fmt;\n# fn main() {}\nlet x = 1;\n```\n\n~~~\n## not a heading\n~~~\n\n## Notes\n\nN.\n\n# Other\nnot notes\n";
-        let (example, notes) = sections(body);
+        let body = "## Example\n\n```text\n# not hidden\n```\n\n~~~\n## not a heading\n~~~\n\n## Notes\n\nN.\n\n# Other\nnot notes\n";
+        let found = sections(body);
         assert_eq!(
-            example,
-            "```rust\n# use std::fmt;\n# fn main() {}\nlet x = 1;\n```\n\n~~~\n## not a heading\n~~~"
+            found.example,
+            "```text\n# not hidden\n```\n\n~~~\n# not a heading\n~~~"
         );
+        assert_eq!(found.example_at, Some(0));
         assert_eq!(
-            notes, "N.",
+            found.notes, "N.",
             "a `# ` line outside a fence still ends the section"
         );
+    }
+
+    #[test]
+    fn the_example_leaves_out_rustdoc_hidden_lines() {
+        let body = "Intro.\n\n## Example\n\n```rust\n# use std::fmt;\n#\n    # fn indented() {}\nlet x = 1;\n## [derive(Debug)]\n#[derive(Clone)]\n```\n\n```no_run,edition2021\n# hidden\nshown();\n```\n\n```toml\n# a TOML comment\n```\n\n## Notes\n\n```rust\n# notes are as written\n```\n";
+        let found = sections(body);
+        assert_eq!(
+            found.example,
+            "```rust\nlet x = 1;\n# [derive(Debug)]\n#[derive(Clone)]\n```\n\n```no_run,edition2021\nshown();\n```\n\n```toml\n# a TOML comment\n```"
+        );
+        assert_eq!(found.example_at, Some(2));
+        assert_eq!(found.notes, "```rust\n# notes are as written\n```");
+    }
+
+    #[test]
+    fn rustdoc_decides_which_blocks_are_rust() {
+        for info in [
+            "",
+            "rust",
+            "no_run",
+            "rust,ignore",
+            "should_panic",
+            "edition2021",
+            "{.rust}",
+            "rust text",
+            "compile_fail,E0277",
+        ] {
+            assert!(is_rust_block(info), "{info:?}");
+        }
+        for info in ["text", "toml", "sh", "json", "no_run text"] {
+            assert!(!is_rust_block(info), "{info:?}");
+        }
+        assert_eq!(visible_line("#"), None);
+        assert_eq!(visible_line("  # let x = 1;"), None);
+        assert_eq!(visible_line("#[test]").as_deref(), Some("#[test]"));
+        assert_eq!(visible_line("##x").as_deref(), Some("#x"));
     }
 }

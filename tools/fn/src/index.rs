@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Statement, Transaction, params};
 
-use crate::code::{self, Checked, Inputs};
+use crate::check::{self, Scope};
+use crate::code::{self, Inputs};
 use crate::entry::{self, Entry, Kind, RefKind};
 use crate::registry::{self, Registry};
 
@@ -86,7 +87,7 @@ pub fn update(root: &Path, db: &Path) -> Result<Updated, IndexError> {
 /// file beside `db` is filled while the entries are being parsed, then synced
 /// and renamed over `db`, only if no entry has a problem. When `root` is a
 /// Cargo workspace (it has a `Cargo.toml`), a problem includes metadata that
-/// disagrees with the code ([`crate::code::check`]). On any problem or
+/// disagrees with the code ([`check::registry`] with [`Scope::Index`]). On any problem or
 /// failure, `db` is left as it was.
 pub fn index(root: &Path, db: &Path) -> Result<(Registry, Counts), IndexError> {
     let started = now_ns();
@@ -113,28 +114,14 @@ pub fn index(root: &Path, db: &Path) -> Result<(Registry, Counts), IndexError> {
     // nothing has a problem.
     let (filled, checked) = std::thread::scope(|s| {
         let writer = (reg.problems.is_empty()).then(|| s.spawn(|| fill(&reg.entries, &tmp)));
-        // In a Cargo workspace the entries must also be true to the code (the
-        // checks of `fn check`); a root of entries only has no code to hold them to.
-        // The crates' API comes from the same parse of their `src/lib.rs`.
-        let checked = if root.join("Cargo.toml").is_file() {
-            code::check_all(&reg)
-        } else {
-            let (crates, repository) = code::crates(root);
-            let apis = code::api(&reg, crates.iter().map(|c| c.name.as_str()));
-            Checked {
-                apis,
-                crates,
-                repository,
-                ..Checked::default()
-            }
-        };
+        // The checks of `fn check` but the crate map; the crates' API comes
+        // from the same parse of their `src/lib.rs`.
+        let checked = check::registry(&reg, Scope::Index);
         let filled = writer.map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         (filled, checked)
     });
     let mut checked = checked;
-    reg.problems.append(&mut checked.problems);
-    reg.problems.sort();
-    reg.problems.dedup();
+    reg.problems = std::mem::take(&mut checked.problems);
     let result = match filled {
         _ if !reg.problems.is_empty() => Err(IndexError::Problems(reg)),
         None => Err(IndexError::Failed("nothing written".to_string())),

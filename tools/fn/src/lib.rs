@@ -5,23 +5,33 @@
 //! `types/<domain>/<TypeName>.md` (type entries); `registry/README.md`
 //! describes the entry format and the database.
 //!
+//! - [`entry`] parses one entry (its example as rustdoc shows it, hidden
+//!   `# ` lines left out); [`registry`] loads them all and checks them
+//!   against each other;
+//! - [`code`] holds the entries to the crates: manifests, signatures, the
+//!   test functions each `tests:` line names, the example includes of
+//!   `RegistryExamples`;
+//! - [`check`] is the one place that composes the checks: `fn check`,
+//!   `fn mcp`, `fn index` and `fn serve` all go through it;
+//! - [`index`] writes `registry.db` (in full, or what changed), [`query`]
+//!   reads it, [`serve`] and [`mcp`] serve it.
+//!
 //! # Example
 //!
 //! ```no_run
 //! use std::path::Path;
 //!
-//! let reg = fn_tool::Registry::load(Path::new("."))?;
-//! let mut problems = reg.problems.clone();
-//! problems.extend(fn_tool::code::check(&reg));
-//! for p in &problems {
+//! let checked = fn_tool::check::check(Path::new("."))?;
+//! for p in &checked.problems {
 //!     println!("{p}"); // path:line: message
 //! }
-//! if problems.is_empty() {
+//! if checked.problems.is_empty() {
 //!     fn_tool::index::index(Path::new("."), Path::new("registry/registry.db")).ok();
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod check;
 pub mod code;
 pub mod entry;
 pub mod index;

@@ -170,7 +170,7 @@ impl Server {
             }
             "check" => {
                 let _: NoArgs = parse(name, args)?;
-                Ok(json::check(&self.root)?.to_json())
+                Ok(crate::check::check(&self.root)?.to_json())
             }
             "compose" => {
                 let a: ComposeArgs = parse(name, args)?;

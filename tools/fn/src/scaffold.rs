@@ -102,10 +102,15 @@ pub fn {name}(x: u32) -> u32 {{
     x * 2
 }}
 
+/// The examples of this crate's registry entries, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../{name}.md")]
+pub struct RegistryExamples;
+
 #[cfg(test)]
 mod tests {{
     #[test]
-    fn doubles() {{
+    fn doubles_its_input() {{
         assert_eq!(super::{name}(21), 42);
     }}
 }}

@@ -328,7 +328,9 @@ fn show_gives_edges_cargo_line_and_example() {
     );
     assert_eq!(v["used_by"][0]["id"], "shout_rust_core");
     assert_eq!(v["uses"][0]["id"], "Greeting_rust_core");
-    assert!(v["example"].as_str().unwrap().contains("greet(&g)"));
+    // The example as rustdoc shows it: the hidden setup line left out.
+    assert_eq!(v["example"], "```rust\nlet text = greet(&g);\n```");
+    assert!(!human.contains("# let g"), "{human}");
     let shout = fn_cmd(&["show", "shout", "--json", "--db", path(&db)]);
     let v: serde_json::Value = serde_json::from_str(&text(&shout.stdout)).unwrap();
     assert_eq!(

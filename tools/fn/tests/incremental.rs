@@ -191,7 +191,8 @@ fn an_update_writes_what_a_full_index_writes() {
     .unwrap();
     std::fs::write(
         wave.join("src/lib.rs"),
-        "//! Waves at someone.\n\n/// Waves.\npub fn wave(n: u8) -> u8 {\n    n\n}\n",
+        "//! Waves at someone.\n\n/// Waves.\npub fn wave(n: u8) -> u8 {\n    n\n}\n\n\
+         #[cfg(doctest)]\n#[doc = include_str!(\"../wave.md\")]\npub struct RegistryExamples;\n",
     )
     .unwrap();
     let md = std::fs::read_to_string(root.join("crates/greet/greet.md"))
@@ -324,4 +325,83 @@ file_path: crates/greet/src/lib.rs\nfields:\n  - name: n\n    type: u8\n    desc
     let done = update(&root, &db);
     assert_eq!(done.rechecked, Some(2), "greet and Wave");
     assert_same_as_full(&root, &db);
+}
+
+#[test]
+fn an_update_checks_test_names_and_example_includes_again() {
+    let (_dir, root, db) = workspace();
+    update(&root, &db);
+    let lib = root.join("crates/greet/src/lib.rs");
+    let problems = |root: &Path, db: &Path| match index::update(root, db) {
+        Err(IndexError::Problems(reg)) => reg
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        other => panic!("expected problems, got {other:?}"),
+    };
+
+    // The test function is renamed: the entry's `tests:` line names nothing.
+    edit(&lib, "fn says_hello()", "fn says_hi()");
+    let found = problems(&root, &db);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("crates/greet/greet.md:23:")
+                && p.contains("no #[test] fn `says_hello`")
+                && p.contains("nearest in crates/greet/src/lib.rs: says_hi")),
+        "{found:?}"
+    );
+    edit(&lib, "fn says_hi()", "fn says_hello()");
+    update(&root, &db);
+    assert_same_as_full(&root, &db);
+
+    // The include of the entry goes: its example is not compiled.
+    edit(&lib, "#[doc = include_str!(\"../greet.md\")]\n", "");
+    let found = problems(&root, &db);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("crates/greet/greet.md:28:")
+                && p.contains("include_str!(\"../greet.md\")")),
+        "{found:?}"
+    );
+    edit(
+        &lib,
+        "pub struct RegistryExamples;",
+        "#[doc = include_str!(\"../greet.md\")]\npub struct RegistryExamples;",
+    );
+    update(&root, &db);
+    assert_same_as_full(&root, &db);
+
+    // A test in a new file of the crate counts once the index sees the file.
+    edit(
+        &root.join("crates/greet/greet.md"),
+        "  - \"says hello\"\n",
+        "  - \"says hello\"\n  - \"greets from another file\"\n",
+    );
+    assert!(
+        problems(&root, &db)
+            .iter()
+            .any(|p| p.contains("`greets_from_another_file`"))
+    );
+    std::fs::create_dir_all(root.join("crates/greet/tests")).unwrap();
+    std::fs::write(
+        root.join("crates/greet/tests/other.rs"),
+        "#[test]\nfn greets_from_another_file() {}\n",
+    )
+    .unwrap();
+    update(&root, &db);
+    assert_same_as_full(&root, &db);
+    // That file is an input now: a rename there is seen.
+    edit(
+        &root.join("crates/greet/tests/other.rs"),
+        "fn greets_from_another_file",
+        "fn greets_elsewhere",
+    );
+    assert!(
+        problems(&root, &db)
+            .iter()
+            .any(|p| p.contains("`greets_from_another_file`"))
+    );
 }

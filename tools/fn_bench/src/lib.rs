@@ -142,7 +142,8 @@ pub fn generate(out: &Path, entries: usize, seed: u64) -> io::Result<Stats> {
 /// `name.workspace = true`, plus its `imports`) and a `src/lib.rs` whose
 /// crate docs open with the description, with the function of the entry's
 /// signature, the types homed there (their fields as the type entries list
-/// them) and as many `#[test]` functions as the entry lists tests. The code
+/// them), a `#[test]` function named after each test the entry lists, and
+/// the `RegistryExamples` that includes the entries' examples. The code
 /// parses but is not meant to build: its parameter types are not defined.
 pub fn generate_with(out: &Path, entries: usize, seed: u64, crates: bool) -> io::Result<Stats> {
     let mut rng = Rng(seed);
@@ -187,9 +188,12 @@ pub fn generate_with(out: &Path, entries: usize, seed: u64, crates: bool) -> io:
         std::fs::write(dir.join(format!("{name}.md")), &f.text)?;
         bytes += f.text.len() as u64;
         if crates {
-            let own: Vec<(&str, &[(String, &str)])> = homed[i]
+            let own: Vec<OwnType<'_>> = homed[i]
                 .iter()
-                .map(|(t, fields)| (type_ids[*t].0.as_str(), fields.as_slice()))
+                .map(|(t, fields)| {
+                    let (name, domain) = &type_ids[*t];
+                    (name.as_str(), domain.as_str(), fields.as_slice())
+                })
                 .collect();
             bytes += write_crate(&dir, name, &f, &fn_names, functions, &own)?;
             let _ = writeln!(
@@ -213,6 +217,9 @@ pub fn generate_with(out: &Path, entries: usize, seed: u64, crates: bool) -> io:
 /// A type's fields: (name, type).
 type Fields = Vec<(String, &'static str)>;
 
+/// A type a function crate defines: its name, domain and fields.
+type OwnType<'a> = (&'a str, &'a str, &'a [(String, &'a str)]);
+
 /// The function crate that defines type `i` (of `functions` function crates).
 fn type_home(i: usize, functions: usize) -> usize {
     i % functions.max(1)
@@ -226,7 +233,7 @@ fn write_crate(
     f: &Function,
     fns: &[(String, String)],
     functions: usize,
-    own_types: &[(&str, &[(String, &str)])],
+    own_types: &[OwnType<'_>],
 ) -> io::Result<u64> {
     // Registry dependencies: the used functions' crates and the used types' homes.
     let mut deps: Vec<&str> = f
@@ -249,7 +256,7 @@ fn write_crate(
         let _ = writeln!(toml, "{d}.workspace = true");
     }
     let mut lib = format!("//! {}\n\nuse bytes::Bytes;\n\n", f.description);
-    for (t, fields) in own_types {
+    for (t, _, fields) in own_types {
         let _ = writeln!(
             lib,
             "/// A generated configuration.\n#[derive(Debug, Default)]\npub struct {t} {{"
@@ -264,12 +271,21 @@ fn write_crate(
         "/// {}\n{} {{\n    let _ = (client, msg, limit);\n    unimplemented!()\n}}",
         f.output, f.signature
     );
-    if f.tests > 0 {
+    lib.push_str("\n#[cfg(doctest)]\n");
+    let _ = writeln!(lib, "#[doc = include_str!(\"../{name}.md\")]");
+    for (t, domain, _) in own_types {
+        let _ = writeln!(
+            lib,
+            "#[doc = include_str!(\"../../../types/{domain}/{t}.md\")]"
+        );
+    }
+    lib.push_str("pub struct RegistryExamples;\n");
+    if !f.tests.is_empty() {
         lib.push_str("\n#[cfg(test)]\nmod tests {\n");
-        for t in 0..f.tests {
+        for (t, test) in f.tests.iter().enumerate() {
             let _ = writeln!(
                 lib,
-                "    #[test]\n    fn case_{t}() {{\n        assert_eq!(1 + {t}, {t} + 1);\n    }}"
+                "    #[test]\n    fn {test}() {{\n        assert_eq!(1 + {t}, {t} + 1);\n    }}"
             );
         }
         lib.push_str("}\n");
@@ -308,8 +324,8 @@ struct Function {
     uses_types: Vec<usize>,
     returns: Option<usize>,
     error_type: Option<usize>,
-    /// `#[test]` functions its crate needs (0 when untested).
-    tests: usize,
+    /// The `#[test]` functions its crate needs, by name (none when untested).
+    tests: Vec<String>,
 }
 
 impl Function {
@@ -398,10 +414,13 @@ fn function_entry(
     }
     let output = rng.sentence(2);
     let _ = writeln!(s, "output: \"{output}\"");
+    let mut tests = Vec::new();
     if tested {
         s.push_str("tested: true\ntests:\n");
         for _ in 0..n_tests {
-            let _ = writeln!(s, "  - \"{}\"", rng.sentence(1));
+            let test = rng.sentence(1);
+            let _ = writeln!(s, "  - \"{test}\"");
+            tests.push(test_fn_name(&test));
         }
         let _ = writeln!(s, "test_file_path: crates/{name}/src/lib.rs");
     } else {
@@ -439,8 +458,23 @@ fn function_entry(
         uses_types: uses_ty,
         returns,
         error_type,
-        tests: if tested { n_tests } else { 0 },
+        tests,
     }
+}
+
+/// The test function a line of `tests:` names, as `fn check` reads it:
+/// lowercase, every run of other characters than ASCII letters and digits
+/// one `_`, none at either end.
+fn test_fn_name(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars().filter(|&c| c != '\'') {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_string()
 }
 
 fn type_entry(

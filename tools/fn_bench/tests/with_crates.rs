@@ -4,10 +4,8 @@
 use std::path::Path;
 
 fn check(root: &Path) -> Vec<String> {
-    let reg = fn_tool::Registry::load(root).unwrap();
-    let mut problems = reg.problems.clone();
-    problems.extend(fn_tool::code::check(&reg));
-    problems.iter().map(ToString::to_string).collect()
+    let checked = fn_tool::check::check(root).unwrap();
+    checked.problems.iter().map(ToString::to_string).collect()
 }
 
 fn first_crate(root: &Path) -> String {

@@ -118,8 +118,9 @@ use ws_wrapper_server::{Ctx, Reply, RequestError, WrapperConfig, WrapperError, W
 mod metrics;
 mod reach;
 
+use backplane_memory::{MemoryBus, MemoryConfig};
 use reach::Reach;
-use ws_cluster::WsCluster;
+use ws_cluster::{ClusterConfig, WsCluster};
 
 /// The page of `GET /`.
 const INDEX_HTML: &str = include_str!("index.html");
@@ -154,6 +155,10 @@ pub struct Options {
     /// The backplanes that make this process one node of several
     /// (`--redis`). Default: none, this process alone.
     pub cluster: Option<Cluster>,
+    /// Messages kept per `/hub` room: a connection that subscribes gets the
+    /// room's last this many first (`--room-history`). Alone, they are kept
+    /// in this process. Default: 0 (none).
+    pub room_history: usize,
 }
 
 /// One backplane node per part that crosses nodes (each sets its own
@@ -192,6 +197,7 @@ impl Default for Options {
             hub_identify: None,
             limits: Limits::default(),
             cluster: None,
+            room_history: 0,
         }
     }
 }
@@ -271,8 +277,8 @@ impl App {
 
 /// The whole application.
 ///
-/// With [`Options::cluster`], call it inside a tokio runtime (the cluster
-/// parts start their tasks).
+/// With [`Options::cluster`] or [`Options::room_history`], call it inside a
+/// tokio runtime (the cluster parts start their tasks).
 pub fn app(options: Options) -> App {
     let broker_config = BrokerConfig {
         replay: options.replay,
@@ -352,13 +358,29 @@ pub fn app(options: Options) -> App {
         stats: rpc_stats.clone(),
         ..base.clone()
     });
-    let rooms_reach = reach(
-        HubConfig {
-            max_rooms: limits.max_rooms,
-            ..HubConfig::default()
-        },
-        options.cluster.as_ref().map(|c| &c.rooms),
-    );
+    let rooms_config = HubConfig {
+        max_rooms: limits.max_rooms,
+        ..HubConfig::default()
+    };
+    let rooms_backplane = match &options.cluster {
+        Some(c) => Some(c.rooms.clone()),
+        // Room history alone: kept by a one-node bus in this process.
+        None if options.room_history > 0 => {
+            Some(Arc::new(MemoryBus::new(MemoryConfig::default()).node()) as Arc<dyn Backplane>)
+        }
+        None => None,
+    };
+    let rooms_reach = match rooms_backplane {
+        Some(b) => Reach::Cluster(WsCluster::with_config(
+            WsHub::new(WsCluster::hub_config(&*b, rooms_config)),
+            b,
+            ClusterConfig {
+                room_history: options.room_history,
+                ..ClusterConfig::default()
+            },
+        )),
+        None => Reach::Local(WsHub::new(rooms_config)),
+    };
     let rooms = rooms_reach.hub().clone();
     let room_hub = hub_handler(
         rooms_reach.clone(),
@@ -579,6 +601,10 @@ fn hub_handler(reach: Reach, config: WsConfig) -> Handler {
                     .user()
                     .is_some_and(|u| room.strip_prefix("private-") == Some(u))
         })),
+        join: reach.cluster().cloned().map(|cluster| {
+            Arc::new(move |client: &WsClient, room: &str| cluster.join(client, room))
+                as ws_control::JoinHook
+        }),
         ..ControlConfig::default()
     };
     let app = Arc::new(move |client: &WsClient, msg: Message| say_or_whisper(&reach, client, &msg));

@@ -171,6 +171,11 @@ struct Args {
         value_name = "SECS"
     )]
     presence_ttl_secs: u64,
+    /// Messages kept per `/hub` room: a connection that subscribes gets the
+    /// room's last N first, then the live ones (0: none kept). Kept in
+    /// Redis with --redis, else in this process.
+    #[arg(long, env = "RT_ROOM_HISTORY", default_value_t = 0, value_name = "N")]
+    room_history: usize,
 }
 
 /// `--log-format`.
@@ -412,6 +417,7 @@ fn options(args: &Args) -> Result<rt_server::Options, String> {
             max_rooms: args.max_rooms,
             write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
         },
+        room_history: args.room_history,
         ..rt_server::Options::default()
     })
 }

@@ -11,9 +11,10 @@
 //! The whole attack sequence runs [`PASSES`] times against the same server.
 //! The allocator keeps freed memory (the 4,000-connection burst alone takes
 //! RSS from about 11 to 76 MiB the first time) and each repeat settles it
-//! further (+18, +10, +5 MiB), where a leak would add the same every pass:
-//! the RSS after the next-to-last pass is the baseline, and the RSS after
-//! the last must be within 10% of it.
+//! further (+18, +10, +5 MiB), where a leak would add the same every pass;
+//! the plateau itself moves by about 10% between runs. The most RSS after
+//! any pass but the last is the baseline, and the RSS after the last must
+//! be within 10% of it.
 //!
 //! Every attack's check is recorded (and printed as `ok` or `FAIL` with what
 //! was seen) rather than stopping at the first failure, so one run reports
@@ -1456,15 +1457,18 @@ async fn attacks() {
         attack_churn(addr, &mut r).await;
         after(&mut srv, &mut canaries, &mut r, "12. churn", t).await;
 
-        if pass == PASSES - 1 {
-            baseline = srv.rss_kib();
+        // The plateau the allocator settles on moves by ±10% between runs
+        // (thread arenas, what the machine runs meanwhile): a leak is the
+        // last pass growing past every earlier one, not past one sample.
+        if pass < PASSES {
+            baseline = baseline.max(srv.rss_kib());
         }
     }
     r.pass = 0;
     let rss_end = srv.rss_kib();
     let growth = rss_end as f64 / baseline as f64 - 1.0;
     println!(
-        "RSS: start {rss_start} KiB, after pass {} (baseline) {baseline} KiB, after pass {PASSES} {rss_end} KiB ({:+.1}%)",
+        "RSS: start {rss_start} KiB, most after passes 1 to {} (baseline) {baseline} KiB, after pass {PASSES} {rss_end} KiB ({:+.1}%)",
         PASSES - 1,
         growth * 100.0
     );

@@ -1,6 +1,6 @@
 //! Two `rt-server` processes on one real `redis-server` (started here on a
-//! free port, stopped by its pid): WebSocket targets, SSE resume, presence
-//! and a Redis outage, across nodes.
+//! free port, stopped by its pid): WebSocket targets, SSE resume, presence,
+//! room history and a Redis outage, across nodes; and room history alone.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,9 +24,14 @@ const TTL_SECS: u64 = 2;
 
 /// One rt-server node on `redis` (SIGKILL when dropped: `kill()`).
 fn node(redis: &RedisServer) -> Server {
+    node_with(redis, &[])
+}
+
+/// [`node`] with more arguments.
+fn node_with(redis: &RedisServer, more: &[&str]) -> Server {
     let ttl = TTL_SECS.to_string();
     let url = redis.url();
-    let args = [
+    let mut args = vec![
         "--addr",
         "127.0.0.1:0",
         "--quiet",
@@ -38,6 +43,7 @@ fn node(redis: &RedisServer) -> Server {
         "--presence-ttl-secs",
         &ttl,
     ];
+    args.extend_from_slice(more);
     Server::spawn(None, &args, &[])
 }
 
@@ -248,6 +254,55 @@ impl Sse {
             })
             .collect()
     }
+}
+
+/// Emits notices `m1`..`m5` to room `public-h` through `from`, joins it
+/// with a connection to `to`, then emits `live` and `end` through `from`:
+/// the connection gets the last three, then the live one.
+async fn history_then_live(from: SocketAddr, to: SocketAddr) {
+    for n in 1..=5 {
+        let (status, out) = http(from, "POST", "/emit?room=public-h", &format!("m{n}")).await;
+        assert_eq!(status, 202, "{out}");
+    }
+    let mut ana = hub_as(to, "ana").await;
+    join(&mut ana, "public-h").await;
+    // The history comes before anything live of the room, so this first
+    // notice tells that the node follows the room now.
+    let first = loop {
+        let ev = next_event(&mut ana).await;
+        if ev["type"] == "notice" {
+            break ev["data"].as_str().unwrap().to_string();
+        }
+    };
+    assert_eq!(first, "m3");
+    for body in ["live", "end"] {
+        assert_eq!(http(from, "POST", "/emit?room=public-h", body).await.0, 202);
+    }
+    assert_eq!(notices_until_end(&mut ana).await, ["m4", "m5", "live"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_on_another_node_gets_the_room_history_then_live() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, b) = (
+        node_with(&redis, &["--room-history", "3"]),
+        node_with(&redis, &["--room-history", "3"]),
+    );
+    history_then_live(b.addr, a.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alone_a_subscriber_gets_the_room_history_then_live() {
+    let args = [
+        "--addr",
+        "127.0.0.1:0",
+        "--quiet",
+        "--insecure-bearer-names",
+        "--room-history",
+        "3",
+    ];
+    let server = Server::spawn(None, &args, &[]);
+    history_then_live(server.addr, server.addr).await;
 }
 
 fn position(id: &str) -> (u64, u64) {
