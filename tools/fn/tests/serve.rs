@@ -279,6 +279,11 @@ fn a_new_entry_on_disk_is_announced_over_sse_and_found() {
 
     let data: Value = serde_json::from_str(&next_event(&mut events, "index")).unwrap();
     assert_eq!(data["entries"], 5);
+    assert_eq!(
+        data["rechecked"],
+        Value::Null,
+        "a new entry file: a full index"
+    );
     let (status, after) = s.get_json("/api/search?q=farewell");
     assert_eq!(status, 200);
     assert_eq!(after["results"][0]["id"], "Farewell_rust_core");
@@ -307,6 +312,22 @@ fn a_new_entry_on_disk_is_announced_over_sse_and_found() {
     std::fs::remove_file(&farewell).unwrap();
     let data: Value = serde_json::from_str(&next_event(&mut events, "index")).unwrap();
     assert_eq!(data["entries"], 4);
+
+    // An edit of one entry: only that entry is checked and written again.
+    let greeting = s.root().join("types/core/Greeting.md");
+    let text = std::fs::read_to_string(&greeting).unwrap();
+    std::fs::write(
+        &greeting,
+        text.replace("tags: [type, core]", "tags: [type, core, hello]"),
+    )
+    .unwrap();
+    let data: Value = serde_json::from_str(&next_event(&mut events, "index")).unwrap();
+    assert_eq!(
+        (data["entries"].clone(), data["rechecked"].clone()),
+        (4.into(), 1.into())
+    );
+    let (_, tagged) = s.get_json("/api/search?q=hello");
+    assert_eq!(tagged["results"][0]["id"], "Greeting_rust_core");
     let (status, _) = s.get_json("/api/entries/Farewell");
     assert_eq!(status, 404);
 }

@@ -59,13 +59,14 @@ pub(super) async fn watch(state: Arc<State>, poll: Duration, mut seen: Option<Se
     }
 }
 
-/// Indexes the registry into the database as `fn index` does, updates the
+/// Indexes the registry into the database as `fn index` does (only what
+/// changed, when the database allows it), updates the
 /// status and publishes the outcome: `index` with the counts, or `problems`
 /// (the database is then left as it was). `Err` holds the problem lines.
 pub(super) fn reindex(state: &State) -> Result<(), Vec<String>> {
     let started = Instant::now();
-    match index::index(&state.root, &state.db) {
-        Ok((reg, counts)) => {
+    match index::update(&state.root, &state.db) {
+        Ok(done) => {
             let indexed_at = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -73,16 +74,17 @@ pub(super) fn reindex(state: &State) -> Result<(), Vec<String>> {
             state.set_status(|s| {
                 s.generation += 1;
                 generation = s.generation;
-                s.entries = reg.entries.len();
+                s.entries = done.entries;
                 s.indexed_at = indexed_at;
                 s.problems.clear();
             });
             let data = json!({
                 "generation": generation,
-                "entries": reg.entries.len(),
-                "functions": counts.functions,
-                "types": counts.types,
-                "refs": counts.refs,
+                "entries": done.entries,
+                "functions": done.counts.functions,
+                "types": done.counts.types,
+                "refs": done.counts.refs,
+                "rechecked": done.rechecked,
                 "indexed_at": indexed_at,
                 "ms": started.elapsed().as_millis() as u64,
             });
