@@ -51,6 +51,9 @@
 //! `emit_local_first`, run in one task per node, in order, fed by a bounded
 //! queue ([`ClusterConfig::queue`]); a full queue
 //! drops the operation and counts it ([`ClusterStats::queue_full`]).
+//! Forwards queued behind each other go out as one burst (up to 16, each
+//! started in order, awaited together: one round trip), so the other nodes
+//! receive bursts and write several messages per `send`, as one server does.
 //! [`WsCluster::flush`] waits until what is queued went out.
 //!
 //! # Example
@@ -99,6 +102,7 @@ use std::time::Duration;
 pub use backplane::{
     Backplane, BackplaneError, Bytes, Channel, Incoming, Presence, PresenceMember,
 };
+use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 pub use ws_broadcast::Broadcast;
@@ -249,6 +253,10 @@ struct Prepared {
 struct Hold {
     messages: Vec<((u64, u64), Message)>,
 }
+
+/// Most forwards published together; `join_all` starts at most this many in
+/// order (it keeps order up to 30).
+const MAX_BURST: usize = 16;
 
 /// Most messages held for one joining connection; past it, the history is
 /// skipped and the held messages go out.
@@ -646,6 +654,12 @@ impl Inner {
         self.release(room, client, history);
     }
 
+    /// Publishes forwards, each started before the next (in order on the
+    /// backplane), all awaited together; failures are counted.
+    async fn publish_burst(&self, burst: Vec<Forward>) {
+        join_all(burst.into_iter().map(|forward| self.publish(forward))).await;
+    }
+
     async fn publish(&self, forward: Forward) -> Result<(), BackplaneError> {
         let Forward {
             channels,
@@ -791,9 +805,7 @@ impl Inner {
 
     async fn apply(&self, op: Op, local: &mut Local) {
         match op {
-            Op::Forward(forward) => {
-                let _ = self.publish(forward).await;
-            }
+            Op::Forward(forward) => self.publish_burst(vec![forward]).await,
             Op::History { room, client } => self.send_history(&room, client).await,
             Op::Joined { room, client, user } => {
                 // Told out of order with its leave, or left since: nothing to say.
@@ -954,7 +966,28 @@ async fn run(inner: Weak<Inner>, mut ops: mpsc::Receiver<Op>, sweep: Duration) {
         tokio::select! {
             op = ops.recv() => {
                 let (Some(op), Some(inner)) = (op, inner.upgrade()) else { break };
-                inner.apply(op, &mut local).await;
+                let mut next = Some(op);
+                while let Some(op) = next.take() {
+                    let Op::Forward(first) = op else {
+                        inner.apply(op, &mut local).await;
+                        continue;
+                    };
+                    // The forwards queued behind it go out together, in order:
+                    // one round trip for a burst (and the other nodes get the
+                    // burst together), not one per message.
+                    let mut burst = vec![first];
+                    while burst.len() < MAX_BURST {
+                        match ops.try_recv() {
+                            Ok(Op::Forward(forward)) => burst.push(forward),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    inner.publish_burst(burst).await;
+                }
             }
             _ = tick.tick() => {
                 let Some(inner) = inner.upgrade() else { break };
