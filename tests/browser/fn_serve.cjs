@@ -5,8 +5,9 @@
 // repository's registry, never on the repository's own files.
 //
 // Run: NODE_PATH=<dir with playwright-core> node tests/browser/fn_serve.cjs target/debug/fn [REPO]
-// Screenshots: target/screenshots/fn-serve-{search,entry}.png; the entry page also
-// goes to docs/img/fn-serve.png.
+// Screenshots: target/screenshots/fn-serve-{search,entry}.png (the README's
+// docs/img/fn-serve.png is a copy of the entry page, refreshed by hand: the test
+// never writes into the repository).
 
 const { execFileSync } = require("child_process");
 const common = require("./common.cjs");
@@ -87,8 +88,6 @@ async function run(root) {
       check(nodes.includes(d.id), `graph nodes ${JSON.stringify(nodes)} lack ${d.id}`);
     }
     await page.screenshot({ path: path.join(shots, "fn-serve-entry.png"), fullPage: true });
-    fs.mkdirSync(path.join(repo, "docs", "img"), { recursive: true });
-    fs.copyFileSync(path.join(shots, "fn-serve-entry.png"), path.join(repo, "docs", "img", "fn-serve.png"));
 
     // Live refresh: a search for a type that does not exist yet, and the whole graph, stay open.
     const search = await context.newPage();

@@ -256,6 +256,41 @@ impl Sse {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_messages_reach_the_other_node_in_order() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, b) = (node(&redis), node(&redis));
+    let mut from = ws_at(a.addr, "/ws").await;
+    let mut to = ws_at(b.addr, "/ws").await;
+    // Until B hears A's sockets.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "/ws on B never heard A");
+        from.send(Message::text("probe")).await.unwrap();
+        if tokio::time::timeout(Duration::from_millis(300), next_text(&mut to))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    // A burst from one socket: A forwards what queued up behind each other
+    // together, and B must still get every message once, in order.
+    let sent: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
+    for m in &sent {
+        from.feed(Message::text(m.as_str())).await.unwrap();
+    }
+    from.flush().await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let text = next_text(&mut to).await;
+        if text != "probe" {
+            got.push(text);
+        }
+    }
+    assert_eq!(got, sent);
+}
+
 /// Emits notices `m1`..`m5` to room `public-h` through `from`, joins it
 /// with a connection to `to`, then emits `live` and `end` through `from`:
 /// the connection gets the last three, then the live one.
