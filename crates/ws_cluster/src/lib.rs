@@ -569,17 +569,23 @@ impl Inner {
         if self.config.room_history == 0 {
             return self.hub.join(client, room).map(drop);
         }
-        {
+        // A hold made now is this join's; one already there belongs to a
+        // join whose history is being read, and that one sends it.
+        let fresh = {
             let mut holds = lock(&self.holds);
             let for_room = holds.entry(room.to_string()).or_default();
-            if for_room.contains_key(&client.id()) {
-                // Already joining: the first join sends the history.
-                return Ok(());
+            let fresh = !for_room.contains_key(&client.id());
+            if fresh {
+                for_room.insert(client.id(), Hold::default());
+                self.holding.fetch_add(1, Ordering::AcqRel);
             }
-            for_room.insert(client.id(), Hold::default());
-            self.holding.fetch_add(1, Ordering::AcqRel);
+            fresh
+        };
+        let joined = self.hub.join(client, room);
+        if !fresh {
+            return joined.map(drop);
         }
-        match self.hub.join(client, room) {
+        match joined {
             Ok(true) => {
                 let op = Op::History {
                     room: room.to_string(),
@@ -1559,6 +1565,19 @@ mod tests {
         settle(&[&a, &b]).await;
         assert!(got(&ana).is_empty());
         assert_eq!(a.join(&ana, ""), Err(JoinError::InvalidName));
+
+        // Left and back while its history is read: a member again, the
+        // history once.
+        let bo = user(&a, "bo");
+        a.join(&bo, "r").unwrap();
+        a.hub().leave(&bo, "r");
+        a.join(&bo, "r").unwrap();
+        assert!(a.hub().is_member(&bo, "r"));
+        settle(&[&a, &b]).await;
+        b.emit(&notice(7), &room).await.unwrap();
+        settle(&[&a, &b]).await;
+        let seen: Vec<u64> = notices(&bo).iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!(seen, [4, 5, 6, 7]);
     }
 
     #[tokio::test]
