@@ -129,7 +129,9 @@ pub struct ClusterConfig {
     pub dedup_window: usize,
     /// Messages kept per room for connections that join it
     /// ([`WsCluster::join`]): they get the room's last this many messages
-    /// first, then the live ones. Default: 0 (none kept).
+    /// first, then the live ones. The history is queued at once, so keep it
+    /// well below the hub's `queue_messages` (a fuller outbox is a slow
+    /// client). Default: 0 (none kept).
     pub room_history: usize,
 }
 

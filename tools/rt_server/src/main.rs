@@ -172,8 +172,9 @@ struct Args {
     )]
     presence_ttl_secs: u64,
     /// Messages kept per `/hub` room: a connection that subscribes gets the
-    /// room's last N first, then the live ones (0: none kept). Kept in
-    /// Redis with --redis, else in this process.
+    /// room's last N first, then the live ones (0: none kept; at most 128,
+    /// half of a connection's outbox). Kept in Redis with --redis, else in
+    /// this process.
     #[arg(long, env = "RT_ROOM_HISTORY", default_value_t = 0, value_name = "N")]
     room_history: usize,
 }
@@ -391,6 +392,16 @@ fn options(args: &Args) -> Result<rt_server::Options, String> {
     };
     if args.publish_token.as_deref() == Some("") {
         return Err("--publish-token must not be empty".into());
+    }
+    // The history is queued for the joining connection at once, behind
+    // what is queued already: more than its outbox holds would close it as slow.
+    let outbox = ws_hub::HubConfig::default().queue_messages;
+    if args.room_history > outbox / 2 {
+        return Err(format!(
+            "--room-history {} is more than half of a connection's outbox ({outbox} messages): at most {}",
+            args.room_history,
+            outbox / 2
+        ));
     }
     let hub_identify = if args.insecure_bearer_names {
         Some(rt_server::insecure_bearer_names())

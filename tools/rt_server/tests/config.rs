@@ -131,6 +131,21 @@ fn a_bad_config_file_is_refused_naming_file_line_and_key() {
 }
 
 #[test]
+fn a_room_history_larger_than_half_an_outbox_is_refused() {
+    let out = Command::new(BIN)
+        .args(["--addr", "127.0.0.1:0", "--room-history", "129"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--room-history 129") && err.contains("at most 128"),
+        "{err}"
+    );
+}
+
+#[test]
 fn every_flag_reads_an_rt_variable_and_help_shows_defaults() {
     let out = Command::new(BIN)
         .arg("--help")
