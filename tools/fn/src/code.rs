@@ -980,17 +980,6 @@ fn is_test_attr(a: &syn::Attribute) -> bool {
     a.path().segments.last().is_some_and(|s| s.ident == "test")
 }
 
-fn count_tests(items: &[syn::Item]) -> usize {
-    items
-        .iter()
-        .map(|i| match i {
-            syn::Item::Fn(f) => usize::from(f.attrs.iter().any(is_test_attr)),
-            syn::Item::Mod(m) => m.content.as_ref().map_or(0, |(_, it)| count_tests(it)),
-            _ => 0,
-        })
-        .sum()
-}
-
 /// The names of the test functions in `items` (`#[test]`, `#[tokio::test]`,
 /// any `#[...::test]`), those of inline modules included.
 fn test_names(items: &[syn::Item], out: &mut BTreeSet<String>) {
@@ -1101,9 +1090,11 @@ fn check_tested(e: &Entry, cx: &Context<'_>, sources: &mut Sources, out: &mut Ve
     } else if e.kind != Kind::Type && in_crates(e) {
         let mut found = Vec::new();
         for rel in crate_rust_files(root, &e.name, sources) {
-            if let Some(file) = sources.get(root, &rel)
-                && count_tests(&file.items) > 0
-            {
+            let mut names = BTreeSet::new();
+            if let Some(file) = sources.get(root, &rel) {
+                test_names(&file.items, &mut names);
+            }
+            if !names.is_empty() {
                 found.push(rel);
             }
         }
@@ -1176,28 +1167,10 @@ fn check_test_names(
 fn nearest<'a>(name: &str, names: &'a BTreeSet<String>, n: usize) -> Vec<&'a str> {
     let mut scored: Vec<(usize, &str)> = names
         .iter()
-        .map(|c| (edit_distance(name, c), c.as_str()))
+        .map(|c| (strsim::levenshtein(name, c), c.as_str()))
         .collect();
     scored.sort_unstable();
     scored.into_iter().take(n).map(|(_, c)| c).collect()
-}
-
-/// Levenshtein distance between two strings, by bytes.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, &x) in a.iter().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, &y) in b.iter().enumerate() {
-            let next = (diag + usize::from(x != y))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            diag = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
 }
 
 /// An entry with an `## Example` whose code is in `crates/<c>/` is included

@@ -213,7 +213,7 @@ pub(super) fn near_names(conn: &Connection, name: &str) -> rusqlite::Result<Vec<
             } else if lower.contains(&want) || want.contains(&lower) {
                 0
             } else {
-                edit_distance(&lower, &want)
+                strsim::levenshtein(&lower, &want)
             };
             (d <= budget).then_some((d, n))
         })
@@ -224,26 +224,6 @@ pub(super) fn near_names(conn: &Connection, name: &str) -> rusqlite::Result<Vec<
         .take(SUGGESTIONS)
         .map(|(_, n)| n)
         .collect())
-}
-
-/// Levenshtein distance, by characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 async fn entry(state: Arc<State>, req: Request) -> Response {
@@ -314,15 +294,7 @@ async fn status(state: Arc<State>, _req: Request) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::{SearchQuery, edit_distance};
-
-    #[test]
-    fn edit_distance_counts_edits() {
-        assert_eq!(edit_distance("ws_send", "ws_send"), 0);
-        assert_eq!(edit_distance("ws_sned", "ws_send"), 2);
-        assert_eq!(edit_distance("ws_sen", "ws_send"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-    }
+    use super::SearchQuery;
 
     #[test]
     fn search_parameters_are_checked() {
