@@ -21,7 +21,7 @@ use bench_support::args::{ServerArgs, positive};
 use bench_support::server::{self, Server, Spec};
 use bench_support::{median, percentile_ms};
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -69,39 +69,52 @@ async fn connect(addr: &str) -> Result<Ws, String> {
 }
 
 /// One connection: keeps `in_flight` requests out until `until`; latencies in µs.
+///
+/// The answers already read go together: each gets its next request queued,
+/// and the requests leave in one write once no answer is left to read, so
+/// the generator spends one write per burst, not one per request (a
+/// generator slower than the server would measure itself).
 async fn run(mut ws: Ws, in_flight: usize, until: Instant) -> Result<Vec<u32>, String> {
     let mut sent_at = std::collections::HashMap::new();
     let mut next_id = 1u64;
     let mut lat = Vec::new();
-    let send = |ws_id: u64| Message::text(format!(r#"{{"a":["echo",{ws_id}],"i":{ws_id}}}"#));
+    let request = |ws_id: u64| Message::text(format!(r#"{{"a":["echo",{ws_id}],"i":{ws_id}}}"#));
     for _ in 0..in_flight {
         sent_at.insert(next_id, Instant::now());
-        ws.send(send(next_id)).await.map_err(|e| e.to_string())?;
+        ws.feed(request(next_id)).await.map_err(|e| e.to_string())?;
         next_id += 1;
     }
+    ws.flush().await.map_err(|e| e.to_string())?;
     while !sent_at.is_empty() {
-        let msg = ws
-            .next()
-            .await
-            .ok_or("the server closed")?
-            .map_err(|e| e.to_string())?;
-        let Message::Text(t) = msg else { continue };
-        let id = t
-            .split("\"i\":")
-            .nth(1)
-            .and_then(|r| r.split([',', '}']).next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .ok_or(format!("unexpected answer {t}"))?;
-        if !t.contains(&format!("\"d\":{id}")) {
-            return Err(format!("wrong answer {t}"));
+        let first = ws.next().await.ok_or("the server closed")?;
+        let mut ready = Some(first);
+        let mut queued = false;
+        while let Some(msg) = ready {
+            if let Message::Text(t) = msg.map_err(|e| e.to_string())? {
+                let id = t
+                    .split("\"i\":")
+                    .nth(1)
+                    .and_then(|r| r.split([',', '}']).next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .ok_or(format!("unexpected answer {t}"))?;
+                if !t.contains(&format!("\"d\":{id}")) {
+                    return Err(format!("wrong answer {t}"));
+                }
+                if let Some(at) = sent_at.remove(&id) {
+                    lat.push(u32::try_from(at.elapsed().as_micros()).unwrap_or(u32::MAX));
+                }
+                if Instant::now() < until {
+                    sent_at.insert(next_id, Instant::now());
+                    ws.feed(request(next_id)).await.map_err(|e| e.to_string())?;
+                    next_id += 1;
+                    queued = true;
+                }
+            }
+            // The next answer if it is already read, without waiting.
+            ready = ws.next().now_or_never().flatten();
         }
-        if let Some(at) = sent_at.remove(&id) {
-            lat.push(u32::try_from(at.elapsed().as_micros()).unwrap_or(u32::MAX));
-        }
-        if Instant::now() < until {
-            sent_at.insert(next_id, Instant::now());
-            ws.send(send(next_id)).await.map_err(|e| e.to_string())?;
-            next_id += 1;
+        if queued {
+            ws.flush().await.map_err(|e| e.to_string())?;
         }
     }
     let _ = ws.close(None).await;
