@@ -139,6 +139,8 @@ pub struct Options {
     pub replay: usize,
     /// Messages queued per SSE client. Default: 256.
     pub queue: usize,
+    /// Topics one SSE stream may subscribe to. Default: 16.
+    pub max_topics: usize,
     /// Reconnection delay sent to browsers (`retry:`). Default: none (the
     /// browser's own, about 3 s).
     pub retry: Option<Duration>,
@@ -191,6 +193,7 @@ impl Default for Options {
             keepalive: Duration::from_secs(15),
             replay: 1024,
             queue: 256,
+            max_topics: SseConfig::default().max_topics,
             retry: None,
             origins: OriginPolicy::SameHost,
             publish_token: None,
@@ -217,6 +220,15 @@ pub struct Limits {
     pub max_rooms: usize,
     /// A blocked write with no progress for this long drops the connection. Default: 10 s.
     pub write_timeout: Duration,
+    /// Largest message (and frame) a client may send on `/ws`, `/hub` and
+    /// `/rpc`; larger closes with `1009`. Default: 1 MiB.
+    pub max_message_size: usize,
+    /// Messages queued for one connection of `/ws`, `/hub` or `/rpc`
+    /// before it is closed as slow (`1013`). Default: 256.
+    pub outbox_messages: usize,
+    /// Bytes queued for one connection of `/ws`, `/hub` or `/rpc` before it
+    /// is closed as slow (`1013`). Default: 1 MiB.
+    pub outbox_bytes: usize,
 }
 
 impl Default for Limits {
@@ -227,6 +239,9 @@ impl Default for Limits {
             message_rate: Some(MessageRate::default()),
             max_rooms: 100,
             write_timeout: Duration::from_secs(10),
+            max_message_size: WsConfig::default().max_message_size,
+            outbox_messages: HubConfig::default().queue_messages,
+            outbox_bytes: HubConfig::default().queue_bytes,
         }
     }
 }
@@ -238,6 +253,7 @@ impl fmt::Debug for Options {
             .field("keepalive", &self.keepalive)
             .field("replay", &self.replay)
             .field("queue", &self.queue)
+            .field("max_topics", &self.max_topics)
             .field("retry", &self.retry)
             .field("origins", &self.origins)
             .field(
@@ -292,6 +308,7 @@ pub fn app(options: Options) -> App {
         SseConfig {
             keepalive: options.keepalive,
             queue: options.queue,
+            max_topics: options.max_topics,
             retry: options.retry,
             ..SseConfig::default()
         },
@@ -303,12 +320,15 @@ pub fn app(options: Options) -> App {
         )),
         None => Reach::Local(WsHub::new(config)),
     };
-    let ws_reach = reach(
-        HubConfig::default(),
-        options.cluster.as_ref().map(|c| &c.ws),
-    );
-    let hub = ws_reach.hub().clone();
     let limits = &options.limits;
+    // The outbox of every connection but `/echo`'s (the conformance testee).
+    let outbox = HubConfig {
+        queue_messages: limits.outbox_messages,
+        queue_bytes: limits.outbox_bytes,
+        ..HubConfig::default()
+    };
+    let ws_reach = reach(outbox.clone(), options.cluster.as_ref().map(|c| &c.ws));
+    let hub = ws_reach.hub().clone();
     // Counters of the WebSocket routes, read by `/metrics`: `/ws`, `/echo`
     // and `/hub` add up as transport `ws`, `/rpc` is transport `rpc`.
     let (ws_stats, rpc_stats) = (WsStats::default(), WsStats::default());
@@ -321,6 +341,8 @@ pub fn app(options: Options) -> App {
         max_per_ip: limits.max_per_ip,
         message_rate: limits.message_rate,
         write_timeout: limits.write_timeout,
+        max_message_size: limits.max_message_size,
+        max_frame_size: limits.max_message_size,
         stats: ws_stats.clone(),
         ..WsConfig::default()
     };
@@ -354,13 +376,16 @@ pub fn app(options: Options) -> App {
             ..base.clone()
         },
     );
-    let (rpc, rpc_server) = rpc_handler(WsConfig {
-        stats: rpc_stats.clone(),
-        ..base.clone()
-    });
+    let (rpc, rpc_server) = rpc_handler(
+        outbox.clone(),
+        WsConfig {
+            stats: rpc_stats.clone(),
+            ..base.clone()
+        },
+    );
     let rooms_config = HubConfig {
         max_rooms: limits.max_rooms,
-        ..HubConfig::default()
+        ..outbox
     };
     let rooms_backplane = match &options.cluster {
         Some(c) => Some(c.rooms.clone()),
@@ -620,8 +645,8 @@ fn hub_handler(reach: Reach, config: WsConfig) -> Handler {
 }
 
 /// `/rpc`: the ws-wrapper reference endpoint, and its server (for its counters).
-fn rpc_handler(config: WsConfig) -> (Handler, WrapperServer) {
-    let server = WrapperServer::new(WsHub::new(HubConfig::default()), WrapperConfig::default());
+fn rpc_handler(outbox: HubConfig, config: WsConfig) -> (Handler, WrapperServer) {
+    let server = WrapperServer::new(WsHub::new(outbox), WrapperConfig::default());
     server
         .on("echo", |_ctx, (x,): (Value,)| async move {
             Ok::<_, WrapperError>(x)

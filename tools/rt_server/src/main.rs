@@ -1,6 +1,7 @@
 //! `rt-server`: the reference real-time server.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -45,7 +46,7 @@ struct Args {
     /// Threads that run connections (default: the cores this process may
     /// run on, as `taskset` or a cgroup leaves them).
     #[arg(long, env = "RT_THREADS", value_name = "N")]
-    threads: Option<std::num::NonZeroUsize>,
+    threads: Option<NonZeroUsize>,
 
     /// A page origin (`https://app.example`) allowed to open WebSockets and
     /// read responses (CORS), besides pages of this host; repeatable.
@@ -121,6 +122,30 @@ struct Args {
     /// Rooms one `/hub` connection may be in.
     #[arg(long, env = "RT_MAX_ROOMS", default_value_t = 100, value_name = "N")]
     max_rooms: usize,
+    /// Largest WebSocket message (and frame) a client may send on `/ws`,
+    /// `/hub` and `/rpc`, in bytes; larger closes the connection with `1009`.
+    #[arg(long, env = "RT_MAX_MESSAGE_BYTES", default_value_t = NonZeroUsize::new(1 << 20).unwrap(), value_name = "BYTES")]
+    max_message_bytes: NonZeroUsize,
+    /// Messages queued for one WebSocket connection (`/ws`, `/hub`, `/rpc`)
+    /// that reads slower than they come; one more closes it with `1013`.
+    #[arg(long, env = "RT_OUTBOX_MESSAGES", default_value_t = NonZeroUsize::new(256).unwrap(), value_name = "N")]
+    outbox_messages: NonZeroUsize,
+    /// Bytes queued for one WebSocket connection before it is closed as
+    /// slow (`1013`); a message larger than this still goes alone.
+    #[arg(long, env = "RT_OUTBOX_BYTES", default_value_t = NonZeroUsize::new(1 << 20).unwrap(), value_name = "BYTES")]
+    outbox_bytes: NonZeroUsize,
+    /// Events queued for one SSE stream that reads slower than they come;
+    /// one more ends the stream (its client resumes with `Last-Event-ID`).
+    #[arg(long, env = "RT_SSE_QUEUE", default_value_t = NonZeroUsize::new(256).unwrap(), value_name = "N")]
+    sse_queue: NonZeroUsize,
+    /// Events kept per SSE topic for `Last-Event-ID` resume (in Redis with
+    /// --redis, else in this process); older ones are trimmed, and a client
+    /// that missed them gets a reset event.
+    #[arg(long, env = "RT_SSE_HISTORY", default_value_t = NonZeroUsize::new(1024).unwrap(), value_name = "N")]
+    sse_history: NonZeroUsize,
+    /// Topics one SSE stream may subscribe to (more: `400`).
+    #[arg(long, env = "RT_SSE_MAX_TOPICS", default_value_t = NonZeroUsize::new(16).unwrap(), value_name = "N")]
+    sse_max_topics: NonZeroUsize,
     /// Seconds a write to a peer that stopped reading may make no progress
     /// before the connection is dropped (WebSocket and SSE).
     #[arg(
@@ -172,9 +197,9 @@ struct Args {
     )]
     presence_ttl_secs: u64,
     /// Messages kept per `/hub` room: a connection that subscribes gets the
-    /// room's last N first, then the live ones (0: none kept; at most 128,
-    /// half of a connection's outbox). Kept in Redis with --redis, else in
-    /// this process.
+    /// room's last N first, then the live ones (0: none kept; at most half
+    /// of --outbox-messages). Kept in Redis with --redis, else in this
+    /// process.
     #[arg(long, env = "RT_ROOM_HISTORY", default_value_t = 0, value_name = "N")]
     room_history: usize,
 }
@@ -332,6 +357,7 @@ async fn cluster(args: &Args, url: &str) -> Result<rt_server::Cluster, String> {
         let config = RedisConfig {
             prefix: format!("{}:{part}", args.redis_prefix),
             presence_ttl: Duration::from_secs(args.presence_ttl_secs.max(1)),
+            history_max_len: args.sse_history.get(),
             ..RedisConfig::new(url)
         };
         async move {
@@ -395,10 +421,10 @@ fn options(args: &Args) -> Result<rt_server::Options, String> {
     }
     // The history is queued for the joining connection at once, behind
     // what is queued already: more than its outbox holds would close it as slow.
-    let outbox = ws_hub::HubConfig::default().queue_messages;
+    let outbox = args.outbox_messages.get();
     if args.room_history > outbox / 2 {
         return Err(format!(
-            "--room-history {} is more than half of a connection's outbox ({outbox} messages): at most {}",
+            "--room-history {} is more than half of a connection's outbox (--outbox-messages {outbox}): at most {}",
             args.room_history,
             outbox / 2
         ));
@@ -427,7 +453,13 @@ fn options(args: &Args) -> Result<rt_server::Options, String> {
             message_rate,
             max_rooms: args.max_rooms,
             write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
+            max_message_size: args.max_message_bytes.get(),
+            outbox_messages: outbox,
+            outbox_bytes: args.outbox_bytes.get(),
         },
+        queue: args.sse_queue.get(),
+        replay: args.sse_history.get(),
+        max_topics: args.sse_max_topics.get(),
         room_history: args.room_history,
         ..rt_server::Options::default()
     })

@@ -12,9 +12,13 @@
 //! The allocator keeps freed memory (the 4,000-connection burst alone takes
 //! RSS from about 11 to 76 MiB the first time) and each repeat settles it
 //! further (+18, +10, +5 MiB), where a leak would add the same every pass;
-//! the plateau itself moves by about 10% between runs. The most RSS after
-//! any pass but the last is the baseline, and the RSS after the last must
-//! be within 10% of it.
+//! the plateau itself moves by about 10% between runs. The default topic's
+//! resume history (1,024 events) also keeps attack 4's 55 events of 64 KiB
+//! from every pass, about 3.5 MiB more each time until it is full: bounded,
+//! and measured over 7 passes as peaks of 85, 100, 109, 100, 113, 118 and
+//! 122 MiB. RSS is sampled after
+//! every attack; the most of any pass but the last is the baseline, and the
+//! most of the last must be within 10% of it.
 //!
 //! Every attack's check is recorded (and printed as `ok` or `FAIL` with what
 //! was seen) rather than stopping at the first failure, so one run reports
@@ -61,6 +65,8 @@ struct Report {
     pass: u32,
     checks: u32,
     failures: Vec<String>,
+    /// The most server RSS sampled during this pass, in KiB.
+    pass_rss: u64,
 }
 
 impl Report {
@@ -1368,11 +1374,9 @@ async fn after(srv: &mut Server, canaries: &mut Canaries, r: &mut Report, label:
     if alive {
         canaries.verify(srv.addr, r).await;
     }
-    println!(
-        "  {label}: {:?}, server RSS {} KiB",
-        t.elapsed(),
-        srv.rss_kib()
-    );
+    let rss = srv.rss_kib();
+    r.pass_rss = r.pass_rss.max(rss);
+    println!("  {label}: {:?}, server RSS {rss} KiB", t.elapsed());
 }
 
 /// How many times the attack sequence runs (see the module docs).
@@ -1395,6 +1399,7 @@ async fn attacks() {
     let mut latencies = Vec::new();
     for pass in 1..=PASSES {
         r.pass = pass;
+        r.pass_rss = 0;
         println!("pass {pass} (server RSS {} KiB)", srv.rss_kib());
 
         println!("  1. cross-origin upgrades and CORS");
@@ -1458,23 +1463,26 @@ async fn attacks() {
         after(&mut srv, &mut canaries, &mut r, "12. churn", t).await;
 
         // The plateau the allocator settles on moves by ±10% between runs
-        // (thread arenas, what the machine runs meanwhile): a leak is the
-        // last pass growing past every earlier one, not past one sample.
+        // (thread arenas, what the machine runs meanwhile), and so does
+        // what it gives back after the last attack: a leak is the last
+        // pass's peak growing past every earlier pass's, not one sample.
         if pass < PASSES {
-            baseline = baseline.max(srv.rss_kib());
+            baseline = baseline.max(r.pass_rss);
         }
     }
+    let last = r.pass_rss;
     r.pass = 0;
-    let rss_end = srv.rss_kib();
-    let growth = rss_end as f64 / baseline as f64 - 1.0;
+    let growth = last as f64 / baseline as f64 - 1.0;
     println!(
-        "RSS: start {rss_start} KiB, most after passes 1 to {} (baseline) {baseline} KiB, after pass {PASSES} {rss_end} KiB ({:+.1}%)",
+        "RSS: start {rss_start} KiB, most during passes 1 to {} (baseline) {baseline} KiB, most during pass {PASSES} {last} KiB ({:+.1}%)",
         PASSES - 1,
         growth * 100.0
     );
     r.check(
-        rss_end as f64 <= baseline as f64 * 1.10,
-        format!("RSS after pass {PASSES} {rss_end} KiB within 10% of the baseline {baseline} KiB"),
+        last as f64 <= baseline as f64 * 1.10,
+        format!(
+            "most RSS during pass {PASSES} {last} KiB within 10% of the baseline {baseline} KiB"
+        ),
     );
     latencies.sort();
     println!("GET /health under slowloris: {latencies:?}");

@@ -39,15 +39,23 @@ fn upgrade(addr: SocketAddr) -> (u16, TcpStream) {
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     )
     .unwrap();
+    let status = read_status(&mut s);
+    (status, s)
+}
+
+/// Reads a response head byte by byte (nothing after it) and returns its status.
+fn read_status(s: &mut TcpStream) -> u16 {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "closed during the handshake");
+        assert_eq!(
+            s.read(&mut b).unwrap(),
+            1,
+            "closed before the end of the head"
+        );
         head.push(b[0]);
     }
-    let head = String::from_utf8(head).unwrap();
-    let status = head[9..12].parse().unwrap();
-    (status, s)
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
 }
 
 /// How many WebSocket connections the server takes before a `503`.
@@ -130,19 +138,195 @@ fn a_bad_config_file_is_refused_naming_file_line_and_key() {
     }
 }
 
+/// What rt-server prints on stderr when these arguments make it refuse to start.
+fn refused(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).env_clear().output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?} should be refused");
+    String::from_utf8(out.stderr).unwrap()
+}
+
 #[test]
 fn a_room_history_larger_than_half_an_outbox_is_refused() {
-    let out = Command::new(BIN)
-        .args(["--addr", "127.0.0.1:0", "--room-history", "129"])
-        .env_clear()
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = refused(&["--addr", "127.0.0.1:0", "--room-history", "129"]);
     assert!(
         err.contains("--room-history 129") && err.contains("at most 128"),
         "{err}"
     );
+    // The outbox is --outbox-messages.
+    let err = refused(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--outbox-messages",
+        "64",
+        "--room-history",
+        "33",
+    ]);
+    assert!(
+        err.contains("--room-history 33") && err.contains("at most 32"),
+        "{err}"
+    );
+    let _larger = start(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--quiet",
+            "--outbox-messages",
+            "512",
+            "--room-history",
+            "256",
+        ],
+        &[],
+    );
+}
+
+/// The status and the start of the body of `GET path` (none for a `200`,
+/// which is a stream here).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let status = read_status(&mut s);
+    let mut body = vec![0u8; 512];
+    let n = if status == 200 {
+        0
+    } else {
+        s.read(&mut body).unwrap_or(0)
+    };
+    (status, String::from_utf8_lossy(&body[..n]).into_owned())
+}
+
+/// What the server answers a text message with on `/ws`.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// The message back (`/ws` sends it to every client, the sender too): its length.
+    Echo(usize),
+    /// A close frame: its code.
+    Close(u16),
+}
+
+/// Sends one masked text frame of `len` bytes (at most 65,535) on an
+/// upgraded `/ws` connection and reads the server's first frame.
+fn answer_to(mut s: TcpStream, len: usize) -> Answer {
+    let mut frame = vec![0x81, 0x80 | 126];
+    frame.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]); // the mask: zero, so the payload is as is
+    frame.extend(std::iter::repeat_n(b'x', len));
+    s.write_all(&frame).unwrap();
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    match (head[0], head[1]) {
+        (0x88, _) => {
+            let mut code = [0u8; 2];
+            s.read_exact(&mut code).unwrap();
+            Answer::Close(u16::from_be_bytes(code))
+        }
+        (0x81, 126) => {
+            let mut n = [0u8; 2];
+            s.read_exact(&mut n).unwrap();
+            Answer::Echo(usize::from(u16::from_be_bytes(n)))
+        }
+        other => panic!("unexpected frame head {other:?}"),
+    }
+}
+
+#[test]
+fn message_size_and_sse_topic_limits_follow_their_flags() {
+    let server = start(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--quiet",
+            "--max-message-bytes",
+            "1024",
+            "--sse-max-topics",
+            "2",
+        ],
+        &[],
+    );
+    let (status, s) = upgrade(server.addr);
+    assert_eq!(status, 101);
+    assert_eq!(
+        answer_to(s, 1025),
+        Answer::Close(1009),
+        "one byte over --max-message-bytes"
+    );
+    let (status, s) = upgrade(server.addr);
+    assert_eq!(status, 101);
+    assert_eq!(
+        answer_to(s, 1024),
+        Answer::Echo(1024),
+        "at the limit it is taken"
+    );
+    let (status, body) = get(server.addr, "/events?topic=a&topic=b&topic=c");
+    assert_eq!(status, 400);
+    assert!(body.contains("at most 2 per stream"), "{body}");
+    assert_eq!(get(server.addr, "/events?topic=a&topic=b").0, 200);
+}
+
+/// The status of `POST path` with `body`.
+fn post(addr: SocketAddr, path: &str, body: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    read_status(&mut s)
+}
+
+#[test]
+fn the_sse_history_flag_bounds_what_a_resume_gets() {
+    let server = start(
+        &["--addr", "127.0.0.1:0", "--quiet", "--sse-history", "2"],
+        &[],
+    );
+    for e in ["e1", "e2", "e3", "e4"] {
+        assert_eq!(post(server.addr, "/publish?topic=t", e), 202);
+    }
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /events?topic=t HTTP/1.1\r\nHost: {}\r\nLast-Event-ID: 1\r\n\r\n",
+        server.addr
+    )
+    .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("data: e4\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // Events 1 and 2 are trimmed (2 kept): the resume from 1 missed 2.
+    assert!(
+        got.contains("\"oldest_id\":\"3\""),
+        "a reset event first: {got}"
+    );
+    assert!(!got.contains("data: e2\n"), "{got}");
+    assert!(got.find("data: e3\n") < got.find("data: e4\n"), "{got}");
+}
+
+#[test]
+fn the_outbox_limits_reach_the_ws_and_hub_hubs() {
+    let app = rt_server::app(rt_server::Options {
+        limits: rt_server::Limits {
+            outbox_messages: 7,
+            outbox_bytes: 4096,
+            ..rt_server::Limits::default()
+        },
+        ..rt_server::Options::default()
+    });
+    for hub in [&app.hub, &app.rooms] {
+        let c = hub.config();
+        assert_eq!((c.queue_messages, c.queue_bytes), (7, 4096));
+    }
 }
 
 #[test]
