@@ -125,7 +125,8 @@ use ws_cluster::{ClusterConfig, WsCluster};
 /// The page of `GET /`.
 const INDEX_HTML: &str = include_str!("index.html");
 
-/// Most bytes `POST /publish` accepts.
+/// Most bytes `POST /publish` and `POST /emit` accept by default
+/// ([`Options::max_publish`]).
 pub const MAX_PUBLISH: usize = 1 << 20;
 
 /// Server options.
@@ -141,6 +142,9 @@ pub struct Options {
     pub queue: usize,
     /// Topics one SSE stream may subscribe to. Default: 16.
     pub max_topics: usize,
+    /// Most bytes a `POST /publish` or `POST /emit` body may hold; more is
+    /// `413`. Default: [`MAX_PUBLISH`] (1 MiB).
+    pub max_publish: usize,
     /// Reconnection delay sent to browsers (`retry:`). Default: none (the
     /// browser's own, about 3 s).
     pub retry: Option<Duration>,
@@ -194,6 +198,7 @@ impl Default for Options {
             replay: 1024,
             queue: 256,
             max_topics: SseConfig::default().max_topics,
+            max_publish: MAX_PUBLISH,
             retry: None,
             origins: OriginPolicy::SameHost,
             publish_token: None,
@@ -229,6 +234,14 @@ pub struct Limits {
     /// Bytes queued for one connection of `/ws`, `/hub` or `/rpc` before it
     /// is closed as slow (`1013`). Default: 1 MiB.
     pub outbox_bytes: usize,
+    /// Server pings on every WebSocket route, this often. Default: 30 s.
+    pub ping_interval: Duration,
+    /// A WebSocket peer silent this long (no frame, not even a pong) is
+    /// closed. Default: 75 s.
+    pub idle_timeout: Duration,
+    /// How long each identify, authenticate and connect hook may take
+    /// (then `401`, or close `1008`). Default: 5 s.
+    pub hook_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -242,6 +255,9 @@ impl Default for Limits {
             max_message_size: WsConfig::default().max_message_size,
             outbox_messages: HubConfig::default().queue_messages,
             outbox_bytes: HubConfig::default().queue_bytes,
+            ping_interval: WsConfig::default().ping_interval,
+            idle_timeout: WsConfig::default().idle_timeout,
+            hook_timeout: WsConfig::default().hook_timeout,
         }
     }
 }
@@ -254,6 +270,7 @@ impl fmt::Debug for Options {
             .field("replay", &self.replay)
             .field("queue", &self.queue)
             .field("max_topics", &self.max_topics)
+            .field("max_publish", &self.max_publish)
             .field("retry", &self.retry)
             .field("origins", &self.origins)
             .field(
@@ -343,6 +360,9 @@ pub fn app(options: Options) -> App {
         write_timeout: limits.write_timeout,
         max_message_size: limits.max_message_size,
         max_frame_size: limits.max_message_size,
+        ping_interval: limits.ping_interval,
+        idle_timeout: limits.idle_timeout,
+        hook_timeout: limits.hook_timeout,
         stats: ws_stats.clone(),
         ..WsConfig::default()
     };
@@ -417,6 +437,7 @@ pub fn app(options: Options) -> App {
     let gate = Arc::new(WriteGate {
         token: options.publish_token.clone(),
         origins: options.origins.clone(),
+        max_body: options.max_publish,
     });
     let emit = {
         let (rooms, gate) = (rooms_reach.clone(), gate.clone());
@@ -424,7 +445,7 @@ pub fn app(options: Options) -> App {
             let (rooms, gate) = (rooms.clone(), gate.clone());
             async move {
                 match gate.check(&req) {
-                    Ok(()) => emit(&rooms, req).await,
+                    Ok(()) => emit(&rooms, req, gate.max_body).await,
                     Err(refused) => refused,
                 }
             }
@@ -465,7 +486,7 @@ pub fn app(options: Options) -> App {
             let (broker, ws, gate) = (broker.clone(), ws.clone(), gate.clone());
             async move {
                 match gate.check(&req) {
-                    Ok(()) => publish(&broker, &ws, req).await,
+                    Ok(()) => publish(&broker, &ws, req, gate.max_body).await,
                     Err(refused) => refused,
                 }
             }
@@ -580,6 +601,8 @@ pub fn app(options: Options) -> App {
 struct WriteGate {
     token: Option<String>,
     origins: OriginPolicy,
+    /// Most bytes a body may hold.
+    max_body: usize,
 }
 
 impl WriteGate {
@@ -777,7 +800,7 @@ fn say_or_whisper(reach: &Reach, client: &WsClient, msg: &Message) {
 }
 
 /// `POST /emit?room=R&user=U&client=ID`: the body as event `notice` to that union.
-async fn emit(reach: &Reach, req: Request) -> Response {
+async fn emit(reach: &Reach, req: Request, max_body: usize) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
     let mut target = Target::default();
     for (k, v) in query_pairs(&query) {
@@ -812,7 +835,7 @@ async fn emit(reach: &Reach, req: Request) -> Response {
             "name a ?room=, ?user= or ?client=\n",
         );
     }
-    let body = match read_text(req.into_body(), MAX_PUBLISH).await {
+    let body = match read_text(req.into_body(), max_body).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
@@ -833,12 +856,12 @@ async fn emit(reach: &Reach, req: Request) -> Response {
     )
 }
 
-async fn publish(broker: &SseBroker, ws: &Reach, req: Request) -> Response {
+async fn publish(broker: &SseBroker, ws: &Reach, req: Request, max_body: usize) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
     let param = |name: &str| query_values(&query, name).next();
     let topic = param("topic").unwrap_or_else(|| "hub".into());
     let event = param("event");
-    let data = match read_text(req.into_body(), MAX_PUBLISH).await {
+    let data = match read_text(req.into_body(), max_body).await {
         Ok(data) => data,
         Err(e) => return e.into_response(),
     };

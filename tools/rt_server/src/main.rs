@@ -146,6 +146,39 @@ struct Args {
     /// Topics one SSE stream may subscribe to (more: `400`).
     #[arg(long, env = "RT_SSE_MAX_TOPICS", default_value_t = NonZeroUsize::new(16).unwrap(), value_name = "N")]
     sse_max_topics: NonZeroUsize,
+    /// Most bytes a `POST /publish` or `POST /emit` body may hold (more: `413`).
+    #[arg(long, env = "RT_MAX_PUBLISH_BYTES", default_value_t = NonZeroUsize::new(rt_server::MAX_PUBLISH).unwrap(), value_name = "BYTES")]
+    max_publish_bytes: NonZeroUsize,
+    /// Seconds between the server's pings on every WebSocket route.
+    #[arg(
+        long,
+        env = "RT_WS_PING_SECS",
+        default_value_t = 30,
+        value_name = "SECS"
+    )]
+    ws_ping_secs: u64,
+    /// Seconds a WebSocket peer may stay silent (no frame, not even a pong)
+    /// before it is closed; more than --ws-ping-secs.
+    #[arg(
+        long,
+        env = "RT_WS_IDLE_SECS",
+        default_value_t = 75,
+        value_name = "SECS"
+    )]
+    ws_idle_secs: u64,
+    /// Seconds each `/hub` identify, authenticate or connect hook may take
+    /// (a JWT check; then `401`, or close `1008`).
+    #[arg(
+        long,
+        env = "RT_HOOK_TIMEOUT_SECS",
+        default_value_t = 5,
+        value_name = "SECS"
+    )]
+    hook_timeout_secs: u64,
+    /// Connections that have not sent a complete first request yet; one
+    /// more closes the oldest of them.
+    #[arg(long, env = "RT_MAX_PENDING_REQUESTS", default_value_t = NonZeroUsize::new(1024).unwrap(), value_name = "N")]
+    max_pending_requests: NonZeroUsize,
     /// Seconds a write to a peer that stopped reading may make no progress
     /// before the connection is dropped (WebSocket and SSE).
     #[arg(
@@ -329,6 +362,7 @@ async fn serve(args: Args, threads: usize) -> std::process::ExitCode {
             drain_timeout: Duration::from_secs(args.drain_secs),
             header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
             write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
+            max_pending_requests: args.max_pending_requests.get(),
             tls,
             ..ServeConfig::default()
         },
@@ -429,6 +463,15 @@ fn options(args: &Args) -> Result<rt_server::Options, String> {
             outbox / 2
         ));
     }
+    let ping = Duration::from_secs(args.ws_ping_secs.max(1));
+    let idle = Duration::from_secs(args.ws_idle_secs);
+    if idle <= ping {
+        return Err(format!(
+            "--ws-idle-secs {} must be more than --ws-ping-secs {}: a quiet client that answers every ping would be closed",
+            args.ws_idle_secs,
+            ping.as_secs()
+        ));
+    }
     let hub_identify = if args.insecure_bearer_names {
         Some(rt_server::insecure_bearer_names())
     } else {
@@ -456,7 +499,11 @@ fn options(args: &Args) -> Result<rt_server::Options, String> {
             max_message_size: args.max_message_bytes.get(),
             outbox_messages: outbox,
             outbox_bytes: args.outbox_bytes.get(),
+            ping_interval: ping,
+            idle_timeout: idle,
+            hook_timeout: Duration::from_secs(args.hook_timeout_secs.max(1)),
         },
+        max_publish: args.max_publish_bytes.get(),
         queue: args.sse_queue.get(),
         replay: args.sse_history.get(),
         max_topics: args.sse_max_topics.get(),

@@ -330,6 +330,93 @@ fn the_outbox_limits_reach_the_ws_and_hub_hubs() {
 }
 
 #[test]
+fn the_publish_body_limit_follows_its_flag() {
+    let server = start(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--quiet",
+            "--max-publish-bytes",
+            "16",
+        ],
+        &[],
+    );
+    assert_eq!(post(server.addr, "/publish?topic=t", &"x".repeat(16)), 202);
+    assert_eq!(post(server.addr, "/publish?topic=t", &"x".repeat(17)), 413);
+    assert_eq!(
+        post(server.addr, "/emit?room=public-r", &"x".repeat(17)),
+        413
+    );
+}
+
+#[test]
+fn a_silent_websocket_is_pinged_then_closed_on_the_flags_clock() {
+    let err = refused(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--ws-ping-secs",
+        "30",
+        "--ws-idle-secs",
+        "30",
+    ]);
+    assert!(
+        err.contains("--ws-idle-secs 30 must be more than --ws-ping-secs 30"),
+        "{err}"
+    );
+    let server = start(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--quiet",
+            "--ws-ping-secs",
+            "1",
+            "--ws-idle-secs",
+            "2",
+        ],
+        &[],
+    );
+    let (status, mut s) = upgrade(server.addr);
+    assert_eq!(status, 101);
+    // Not answered: the next tick past 2 s of silence closes it.
+    let mut frame = [0u8; 2];
+    s.read_exact(&mut frame).unwrap();
+    assert_eq!(frame, [0x89, 0x00], "a ping first");
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x88, "then a close");
+    let mut code = [0u8; 2];
+    s.read_exact(&mut code).unwrap();
+    assert_eq!(u16::from_be_bytes(code), 1001, "going away: idle timeout");
+}
+
+#[test]
+fn the_pending_connection_limit_follows_its_flag() {
+    let server = start(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--quiet",
+            "--max-pending-requests",
+            "1",
+        ],
+        &[],
+    );
+    let mut first = TcpStream::connect(server.addr).unwrap();
+    // Well within the 10 s request-head timeout, which would close it too.
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // A second connection with no request yet: the oldest such one goes.
+    let _second = TcpStream::connect(server.addr).unwrap();
+    let mut b = [0u8; 1];
+    match first.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the first connection should be closed at once: {other:?}"),
+    }
+}
+
+#[test]
 fn every_flag_reads_an_rt_variable_and_help_shows_defaults() {
     let out = Command::new(BIN)
         .arg("--help")
