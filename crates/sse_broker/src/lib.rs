@@ -1,4 +1,4 @@
-//! Publishes SSE events to every subscriber of a topic, with ids and Last-Event-ID resume, on one node (a bounded replay buffer per topic) or across nodes through a backplane.
+//! Publishes SSE events to every subscriber of a topic, with ids and Last-Event-ID resume, on one node (a bounded replay buffer per topic, all of them bounded in bytes) or across nodes through a backplane.
 //!
 //! The seed's `sse_handler(events <-chan SSEEvent)` shared one channel among
 //! all connections, so each event reached one of them. Here every event
@@ -11,7 +11,9 @@
 //!   queues the same bytes on every subscriber's stream. It never waits: a subscriber whose
 //!   queue is full has its stream ended (its client reconnects with
 //!   `Last-Event-ID` and resumes), and is counted in [`BrokerStats::slow_dropped`].
-//! - Each topic keeps its last [`BrokerConfig::replay`] events.
+//! - Each topic keeps its last [`BrokerConfig::replay`] events, and all
+//!   topics together at most [`BrokerConfig::replay_bytes`] (the oldest
+//!   events of any topic go first).
 //! - [`SseBroker::subscribe`] registers a stream on topics and, given the
 //!   `Last-Event-ID` the client sent, first queues exactly the events of those
 //!   topics after that id, in id order, with no gap and no duplicate (replay
@@ -23,8 +25,9 @@
 //!   stream's body (`SseBody::with_guard`), so it goes when the client does.
 //!
 //! Topics are created when first used and removed when they have neither
-//! subscribers nor buffered events, so topic names from requests cannot grow
-//! memory without bound beyond the replay buffers of published topics.
+//! subscribers nor buffered events, and the buffered events are bounded in
+//! bytes, so neither topic names from requests nor events published to ever
+//! new topics grow memory without bound.
 //!
 //! # Example
 //!
@@ -90,8 +93,7 @@
 //! # }).unwrap();
 //! ```
 
-use std::collections::HashMap;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
@@ -117,13 +119,27 @@ pub const RESET_EVENT: &str = "sse-reset";
 pub struct BrokerConfig {
     /// Events kept per topic for resume. Default: 1024.
     pub replay: usize,
+    /// Bytes the replay buffers of all topics may hold together, each event
+    /// counted as its encoding plus [`EVENT_OVERHEAD`]. Past it the oldest
+    /// events go first, whatever their topic (a resume from before them
+    /// gets a [`RESET_EVENT`]), and a topic left with neither events nor
+    /// subscribers is removed. Default: 64 MiB.
+    pub replay_bytes: usize,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        BrokerConfig { replay: 1024 }
+        BrokerConfig {
+            replay: 1024,
+            replay_bytes: 64 << 20,
+        }
     }
 }
+
+/// Bytes a buffered event counts for beyond its encoding, against
+/// [`BrokerConfig::replay_bytes`]: its slot, its `Bytes` handle and its
+/// share of the topic's bookkeeping.
+pub const EVENT_OVERHEAD: usize = 64;
 
 /// Counters of a broker, for a stats endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -164,6 +180,8 @@ pub struct SseBroker {
 }
 
 struct Topic {
+    /// The topic's name (also its key), shared with `State::fronts`.
+    name: Arc<str>,
     /// (id, encoded event), oldest first.
     buffer: VecDeque<(u64, Bytes)>,
     /// The highest id evicted from the buffer (0: none).
@@ -177,6 +195,11 @@ struct State {
     last_id: u64,
     next_sub: u64,
     topics: HashMap<String, Topic>,
+    /// The oldest buffered id of each topic that has events, and the topic:
+    /// the first entry is the oldest event of all.
+    fronts: BTreeMap<u64, Arc<str>>,
+    /// What the replay buffers hold, counted as `replay_bytes` says.
+    buffered: usize,
     subscribers: usize,
     stats: BrokerStats,
     /// Cluster mode: the topics, streams and positions (`topics` stays empty).
@@ -251,18 +274,15 @@ impl SseBroker {
         st.stats.published += 1;
         let replay = st.config.replay;
         let st = &mut *st;
-        let t = st.topics.entry(topic.to_string()).or_insert_with(|| Topic {
-            buffer: VecDeque::new(),
-            evicted: 0,
-            subs: Vec::new(),
-        });
+        let t = st
+            .topics
+            .entry(topic.to_string())
+            .or_insert_with(|| Topic::new(topic));
         if replay > 0 {
-            if t.buffer.len() == replay
-                && let Some((old, _)) = t.buffer.pop_front()
-            {
-                t.evicted = old;
+            if t.buffer.len() == replay {
+                t.evict_oldest(&mut st.fronts, &mut st.buffered);
             }
-            t.buffer.push_back((id, bytes.clone()));
+            t.push(id, bytes.clone(), &mut st.fronts, &mut st.buffered);
         } else {
             t.evicted = id;
         }
@@ -284,6 +304,7 @@ impl SseBroker {
         if !gone.is_empty() {
             t.subs.retain(|(s, _)| !gone.contains(s));
         }
+        st.keep_within_budget();
         Ok(id)
     }
 
@@ -380,11 +401,7 @@ impl SseBroker {
         for name in &unique {
             st.topics
                 .entry((*name).clone())
-                .or_insert_with(|| Topic {
-                    buffer: VecDeque::new(),
-                    evicted: 0,
-                    subs: Vec::new(),
-                })
+                .or_insert_with(|| Topic::new(name))
                 .subs
                 .push((sub, stream.clone()));
         }
@@ -425,9 +442,72 @@ impl State {
             last_id: 0,
             next_sub: 0,
             topics: HashMap::new(),
+            fronts: BTreeMap::new(),
+            buffered: 0,
             subscribers: 0,
             stats: BrokerStats::default(),
             cluster: cluster.map(Box::new),
+        }
+    }
+
+    /// Drops the oldest events of all topics until the replay buffers are
+    /// within `replay_bytes`; removes the topics left with neither events
+    /// nor subscribers.
+    fn keep_within_budget(&mut self) {
+        while self.buffered > self.config.replay_bytes {
+            let Some((_, name)) = self.fronts.first_key_value() else {
+                break;
+            };
+            let name = name.clone();
+            let Some(t) = self.topics.get_mut(&*name) else {
+                self.fronts.pop_first();
+                continue;
+            };
+            t.evict_oldest(&mut self.fronts, &mut self.buffered);
+            if t.buffer.is_empty() && t.subs.is_empty() {
+                self.topics.remove(&*name);
+            }
+        }
+    }
+}
+
+impl Topic {
+    fn new(name: &str) -> Topic {
+        Topic {
+            name: Arc::from(name),
+            buffer: VecDeque::new(),
+            evicted: 0,
+            subs: Vec::new(),
+        }
+    }
+
+    /// Buffers an event, counting it in `buffered` (and `fronts` if it is
+    /// the topic's only one).
+    fn push(
+        &mut self,
+        id: u64,
+        bytes: Bytes,
+        fronts: &mut BTreeMap<u64, Arc<str>>,
+        buffered: &mut usize,
+    ) {
+        if self.buffer.is_empty() {
+            fronts.insert(id, self.name.clone());
+        }
+        *buffered += bytes.len() + EVENT_OVERHEAD;
+        self.buffer.push_back((id, bytes));
+    }
+
+    /// Drops the oldest buffered event, if any: a resume from before it is
+    /// then a gap.
+    fn evict_oldest(&mut self, fronts: &mut BTreeMap<u64, Arc<str>>, buffered: &mut usize) {
+        let Some((id, bytes)) = self.buffer.pop_front() else {
+            return;
+        };
+        self.evicted = id;
+        *buffered -= bytes.len() + EVENT_OVERHEAD;
+        fronts.remove(&id);
+        if let Some((next, _)) = self.buffer.front() {
+            fronts.insert(*next, self.name.clone());
         }
     }
 }
@@ -605,7 +685,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_too_old_id_gets_a_reset_event_then_the_buffer() {
-        let b = SseBroker::new(BrokerConfig { replay: 2 });
+        let b = SseBroker::new(BrokerConfig {
+            replay: 2,
+            ..BrokerConfig::default()
+        });
         for i in 1..=5 {
             b.publish("a", ev(i)).unwrap();
         }
@@ -631,6 +714,67 @@ mod tests {
             assert!(got.starts_with("event: sse-reset\n"), "{bad}: {got}");
             assert!(got.ends_with("id: 1\ndata: e1\n\n"), "{bad}: {got}");
         }
+    }
+
+    /// The encoded length of a one-digit-id event with `data`.
+    fn encoded_len(data: &str) -> usize {
+        let mut out = Vec::new();
+        sse_encode(&SseEvent::data(data).id("1"), &mut out).unwrap();
+        out.len()
+    }
+
+    #[tokio::test]
+    async fn the_byte_budget_drops_the_oldest_events_of_any_topic_first() {
+        let one = encoded_len("x") + EVENT_OVERHEAD;
+        let b = SseBroker::new(BrokerConfig {
+            replay_bytes: 3 * one,
+            ..BrokerConfig::default()
+        });
+        for topic in ["a", "b", "a", "b"] {
+            b.publish(topic, SseEvent::data("x")).unwrap();
+        }
+        // Ids 1 (a), 2 (b), 3 (a), 4 (b): three fit, so 1 went.
+        let mut got = Vec::new();
+        for topic in ["a", "b"] {
+            let (tx, body) = sse_stream(16);
+            drop(b.subscribe(&topics(&[topic]), Some("0"), &tx));
+            got.push(drain(tx, body).await);
+        }
+        assert!(
+            got[0].starts_with("event: sse-reset"),
+            "a gap in a: {}",
+            got[0]
+        );
+        assert!(
+            got[0].contains("\"oldest_id\":\"3\"") && got[0].contains("id: 3\n"),
+            "{}",
+            got[0]
+        );
+        assert!(
+            got[1].starts_with("id: 2\n") && got[1].contains("id: 4\n"),
+            "no gap in b: {}",
+            got[1]
+        );
+        assert_eq!(b.stats().resets, 1);
+    }
+
+    #[test]
+    fn topics_whose_events_the_budget_dropped_go_when_nobody_listens() {
+        let one = encoded_len("x") + EVENT_OVERHEAD;
+        let b = SseBroker::new(BrokerConfig {
+            replay_bytes: one,
+            ..BrokerConfig::default()
+        });
+        for topic in ["t1", "t2", "t3", "t4", "t5"] {
+            b.publish(topic, SseEvent::data("x")).unwrap();
+        }
+        assert_eq!(b.stats().topics, 1, "only the last event's topic is left");
+        // A topic with a subscriber stays, its events gone.
+        let (tx, _body) = sse_stream(16);
+        let _s = b.subscribe(&["t6".into()], None, &tx);
+        b.publish("t6", SseEvent::data("x")).unwrap();
+        b.publish("t7", SseEvent::data("x")).unwrap();
+        assert_eq!(b.stats().topics, 2, "t6 (subscribed) and t7");
     }
 
     #[tokio::test]

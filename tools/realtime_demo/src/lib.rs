@@ -163,6 +163,7 @@ pub async fn serve(
     }
     let broker = SseBroker::new(BrokerConfig {
         replay: config.replay,
+        ..BrokerConfig::default()
     });
     let counters = Counters::default();
     let handler = app(&hub, &broker, &counters, &config);

@@ -138,6 +138,9 @@ pub struct Options {
     pub keepalive: Duration,
     /// Events kept per topic for resume. Default: 1024.
     pub replay: usize,
+    /// Bytes the resume buffers of all topics hold together, alone (on
+    /// Redis the history is Redis's). Default: 64 MiB.
+    pub replay_bytes: usize,
     /// Messages queued per SSE client. Default: 256.
     pub queue: usize,
     /// Topics one SSE stream may subscribe to. Default: 16.
@@ -196,6 +199,7 @@ impl Default for Options {
             log: true,
             keepalive: Duration::from_secs(15),
             replay: 1024,
+            replay_bytes: BrokerConfig::default().replay_bytes,
             queue: 256,
             max_topics: SseConfig::default().max_topics,
             max_publish: MAX_PUBLISH,
@@ -268,6 +272,7 @@ impl fmt::Debug for Options {
             .field("log", &self.log)
             .field("keepalive", &self.keepalive)
             .field("replay", &self.replay)
+            .field("replay_bytes", &self.replay_bytes)
             .field("queue", &self.queue)
             .field("max_topics", &self.max_topics)
             .field("max_publish", &self.max_publish)
@@ -315,6 +320,7 @@ impl App {
 pub fn app(options: Options) -> App {
     let broker_config = BrokerConfig {
         replay: options.replay,
+        replay_bytes: options.replay_bytes,
     };
     let broker = match &options.cluster {
         Some(c) => SseBroker::clustered(broker_config, c.sse.clone()),

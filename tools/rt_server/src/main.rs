@@ -143,6 +143,11 @@ struct Args {
     /// that missed them gets a reset event.
     #[arg(long, env = "RT_SSE_HISTORY", default_value_t = NonZeroUsize::new(1024).unwrap(), value_name = "N")]
     sse_history: NonZeroUsize,
+    /// Bytes the SSE resume history of all topics may hold together in this
+    /// process (without --redis); past it the oldest events of any topic go
+    /// first.
+    #[arg(long, env = "RT_SSE_HISTORY_BYTES", default_value_t = NonZeroUsize::new(64 << 20).unwrap(), value_name = "BYTES")]
+    sse_history_bytes: NonZeroUsize,
     /// Topics one SSE stream may subscribe to (more: `400`).
     #[arg(long, env = "RT_SSE_MAX_TOPICS", default_value_t = NonZeroUsize::new(16).unwrap(), value_name = "N")]
     sse_max_topics: NonZeroUsize,
@@ -506,6 +511,7 @@ fn options(args: &Args) -> Result<rt_server::Options, String> {
         max_publish: args.max_publish_bytes.get(),
         queue: args.sse_queue.get(),
         replay: args.sse_history.get(),
+        replay_bytes: args.sse_history_bytes.get(),
         max_topics: args.sse_max_topics.get(),
         room_history: args.room_history,
         ..rt_server::Options::default()

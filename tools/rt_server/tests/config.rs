@@ -417,6 +417,39 @@ fn the_pending_connection_limit_follows_its_flag() {
 }
 
 #[test]
+fn the_sse_history_bytes_flag_bounds_the_topics_kept() {
+    let topics = |server: &Server| {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap();
+        let at = all.find("\"topics\":").expect("topics in /stats") + 9;
+        let digits: String = all[at..].chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u64>().unwrap()
+    };
+    // "id: N\ndata: x\n\n" is 15 bytes, counted with 64 more: 200 bytes hold two.
+    let server = start(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--quiet",
+            "--sse-history-bytes",
+            "200",
+        ],
+        &[],
+    );
+    for t in ["t1", "t2", "t3", "t4", "t5"] {
+        assert_eq!(post(server.addr, &format!("/publish?topic={t}"), "x"), 202);
+    }
+    assert_eq!(topics(&server), 2, "the two newest events' topics");
+}
+
+#[test]
 fn every_flag_reads_an_rt_variable_and_help_shows_defaults() {
     let out = Command::new(BIN)
         .arg("--help")
