@@ -18,7 +18,10 @@
 //!   after a position older than the newest trimmed one, or after a position
 //!   the bus never gave out, reports a gap.
 //! - **Kept messages**: [`Backplane::publish_kept`] keeps the last `keep`
-//!   messages per room, [`Backplane::recent`] reads them back.
+//!   messages per room, [`Backplane::recent`] reads them back. All rooms
+//!   together keep at most [`MemoryConfig::kept_bytes`]: past it, the rooms
+//!   written to longest ago lose theirs first (where Redis would be bounded
+//!   by its `maxmemory`).
 //! - **Presence** entries of a live node never expire (it "refreshes"
 //!   them); dropping a [`MemoryBackplane`] without removing its entries is a
 //!   crash: they expire [`MemoryConfig::presence_ttl`] later, measured on
@@ -77,13 +80,22 @@ pub struct MemoryConfig {
     /// How long a stopped node's presence entries outlive it, on tokio's
     /// clock. Default: 15 seconds.
     pub presence_ttl: Duration,
+    /// Bytes the messages kept by `publish_kept` may hold, all rooms
+    /// together, each counted with [`KEPT_OVERHEAD`] more; past it the rooms
+    /// written to longest ago lose theirs first. Default: 64 MiB.
+    pub kept_bytes: usize,
 }
+
+/// Bytes a kept message counts for beyond its payload, against
+/// [`MemoryConfig::kept_bytes`].
+pub const KEPT_OVERHEAD: usize = 64;
 
 impl Default for MemoryConfig {
     fn default() -> Self {
         MemoryConfig {
             history: 1000,
             presence_ttl: Duration::from_secs(15),
+            kept_bytes: 64 << 20,
         }
     }
 }
@@ -109,12 +121,28 @@ struct State {
     last_seq: u64,
     topics: HashMap<String, Topic>,
     /// Each room's last messages, kept by `publish_kept`.
-    kept: HashMap<String, VecDeque<Bytes>>,
+    kept: HashMap<String, Kept>,
+    /// The rooms of `kept` by when they were last written (a counter).
+    kept_order: BTreeMap<u64, String>,
+    /// The last `kept_order` number given out.
+    kept_seq: u64,
+    /// What `kept` holds, counted as `kept_bytes` says.
+    kept_bytes: usize,
     rooms: HashMap<String, BTreeMap<u64, Entry>>,
     /// Deliveries in bus order, waiting for the thread that delivers.
     pending: VecDeque<(Receiver, Incoming)>,
     /// A thread is calling receivers (it takes what is queued meanwhile too).
     delivering: bool,
+}
+
+/// One room's kept messages.
+#[derive(Default)]
+struct Kept {
+    messages: VecDeque<Bytes>,
+    /// Their bytes, counted as `kept_bytes` says.
+    bytes: usize,
+    /// Its key in `State::kept_order`.
+    written: u64,
 }
 
 #[derive(Default)]
@@ -131,6 +159,39 @@ struct Entry {
     expires: Option<Instant>,
 }
 
+impl State {
+    /// Keeps `payload` as `room`'s newest message (its last `keep` stay),
+    /// then drops the rooms written to longest ago until all of them hold
+    /// at most `budget` bytes.
+    fn keep(&mut self, room: String, keep: usize, payload: &Bytes, budget: usize) {
+        self.kept_seq += 1;
+        let written = self.kept_seq;
+        let kept = self.kept.entry(room.clone()).or_default();
+        if kept.written != 0 {
+            self.kept_order.remove(&kept.written);
+        }
+        kept.written = written;
+        self.kept_order.insert(written, room);
+        kept.messages.push_back(payload.clone());
+        kept.bytes += payload.len() + KEPT_OVERHEAD;
+        self.kept_bytes += payload.len() + KEPT_OVERHEAD;
+        while kept.messages.len() > keep {
+            if let Some(old) = kept.messages.pop_front() {
+                kept.bytes -= old.len() + KEPT_OVERHEAD;
+                self.kept_bytes -= old.len() + KEPT_OVERHEAD;
+            }
+        }
+        while self.kept_bytes > budget {
+            let Some((_, oldest)) = self.kept_order.pop_first() else {
+                break;
+            };
+            if let Some(gone) = self.kept.remove(&oldest) {
+                self.kept_bytes -= gone.bytes;
+            }
+        }
+    }
+}
+
 impl MemoryBus {
     /// A bus with no nodes.
     pub fn new(config: MemoryConfig) -> MemoryBus {
@@ -144,6 +205,9 @@ impl MemoryBus {
                 last_seq: 0,
                 topics: HashMap::new(),
                 kept: HashMap::new(),
+                kept_order: BTreeMap::new(),
+                kept_seq: 0,
+                kept_bytes: 0,
                 rooms: HashMap::new(),
                 pending: VecDeque::new(),
                 delivering: false,
@@ -407,11 +471,7 @@ impl Backplane for MemoryBackplane {
             return ready(Err(Bus::unavailable()));
         }
         for room in rooms {
-            let kept = st.kept.entry(room).or_default();
-            kept.push_back(payload.clone());
-            while kept.len() > keep {
-                kept.pop_front();
-            }
+            st.keep(room, keep, &payload, self.bus.0.config.kept_bytes);
         }
         for channel in &channels {
             st.queue(channel, None, &payload);
@@ -427,6 +487,7 @@ impl Backplane for MemoryBackplane {
     ) -> BoxFuture<'static, Result<Vec<Bytes>, BackplaneError>> {
         ready(self.with(|st| {
             st.kept.get(room).map_or_else(Vec::new, |kept| {
+                let kept = &kept.messages;
                 kept.range(kept.len().saturating_sub(n)..)
                     .cloned()
                     .collect()
@@ -724,6 +785,33 @@ mod tests {
             [b("m2"), b("m3"), b("m4")],
             "refused means not kept"
         );
+    }
+
+    #[tokio::test]
+    async fn kept_messages_past_the_byte_budget_go_from_the_rooms_written_longest_ago() {
+        let one = b("m").len() + KEPT_OVERHEAD;
+        let bus = MemoryBus::new(MemoryConfig {
+            kept_bytes: 3 * one,
+            ..MemoryConfig::default()
+        });
+        let n = bus.node();
+        for r in ["a", "b", "a", "c"] {
+            n.publish_kept(vec![], vec![r.into()], 3, b("m"))
+                .await
+                .unwrap();
+        }
+        // a (2 messages), b, c: one too many; b was written longest ago.
+        assert!(n.recent("b", 5).await.unwrap().is_empty(), "b went whole");
+        assert_eq!(n.recent("a", 5).await.unwrap(), [b("m"), b("m")]);
+        assert_eq!(n.recent("c", 5).await.unwrap(), [b("m")]);
+        n.publish_kept(vec![], vec!["d".into()], 3, b("m"))
+            .await
+            .unwrap();
+        assert!(
+            n.recent("a", 5).await.unwrap().is_empty(),
+            "then a, the oldest"
+        );
+        assert_eq!(n.recent("c", 5).await.unwrap(), [b("m")]);
     }
 
     #[tokio::test]

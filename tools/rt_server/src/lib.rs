@@ -168,6 +168,9 @@ pub struct Options {
     /// room's last this many first (`--room-history`). Alone, they are kept
     /// in this process. Default: 0 (none).
     pub room_history: usize,
+    /// Bytes the room history of all rooms may hold together in this
+    /// process (alone; on Redis it is Redis's). Default: 64 MiB.
+    pub room_history_bytes: usize,
 }
 
 /// One backplane node per part that crosses nodes (each sets its own
@@ -210,6 +213,7 @@ impl Default for Options {
             limits: Limits::default(),
             cluster: None,
             room_history: 0,
+            room_history_bytes: MemoryConfig::default().kept_bytes,
         }
     }
 }
@@ -417,7 +421,11 @@ pub fn app(options: Options) -> App {
         Some(c) => Some(c.rooms.clone()),
         // Room history alone: kept by a one-node bus in this process.
         None if options.room_history > 0 => {
-            Some(Arc::new(MemoryBus::new(MemoryConfig::default()).node()) as Arc<dyn Backplane>)
+            let bus = MemoryBus::new(MemoryConfig {
+                kept_bytes: options.room_history_bytes,
+                ..MemoryConfig::default()
+            });
+            Some(Arc::new(bus.node()) as Arc<dyn Backplane>)
         }
         None => None,
     };

@@ -240,6 +240,11 @@ struct Args {
     /// process.
     #[arg(long, env = "RT_ROOM_HISTORY", default_value_t = 0, value_name = "N")]
     room_history: usize,
+    /// Bytes the room history of all rooms may hold together in this process
+    /// (without --redis); past it the rooms written to longest ago lose theirs
+    /// first.
+    #[arg(long, env = "RT_ROOM_HISTORY_BYTES", default_value_t = NonZeroUsize::new(64 << 20).unwrap(), value_name = "BYTES")]
+    room_history_bytes: NonZeroUsize,
 }
 
 /// `--log-format`.
@@ -514,6 +519,7 @@ fn options(args: &Args) -> Result<rt_server::Options, String> {
         replay_bytes: args.sse_history_bytes.get(),
         max_topics: args.sse_max_topics.get(),
         room_history: args.room_history,
+        room_history_bytes: args.room_history_bytes.get(),
         ..rt_server::Options::default()
     })
 }

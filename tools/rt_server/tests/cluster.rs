@@ -328,6 +328,13 @@ async fn a_subscriber_on_another_node_gets_the_room_history_then_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_a_subscriber_gets_the_room_history_then_live() {
+    // 64 MiB: the default.
+    let server = alone_with_history_bytes("67108864");
+    history_then_live(server.addr, server.addr).await;
+}
+
+/// Alone, with room history on, at `--room-history-bytes`.
+fn alone_with_history_bytes(bytes: &str) -> Server {
     let args = [
         "--addr",
         "127.0.0.1:0",
@@ -335,9 +342,63 @@ async fn alone_a_subscriber_gets_the_room_history_then_live() {
         "--insecure-bearer-names",
         "--room-history",
         "3",
+        "--room-history-bytes",
+        bytes,
     ];
-    let server = Server::spawn(None, &args, &[]);
-    history_then_live(server.addr, server.addr).await;
+    Server::spawn(None, &args, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alone_past_the_history_bytes_the_room_written_longest_ago_loses_its_history() {
+    // Notices of 2,000 bytes, so that what the cluster keeps beside each
+    // (its envelope) is small next to it.
+    let body = |tag: &str| format!("{tag}:{}", "x".repeat(2000));
+    let tag = |notice: &String| notice.split(':').next().unwrap_or_default().to_string();
+    // How many bytes one kept notice is, about: what a member receives.
+    let probe = alone_with_history_bytes("1000000");
+    let mut ana = hub_as(probe.addr, "ana").await;
+    join(&mut ana, "public-probe").await;
+    let emitted = http(probe.addr, "POST", "/emit?room=public-probe", &body("m0")).await;
+    assert_eq!(emitted.0, 202);
+    let notice = loop {
+        let text = next_text(&mut ana).await;
+        if serde_json::from_str::<Value>(&text).unwrap()["type"] == "notice" {
+            break text;
+        }
+    };
+    let one = notice.len() + backplane_memory::KEPT_OVERHEAD;
+    drop(probe);
+    // Room for two such notices and their envelopes, not three.
+    let server = alone_with_history_bytes(&(2 * one + one / 2).to_string());
+    let to = server.addr;
+    for (room, tag) in [
+        ("public-old", "m1"),
+        ("public-new", "m2"),
+        ("public-new", "m3"),
+    ] {
+        let emitted = http(to, "POST", &format!("/emit?room={room}"), &body(tag)).await;
+        assert_eq!(emitted.0, 202);
+    }
+    let mut bo = hub_as(to, "bo").await;
+    let mut history = Vec::new();
+    // public-new first: the "end" notices are kept too, and push rooms out.
+    for room in ["public-new", "public-old"] {
+        join(&mut bo, room).await;
+        assert_eq!(
+            http(to, "POST", &format!("/emit?room={room}"), "end")
+                .await
+                .0,
+            202
+        );
+        history.push(
+            notices_until_end(&mut bo)
+                .await
+                .iter()
+                .map(tag)
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(history, [vec!["m2".to_string(), "m3".to_string()], vec![]]);
 }
 
 fn position(id: &str) -> (u64, u64) {
