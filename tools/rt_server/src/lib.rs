@@ -26,8 +26,12 @@
 //!   otherwise); without a token they refuse requests a cross-origin page
 //!   sent (`403`), and the binary refuses to listen beyond loopback.
 //! - Connections are limited (in all, optionally per IP address), messages
-//!   per connection are rate-limited, rooms per connection capped, writes
-//!   to a peer that stopped reading time out: [`Limits`].
+//!   per connection are rate-limited and size-capped, rooms per connection
+//!   capped, outboxes bounded, silent peers pinged then closed, writes to a
+//!   peer that stopped reading time out: [`Limits`]. SSE queues, topics per
+//!   stream, publish bodies and the resume and room histories (per key and
+//!   in bytes for all keys) are bounded by [`Options`]; SECURITY.md lists
+//!   every limit with its default and its flag.
 //!
 //! `/hub` takes identity from [`Options::hub_identify`]: none (the default)
 //! makes every connection anonymous; the binary verifies a JWT
