@@ -123,7 +123,8 @@ pub struct BrokerConfig {
     /// counted as its encoding plus [`EVENT_OVERHEAD`]. Past it the oldest
     /// events go first, whatever their topic (a resume from before them
     /// gets a [`RESET_EVENT`]), and a topic left with neither events nor
-    /// subscribers is removed. Default: 64 MiB.
+    /// subscribers is removed (a resume on it from before its newest
+    /// dropped event gets a [`RESET_EVENT`] too). Default: 64 MiB.
     pub replay_bytes: usize,
 }
 
@@ -200,6 +201,9 @@ struct State {
     fronts: BTreeMap<u64, Arc<str>>,
     /// What the replay buffers hold, counted as `replay_bytes` says.
     buffered: usize,
+    /// The newest event of the topics the budget emptied and removed: a
+    /// resume on a topic that is gone, from before it, may have missed some.
+    removed_evicted: u64,
     subscribers: usize,
     stats: BrokerStats,
     /// Cluster mode: the topics, streams and positions (`topics` stays empty).
@@ -370,6 +374,9 @@ impl SseBroker {
                     } else {
                         replay.extend(t.buffer.iter().cloned());
                     }
+                } else if let Some(from) = parsed {
+                    // Gone with its events: it may have had some after `from`.
+                    missed |= st.removed_evicted > from;
                 }
             }
             if missed {
@@ -444,6 +451,7 @@ impl State {
             topics: HashMap::new(),
             fronts: BTreeMap::new(),
             buffered: 0,
+            removed_evicted: 0,
             subscribers: 0,
             stats: BrokerStats::default(),
             cluster: cluster.map(Box::new),
@@ -465,6 +473,7 @@ impl State {
             };
             t.evict_oldest(&mut self.fronts, &mut self.buffered);
             if t.buffer.is_empty() && t.subs.is_empty() {
+                self.removed_evicted = self.removed_evicted.max(t.evicted);
                 self.topics.remove(&*name);
             }
         }
@@ -758,8 +767,8 @@ mod tests {
         assert_eq!(b.stats().resets, 1);
     }
 
-    #[test]
-    fn topics_whose_events_the_budget_dropped_go_when_nobody_listens() {
+    #[tokio::test]
+    async fn topics_whose_events_the_budget_dropped_go_when_nobody_listens() {
         let one = encoded_len("x") + EVENT_OVERHEAD;
         let b = SseBroker::new(BrokerConfig {
             replay_bytes: one,
@@ -769,6 +778,17 @@ mod tests {
             b.publish(topic, SseEvent::data("x")).unwrap();
         }
         assert_eq!(b.stats().topics, 1, "only the last event's topic is left");
+        // A resume on a topic that went, from before its events: a gap.
+        let (tx, body) = sse_stream(16);
+        drop(b.subscribe(&topics(&["t1"]), Some("0"), &tx));
+        assert!(drain(tx, body).await.starts_with("event: sse-reset"));
+        let (tx, body) = sse_stream(16);
+        drop(b.subscribe(&topics(&["t1"]), Some("4"), &tx));
+        assert_eq!(
+            drain(tx, body).await,
+            "",
+            "from after what went: nothing missed"
+        );
         // A topic with a subscriber stays, its events gone.
         let (tx, _body) = sse_stream(16);
         let _s = b.subscribe(&["t6".into()], None, &tx);
