@@ -205,9 +205,9 @@ impl Default for Options {
         Options {
             log: true,
             keepalive: Duration::from_secs(15),
-            replay: 1024,
+            replay: BrokerConfig::default().replay,
             replay_bytes: BrokerConfig::default().replay_bytes,
-            queue: 256,
+            queue: SseConfig::default().queue,
             max_topics: SseConfig::default().max_topics,
             max_publish: MAX_PUBLISH,
             retry: None,

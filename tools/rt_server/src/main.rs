@@ -124,41 +124,41 @@ struct Args {
     max_rooms: usize,
     /// Largest WebSocket message (and frame) a client may send on `/ws`,
     /// `/hub` and `/rpc`, in bytes; larger closes the connection with `1009`.
-    #[arg(long, env = "RT_MAX_MESSAGE_BYTES", default_value_t = NonZeroUsize::new(1 << 20).unwrap(), value_name = "BYTES")]
+    #[arg(long, env = "RT_MAX_MESSAGE_BYTES", default_value_t = nonzero(defaults().limits.max_message_size), value_name = "BYTES")]
     max_message_bytes: NonZeroUsize,
     /// Messages queued for one WebSocket connection (`/ws`, `/hub`, `/rpc`)
     /// that reads slower than they come; one more closes it with `1013`.
-    #[arg(long, env = "RT_OUTBOX_MESSAGES", default_value_t = NonZeroUsize::new(256).unwrap(), value_name = "N")]
+    #[arg(long, env = "RT_OUTBOX_MESSAGES", default_value_t = nonzero(defaults().limits.outbox_messages), value_name = "N")]
     outbox_messages: NonZeroUsize,
     /// Bytes queued for one WebSocket connection before it is closed as
     /// slow (`1013`); a message larger than this still goes alone.
-    #[arg(long, env = "RT_OUTBOX_BYTES", default_value_t = NonZeroUsize::new(1 << 20).unwrap(), value_name = "BYTES")]
+    #[arg(long, env = "RT_OUTBOX_BYTES", default_value_t = nonzero(defaults().limits.outbox_bytes), value_name = "BYTES")]
     outbox_bytes: NonZeroUsize,
     /// Events queued for one SSE stream that reads slower than they come;
     /// one more ends the stream (its client resumes with `Last-Event-ID`).
-    #[arg(long, env = "RT_SSE_QUEUE", default_value_t = NonZeroUsize::new(256).unwrap(), value_name = "N")]
+    #[arg(long, env = "RT_SSE_QUEUE", default_value_t = nonzero(defaults().queue), value_name = "N")]
     sse_queue: NonZeroUsize,
     /// Events kept per SSE topic for `Last-Event-ID` resume (in Redis with
     /// --redis, else in this process); older ones are trimmed, and a client
     /// that missed them gets a reset event.
-    #[arg(long, env = "RT_SSE_HISTORY", default_value_t = NonZeroUsize::new(1024).unwrap(), value_name = "N")]
+    #[arg(long, env = "RT_SSE_HISTORY", default_value_t = nonzero(defaults().replay), value_name = "N")]
     sse_history: NonZeroUsize,
     /// Bytes the SSE resume history of all topics may hold together in this
     /// process (without --redis); past it the oldest events of any topic go
     /// first.
-    #[arg(long, env = "RT_SSE_HISTORY_BYTES", default_value_t = NonZeroUsize::new(64 << 20).unwrap(), value_name = "BYTES")]
+    #[arg(long, env = "RT_SSE_HISTORY_BYTES", default_value_t = nonzero(defaults().replay_bytes), value_name = "BYTES")]
     sse_history_bytes: NonZeroUsize,
     /// Topics one SSE stream may subscribe to (more: `400`).
-    #[arg(long, env = "RT_SSE_MAX_TOPICS", default_value_t = NonZeroUsize::new(16).unwrap(), value_name = "N")]
+    #[arg(long, env = "RT_SSE_MAX_TOPICS", default_value_t = nonzero(defaults().max_topics), value_name = "N")]
     sse_max_topics: NonZeroUsize,
     /// Most bytes a `POST /publish` or `POST /emit` body may hold (more: `413`).
-    #[arg(long, env = "RT_MAX_PUBLISH_BYTES", default_value_t = NonZeroUsize::new(rt_server::MAX_PUBLISH).unwrap(), value_name = "BYTES")]
+    #[arg(long, env = "RT_MAX_PUBLISH_BYTES", default_value_t = nonzero(defaults().max_publish), value_name = "BYTES")]
     max_publish_bytes: NonZeroUsize,
     /// Seconds between the server's pings on every WebSocket route.
     #[arg(
         long,
         env = "RT_WS_PING_SECS",
-        default_value_t = 30,
+        default_value_t = defaults().limits.ping_interval.as_secs(),
         value_name = "SECS"
     )]
     ws_ping_secs: u64,
@@ -167,7 +167,7 @@ struct Args {
     #[arg(
         long,
         env = "RT_WS_IDLE_SECS",
-        default_value_t = 75,
+        default_value_t = defaults().limits.idle_timeout.as_secs(),
         value_name = "SECS"
     )]
     ws_idle_secs: u64,
@@ -176,13 +176,13 @@ struct Args {
     #[arg(
         long,
         env = "RT_HOOK_TIMEOUT_SECS",
-        default_value_t = 5,
+        default_value_t = defaults().limits.hook_timeout.as_secs(),
         value_name = "SECS"
     )]
     hook_timeout_secs: u64,
     /// Connections that have not sent a complete first request yet; one
     /// more closes the oldest of them.
-    #[arg(long, env = "RT_MAX_PENDING_REQUESTS", default_value_t = NonZeroUsize::new(1024).unwrap(), value_name = "N")]
+    #[arg(long, env = "RT_MAX_PENDING_REQUESTS", default_value_t = nonzero(ServeConfig::default().max_pending_requests), value_name = "N")]
     max_pending_requests: NonZeroUsize,
     /// Seconds a write to a peer that stopped reading may make no progress
     /// before the connection is dropped (WebSocket and SSE).
@@ -243,8 +243,19 @@ struct Args {
     /// Bytes the room history of all rooms may hold together in this process
     /// (without --redis); past it the rooms written to longest ago lose theirs
     /// first.
-    #[arg(long, env = "RT_ROOM_HISTORY_BYTES", default_value_t = NonZeroUsize::new(64 << 20).unwrap(), value_name = "BYTES")]
+    #[arg(long, env = "RT_ROOM_HISTORY_BYTES", default_value_t = nonzero(defaults().room_history_bytes), value_name = "BYTES")]
     room_history_bytes: NonZeroUsize,
+}
+
+/// The library's defaults, which the flags' defaults are (computed once).
+fn defaults() -> &'static rt_server::Options {
+    static DEFAULTS: std::sync::OnceLock<rt_server::Options> = std::sync::OnceLock::new();
+    DEFAULTS.get_or_init(rt_server::Options::default)
+}
+
+/// A default that is a count or a size: never 0.
+fn nonzero(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).expect("the library's defaults are not 0")
 }
 
 /// `--log-format`.
