@@ -280,6 +280,76 @@ async fn every_ws_client_receives_broadcasts_and_publishes() {
     assert_eq!(server.stop().await.aborted, 0);
 }
 
+/// What a client writes at once is one read burst: `on_messages` gets its
+/// text and binary messages together, in order, after `on_message` saw
+/// each; on the reference server's `/ws` every client gets the burst's texts
+/// in order, queued with one send each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_burst_reaches_the_burst_hook_whole_and_in_order() {
+    let _shared = PROCESS.read().await;
+    let (each_tx, mut each) = mpsc::unbounded_channel();
+    let (burst_tx, mut bursts) = mpsc::unbounded_channel();
+    let config = WsConfig {
+        on_message: Some(Arc::new(move |_client, msg| {
+            let _ = each_tx.send(msg);
+        })),
+        on_messages: Some(Arc::new(move |_client, msgs| {
+            let _ = burst_tx.send(std::mem::take(msgs));
+        })),
+        ..WsConfig::default()
+    };
+    let (server, mut hooks) =
+        hooked_server(HubConfig::default(), config, Duration::from_secs(5)).await;
+    let mut s = raw_connect(server.addr, "/").await;
+    hooks.connected().await;
+    let mut burst = Vec::new();
+    for i in 0..10 {
+        burst.extend(raw_frame(0x81, format!("m{i}").as_bytes()));
+    }
+    burst.extend(raw_frame(0x82, &[1, 2, 3]));
+    burst.extend(raw_frame(0x89, b"ping")); // a control frame: not a message
+    s.write_all(&burst).await.unwrap();
+    let mut want: Vec<Message> = (0..10).map(|i| Message::text(format!("m{i}"))).collect();
+    want.push(Message::binary(vec![1u8, 2, 3]));
+    let got = tokio::time::timeout(WAIT, bursts.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, want, "one write is one burst, whole and in order");
+    for w in &want {
+        assert_eq!(each.try_recv().as_ref(), Ok(w), "on_message saw each first");
+    }
+    drop(s);
+    hooks.disconnected().await;
+    assert!(bursts.try_recv().is_err(), "nothing else was handed over");
+    server.stop().await;
+
+    let server = Server::reference(Duration::from_secs(5)).await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(server.ws("/ws").await);
+    }
+    let mut s = raw_connect(server.addr, "/ws").await;
+    server.connections(4).await;
+    let mut burst = Vec::new();
+    for i in 0..20 {
+        burst.extend(raw_frame(0x81, format!("b{i}").as_bytes()));
+        if i == 10 {
+            burst.extend(raw_frame(0x82, b"binary is not broadcast"));
+        }
+    }
+    s.write_all(&burst).await.unwrap();
+    for c in &mut others {
+        for i in 0..20 {
+            assert_eq!(next_text(c).await, format!("b{i}"));
+        }
+    }
+    assert_eq!(server.hub.stats().sent, 4 * 20);
+    drop((s, others));
+    server.connections(0).await;
+    assert_eq!(server.stop().await.aborted, 0);
+}
+
 /// 2. `ws_send` reaches exactly one client. The others' absence of it is
 /// proven without waiting: a marker broadcast after it is the first thing
 /// they receive (one outbox is FIFO, so the message would have come first).

@@ -25,7 +25,7 @@
 
 /// The message type of the signature, re-exported (see `ws_hub::Message`).
 pub use ws_hub::Message;
-use ws_hub::{Frame, SendError, WsHub};
+use ws_hub::{Frame, Frames, SendError, WsHub};
 
 /// What one broadcast did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +41,14 @@ pub struct Broadcast {
 }
 
 impl Broadcast {
+    /// Adds another report's counts to this one.
+    pub fn add(&mut self, other: Broadcast) {
+        self.sent += other.sent;
+        self.dropped += other.dropped;
+        self.slow_closed += other.slow_closed;
+        self.closed += other.closed;
+    }
+
     /// Adds the outcome of one send.
     pub fn count(&mut self, sent: Result<(), SendError>) {
         match sent {
@@ -62,6 +70,37 @@ pub fn ws_broadcast(hub: &WsHub, msg: Message) -> Broadcast {
     }
     let frame = Frame::new(&msg);
     hub.for_each(|client| report.count(client.try_send_frame(&frame)));
+    report
+}
+
+/// Queues every message of `msgs`, in order, for every registered client of
+/// `hub`: framed once together ([`Frames`]), each client taking the burst
+/// with one send, so one lock and at most one wake per client instead of
+/// one per message. Each client ends as if [`ws_broadcast`] had sent the
+/// messages one by one. The report counts deliveries (a message to a
+/// client): a client closed as slow by the burst counts once in
+/// `slow_closed` and once in `closed` for each other message.
+pub fn ws_broadcast_all(hub: &WsHub, msgs: &[Message]) -> Broadcast {
+    if msgs.len() < 2 || msgs.iter().any(Message::is_close) {
+        // A close is each connection's own handshake, in its place.
+        return msgs.iter().fold(Broadcast::default(), |mut report, msg| {
+            report.add(ws_broadcast(hub, msg.clone()));
+            report
+        });
+    }
+    let mut report = Broadcast::default();
+    let frames = Frames::new(msgs);
+    hub.for_each(|client| match client.try_send_frames(&frames) {
+        Ok(queued) => {
+            report.sent += queued;
+            report.dropped += frames.len() - queued;
+        }
+        Err(e) => {
+            // The first message's outcome; the client is closed for the others.
+            report.count(Err(e));
+            report.closed += frames.len() - 1;
+        }
+    });
     report
 }
 
@@ -112,6 +151,69 @@ mod tests {
                 "both frames back to back in one buffer"
             );
         }
+    }
+
+    #[test]
+    fn a_burst_reaches_every_client_in_one_copy_in_order() {
+        let hub = WsHub::new(HubConfig::default());
+        let clients: Vec<_> = (0..3).map(|_| hub.register(None).unwrap()).collect();
+        let msgs = ["one", "two", "three"].map(Message::text);
+        let report = ws_broadcast_all(&hub, &msgs);
+        assert_eq!(
+            report,
+            Broadcast {
+                sent: 9,
+                ..Broadcast::default()
+            }
+        );
+        for c in &clients {
+            assert_eq!(
+                chunks(c),
+                [Chunk::Copied(
+                    b"\x81\x03one\x81\x03two\x81\x05three".to_vec()
+                )],
+            );
+        }
+        assert_eq!(ws_broadcast_all(&hub, &[]), Broadcast::default());
+    }
+
+    #[test]
+    fn a_burst_with_a_close_closes_each_client_after_what_came_before() {
+        let hub = WsHub::new(HubConfig::default());
+        let c = hub.register(None).unwrap();
+        let msgs = [
+            Message::text("bye"),
+            Message::Close(None),
+            Message::text("late"),
+        ];
+        let report = ws_broadcast_all(&hub, &msgs);
+        assert_eq!((report.sent, report.closed), (2, 1));
+        assert!(c.is_closed());
+        assert_eq!(c.take_queued(), [Message::text("bye")]);
+    }
+
+    #[test]
+    fn a_burst_closes_a_slow_client_and_the_others_get_all_of_it() {
+        let hub = WsHub::new(HubConfig {
+            queue_messages: 2,
+            ..HubConfig::default()
+        });
+        let slow = hub.register(None).unwrap();
+        let fast = hub.register(None).unwrap();
+        slow.try_send(Message::text("0")).unwrap();
+        let msgs = ["1", "2"].map(Message::text);
+        let report = ws_broadcast_all(&hub, &msgs);
+        assert_eq!(
+            report,
+            Broadcast {
+                sent: 2,
+                slow_closed: 1,
+                closed: 1,
+                ..Broadcast::default()
+            }
+        );
+        assert!(slow.is_closed() && !fast.is_closed());
+        assert_eq!(fast.take_queued(), msgs);
     }
 
     #[test]

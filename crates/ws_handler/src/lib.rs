@@ -24,7 +24,8 @@
 //! the other (a write blocked on a full socket does not stop reading;
 //! reading does not delay a close). The reader reads everything the peer
 //! sent (64 messages at most) before the writer runs, so the answers to a
-//! burst of requests go out in one write.
+//! burst of requests go out in one write; [`WsConfig::on_messages`] gets
+//! that burst whole, so a server can fan it out to many clients once.
 //!
 //! **The write lane.** tungstenite does what it is good at: reading frames,
 //! masking and UTF-8 checks, sizes, fragments, control frames and the close
@@ -108,8 +109,8 @@
 //! - **Hooks**: `identify`, `authenticate` and `on_connect` are async and
 //!   bounded by `hook_timeout` (5 s); `on_connect` may refuse with a close
 //!   frame, and what it sends (the client is registered) goes out before
-//!   that close. `on_message` and `on_disconnect` (with why) are plain
-//!   functions. Hooks run in the connection's task: a slow hook slows that
+//!   that close. `on_message`, `on_messages` (a read burst) and
+//!   `on_disconnect` (with why) are plain functions. Hooks run in the connection's task: a slow hook slows that
 //!   connection only; spawn for long work.
 //! - **Observability**: each connection has a `ws` span (target `ws`,
 //!   `INFO`) with `peer` and `path`, then `user` once the identify or
@@ -200,6 +201,12 @@ pub type ConnectHook =
 /// Called with each text or binary message a client sends, in the
 /// connection's task (spawn for long work).
 pub type MessageHook = Arc<dyn Fn(&WsClient, Message) + Send + Sync>;
+/// Called once per read burst with the text and binary messages of it, in
+/// order (what the client sent that was read together, at most 64), in the
+/// connection's task; the vector is emptied after. A server that sends each
+/// message to many clients fans a burst out once (`ws_broadcast_all`)
+/// instead of once per message: one lock and one wake per recipient.
+pub type MessagesHook = Arc<dyn Fn(&WsClient, &mut Vec<Message>) + Send + Sync>;
 /// Called once a client's connection has ended, with why.
 pub type DisconnectHook = Arc<dyn Fn(&WsClient, &Disconnect) + Send + Sync>;
 
@@ -301,6 +308,9 @@ pub struct WsConfig {
     pub on_connect: Option<ConnectHook>,
     /// See [`MessageHook`]. Default: none (messages are read and dropped).
     pub on_message: Option<MessageHook>,
+    /// See [`MessagesHook`]; called after [`on_message`](WsConfig::on_message)
+    /// has seen each message of the burst. Default: none.
+    pub on_messages: Option<MessagesHook>,
     /// See [`DisconnectHook`]. Default: none.
     pub on_disconnect: Option<DisconnectHook>,
     /// Where the handler counts messages read and connections refused or
@@ -427,6 +437,7 @@ impl Default for WsConfig {
             authenticate: None,
             on_connect: None,
             on_message: None,
+            on_messages: None,
             on_disconnect: None,
             stats: WsStats::default(),
         }
@@ -1196,11 +1207,12 @@ where
             // Everything the peer sent so far (a burst at most), then one
             // write of all the answers.
             let mut burst = 0;
+            let mut messages = Vec::new();
             while self.read != Read::Failed && !paused && burst < READ_BURST {
                 match self.socket.poll_next(cx, &self.slot.shared) {
                     Poll::Ready(Some(Ok(msg))) => {
                         burst += 1;
-                        self.on_message(msg);
+                        self.on_message(msg, &mut messages);
                     }
                     Poll::Ready(Some(Err(e))) => match close_for(&e) {
                         Some(frame) if matches!(self.read, Read::Open | Read::Discarding) => {
@@ -1214,6 +1226,12 @@ where
                     Poll::Ready(None) => return Poll::Ready(self.end()),
                     Poll::Pending => break,
                 }
+            }
+            if !messages.is_empty()
+                && let Some(hook) = &self.slot.shared.config.on_messages
+            {
+                let _entered = self.span.enter();
+                hook(&self.client, &mut messages);
             }
             if burst > 0 {
                 self.last_seen = Instant::now();
@@ -1251,7 +1269,9 @@ where
         }
     }
 
-    fn on_message(&mut self, msg: Message) {
+    /// One message read; a text or binary one goes to the message hook,
+    /// and into `burst` for the burst hook when there is one.
+    fn on_message(&mut self, msg: Message, burst: &mut Vec<Message>) {
         match msg {
             Message::Text(_) | Message::Binary(_) => {
                 if self.read != Read::Open {
@@ -1268,9 +1288,18 @@ where
                     return;
                 }
                 config.stats.0.received.fetch_add(1, Ordering::Relaxed);
-                if let Some(hook) = &config.on_message {
-                    let _entered = self.span.enter();
-                    hook(&self.client, msg);
+                match (&config.on_message, &config.on_messages) {
+                    (Some(hook), None) => {
+                        let _entered = self.span.enter();
+                        hook(&self.client, msg);
+                    }
+                    (Some(hook), Some(_)) => {
+                        let _entered = self.span.enter();
+                        hook(&self.client, msg.clone());
+                        burst.push(msg);
+                    }
+                    (None, Some(_)) => burst.push(msg),
+                    (None, None) => {}
                 }
             }
             Message::Close(frame) => {
@@ -1554,6 +1583,7 @@ mod tests {
 #[doc = include_str!("../../../types/infra/DisconnectHook.md")]
 #[doc = include_str!("../../../types/infra/IdentifyHook.md")]
 #[doc = include_str!("../../../types/infra/MessageHook.md")]
+#[doc = include_str!("../../../types/infra/MessagesHook.md")]
 #[doc = include_str!("../../../types/infra/MessageRate.md")]
 #[doc = include_str!("../../../types/infra/Refusal.md")]
 #[doc = include_str!("../../../types/infra/WsConfig.md")]

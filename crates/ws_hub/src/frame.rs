@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io::Cursor;
+use std::ops::Range;
 
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -74,6 +75,94 @@ impl fmt::Debug for Frame {
         f.debug_struct("Frame")
             .field("len", &self.0.len())
             .field("payload_len", &self.payload_len())
+            .finish()
+    }
+}
+
+/// Several whole server-to-client frames back to back, encoded once: a
+/// burst of messages for the same clients, which each outbox takes with
+/// one send ([`WsClient::try_send_frames`](crate::WsClient::try_send_frames):
+/// one lock, one copy and at most one wake per recipient for the whole
+/// burst, where a [`Frame`] each would take them once per message).
+///
+/// ```
+/// use ws_hub::{Frames, Message};
+///
+/// let frames = Frames::new(&[Message::text("a"), Message::text("bc")]);
+/// assert_eq!(frames.as_bytes(), b"\x81\x01a\x81\x02bc");
+/// assert_eq!((frames.len(), frames.payload_len()), (2, 3));
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Frames {
+    bytes: Bytes,
+    /// Where each frame ends in `bytes`.
+    ends: Vec<usize>,
+    payload: usize,
+}
+
+impl Frames {
+    /// The frames of `msgs`, in order, each as [`Frame::new`] makes it.
+    pub fn new<'a>(msgs: impl IntoIterator<Item = &'a Message>) -> Frames {
+        let msgs = msgs.into_iter();
+        let mut out = Vec::new();
+        let mut ends = Vec::with_capacity(msgs.size_hint().0);
+        let mut payload = 0;
+        for msg in msgs {
+            out.reserve(encoded_len(msg));
+            encode(msg, &mut out);
+            ends.push(out.len());
+            payload += payload_len(msg);
+        }
+        Frames {
+            bytes: Bytes::from(out),
+            ends,
+            payload,
+        }
+    }
+
+    /// How many frames.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// No frame at all.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of the payloads, all frames together (as the outbox counts them).
+    pub fn payload_len(&self) -> usize {
+        self.payload
+    }
+
+    /// Every frame's bytes, in order.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Each frame on its own, sharing these bytes.
+    pub fn iter(&self) -> impl Iterator<Item = Frame> + '_ {
+        self.ranges().map(|r| Frame(self.bytes.slice(r)))
+    }
+
+    /// Where each frame is in [`as_bytes`](Frames::as_bytes), in order.
+    pub(crate) fn ranges(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(s, e)| s..e)
+    }
+
+    /// The bytes, shared.
+    pub(crate) fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+impl fmt::Debug for Frames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frames")
+            .field("frames", &self.ends.len())
+            .field("len", &self.bytes.len())
+            .field("payload_len", &self.payload)
             .finish()
     }
 }
@@ -247,6 +336,28 @@ mod tests {
         })));
         let raw = TFrame::message(Bytes::from_static(b"part"), OpCode::Data(Data::Text), false);
         check(Message::Frame(raw));
+    }
+
+    #[test]
+    fn a_burst_is_each_message_s_frame_back_to_back() {
+        let msgs = [
+            Message::text("a"),
+            Message::binary(vec![9u8; 300]),
+            Message::Ping(Bytes::from_static(b"p")),
+            Message::text(""),
+        ];
+        let frames = Frames::new(&msgs);
+        let each: Vec<Frame> = msgs.iter().map(Frame::new).collect();
+        assert_eq!(frames.iter().collect::<Vec<_>>(), each);
+        assert_eq!(
+            frames.as_bytes(),
+            each.iter()
+                .flat_map(|f| f.as_bytes().to_vec())
+                .collect::<Vec<u8>>()
+        );
+        assert_eq!((frames.len(), frames.payload_len()), (4, 302));
+        let empty = Frames::new(&[]);
+        assert!(empty.is_empty() && empty.as_bytes().is_empty() && empty.iter().next().is_none());
     }
 
     #[test]

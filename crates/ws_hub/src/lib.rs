@@ -51,6 +51,18 @@
 //! the hub's clients is touched) and wakes the writer only if it waits for
 //! data: one wake per burst.
 //!
+//! **A burst at once.** Several messages for the same clients (a client's
+//! read burst that `rt-server`'s `/ws` broadcasts) are framed once together
+//! into [`Frames`], and [`WsClient::try_send_frames`] gives them to a client
+//! with one lock, one copy of the small frames and at most one wake. With
+//! a broadcast of 1,000 or 5,000 clients, each recipient's outbox is
+//! touched once per burst instead of once per message; `perf` had put 81%
+//! of the per-message send's samples on taking the lock, that is, on
+//! reaching the recipient's memory. Measured with `ws-bench` against a
+//! build that sends message by message (16 in flight, three alternating
+//! runs each, median server CPU per delivery): 0.664 against 0.719 µs at
+//! 1,000 clients, 0.683 against 0.800 µs at 5,000.
+//!
 //! The hub does no I/O. `ws_handler` runs the connections: it registers a
 //! client per upgraded socket, drains its outbox into the socket with
 //! [`WsClient::poll_outgoing`], and unregisters it when the socket ends.
@@ -103,7 +115,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 mod frame;
 mod pool;
-pub use frame::Frame;
+pub use frame::{Frame, Frames};
 
 /// A client's id: unique within its hub, never reused; `node << 48 | n`
 /// with `n` counting from 1 ([`HubConfig::node`], [`node_of`]).
@@ -862,6 +874,9 @@ pub fn going_away() -> CloseFrame {
 #[derive(Clone)]
 pub struct WsClient(Arc<ClientShared>);
 
+/// In this order (`repr(C)`): the flag the writer reads first at each wake
+/// sits beside the outbox's lock, in the cache line both take.
+#[repr(C)]
 struct ClientShared {
     id: ClientId,
     peer: Option<SocketAddr>,
@@ -1037,34 +1052,38 @@ impl Batch {
     }
 }
 
+/// In this order (`repr(C)`): what every send and every writer's wake
+/// reads comes first, next to the lock, so a recipient costs fewer cache
+/// lines; the counters and samples, touched less, come last.
 #[derive(Default)]
+#[repr(C)]
 struct Outbox {
-    queue: Queue,
     /// Messages in `queue`, and their payload bytes.
     messages: usize,
     bytes: usize,
+    /// Closed: nothing is accepted any more.
+    closed: bool,
+    /// The writer is gone (the connection ended).
+    gone: bool,
+    /// The writer waits for messages (not only for a close): a send wakes it.
+    wants_data: bool,
     /// A close to send before anything else, then stop (boxed: the
     /// outbox of an open connection stays small).
     close: Option<Option<Box<CloseFrame>>>,
     /// A close to send once the queue is written, then stop.
     close_after: Option<Option<Box<CloseFrame>>>,
-    /// Closed: nothing is accepted any more.
-    closed: bool,
-    /// The writer is gone (the connection ended).
-    gone: bool,
     waker: Option<Waker>,
-    /// The writer waits for messages (not only for a close): a send wakes it.
-    wants_data: bool,
-    /// When the sampled message still in `queue` was queued.
-    sampled: Option<Instant>,
-    /// When the sampled message of the batch being written was queued.
-    in_flight: Option<Instant>,
+    queue: Queue,
     /// Messages queued, messages the writer took, and their payload bytes:
     /// counted here, under the lock a send takes anyway, and added up by
     /// [`WsHub::stats`], so a send touches no counter other clients share.
     sent: u64,
     written: u64,
     bytes_out: u64,
+    /// When the sampled message still in `queue` was queued.
+    sampled: Option<Instant>,
+    /// When the sampled message of the batch being written was queued.
+    in_flight: Option<Instant>,
 }
 
 impl Outbox {
@@ -1172,30 +1191,92 @@ impl WsClient {
         })
     }
 
+    /// Queues several frames made once for many clients, with one lock and
+    /// at most one wake: each copied or shared as
+    /// [`try_send_frame`](WsClient::try_send_frame) does, small neighbours
+    /// in one copy. Never waits. Returns how many were queued: all of them
+    /// when they fit; when they do not, the outcome is that of sending them
+    /// one by one (the close policy closes the client, `Err`; the drop policy
+    /// queues those that fit and drops the others). `Err(Closed)`: none.
+    pub fn try_send_frames(&self, frames: &Frames) -> Result<usize, SendError> {
+        let all = self.queue(frames.len(), frames.payload_len(), |q| {
+            let bytes = frames.bytes();
+            // The small frames not yet copied: copied together, up to the
+            // next large one or the end.
+            let mut run = 0..0;
+            for frame in frames.ranges() {
+                if frame.len() > COPY_MAX {
+                    if !run.is_empty() {
+                        q.tail_for(run.len()).extend_from_slice(&bytes[run]);
+                    }
+                    run = frame.end..frame.end;
+                    q.push_shared(bytes.slice(frame));
+                } else {
+                    run.end = frame.end;
+                }
+            }
+            if !run.is_empty() {
+                q.tail_for(run.len()).extend_from_slice(&bytes[run]);
+            }
+        });
+        match all {
+            Some(sent) => sent.map(|()| frames.len()),
+            None if frames.len() == 1 || self.0.common.slow == SlowPolicy::Close => {
+                Err(self.full())
+            }
+            None => {
+                let mut queued = 0;
+                for frame in frames.iter() {
+                    match self.try_send_frame(&frame) {
+                        Ok(()) => queued += 1,
+                        Err(SendError::Dropped) => {}
+                        Err(e) => return if queued == 0 { Err(e) } else { Ok(queued) },
+                    }
+                }
+                Ok(queued)
+            }
+        }
+    }
+
     /// Queues one message of `payload` bytes, which `put` appends to the
     /// queue, unless the outbox is closed or full.
     fn push(&self, payload: usize, put: impl FnOnce(&mut Queue)) -> Result<(), SendError> {
+        self.queue(1, payload, put)
+            .unwrap_or_else(|| Err(self.full()))
+    }
+
+    /// Queues `messages` messages of `payload` bytes in all, which `put`
+    /// appends to the queue, unless the outbox is closed (`Err`) or they do
+    /// not fit (`None`: nothing queued, the slow-client policy not applied).
+    fn queue(
+        &self,
+        messages: usize,
+        payload: usize,
+        put: impl FnOnce(&mut Queue),
+    ) -> Option<Result<(), SendError>> {
         let common = &self.0.common;
         let waker = {
             let mut ob = self.lock();
             if ob.closed {
-                return Err(SendError::Closed);
+                return Some(Err(SendError::Closed));
             }
-            let full = ob.messages >= common.queue_messages
-                || (ob.bytes + payload > common.queue_bytes && ob.messages > 0);
+            let full = ob.messages + messages > common.queue_messages
+                // (one message over the byte bound fits an empty outbox)
+                || (ob.bytes + payload > common.queue_bytes && ob.messages + messages > 1);
             if full {
-                drop(ob);
-                return Err(self.full());
+                return None;
             }
             put(&mut ob.queue);
-            ob.messages += 1;
+            ob.messages += messages;
             ob.bytes += payload;
             // The client's own count picks the samples: the other 63 sends
             // in 64 read no clock.
-            if ob.sent.is_multiple_of(SAMPLE_EVERY) && ob.sampled.is_none() {
+            // (several messages: when one of them is a 64th)
+            let r = ob.sent % SAMPLE_EVERY;
+            if (r == 0 || r + messages as u64 > SAMPLE_EVERY) && ob.sampled.is_none() {
                 ob.sampled = Some(Instant::now());
             }
-            ob.sent += 1;
+            ob.sent += messages as u64;
             // One wake per burst: the writer asks again once it has written.
             match std::mem::take(&mut ob.wants_data) {
                 true => ob.waker.take(),
@@ -1205,7 +1286,7 @@ impl WsClient {
         if let Some(w) = waker {
             w.wake();
         }
-        Ok(())
+        Some(Ok(()))
     }
 
     /// The slow-client policy, for a send that found the outbox full.
@@ -1464,15 +1545,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_burst_wakes_the_writer_once_and_a_waiting_outbox_holds_no_buffer() {
+    /// A client whose writer waits for data, with a waker that counts.
+    fn waiting_client() -> (WsHub, WsClient, Arc<Wakes>, Waker) {
         let hub = WsHub::new(HubConfig::default());
         let c = hub.register(None).unwrap();
         let wakes = Arc::new(Wakes(Default::default()));
         let waker = Waker::from(wakes.clone());
         let cx = &mut Context::from_waker(&waker);
+        assert!(c.poll_outgoing(cx, &mut Batch::new()).is_pending());
+        (hub, c, wakes, waker)
+    }
+
+    #[test]
+    fn a_burst_wakes_the_writer_once_and_a_waiting_outbox_holds_no_buffer() {
+        let (_hub, c, wakes, waker) = waiting_client();
+        let cx = &mut Context::from_waker(&waker);
         let mut batch = Batch::new();
-        assert!(c.poll_outgoing(cx, &mut batch).is_pending());
         for i in 0..100 {
             c.try_send(Message::text(format!("m{i}"))).unwrap();
         }
@@ -1534,6 +1622,95 @@ mod tests {
             2 + 2 * COPY_MAX as u64,
             "payload bytes"
         );
+    }
+
+    #[test]
+    fn a_burst_of_frames_is_one_send_one_wake_and_one_copy_around_large_ones() {
+        let (hub, c, wakes, _waker) = waiting_client();
+        let mut batch = Batch::new();
+        let large = Message::binary(vec![1u8; COPY_MAX]);
+        let msgs = [
+            Message::text("a"),
+            Message::text("b"),
+            large.clone(),
+            Message::text("c"),
+        ];
+        let frames = Frames::new(&msgs);
+        assert_eq!(c.try_send_frames(&frames), Ok(4));
+        assert_eq!(c.try_send_frames(&Frames::new(&msgs[..1])), Ok(1));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "one wake");
+        assert_eq!(c.queued(), 5);
+        assert_eq!(poll(&c, &mut batch), Poll::Ready(Outgoing::Messages));
+        assert_eq!(batch.messages(), 5);
+        assert_eq!(batch.to_messages()[..4], msgs);
+        let chunks: Vec<Chunk> = batch.take_chunks().collect();
+        let [Chunk::Copied(ab), Chunk::Shared(l), Chunk::Copied(ca)] = &chunks[..] else {
+            panic!("a, b copied together; the large one shared; then c and a: {chunks:?}")
+        };
+        assert_eq!(
+            (&ab[..], &ca[..]),
+            (&b"\x81\x01a\x81\x01b"[..], &b"\x81\x01c\x81\x01a"[..])
+        );
+        let at = frames.as_bytes()[6..].as_ptr();
+        assert_eq!(l.as_ptr(), at, "the burst's own bytes, not a copy");
+        let stats = hub.stats();
+        assert_eq!((stats.sent, stats.bytes_out), (5, 4 + COPY_MAX as u64));
+    }
+
+    #[test]
+    fn a_burst_that_does_not_fit_ends_as_its_messages_one_by_one_would() {
+        let msgs = ["1", "2", "3"].map(Message::text);
+        let frames = Frames::new(&msgs);
+        // Close: the client is closed as slow, nothing of the burst queued.
+        let hub = WsHub::new(HubConfig {
+            queue_messages: 2,
+            ..HubConfig::default()
+        });
+        let c = hub.register(None).unwrap();
+        assert_eq!(c.try_send_frames(&frames), Err(SendError::SlowClosed));
+        assert_eq!(c.try_send_frames(&frames), Err(SendError::Closed));
+        assert_eq!(hub.stats().slow_closed, 1);
+        // Drop: those that fit are queued, the others dropped and counted.
+        let hub = WsHub::new(HubConfig {
+            queue_messages: 2,
+            slow: SlowPolicy::Drop,
+            ..HubConfig::default()
+        });
+        let c = hub.register(None).unwrap();
+        assert_eq!(c.try_send_frames(&frames), Ok(2));
+        assert_eq!(c.try_send_frames(&frames), Ok(0));
+        assert_eq!(hub.stats().dropped, 4);
+        assert_eq!(c.take_queued(), msgs[..2]);
+        // The byte bound: one message over it fits an empty outbox, a burst
+        // over it does not.
+        let hub = WsHub::new(HubConfig {
+            queue_bytes: 10,
+            slow: SlowPolicy::Drop,
+            ..HubConfig::default()
+        });
+        let c = hub.register(None).unwrap();
+        let big = [Message::binary(vec![0u8; 8]), Message::binary(vec![1u8; 8])];
+        assert_eq!(c.try_send_frames(&Frames::new(&big)), Ok(1));
+        assert_eq!(c.take_queued(), big[..1]);
+        let one = Frames::new(&[Message::binary(vec![0u8; 64])]);
+        assert_eq!(c.try_send_frames(&one), Ok(1));
+    }
+
+    #[test]
+    fn samples_are_taken_when_a_burst_holds_a_64th_message() {
+        let hub = WsHub::new(HubConfig::default());
+        let c = hub.register(None).unwrap();
+        let frames = Frames::new(&[Message::text("x"), Message::text("y"), Message::text("z")]);
+        let mut batch = Batch::new();
+        let mut sampled = 0;
+        for _ in 0..64 {
+            c.try_send_frames(&frames).unwrap();
+            sampled += usize::from(c.lock().sampled.is_some());
+            assert_eq!(poll(&c, &mut batch), Poll::Ready(Outgoing::Messages));
+            batch.clear();
+        }
+        // 192 messages: the 1st, 65th and 129th were the sampled ones.
+        assert_eq!(sampled, 3);
     }
 
     #[test]

@@ -385,10 +385,9 @@ pub fn app(options: Options) -> App {
         ws_handler(
             hub.clone(),
             WsConfig {
-                on_message: Some(Arc::new(move |_client, msg| {
-                    if msg.is_text() {
-                        reach.broadcast_from_socket(msg);
-                    }
+                on_messages: Some(Arc::new(move |_client, msgs| {
+                    msgs.retain(Message::is_text);
+                    reach.broadcast_from_socket(msgs);
                 })),
                 ..base.clone()
             },

@@ -3,7 +3,7 @@
 //! with nothing added per message.
 
 use backplane::{BackplaneError, Presence, PresenceMember};
-use ws_broadcast::{Broadcast, ws_broadcast};
+use ws_broadcast::{Broadcast, ws_broadcast, ws_broadcast_all};
 use ws_cluster::WsCluster;
 use ws_emit::ws_emit;
 use ws_event::{Event, Target};
@@ -68,15 +68,19 @@ impl Reach {
         }
     }
 
-    /// A socket's text message to every socket, as [`Reach::emit_from_socket`].
-    pub(crate) fn broadcast_from_socket(&self, msg: Message) {
+    /// A socket's text messages (one read burst) to every socket, as
+    /// [`Reach::emit_from_socket`]: alone, framed together and queued with
+    /// one send per socket.
+    pub(crate) fn broadcast_from_socket(&self, msgs: &[Message]) {
         match self {
             Reach::Local(hub) => {
-                ws_broadcast(hub, msg);
+                ws_broadcast_all(hub, msgs);
             }
             Reach::Cluster(c) => {
-                if let Ok(text) = msg.into_text() {
-                    c.send_local_first(text.as_str(), &Target::broadcast());
+                for msg in msgs {
+                    if let Message::Text(text) = msg {
+                        c.send_local_first(text.as_str(), &Target::broadcast());
+                    }
                 }
             }
         }
