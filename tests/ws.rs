@@ -319,8 +319,22 @@ async fn a_read_burst_reaches_the_burst_hook_whole_and_in_order() {
     for w in &want {
         assert_eq!(each.try_recv().as_ref(), Ok(w), "on_message saw each first");
     }
-    drop(s);
+    // A burst the client ends with its close, in the same write, is handed
+    // over too, before the disconnect.
+    let mut last = Vec::new();
+    for i in 0..3 {
+        last.extend(raw_frame(0x81, format!("n{i}").as_bytes()));
+    }
+    last.extend(raw_frame(0x88, &1000u16.to_be_bytes()));
+    s.write_all(&last).await.unwrap();
+    s.shutdown().await.unwrap();
+    let got = tokio::time::timeout(WAIT, bursts.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, ["n0", "n1", "n2"].map(Message::text));
     hooks.disconnected().await;
+    drop(s);
     assert!(bursts.try_recv().is_err(), "nothing else was handed over");
     server.stop().await;
 

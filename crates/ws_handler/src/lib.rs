@@ -1208,6 +1208,7 @@ where
             // write of all the answers.
             let mut burst = 0;
             let mut messages = Vec::new();
+            let mut ended = false;
             while self.read != Read::Failed && !paused && burst < READ_BURST {
                 match self.socket.poll_next(cx, &self.slot.shared) {
                     Poll::Ready(Some(Ok(msg))) => {
@@ -1221,17 +1222,27 @@ where
                             self.read = Read::Failed;
                             again = true;
                         }
-                        _ => return Poll::Ready(self.end()),
+                        _ => {
+                            ended = true;
+                            break;
+                        }
                     },
-                    Poll::Ready(None) => return Poll::Ready(self.end()),
+                    Poll::Ready(None) => {
+                        ended = true;
+                        break;
+                    }
                     Poll::Pending => break,
                 }
             }
+            // The burst goes to its hook even when the connection ended after it.
             if !messages.is_empty()
                 && let Some(hook) = &self.slot.shared.config.on_messages
             {
                 let _entered = self.span.enter();
                 hook(&self.client, &mut messages);
+            }
+            if ended {
+                return Poll::Ready(self.end());
             }
             if burst > 0 {
                 self.last_seen = Instant::now();
