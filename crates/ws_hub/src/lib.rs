@@ -1198,7 +1198,11 @@ impl WsClient {
     /// when they fit; when they do not, the outcome is that of sending them
     /// one by one (the close policy closes the client, `Err`; the drop policy
     /// queues those that fit and drops the others). `Err(Closed)`: none.
+    /// No frames: `Ok(0)`, and nothing touched.
     pub fn try_send_frames(&self, frames: &Frames) -> Result<usize, SendError> {
+        if frames.is_empty() {
+            return Ok(0);
+        }
         let all = self.queue(frames.len(), frames.payload_len(), |q| {
             let bytes = frames.bytes();
             // The small frames not yet copied: copied together, up to the
@@ -1694,6 +1698,9 @@ mod tests {
         assert_eq!(c.take_queued(), big[..1]);
         let one = Frames::new(&[Message::binary(vec![0u8; 64])]);
         assert_eq!(c.try_send_frames(&one), Ok(1));
+        let queued = c.queued();
+        assert_eq!(c.try_send_frames(&Frames::new(&[])), Ok(0));
+        assert_eq!(c.queued(), queued);
     }
 
     #[test]
