@@ -319,6 +319,31 @@ async fn a_read_burst_reaches_the_burst_hook_whole_and_in_order() {
     for w in &want {
         assert_eq!(each.try_recv().as_ref(), Ok(w), "on_message saw each first");
     }
+    // Past 256 KiB of payload a burst comes in several calls, whole and in
+    // order.
+    let mut big = Vec::new();
+    for i in 0..5u8 {
+        big.extend(raw_frame(0x82, &vec![i; 100 << 10]));
+    }
+    s.write_all(&big).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let part = tokio::time::timeout(WAIT, bursts.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let bytes: usize = part.iter().map(Message::len).sum();
+        assert!(
+            bytes < (256 + 100) << 10,
+            "a call holds at most about 256 KiB"
+        );
+        got.extend(part);
+    }
+    let want: Vec<Message> = (0..5u8)
+        .map(|i| Message::binary(vec![i; 100 << 10]))
+        .collect();
+    assert_eq!(got, want);
+    while each.try_recv().is_ok() {}
     // A burst the client ends with its close, in the same write, is handed
     // over too, before the disconnect.
     let mut last = Vec::new();

@@ -202,7 +202,8 @@ pub type ConnectHook =
 /// connection's task (spawn for long work).
 pub type MessageHook = Arc<dyn Fn(&WsClient, Message) + Send + Sync>;
 /// Called once per read burst with the text and binary messages of it, in
-/// order (what the client sent that was read together, at most 64), in the
+/// order (what the client sent that was read together: at most 64, and a
+/// burst past 256 KiB of payload comes in several calls), in the
 /// connection's task; the vector is emptied after. A server that sends each
 /// message to many clients fans a burst out once (`ws_broadcast_all`)
 /// instead of once per message: one lock and one wake per recipient.
@@ -1097,6 +1098,11 @@ impl std::ops::Deref for ConnSpan {
 /// Messages read before the writer runs again.
 const READ_BURST: usize = 64;
 
+/// Payload bytes of a burst past which [`WsConfig::on_messages`] gets it at
+/// once (the rest of the burst follows in another call), so a connection
+/// holds at most about this much besides the message being read.
+const BURST_BYTES: usize = 256 << 10;
+
 /// One registered connection: the reader and the writer are two halves of
 /// one state machine over one socket, polled together by the connection's
 /// task, so neither waits for the other (a write blocked on a full socket
@@ -1208,12 +1214,18 @@ where
             // write of all the answers.
             let mut burst = 0;
             let mut messages = Vec::new();
+            let mut held = 0;
             let mut ended = false;
             while self.read != Read::Failed && !paused && burst < READ_BURST {
                 match self.socket.poll_next(cx, &self.slot.shared) {
                     Poll::Ready(Some(Ok(msg))) => {
                         burst += 1;
+                        held += msg.len();
                         self.on_message(msg, &mut messages);
+                        if held >= BURST_BYTES {
+                            self.hand_burst(&mut messages);
+                            held = 0;
+                        }
                     }
                     Poll::Ready(Some(Err(e))) => match close_for(&e) {
                         Some(frame) if matches!(self.read, Read::Open | Read::Discarding) => {
@@ -1235,12 +1247,7 @@ where
                 }
             }
             // The burst goes to its hook even when the connection ended after it.
-            if !messages.is_empty()
-                && let Some(hook) = &self.slot.shared.config.on_messages
-            {
-                let _entered = self.span.enter();
-                hook(&self.client, &mut messages);
-            }
+            self.hand_burst(&mut messages);
             if ended {
                 return Poll::Ready(self.end());
             }
@@ -1277,6 +1284,17 @@ where
         } else {
             // The keeper interrupts every connection once an interval.
             self.ping_due = true;
+        }
+    }
+
+    /// The messages of a burst so far to [`WsConfig::on_messages`], if any.
+    fn hand_burst(&self, messages: &mut Vec<Message>) {
+        if !messages.is_empty()
+            && let Some(hook) = &self.slot.shared.config.on_messages
+        {
+            let _entered = self.span.enter();
+            hook(&self.client, messages);
+            messages.clear();
         }
     }
 
