@@ -110,8 +110,9 @@
 //!   bounded by `hook_timeout` (5 s); `on_connect` may refuse with a close
 //!   frame, and what it sends (the client is registered) goes out before
 //!   that close. `on_message`, `on_messages` (a read burst) and
-//!   `on_disconnect` (with why) are plain functions. Hooks run in the connection's task: a slow hook slows that
-//!   connection only; spawn for long work.
+//!   `on_disconnect` (with why) are plain functions. Hooks run in the
+//!   connection's task: a slow hook slows that connection only; spawn for
+//!   long work.
 //! - **Observability**: each connection has a `ws` span (target `ws`,
 //!   `INFO`) with `peer` and `path`, then `user` once the identify or
 //!   authenticate hook decides and `client` (the hub id) once registered; it
