@@ -340,6 +340,71 @@ async fn a_thousand_subscribe_disconnect_cycles_leave_nothing_behind() {
     server.stop().await;
 }
 
+/// `POST /publish/batch`: events in order with consecutive ids, each
+/// resumable on its own; a bad batch is refused whole with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_publish_reaches_every_stream_in_order_all_or_nothing() {
+    let server = Server::start(Options::default(), Duration::from_secs(5)).await;
+    let batch = |body: &str| {
+        request(
+            server.addr,
+            "POST",
+            "/publish/batch?topic=news&event=update",
+            body.as_bytes().to_vec(),
+            &[],
+        )
+    };
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        clients.push(Client::connect(server.addr, "/events?topic=news", &[]).await);
+    }
+    server.subscribers(2).await;
+    let (status, body) = request(
+        server.addr,
+        "POST",
+        "/publish?topic=news",
+        b"a".to_vec(),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = batch(r#"["b", {"data": "c", "event": "note"}, {"data": "d\ne"}]"#).await;
+    assert_eq!((status, body.trim_end()), (202, r#"{"ids":["2","3","4"]}"#));
+    let ev = |ty: &str, data: &str, id: &str| (ty.to_string(), data.to_string(), id.to_string());
+    let want = vec![
+        ev("message", "a", "1"),
+        ev("update", "b", "2"),
+        ev("note", "c", "3"),
+        ev("update", "d\ne", "4"),
+    ];
+    for c in &mut clients {
+        assert_eq!(c.take(4).await, want);
+    }
+    let mut resumed =
+        Client::connect(server.addr, "/events?topic=news", &[("last-event-id", "2")]).await;
+    assert_eq!(resumed.take(2).await, want[2..]);
+
+    for (body, says) in [
+        ("not json", "JSON array"),
+        (r#"{"data": "x"}"#, "JSON array"),
+        (r#"["ok", {"data": 1}]"#, "event 1 is not"),
+        (r#"[{"data": "x", "id": "9"}]"#, "unknown field"),
+        (r#"["ok", {"data": "x", "event": "bad name\n"}]"#, "event"),
+    ] {
+        let (status, answer) = batch(body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer.contains(says), "{body}: {answer}");
+    }
+    let too_many = serde_json::to_string(&vec!["x"; rt_server::MAX_BATCH + 1]).unwrap();
+    let (status, answer) = batch(&too_many).await;
+    assert_eq!(status, 400);
+    assert!(answer.contains("at most 100"), "{answer}");
+    assert_eq!(server.broker.last_id(), 4, "a refused batch takes no id");
+    let (status, body) = batch("[]").await;
+    assert_eq!((status, body.trim_end()), (202, r#"{"ids":[]}"#));
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_refuses_bad_bodies_and_routes_answer_404_405() {
     let server = Server::start(Options::default(), Duration::from_secs(5)).await;

@@ -100,13 +100,13 @@ async fn http_request(
     (status, headers, body)
 }
 
-async fn publish(addr: SocketAddr, data: &str) {
+async fn publish(addr: SocketAddr, path: &str, data: &str) {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(conn);
-    let req = hyper::Request::post("/publish")
+    let req = hyper::Request::post(path)
         .header("host", "test")
         .body(http_body_util::Full::new(hyper::body::Bytes::from(
             data.to_string(),
@@ -236,7 +236,8 @@ fn rss_kib() -> u64 {
 // ---- the tests ----
 
 /// 1. `/ws` of the reference server: a text from one client reaches every
-/// client (the sender too), in order; `POST /publish` reaches them as well.
+/// client (the sender too), in order; `POST /publish` and `POST /publish/batch`
+/// reach them as well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_ws_client_receives_broadcasts_and_publishes() {
     let _shared = PROCESS.read().await;
@@ -256,9 +257,15 @@ async fn every_ws_client_receives_broadcasts_and_publishes() {
             assert_eq!(next_text(c).await, format!("from {from}: {i}"));
         }
     }
-    publish(server.addr, "published").await;
+    publish(server.addr, "/publish", "published").await;
     for c in &mut clients {
         assert_eq!(next_text(c).await, "published");
+    }
+    // A batch on topic `hub` reaches /ws too: each event's data, in order.
+    publish(server.addr, "/publish/batch", r#"["b1", {"data": "b2"}]"#).await;
+    for c in &mut clients {
+        assert_eq!(next_text(c).await, "b1");
+        assert_eq!(next_text(c).await, "b2");
     }
     // Binary messages are not broadcast by /ws; the next text is.
     clients[0]
@@ -273,7 +280,7 @@ async fn every_ws_client_receives_broadcasts_and_publishes() {
         assert_eq!(next_text(c).await, "after binary");
     }
     let stats = server.hub.stats();
-    assert_eq!(stats.sent, 5 * 22, "{stats:?}");
+    assert_eq!(stats.sent, 5 * 24, "{stats:?}");
     // Clients that are not read would not answer the shutdown's close.
     drop(clients);
     server.connections(0).await;

@@ -283,14 +283,15 @@ pub trait Backplane: Send + Sync + 'static {
         n: usize,
     ) -> BoxFuture<'static, Result<Vec<Bytes>, BackplaneError>>;
 
-    /// Appends `event` to `topic`'s history and publishes it on
-    /// [`Channel::Topic`] with its position, in one step: every subscriber
-    /// sees the events of a topic in history order.
+    /// Appends `events` to `topic`'s history, in order, and publishes each
+    /// on [`Channel::Topic`] with its position, in one step (all or none):
+    /// every subscriber sees the events of a topic in history order.
+    /// Returns their positions, in order.
     fn append(
         &self,
         topic: &str,
-        event: Bytes,
-    ) -> BoxFuture<'static, Result<Position, BackplaneError>>;
+        events: Vec<Bytes>,
+    ) -> BoxFuture<'static, Result<Vec<Position>, BackplaneError>>;
 
     /// `topic`'s events after `after`, oldest first, and whether some were trimmed.
     fn history(

@@ -498,26 +498,31 @@ impl Backplane for MemoryBackplane {
     fn append(
         &self,
         topic: &str,
-        event: Bytes,
-    ) -> BoxFuture<'static, Result<Position, BackplaneError>> {
+        events: Vec<Bytes>,
+    ) -> BoxFuture<'static, Result<Vec<Position>, BackplaneError>> {
         let mut st = self.bus.0.lock();
         if !st.available {
             return ready(Err(Bus::unavailable()));
         }
-        st.last_seq += 1;
-        let position = Position {
-            ms: 0,
-            seq: st.last_seq,
-        };
         let keep = self.bus.0.config.history;
-        let t = st.topics.entry(topic.to_string()).or_default();
-        t.events.push_back((position, event.clone()));
-        while t.events.len() > keep {
-            t.trimmed = t.events.pop_front().map(|(p, _)| p);
+        let channel = Channel::Topic(topic.to_string());
+        let mut positions = Vec::with_capacity(events.len());
+        for event in events {
+            st.last_seq += 1;
+            let position = Position {
+                ms: 0,
+                seq: st.last_seq,
+            };
+            let t = st.topics.entry(topic.to_string()).or_default();
+            t.events.push_back((position, event.clone()));
+            while t.events.len() > keep {
+                t.trimmed = t.events.pop_front().map(|(p, _)| p);
+            }
+            st.queue(&channel, Some(position), &event);
+            positions.push(position);
         }
-        st.queue(&Channel::Topic(topic.to_string()), Some(position), &event);
         self.bus.0.deliver(st);
-        ready(Ok(position))
+        ready(Ok(positions))
     }
 
     fn history(
@@ -823,11 +828,21 @@ mod tests {
         let (n1, got1) = recording(&bus);
         let n2 = bus.node();
         n1.subscribe(Channel::Topic("news".into()));
-        for (i, e) in ["e1", "e2", "e3", "e4", "e5"].into_iter().enumerate() {
-            let p = n2.append("news", b(e)).await.unwrap();
-            assert_eq!(p, pos(i as u64 + 1));
+        for (i, e) in ["e1", "e2"].into_iter().enumerate() {
+            let p = n2.append("news", vec![b(e)]).await.unwrap();
+            assert_eq!(p, [pos(i as u64 + 1)]);
         }
-        assert_eq!(n2.append("other", b("x")).await.unwrap(), pos(6), "per bus");
+        let batch = vec![b("e3"), b("e4"), b("e5")];
+        assert_eq!(
+            n2.append("news", batch).await.unwrap(),
+            [pos(3), pos(4), pos(5)],
+            "a batch: consecutive positions, in order"
+        );
+        assert_eq!(
+            n2.append("other", vec![b("x")]).await.unwrap(),
+            [pos(6)],
+            "per bus"
+        );
         let news = Channel::Topic("news".into());
         assert_eq!(
             take(&got1),
@@ -933,7 +948,7 @@ mod tests {
             assert!(matches!(r, Err(BackplaneError::Unavailable(_))), "{r:?}");
         };
         down(n2.publish(vec![Channel::All], b("x")).await);
-        down(n2.append("t", b("x")).await.map(drop));
+        down(n2.append("t", vec![b("x")]).await.map(drop));
         down(n2.history("t", Position::default()).await.map(drop));
         down(n2.presence_set("r", member(1, "a")).await);
         down(n2.presence_remove("r", 1).await);

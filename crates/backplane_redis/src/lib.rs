@@ -29,10 +29,10 @@
 //! - [`publish`](Backplane::publish): one `PUBLISH` per channel, pipelined:
 //!   one round trip.
 //! - [`append`](Backplane::append): one `EVALSHA` of a Lua script that
-//!   `XADD`s the event, trims the stream to [`RedisConfig::history_max_len`]
-//!   (and [`RedisConfig::history_max_age`]) and `PUBLISH`es it with its
-//!   position: atomic, so every subscriber sees a topic's events in stream
-//!   order. (A script unknown to Redis, after a restart, is loaded and run
+//!   `XADD`s the events (one or a batch), trims the stream once to
+//!   [`RedisConfig::history_max_len`] (and [`RedisConfig::history_max_age`])
+//!   and `PUBLISH`es each with its position: atomic, so every subscriber
+//!   sees a topic's events in stream order. (A script unknown to Redis, after a restart, is loaded and run
 //!   again: three round trips once.)
 //! - [`history`](Backplane::history): one `EVALSHA` reading `XINFO STREAM`
 //!   and `XRANGE` atomically.
@@ -108,8 +108,8 @@
 //! }));
 //! bp.subscribe(Channel::Room("lobby".into()));
 //! bp.publish(vec![Channel::Room("lobby".into())], Bytes::from_static(b"hi")).await?;
-//! let position = bp.append("news", Bytes::from_static(b"event")).await?;
-//! let missed = bp.history("news", position).await?;
+//! let positions = bp.append("news", vec![Bytes::from_static(b"event")]).await?;
+//! let missed = bp.history("news", positions[0]).await?;
 //! assert!(missed.events.is_empty() && !missed.gap);
 //! # Ok(())
 //! # }
@@ -486,23 +486,35 @@ impl Backplane for RedisBackplane {
     fn append(
         &self,
         topic: &str,
-        event: Bytes,
-    ) -> BoxFuture<'static, Result<Position, BackplaneError>> {
+        events: Vec<Bytes>,
+    ) -> BoxFuture<'static, Result<Vec<Position>, BackplaneError>> {
         let shared = self.handle.shared.clone();
         let topic = topic.to_string();
         Box::pin(async move {
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
             let max_age = shared.config.history_max_age.map_or(0, |a| a.as_millis());
             let mut invocation = shared.scripts.append.prepare_invoke();
             invocation
                 .key(shared.keys.stream(&topic))
                 .arg(shared.keys.channel(&Channel::Topic(topic.clone())))
                 .arg(shared.config.history_max_len.max(1))
-                .arg(max_age.to_string())
-                .arg(&event[..]);
-            let id: String = shared
+                .arg(max_age.to_string());
+            for event in &events {
+                invocation.arg(&event[..]);
+            }
+            let ids: Vec<String> = shared
                 .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
                 .await?;
-            id.parse()
+            if ids.len() != events.len() {
+                return Err(BackplaneError::Protocol(format!(
+                    "appended {} events, got {} positions",
+                    events.len(),
+                    ids.len()
+                )));
+            }
+            ids.iter().map(|id| id.parse()).collect()
         })
     }
 

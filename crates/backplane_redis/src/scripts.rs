@@ -3,23 +3,27 @@
 //! Inside a script, `redis.call` answers in RESP2 shapes (the scripts never
 //! call `redis.setresp`): flat arrays, `false` for nil.
 
-/// Appends one event to a topic's stream, trims it, and publishes it with its
-/// position on the topic's channel.
+/// Appends events to a topic's stream, trims it, and publishes each with
+/// its position on the topic's channel, in order.
 ///
 /// `KEYS[1]` the stream; `ARGV[1]` the topic's channel, `ARGV[2]` the maximum
-/// length, `ARGV[3]` the maximum age in ms (`0`: none), `ARGV[4]` the event.
-/// Returns the new entry's id.
+/// length, `ARGV[3]` the maximum age in ms (`0`: none), `ARGV[4..]` the
+/// events. Returns the new entries' ids, in order.
 ///
 /// Trimming deletes the oldest entries with `XDEL`, not `XADD MAXLEN`/`XTRIM`:
 /// Redis 7.0 updates a stream's `max-deleted-entry-id` (what `history` reads
-/// to report gaps exactly) on `XDEL` only, never when it trims.
+/// to report gaps exactly) on `XDEL` only, never when it trims. It runs once
+/// per call, after every event is added.
 pub(crate) const APPEND: &str = r"
-local id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[4])
+local ids = {}
+for i = 4, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'data', ARGV[i])
+end
 local function delete(entries)
   for i = 1, #entries, 500 do
-    local ids = {}
-    for j = i, math.min(i + 499, #entries) do ids[#ids + 1] = entries[j][1] end
-    redis.call('XDEL', KEYS[1], unpack(ids))
+    local del = {}
+    for j = i, math.min(i + 499, #entries) do del[#del + 1] = entries[j][1] end
+    redis.call('XDEL', KEYS[1], unpack(del))
   end
 end
 local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[2])
@@ -28,13 +32,15 @@ if excess > 0 then
 end
 local max_age = tonumber(ARGV[3])
 if max_age > 0 then
-  local cutoff = tonumber(string.match(id, '^(%d+)')) - max_age
+  local cutoff = tonumber(string.match(ids[#ids], '^(%d+)')) - max_age
   if cutoff > 0 then
     delete(redis.call('XRANGE', KEYS[1], '-', '(' .. string.format('%.0f', cutoff) .. '-0'))
   end
 end
-redis.call('PUBLISH', ARGV[1], id .. '\n' .. ARGV[4])
-return id
+for i = 4, #ARGV do
+  redis.call('PUBLISH', ARGV[1], ids[i - 3] .. '\n' .. ARGV[i])
+end
+return ids
 ";
 
 /// Keeps one message in the lists of some rooms (the last `keep` of each)

@@ -70,6 +70,13 @@ fn calls(info: &str, command: &str) -> u64 {
         .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
 
+/// Appends one event and returns its position.
+async fn one(bp: &RedisBackplane, topic: &str, event: impl Into<Bytes>) -> Position {
+    let p = bp.append(topic, vec![event.into()]).await.unwrap();
+    assert_eq!(p.len(), 1);
+    p[0]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_kept_keeps_each_rooms_last_messages_and_publishes_them_once() {
     let redis = server();
@@ -204,11 +211,15 @@ async fn append_and_history_keep_order_with_exclusive_positions() {
     b.subscribe(Channel::Topic("news".into()));
     b.flush_subscriptions().await.unwrap();
 
+    let event = |i: usize| Bytes::from(format!("event {i}\nwith a newline"));
     let mut positions = Vec::new();
-    for i in 0..5 {
-        let event = Bytes::from(format!("event {i}\nwith a newline"));
-        positions.push(a.append("news", event).await.unwrap());
+    for i in 0..2 {
+        positions.extend(a.append("news", vec![event(i)]).await.unwrap());
     }
+    // A batch: one call, one position per event.
+    let batch = a.append("news", (2..5).map(event).collect()).await.unwrap();
+    assert_eq!(batch.len(), 3);
+    positions.extend(batch);
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
 
     // Subscribers see each event with its position, in stream order.
@@ -265,9 +276,15 @@ async fn trimming_reports_gaps_exactly() {
     cfg.history_max_len = 5;
     let a = connect(cfg).await;
     let mut p = Vec::new();
-    for i in 0..12 {
-        p.push(a.append("t", Bytes::from(format!("{i}"))).await.unwrap());
+    for i in 0..6 {
+        p.push(one(&a, "t", format!("{i}")).await);
     }
+    // A batch past the length trims once, after adding all of it.
+    p.extend(
+        a.append("t", (6..12).map(|i| Bytes::from(format!("{i}"))).collect())
+            .await
+            .unwrap(),
+    );
     // Kept: the last five, p[7..12]; trimmed: p[0..7].
     let kept = |h: &backplane::History| h.events.iter().map(|(p, _)| *p).collect::<Vec<_>>();
     let h = a.history("t", p[3]).await.unwrap();
@@ -304,7 +321,7 @@ async fn trimming_reports_gaps_exactly() {
         .arg("rt:stream:t")
         .exec(&mut raw(&redis))
         .unwrap();
-    let fresh = a.append("t", Bytes::from_static(b"new")).await.unwrap();
+    let fresh = one(&a, "t", "new").await;
     let h = a.history("t", p[11]).await.unwrap();
     assert!(h.gap);
     assert_eq!(kept(&h), [fresh]);
@@ -313,16 +330,13 @@ async fn trimming_reports_gaps_exactly() {
     let mut aged = config(&redis);
     aged.history_max_age = Some(Duration::from_millis(100));
     let b = connect(aged).await;
-    let old = b.append("aged", Bytes::from_static(b"old")).await.unwrap();
+    let old = one(&b, "aged", "old").await;
     // The age is measured on the events' positions (Redis's clock): wait until
     // Redis's clock has passed it.
     let deadline = Instant::now() + WAIT;
     let young = loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let p = b
-            .append("aged", Bytes::from_static(b"young"))
-            .await
-            .unwrap();
+        let p = one(&b, "aged", "young").await;
         if p.ms > old.ms + 100 {
             break p;
         }
@@ -335,12 +349,10 @@ async fn trimming_reports_gaps_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_and_an_append_cost_constant_commands() {
+async fn a_publish_an_append_and_a_batch_cost_constant_commands() {
     let redis = server();
     let a = connect(config(&redis)).await;
-    a.append("warm", Bytes::from_static(b"loads the script"))
-        .await
-        .unwrap();
+    one(&a, "warm", "loads the script").await;
     let mut raw = raw(&redis);
     redis::cmd("CONFIG")
         .arg("RESETSTAT")
@@ -353,7 +365,7 @@ async fn a_publish_and_an_append_cost_constant_commands() {
     .await
     .unwrap();
     for _ in 0..10 {
-        a.append("t", Bytes::from_static(b"e")).await.unwrap();
+        one(&a, "t", "e").await;
     }
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
@@ -363,6 +375,22 @@ async fn a_publish_and_an_append_cost_constant_commands() {
     assert_eq!(calls(&info, "evalsha"), 10, "{info}");
     assert_eq!(calls(&info, "xadd"), 10, "{info}");
     assert_eq!(calls(&info, "eval"), 0, "{info}");
+
+    // A batch of ten: one script call, one round trip.
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec(&mut raw)
+        .unwrap();
+    let ten = vec![Bytes::from_static(b"e"); 10];
+    assert_eq!(a.append("t", ten).await.unwrap().len(), 10);
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(calls(&info, "evalsha"), 1, "{info}");
+    assert_eq!(calls(&info, "xadd"), 10, "{info}");
+    assert_eq!(calls(&info, "publish"), 10, "{info}");
+    assert_eq!(calls(&info, "xlen"), 1, "trimmed once: {info}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,7 +535,11 @@ async fn an_outage_is_unavailable_then_reconnects_resubscribes_and_resyncs() {
     );
     assert!(t.elapsed() < bound, "publish took {:?}", t.elapsed());
     let t = Instant::now();
-    unavailable(b.append("t", Bytes::from_static(b"lost")).await.map(drop));
+    unavailable(
+        b.append("t", vec![Bytes::from_static(b"lost")])
+            .await
+            .map(drop),
+    );
     unavailable(b.history("t", Position::default()).await.map(drop));
     unavailable(
         b.presence_set(

@@ -26,12 +26,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use backplane::{Backplane, BackplaneError, Channel, History, Incoming, Position};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use sse_encode::sse_encode;
 use sse_event::SseEvent;
 use sse_stream::{SseSender, SseStreamError};
 use tokio::runtime::Handle;
 
-use crate::{PublishError, State, Subscription, check_names, lock, reset_event};
+use crate::{PublishError, State, Subscription, check_batch, encode_batch, lock, reset_event};
 
 /// Cluster mode: the most live events held for one stream while it catches
 /// up from the backplane's history; one more ends the stream (its client
@@ -114,27 +113,37 @@ impl Cluster {
     }
 }
 
-/// [`crate::SseBroker::publish_async`] in cluster mode.
+/// [`crate::SseBroker::publish_batch_async`] in cluster mode.
 pub(crate) async fn publish(
     inner: &Mutex<State>,
     backplane: &dyn Backplane,
     topic: &str,
-    mut event: SseEvent,
-) -> Result<String, PublishError> {
-    check_names(topic, &event)?;
+    events: Vec<SseEvent>,
+) -> Result<Vec<String>, PublishError> {
+    check_batch(topic, &events)?;
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     // Each node writes the `id:` line from the position it receives.
-    event.id = None;
-    let mut buf = Vec::with_capacity(event.data.as_ref().map_or(0, String::len) + 32);
-    sse_encode(&event, &mut buf)?;
-    let appended = backplane.append(topic, Bytes::from(buf)).await;
+    let (bytes, ends) = encode_batch(events, |_| None)?;
+    let mut start = 0;
+    let payloads = ends
+        .iter()
+        .map(|&end| {
+            let event = bytes.slice(start..end);
+            start = end;
+            event
+        })
+        .collect();
+    let appended = backplane.append(topic, payloads).await;
     let mut st = lock(inner);
     match appended {
-        Ok(position) => {
-            st.stats.published += 1;
+        Ok(positions) => {
+            st.stats.published += positions.len() as u64;
             if let Some(c) = st.cluster.as_deref_mut() {
-                c.head = c.head.max(Some(position));
+                c.head = c.head.max(positions.last().copied());
             }
-            Ok(position.to_string())
+            Ok(positions.iter().map(Position::to_string).collect())
         }
         Err(e) => {
             st.stats.backplane_errors += 1;

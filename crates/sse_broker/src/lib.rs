@@ -263,38 +263,67 @@ impl SseBroker {
     /// cannot be encoded, is an error and takes no id. A clustered broker
     /// publishes only with [`publish_async`](SseBroker::publish_async): here
     /// it answers [`PublishError::Clustered`] and delivers nothing.
-    pub fn publish(&self, topic: &str, mut event: SseEvent) -> Result<u64, PublishError> {
+    pub fn publish(&self, topic: &str, event: SseEvent) -> Result<u64, PublishError> {
+        self.publish_batch(topic, vec![event]).map(|ids| ids[0])
+    }
+
+    /// Publishes `events` on `topic` in order, as one step: consecutive ids,
+    /// encoded together once, and queued on each subscriber with one send
+    /// (one lock, at most one wake), so a stream writes the whole batch at
+    /// once. Returns the ids, in order; none for no events.
+    ///
+    /// All or nothing: one invalid name or event that cannot be encoded
+    /// refuses the batch, and no event takes an id. A subscriber whose queue
+    /// has no room for all of them has its stream ended, as when they come
+    /// one by one. [`PublishError::Clustered`] on a clustered broker (use
+    /// [`publish_batch_async`](SseBroker::publish_batch_async)).
+    pub fn publish_batch(
+        &self,
+        topic: &str,
+        events: Vec<SseEvent>,
+    ) -> Result<Vec<u64>, PublishError> {
         if self.backplane.is_some() {
             return Err(PublishError::Clustered);
         }
-        check_names(topic, &event)?;
+        check_batch(topic, &events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut st = self.lock();
-        let id = st.last_id + 1;
-        event.id = Some(id.to_string());
-        let mut buf = Vec::with_capacity(event.data.as_ref().map_or(0, String::len) + 32);
-        sse_encode(&event, &mut buf)?;
-        let bytes = Bytes::from(buf);
-        st.last_id = id;
-        st.stats.published += 1;
+        let first = st.last_id + 1;
+        let (bytes, ends) = encode_batch(events, |i| Some((first + i as u64).to_string()))?;
+        let n = ends.len();
+        let ids: Vec<u64> = (first..first + n as u64).collect();
+        st.last_id = first + n as u64 - 1;
+        st.stats.published += n as u64;
         let replay = st.config.replay;
         let st = &mut *st;
         let t = st
             .topics
             .entry(topic.to_string())
             .or_insert_with(|| Topic::new(topic));
-        if replay > 0 {
-            if t.buffer.len() == replay {
-                t.evict_oldest(&mut st.fronts, &mut st.buffered);
+        let mut start = 0;
+        for (&id, &end) in ids.iter().zip(&ends) {
+            if replay > 0 {
+                if t.buffer.len() == replay {
+                    t.evict_oldest(&mut st.fronts, &mut st.buffered);
+                }
+                t.push(
+                    id,
+                    bytes.slice(start..end),
+                    &mut st.fronts,
+                    &mut st.buffered,
+                );
+            } else {
+                t.evicted = id;
             }
-            t.push(id, bytes.clone(), &mut st.fronts, &mut st.buffered);
-        } else {
-            t.evicted = id;
+            start = end;
         }
         let mut gone = Vec::new();
-        let before = st.stats.delivered;
+        let mut reached = 0u64;
         for (sub, stream) in &t.subs {
-            match stream.try_send(&bytes) {
-                Ok(()) => st.stats.delivered += 1,
+            match stream.try_send_many(&bytes, n) {
+                Ok(()) => reached += 1,
                 Err(SseStreamError::Full) => {
                     stream.end();
                     st.stats.slow_dropped += 1;
@@ -303,13 +332,14 @@ impl SseBroker {
                 Err(SseStreamError::Closed) => gone.push(*sub),
             }
         }
-        // Counted once per event, not per subscriber.
-        st.stats.delivered_bytes += (st.stats.delivered - before) * bytes.len() as u64;
+        // Counted once per batch, not per subscriber.
+        st.stats.delivered += reached * n as u64;
+        st.stats.delivered_bytes += reached * bytes.len() as u64;
         if !gone.is_empty() {
             t.subs.retain(|(s, _)| !gone.contains(s));
         }
         st.keep_within_budget();
-        Ok(id)
+        Ok(ids)
     }
 
     /// Publishes `event` on `topic` in either mode and returns its id: in
@@ -327,11 +357,29 @@ impl SseBroker {
         topic: &str,
         event: SseEvent,
     ) -> Result<String, PublishError> {
+        let mut ids = self.publish_batch_async(topic, vec![event]).await?;
+        Ok(ids.swap_remove(0))
+    }
+
+    /// [`publish_batch`](SseBroker::publish_batch) in either mode: in
+    /// cluster mode the events are appended to `topic`'s history in one
+    /// backplane call (one round trip, all or none:
+    /// [`PublishError::Unavailable`] means none was published) and their
+    /// positions are the ids.
+    pub async fn publish_batch_async(
+        &self,
+        topic: &str,
+        events: Vec<SseEvent>,
+    ) -> Result<Vec<String>, PublishError> {
         match &self.backplane {
             Some(backplane) => {
-                cluster::publish(&self.inner, backplane.as_ref(), topic, event).await
+                cluster::publish(&self.inner, backplane.as_ref(), topic, events).await
             }
-            None => self.publish(topic, event).map(|id| id.to_string()),
+            None => Ok(self
+                .publish_batch(topic, events)?
+                .into_iter()
+                .map(|id| id.to_string())
+                .collect()),
         }
     }
 
@@ -521,13 +569,33 @@ impl Topic {
     }
 }
 
-/// Checks the topic and the event name ([`NameKind::Topic`], [`NameKind::Event`]).
-fn check_names(topic: &str, event: &SseEvent) -> Result<(), PublishError> {
+/// Checks the topic and the events' names ([`NameKind::Topic`], [`NameKind::Event`]).
+fn check_batch(topic: &str, events: &[SseEvent]) -> Result<(), PublishError> {
     name_validate(NameKind::Topic, topic).map_err(PublishError::Topic)?;
-    if let Some(name) = &event.event {
+    for name in events.iter().filter_map(|e| e.event.as_deref()) {
         name_validate(NameKind::Event, name).map_err(PublishError::Event)?;
     }
     Ok(())
+}
+
+/// Encodes `events` back to back into one buffer, the `i`th with the `id:`
+/// line `id(i)`; returns it with where each event ends.
+fn encode_batch(
+    events: Vec<SseEvent>,
+    id: impl Fn(usize) -> Option<String>,
+) -> Result<(Bytes, Vec<usize>), PublishError> {
+    let size = events
+        .iter()
+        .map(|e| e.data.as_ref().map_or(0, String::len) + 32)
+        .sum();
+    let mut buf = Vec::with_capacity(size);
+    let mut ends = Vec::with_capacity(events.len());
+    for (i, mut event) in events.into_iter().enumerate() {
+        event.id = id(i);
+        sse_encode(&event, &mut buf)?;
+        ends.push(buf.len());
+    }
+    Ok((Bytes::from(buf), ends))
 }
 
 /// Appends the [`RESET_EVENT`] telling a client that `sent` (the id it
@@ -672,6 +740,44 @@ mod tests {
         let want = "id: 1\ndata: e1\n\nid: 3\ndata: e3\n\n";
         assert_eq!(drain(t1, b1).await, want);
         assert_eq!(drain(t2, b2).await, want);
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_consecutive_ids_all_or_nothing_and_goes_out_in_one_send() {
+        let b = SseBroker::new(BrokerConfig::default());
+        let (t1, b1) = sse_stream(4);
+        let (small, _small_body) = sse_stream(2);
+        let s1 = b.subscribe(&topics(&["hub"]), None, &t1);
+        let s2 = b.subscribe(&topics(&["hub"]), None, &small);
+        assert_eq!(b.publish("hub", ev(1)).unwrap(), 1);
+        assert_eq!(b.publish_batch("hub", vec![]).unwrap(), [0u64; 0]);
+        // One bad event name refuses the whole batch: no id taken, nothing sent.
+        let bad = vec![ev(9), SseEvent::data("x").event("bad\nname")];
+        assert!(matches!(
+            b.publish_batch("hub", bad),
+            Err(PublishError::Event(_))
+        ));
+        assert_eq!((b.last_id(), t1.capacity()), (1, 3));
+        // Three events: one send per stream, counted as three messages; the
+        // stream with room for one more is ended as slow, as one by one.
+        assert_eq!(
+            b.publish_batch("hub", vec![ev(2), ev(3), ev(4)]).unwrap(),
+            [2, 3, 4]
+        );
+        assert_eq!(t1.capacity(), 0);
+        assert!(small.is_closed());
+        let st = b.stats();
+        assert_eq!((st.published, st.delivered, st.slow_dropped), (4, 5, 1));
+        // Replay holds each event of the batch on its own.
+        let (t3, b3) = sse_stream(8);
+        let s3 = b.subscribe(&topics(&["hub"]), Some("2"), &t3);
+        drop((s1, s2, s3));
+        assert_eq!(
+            drain(t3, b3).await,
+            "id: 3\ndata: e3\n\nid: 4\ndata: e4\n\n"
+        );
+        let want = "id: 1\ndata: e1\n\nid: 2\ndata: e2\n\nid: 3\ndata: e3\n\nid: 4\ndata: e4\n\n";
+        assert_eq!(drain(t1, b1).await, want);
     }
 
     #[tokio::test]
@@ -1044,9 +1150,9 @@ mod tests {
         fn append(
             &self,
             topic: &str,
-            event: Bytes,
-        ) -> BoxFuture<'static, Result<Position, BackplaneError>> {
-            self.inner.append(topic, event)
+            events: Vec<Bytes>,
+        ) -> BoxFuture<'static, Result<Vec<Position>, BackplaneError>> {
+            self.inner.append(topic, events)
         }
         fn history(
             &self,
@@ -1236,6 +1342,37 @@ mod tests {
         assert!(bus.subscribers(&channel).is_empty());
         assert_eq!((a.stats().topics, a.stats().subscribers), (0, 0));
         drop((tx, tx2));
+    }
+
+    #[tokio::test]
+    async fn a_batch_published_on_one_node_reaches_another_in_order_with_positions() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let ((a, _), (b, flaky)) = (node(&bus), node(&bus));
+        let (tx, body) = sse_stream(16);
+        let sub = a.subscribe(&topics(&["news"]), None, &tx);
+        let events = || (1..=3).map(|i| SseEvent::data(format!("e{i}"))).collect();
+        let ids = b.publish_batch_async("news", events()).await.unwrap();
+        assert_eq!(ids, ["0-1", "0-2", "0-3"]);
+        assert!(matches!(
+            b.publish_batch("news", events()),
+            Err(PublishError::Clustered)
+        ));
+        let got = Reader::new(body).take(3).await;
+        assert_eq!(
+            got.iter()
+                .map(|e| (e.id.as_str(), e.data.as_str()))
+                .collect::<Vec<_>>(),
+            [("0-1", "e1"), ("0-2", "e2"), ("0-3", "e3")]
+        );
+        assert_eq!((b.stats().published, a.stats().delivered), (3, 3));
+        // The backplane down: the whole batch is refused.
+        bus.set_available(false);
+        assert_eq!(
+            b.publish_batch_async("news", events()).await,
+            Err(PublishError::Unavailable)
+        );
+        assert_eq!(b.stats().published, 3);
+        drop((sub, tx, flaky));
     }
 
     #[tokio::test]

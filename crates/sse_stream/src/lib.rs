@@ -139,8 +139,8 @@ struct State {
 }
 
 impl State {
-    /// Queues `bytes`: copied into `tail` if small, else shared.
-    fn push(&mut self, bytes: &Bytes) {
+    /// Queues `bytes`, `n` messages: copied into `tail` if small, else shared.
+    fn push(&mut self, bytes: &Bytes, n: u32) {
         let len = bytes.len();
         if len <= COPY_LIMIT {
             if !self.tail.is_empty() && self.tail.len() + len > COALESCE_LIMIT {
@@ -151,14 +151,14 @@ impl State {
                     .reserve((len * BURST).clamp(MIN_RESERVE, MAX_RESERVE).max(len));
             }
             self.tail.extend_from_slice(bytes);
-            self.tail_count += 1;
+            self.tail_count += n;
         } else {
             self.seal_tail();
             self.chunks
                 .get_or_insert_with(Box::default)
-                .push_back((bytes.clone(), 1));
+                .push_back((bytes.clone(), n));
         }
-        self.queued += 1;
+        self.queued += n;
     }
 
     /// Moves the copies gathered so far behind the chunks, as one frame.
@@ -223,8 +223,9 @@ impl Shared {
         }
     }
 
-    /// Queues `bytes` unless the stream is closed or full; wakes the body if it waits.
-    fn send(&self, bytes: &Bytes) -> Result<(), SseStreamError> {
+    /// Queues `bytes`, `n` messages, unless the stream is closed or has no
+    /// room for them all; wakes the body if it waits.
+    fn send(&self, bytes: &Bytes, n: u32) -> Result<(), SseStreamError> {
         if bytes.is_empty() {
             // Nothing to deliver; only say whether it could have been.
             let st = self.lock();
@@ -239,10 +240,10 @@ impl Shared {
             if st.closed {
                 return Err(SseStreamError::Closed);
             }
-            if st.queued >= st.capacity {
+            if st.capacity - st.queued < n {
                 return Err(SseStreamError::Full);
             }
-            st.push(bytes);
+            st.push(bytes, n);
             st.active = true;
             st.waker.take()
         };
@@ -262,7 +263,7 @@ impl Shared {
             if std::mem::take(&mut st.active) || st.queued > 0 || bytes.is_empty() {
                 return Ok(false);
             }
-            st.push(bytes);
+            st.push(bytes, 1);
             st.waker.take()
         };
         if let Some(w) = waker {
@@ -282,7 +283,18 @@ impl SseSender {
     /// are at most [`COPY_LIMIT`] bytes, else the shared `Bytes` (a
     /// reference count). Empty bytes queue nothing.
     pub fn try_send(&self, bytes: &Bytes) -> Result<(), SseStreamError> {
-        self.shared.send(bytes)
+        self.shared.send(bytes, 1)
+    }
+
+    /// Queues `count` encoded events that lie back to back in `bytes` (a
+    /// batch, encoded once for every stream) with one lock and at most one
+    /// wake, as [`try_send`](SseSender::try_send) queues one: each event
+    /// counts as a message against the capacity, and [`SseStreamError::Full`]
+    /// when they do not all fit (none is queued then). A `count` of 0 is
+    /// taken as 1.
+    pub fn try_send_many(&self, bytes: &Bytes, count: usize) -> Result<(), SseStreamError> {
+        let n = u32::try_from(count.max(1)).map_err(|_| SseStreamError::Full)?;
+        self.shared.send(bytes, n)
     }
 
     /// Queues `bytes` only if nothing was queued since the last call and
@@ -580,6 +592,26 @@ mod tests {
         tx.try_send(&b("2")).unwrap();
         assert_eq!(tx.try_send(&b("3")), Err(SseStreamError::Full));
         assert_eq!(tx.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_counts_each_event_and_fits_whole_or_not_at_all() {
+        let (tx, mut body) = sse_stream(4);
+        tx.try_send(&b("data: 1\n\n")).unwrap();
+        let batch = b("data: 2\n\ndata: 3\n\ndata: 4\n\n");
+        tx.try_send_many(&batch, 3).unwrap();
+        assert_eq!(tx.capacity(), 0);
+        assert_eq!(tx.try_send_many(&batch, 3), Err(SseStreamError::Full));
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&frame[..], b"data: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n");
+        assert_eq!(tx.capacity(), 4);
+        // Larger than the queue even when empty: refused, nothing queued.
+        let five = b("data: a\n\n").repeat(5);
+        assert_eq!(
+            tx.try_send_many(&Bytes::from(five), 5),
+            Err(SseStreamError::Full)
+        );
+        assert_eq!(tx.capacity(), 4);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! | `GET /` | a page that shows the stream live (browser `EventSource`) |
 //! | `GET /events` | SSE stream of the broker (`?topic=` repeatable, default `hub`; `Last-Event-ID` resume) |
 //! | `POST /publish` | publishes the body (UTF-8, at most 1 MiB) as one event on `?topic=` (default `hub`), with `?event=` as its type; answers `202 {"id": "ID"}` (the event's SSE id) |
+//! | `POST /publish/batch` | publishes a JSON array of events (`"data"` strings or `{"data": "...", "event": "..."}` objects; `?event=` the type of those that name none; at most 100) on `?topic=` in order, as one step (consecutive ids, all or none, each stream writes them together); answers `202 {"ids": [...]}`; gated as `/publish` |
 //! | `GET /ws` | WebSocket: every text message from any client goes to every connected client; `POST /publish` reaches them too |
 //! | `GET /echo` | WebSocket echo of every text and binary message (the Autobahn testee; messages up to 64 MiB) |
 //! | `GET /hub` | WebSocket hub with rooms, users and the control protocol (below) |
@@ -133,6 +134,10 @@ const INDEX_HTML: &str = include_str!("index.html");
 /// ([`Options::max_publish`]).
 pub const MAX_PUBLISH: usize = 1 << 20;
 
+/// Most events one `POST /publish/batch` may carry by default
+/// ([`Options::max_batch`]).
+pub const MAX_BATCH: usize = 100;
+
 /// Server options.
 #[derive(Clone)]
 pub struct Options {
@@ -152,6 +157,10 @@ pub struct Options {
     /// Most bytes a `POST /publish` or `POST /emit` body may hold; more is
     /// `413`. Default: [`MAX_PUBLISH`] (1 MiB).
     pub max_publish: usize,
+    /// Most events a `POST /publish/batch` may carry; more is `400`. Keep
+    /// it within [`queue`](Options::queue): a batch a stream's queue cannot
+    /// hold ends that stream, as a slow one. Default: [`MAX_BATCH`] (100).
+    pub max_batch: usize,
     /// Reconnection delay sent to browsers (`retry:`). Default: none (the
     /// browser's own, about 3 s).
     pub retry: Option<Duration>,
@@ -210,6 +219,7 @@ impl Default for Options {
             queue: SseConfig::default().queue,
             max_topics: SseConfig::default().max_topics,
             max_publish: MAX_PUBLISH,
+            max_batch: MAX_BATCH,
             retry: None,
             origins: OriginPolicy::SameHost,
             publish_token: None,
@@ -284,6 +294,7 @@ impl fmt::Debug for Options {
             .field("queue", &self.queue)
             .field("max_topics", &self.max_topics)
             .field("max_publish", &self.max_publish)
+            .field("max_batch", &self.max_batch)
             .field("retry", &self.retry)
             .field("origins", &self.origins)
             .field(
@@ -455,6 +466,7 @@ pub fn app(options: Options) -> App {
         token: options.publish_token.clone(),
         origins: options.origins.clone(),
         max_body: options.max_publish,
+        max_batch: options.max_batch,
     });
     let emit = {
         let (rooms, gate) = (rooms_reach.clone(), gate.clone());
@@ -497,18 +509,19 @@ pub fn app(options: Options) -> App {
             async move { res }
         })
     };
-    let publish = {
-        let (broker, ws) = (broker.clone(), ws_reach.clone());
+    let publisher = |batch: bool| {
+        let (broker, ws, gate) = (broker.clone(), ws_reach.clone(), gate.clone());
         Handler::new(move |req: Request| {
             let (broker, ws, gate) = (broker.clone(), ws.clone(), gate.clone());
             async move {
                 match gate.check(&req) {
-                    Ok(()) => publish(&broker, &ws, req, gate.max_body).await,
+                    Ok(()) => publish(&broker, &ws, req, &gate, batch).await,
                     Err(refused) => refused,
                 }
             }
         })
     };
+    let (publish, publish_batch) = (publisher(false), publisher(true));
     let stats = {
         let (broker, hub, rooms) = (broker.clone(), hub.clone(), rooms.clone());
         Handler::new(move |_req: Request| {
@@ -584,6 +597,7 @@ pub fn app(options: Options) -> App {
         Route::post("/hub/clients/{id}/close", close_client),
         Route::get("/rpc", rpc),
         Route::post("/publish", publish),
+        Route::post("/publish/batch", publish_batch),
         Route::get("/stats", stats),
         Route::get("/metrics", metrics),
         Route::get("/health", health),
@@ -620,6 +634,8 @@ struct WriteGate {
     origins: OriginPolicy,
     /// Most bytes a body may hold.
     max_body: usize,
+    /// Most events a `POST /publish/batch` may carry.
+    max_batch: usize,
 }
 
 impl WriteGate {
@@ -873,20 +889,41 @@ async fn emit(reach: &Reach, req: Request, max_body: usize) -> Response {
     )
 }
 
-async fn publish(broker: &SseBroker, ws: &Reach, req: Request, max_body: usize) -> Response {
+/// `POST /publish` (the body is one event's data) and `POST /publish/batch`
+/// (a JSON array of events), on `?topic=` with `?event=` as the type.
+async fn publish(
+    broker: &SseBroker,
+    ws: &Reach,
+    req: Request,
+    gate: &WriteGate,
+    batch: bool,
+) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
     let param = |name: &str| query_values(&query, name).next();
     let topic = param("topic").unwrap_or_else(|| "hub".into());
     let event = param("event");
-    let data = match read_text(req.into_body(), max_body).await {
-        Ok(data) => data,
+    let body = match read_text(req.into_body(), gate.max_body).await {
+        Ok(body) => body,
         Err(e) => return e.into_response(),
     };
-    let mut ev = SseEvent::data(data);
-    ev.event = event;
-    let hub_text = (topic == "hub").then(|| ev.data.clone().unwrap_or_default());
-    let id = match broker.publish_async(&topic, ev).await {
-        Ok(id) => id,
+    let events = if batch {
+        match batch_events(&body, event.as_deref(), gate.max_batch) {
+            Ok(events) => events,
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+        }
+    } else {
+        let mut ev = SseEvent::data(body);
+        ev.event = event;
+        vec![ev]
+    };
+    let hub_texts: Option<Vec<String>> = (topic == "hub").then(|| {
+        events
+            .iter()
+            .map(|e| e.data.clone().unwrap_or_default())
+            .collect()
+    });
+    let mut ids = match broker.publish_batch_async(&topic, events).await {
+        Ok(ids) => ids,
         Err(PublishError::Unavailable) => {
             return unavailable(&BackplaneError::Unavailable(
                 "the SSE backplane did not take the event".into(),
@@ -895,14 +932,75 @@ async fn publish(broker: &SseBroker, ws: &Reach, req: Request, max_body: usize) 
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
     // Topic `hub` is also the `/ws` hub's: its events reach both transports.
-    // If the WebSocket side fails after the SSE side took it, the answer is
-    // 503 and a retry repeats the SSE event: at least once, never lost.
-    if let Some(text) = hub_text
-        && let Err(e) = ws.broadcast(text).await
+    // If the WebSocket side fails after the SSE side took them, the answer
+    // is 503 and a retry repeats the SSE events: at least once, never lost.
+    if let Some(texts) = hub_texts
+        && let Err(e) = ws.broadcast(texts).await
     {
         return unavailable(&e);
     }
-    json(StatusCode::ACCEPTED, &Accepted { id })
+    if batch {
+        json(StatusCode::ACCEPTED, &BatchAccepted { ids })
+    } else {
+        json(
+            StatusCode::ACCEPTED,
+            &Accepted {
+                id: ids.swap_remove(0),
+            },
+        )
+    }
+}
+
+/// The events of a `POST /publish/batch` body: a JSON array whose items are
+/// a string (the data) or `{"data": string, "event": string}` (`event`
+/// optional, `default_event` when absent). At most `max` of them.
+fn batch_events(
+    body: &str,
+    default_event: Option<&str>,
+    max: usize,
+) -> Result<Vec<SseEvent>, String> {
+    let shape =
+        r#"a JSON array of events, each a string (its data) or {"data": string, "event": string}"#;
+    let items: Vec<Value> =
+        serde_json::from_str(body).map_err(|e| format!("the body is not {shape}: {e}"))?;
+    if items.len() > max {
+        return Err(format!(
+            "{} events: a batch holds at most {max} (--max-publish-batch)",
+            items.len()
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let bad =
+                || format!("event {i} is not a string or {{\"data\": string, \"event\": string}}");
+            let (data, event) = match item {
+                Value::String(data) => (data, None),
+                Value::Object(mut fields) => {
+                    let data = match fields.remove("data") {
+                        Some(Value::String(data)) => data,
+                        _ => return Err(bad()),
+                    };
+                    let event = match fields.remove("event") {
+                        None => None,
+                        Some(Value::String(event)) => Some(event),
+                        Some(_) => return Err(bad()),
+                    };
+                    if let Some(field) = fields.keys().next() {
+                        return Err(format!(
+                            "event {i}: unknown field {field:?} (ids are the server's)"
+                        ));
+                    }
+                    (data, event)
+                }
+                _ => return Err(bad()),
+            };
+            let mut ev = SseEvent::data(data);
+            ev.event = event.or_else(|| default_event.map(str::to_string));
+            Ok(ev)
+        })
+        .collect()
 }
 
 /// `GET /rooms/{room}/presence`: `{room, connections, users}` across the nodes.
@@ -986,6 +1084,12 @@ fn error(status: StatusCode, error: &str) -> Response {
 struct Accepted {
     /// The SSE event id, as `id:` sends it and `Last-Event-ID` resumes from.
     id: String,
+}
+
+/// `POST /publish/batch`'s answer: the events' ids, in order.
+#[derive(Serialize)]
+struct BatchAccepted {
+    ids: Vec<String>,
 }
 
 /// `POST /emit`'s answer: what `ws_emit` did.

@@ -154,6 +154,9 @@ struct Args {
     /// Most bytes a `POST /publish` or `POST /emit` body may hold (more: `413`).
     #[arg(long, env = "RT_MAX_PUBLISH_BYTES", default_value_t = nonzero(defaults().max_publish), value_name = "BYTES")]
     max_publish_bytes: NonZeroUsize,
+    /// Most events a `POST /publish/batch` may carry (more: `400`); at most --sse-queue.
+    #[arg(long, env = "RT_MAX_PUBLISH_BATCH", default_value_t = nonzero(defaults().max_batch), value_name = "N")]
+    max_publish_batch: NonZeroUsize,
     /// Seconds between the server's pings on every WebSocket route.
     #[arg(
         long,
@@ -474,6 +477,14 @@ fn options(args: &Args) -> Result<rt_server::Options, String> {
     if args.publish_token.as_deref() == Some("") {
         return Err("--publish-token must not be empty".into());
     }
+    // A batch goes to each stream at once: more than its queue holds would
+    // end every stream as slow.
+    if args.max_publish_batch > args.sse_queue {
+        return Err(format!(
+            "--max-publish-batch {} is more than an SSE stream's queue (--sse-queue {}): a batch that large would end every stream",
+            args.max_publish_batch, args.sse_queue
+        ));
+    }
     // The history is queued for the joining connection at once, behind
     // what is queued already: more than its outbox holds would close it as slow.
     let outbox = args.outbox_messages.get();
@@ -525,6 +536,7 @@ fn options(args: &Args) -> Result<rt_server::Options, String> {
             hook_timeout: Duration::from_secs(args.hook_timeout_secs.max(1)),
         },
         max_publish: args.max_publish_bytes.get(),
+        max_batch: args.max_publish_batch.get(),
         queue: args.sse_queue.get(),
         replay: args.sse_history.get(),
         replay_bytes: args.sse_history_bytes.get(),

@@ -3,7 +3,7 @@
 //! with nothing added per message.
 
 use backplane::{BackplaneError, Presence, PresenceMember};
-use ws_broadcast::{Broadcast, ws_broadcast, ws_broadcast_all};
+use ws_broadcast::{Broadcast, ws_broadcast_all};
 use ws_cluster::WsCluster;
 use ws_emit::ws_emit;
 use ws_event::{Event, Target};
@@ -47,11 +47,20 @@ impl Reach {
         }
     }
 
-    /// `text` to every socket everywhere; `Err` as [`Reach::emit`].
-    pub(crate) async fn broadcast(&self, text: String) -> Result<Broadcast, BackplaneError> {
+    /// `texts` in order to every socket everywhere; `Err` as [`Reach::emit`].
+    pub(crate) async fn broadcast(&self, texts: Vec<String>) -> Result<Broadcast, BackplaneError> {
         match self {
-            Reach::Local(hub) => Ok(ws_broadcast(hub, Message::text(text))),
-            Reach::Cluster(c) => c.send(text, &Target::broadcast()).await,
+            Reach::Local(hub) => {
+                let msgs: Vec<Message> = texts.into_iter().map(Message::text).collect();
+                Ok(ws_broadcast_all(hub, &msgs))
+            }
+            Reach::Cluster(c) => {
+                let mut all = Broadcast::default();
+                for text in texts {
+                    all.add(c.send(text, &Target::broadcast()).await?);
+                }
+                Ok(all)
+            }
         }
     }
 

@@ -425,14 +425,23 @@ async fn sse_resumes_on_the_other_node_without_loss_or_repeat() {
     );
     let last = first[2].0.clone();
     drop(on_a);
-    for i in 4..=5 {
-        assert_eq!(
-            http(b.addr, "POST", "/publish?topic=news", &format!("e{i}"))
-                .await
-                .0,
-            202
-        );
-    }
+    // A batch: one append, its events on their own in the history.
+    let (status, out) = http(
+        b.addr,
+        "POST",
+        "/publish/batch?topic=news",
+        r#"["e4", "e5"]"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{out}");
+    let batch: Value = serde_json::from_str(&out).unwrap();
+    let batch: Vec<_> = batch["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| position(id.as_str().unwrap()))
+        .collect();
+    assert!(batch.len() == 2 && batch[0] < batch[1], "{out}");
     let mut on_b = Sse::open(b.addr, "news", &last).await;
     on_b.until(|s| s.contains("data: e5\n")).await;
     assert_eq!(
@@ -446,6 +455,14 @@ async fn sse_resumes_on_the_other_node_without_loss_or_repeat() {
         ["e4", "e5", "e6"],
         "{:?}",
         on_b.seen
+    );
+    assert_eq!(
+        resumed[..2]
+            .iter()
+            .map(|e| position(&e.0))
+            .collect::<Vec<_>>(),
+        batch,
+        "the ids the batch was answered with"
     );
     let ids: Vec<_> = first
         .iter()

@@ -179,6 +179,37 @@ fn a_room_history_larger_than_half_an_outbox_is_refused() {
     );
 }
 
+#[test]
+fn the_publish_batch_limit_follows_its_flag_within_the_sse_queue() {
+    let err = refused(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--sse-queue",
+        "8",
+        "--max-publish-batch",
+        "9",
+    ]);
+    assert!(
+        err.contains("--max-publish-batch 9") && err.contains("--sse-queue 8"),
+        "{err}"
+    );
+    let server = start(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--quiet",
+            "--max-publish-batch",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(post(server.addr, "/publish/batch", r#"["a", "b"]"#), 202);
+    assert_eq!(
+        post(server.addr, "/publish/batch", r#"["a", "b", "c"]"#),
+        400
+    );
+}
+
 /// The status and the start of the body of `GET path` (none for a `200`,
 /// which is a stream here).
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {

@@ -45,6 +45,8 @@ pub(crate) struct Row {
     pub(crate) subscribers: usize,
     pub(crate) in_flight: usize,
     pub(crate) publishers: usize,
+    /// Events per request: above 1, `POST /publish/batch`.
+    pub(crate) batch: usize,
     pub(crate) duration: Duration,
 }
 
@@ -55,10 +57,12 @@ struct Shared {
     t: Tracker,
     /// Publishing stops (the measured window is over).
     stop: Cell<bool>,
-    /// Publishes written and answered by the load's connections.
+    /// Publish requests written and answered by the load's connections.
     published: Cell<u64>,
     answered: Cell<u64>,
     max_in_flight: Cell<usize>,
+    /// Events per request: above 1, `POST /publish/batch`.
+    batch: usize,
     hist: RefCell<Hist>,
     closed: Cell<u64>,
     /// An event completed (room for the publishers) or a reader ended.
@@ -234,6 +238,7 @@ impl Publisher {
 
 /// One publisher connection of the load, HTTP/1.1 pipelined: whenever
 /// fewer than the limit are in flight, it writes as many `POST /publish`
+/// (or, with a batch above 1, `POST /publish/batch` of up to that many)
 /// requests as there is room for in one write (as `ws-bench` writes its
 /// messages on one socket), while a reader takes the answers.
 async fn publisher(addr: SocketAddr, sh: Rc<Shared>) -> std::io::Result<()> {
@@ -241,7 +246,8 @@ async fn publisher(addr: SocketAddr, sh: Rc<Shared>) -> std::io::Result<()> {
     s.set_nodelay(true)?;
     let (rd, mut wr) = s.into_split();
     let answers = tokio::task::spawn_local(answers(rd, sh.clone()));
-    let mut batch = Vec::with_capacity(16 * 128);
+    let mut out = Vec::with_capacity(16 * 128);
+    let mut body = Vec::with_capacity(128);
     loop {
         while !sh.stop.get() && sh.t.in_flight.get() >= sh.max_in_flight.get() {
             sh.wake.notified().await;
@@ -249,20 +255,40 @@ async fn publisher(addr: SocketAddr, sh: Rc<Shared>) -> std::io::Result<()> {
         if sh.stop.get() {
             break;
         }
-        batch.clear();
+        out.clear();
         while sh.t.in_flight.get() < sh.max_in_flight.get() {
-            let payload = sh.next_payload();
-            batch.extend_from_slice(
+            let room = sh.max_in_flight.get() - sh.t.in_flight.get();
+            body.clear();
+            if sh.batch > 1 {
+                body.push(b'[');
+                for i in 0..room.min(sh.batch) {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    body.push(b'"');
+                    body.extend_from_slice(&sh.next_payload());
+                    body.push(b'"');
+                }
+                body.push(b']');
+            } else {
+                body.extend_from_slice(&sh.next_payload());
+            }
+            let path = if sh.batch > 1 {
+                "/publish/batch"
+            } else {
+                "/publish"
+            };
+            out.extend_from_slice(
                 format!(
-                    "POST /publish HTTP/1.1\r\nhost: bench\r\ncontent-length: {}\r\n\r\n",
-                    payload.len()
+                    "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
                 )
                 .as_bytes(),
             );
-            batch.extend_from_slice(&payload);
+            out.extend_from_slice(&body);
             sh.published.set(sh.published.get() + 1);
         }
-        wr.write_all(&batch).await?;
+        wr.write_all(&out).await?;
     }
     // Every answer read before the connection goes.
     while sh.answered.get() < sh.published.get() && !answers.is_finished() {
@@ -316,6 +342,7 @@ pub(crate) async fn run(addr: SocketAddr, pid: u32, row: &Row) -> Result<Figures
         published: Cell::new(0),
         answered: Cell::new(0),
         max_in_flight: Cell::new(0),
+        batch: row.batch,
         hist: RefCell::new(Hist::new()),
         closed: Cell::new(0),
         wake: tokio::sync::Notify::new(),

@@ -8,7 +8,8 @@
 //!    `--in-flight` of them in flight (default 16; an event is in flight
 //!    from its publish until every stream has it), written as pipelined
 //!    HTTP/1.1 requests on `--publishers` keep-alive connections (default 1),
-//!    as many at once as there is room for: `ws-bench`'s `deliveries-N`
+//!    as many at once as there is room for (with `--batch N`, up to N
+//!    events per `POST /publish/batch` instead): `ws-bench`'s `deliveries-N`
 //!    rows, whose one publishing socket writes its messages the same way,
 //!    measured the same way (every stream receiving first, a 0.5 s warm-up,
 //!    `--duration` seconds measured, default 3; deliveries over the time
@@ -36,7 +37,8 @@
 //!    gets its events from Redis. Before each row the topic's history is
 //!    filled (1,024 events, so every measured publish also trims one) and a
 //!    probe reaches every stream. For each `--subscribers` count (default 200
-//!    and 1,000): as fast as answered (`--events` scaled to as many
+//!    and 1,000): as fast as answered (`--batch N`: N events per
+//!    `POST /publish/batch`; `--events` scaled to as many
 //!    deliveries as `--events` to 1,000) and paced at `--rate` (default 100)
 //!    for `--duration` s (default 5), with the Redis commands per event
 //!    (`INFO commandstats` before and after, all nodes, without the
@@ -91,6 +93,9 @@ struct Args {
     /// Events in flight in the deliveries row
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = positive::<usize>)]
     in_flight: usize,
+    /// Events per request in the deliveries row and --redis rows as fast as answered: above 1, `POST /publish/batch` with up to N events
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive::<usize>)]
+    batch: usize,
     /// Seconds measured [default: 3; 5 with --redis]
     #[arg(long, value_name = "SECS", value_parser = positive::<f64>)]
     duration: Option<f64>,
@@ -266,17 +271,25 @@ async fn publisher(
     next: Arc<AtomicU64>,
     total: u64,
     pace: Option<(Instant, u64)>,
+    batch: u64,
 ) -> std::io::Result<u64> {
     let s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let mut r = BufReader::new(s);
     let mut ok = 0;
     let mut line = String::new();
+    let batch = batch.max(1);
+    let path = if batch > 1 {
+        path.replacen("/publish", "/publish/batch", 1)
+    } else {
+        path.to_string()
+    };
     loop {
-        let k = next.fetch_add(1, Ordering::Relaxed);
+        let k = next.fetch_add(batch, Ordering::Relaxed);
         if k >= total {
             return Ok(ok);
         }
+        let n = batch.min(total - k);
         if let Some((start, rate)) = pace {
             tokio::time::sleep_until(
                 (start + Duration::from_nanos(k * 1_000_000_000 / rate)).into(),
@@ -284,7 +297,12 @@ async fn publisher(
             .await;
         }
         let ts = epoch.elapsed().as_nanos() as u64;
-        let payload = format!("{ts:020}{}", "x".repeat(44));
+        let event = format!("{ts:020}{}", "x".repeat(44));
+        let payload = if batch > 1 {
+            format!("[{}]", vec![format!("\"{event}\""); n as usize].join(","))
+        } else {
+            event
+        };
         let req = format!(
             "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: {}\r\n\r\n{payload}",
             payload.len()
@@ -311,7 +329,7 @@ async fn publisher(
         let mut body = vec![0; length];
         r.read_exact(&mut body).await?;
         if status_ok {
-            ok += 1;
+            ok += n;
         }
     }
 }
@@ -325,6 +343,8 @@ struct FanOut<'a> {
     events: usize,
     publishers: usize,
     rate: Option<u64>,
+    /// Events per request: above 1, `POST /publish/batch`.
+    batch: usize,
     /// `?topic=` of the streams and publishes (`None`: the default, `hub`).
     topic: Option<&'a str>,
     /// `--redis` runs: probe first, then measure per node, CPU and Redis.
@@ -358,6 +378,7 @@ async fn fan_out(servers: &[Server], spec: &FanOut<'_>) -> Result<Figures, Strin
             Arc::new(AtomicU64::new(0)),
             HISTORY_FILL,
             None,
+            1,
         )
         .await
         .map_err(|e| format!("filling the history: {e}"))?;
@@ -434,6 +455,7 @@ async fn fan_out(servers: &[Server], spec: &FanOut<'_>) -> Result<Figures, Strin
                 next.clone(),
                 spec.events as u64,
                 pace,
+                spec.batch as u64,
             ))
         })
         .collect();
@@ -485,10 +507,14 @@ async fn fan_out(servers: &[Server], spec: &FanOut<'_>) -> Result<Figures, Strin
         "fan-out: {} subscribers, {published} events of 64 B over {} publishers in {publish_secs:.2} s ({})",
         spec.subscribers,
         spec.publishers,
-        spec.rate
-            .map_or("as fast as answered".to_string(), |r| format!(
-                "paced at {r} events/s"
-            ))
+        match spec.rate {
+            Some(r) => format!("paced at {r} events/s"),
+            None if spec.batch > 1 => format!(
+                "as fast as answered, up to {} per POST /publish/batch",
+                spec.batch
+            ),
+            None => "as fast as answered".to_string(),
+        }
     );
     println!(
         "  deliveries: {got} of {want} in {elapsed:.2} s = {:.0} deliveries/s; lost {}",
@@ -666,6 +692,7 @@ async fn single(args: &Args, server_path: &Path) -> Result<(), String> {
                         events: args.events,
                         publishers: args.publishers(),
                         rate: Some(rate),
+                        batch: 1,
                         topic: None,
                         measure: None,
                     };
@@ -675,15 +702,21 @@ async fn single(args: &Args, server_path: &Path) -> Result<(), String> {
                 }
                 None => {
                     println!(
-                        "[rt-server] deliveries/s, {} streams, {} in flight on {} pipelined publisher connection(s){run}",
+                        "[rt-server] deliveries/s, {} streams, {} in flight on {} pipelined publisher connection(s){}{run}",
                         args.subscribers(),
                         args.in_flight,
-                        args.publishers_in_flight()
+                        args.publishers_in_flight(),
+                        if args.batch > 1 {
+                            format!(", up to {} events per POST /publish/batch", args.batch)
+                        } else {
+                            String::new()
+                        }
                     );
                     let row = deliveries::Row {
                         subscribers: args.subscribers(),
                         in_flight: args.in_flight,
                         publishers: args.publishers_in_flight(),
+                        batch: args.batch,
                         duration: Duration::from_secs_f64(args.duration.unwrap_or(3.0)),
                     };
                     let f = deliveries::run(server.addr, server.pid(), &row).await?;
@@ -820,22 +853,27 @@ fn cluster_main(
                 events: row.events,
                 publishers: args.publishers(),
                 rate: row.rate,
+                // Paced rows publish one event per request.
+                batch: if row.rate.is_some() { 1 } else { args.batch },
                 topic: Some(TOPIC),
                 measure: Some(Measure { redis }),
             };
             rt.block_on(fan_out(servers, &spec))
         },
     );
+    let unpaced = if args.batch > 1 {
+        format!("as fast as answered, batches of {}", args.batch)
+    } else {
+        "as fast as answered".to_string()
+    };
     let table_rows: Vec<cluster::Row> = rows
         .iter()
         .map(|r| cluster::Row {
             clients: r.subscribers,
             paced: r.rate,
-            load: r
-                .rate
-                .map_or("as fast as answered".into(), |r| format!("{r} events/s")),
+            load: r.rate.map_or(unpaced.clone(), |r| format!("{r} events/s")),
             label: format!(
-                "deliveries/s, {} subscribers, {} events, as fast as answered",
+                "deliveries/s, {} subscribers, {} events, {unpaced}",
                 r.subscribers, r.events
             ),
         })
