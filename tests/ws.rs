@@ -287,6 +287,68 @@ async fn every_ws_client_receives_broadcasts_and_publishes() {
     assert_eq!(server.stop().await.aborted, 0);
 }
 
+/// Sends write small frames to a waiting connection's socket themselves
+/// (plain TCP). A client that stops reading fills the socket mid-frame;
+/// the connection's writer then finishes that frame before anything else
+/// (the pong to a ping included): every frame arrives whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_writes_that_fill_the_socket_keep_every_frame_whole_and_in_order() {
+    let _shared = PROCESS.read().await;
+    let (server, mut hooks) = hooked_server(
+        HubConfig {
+            queue_messages: 1 << 20,
+            queue_bytes: 1 << 30,
+            ..HubConfig::default()
+        },
+        WsConfig::default(),
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut ws = server.ws("/").await;
+    hooks.connected().await;
+    // 1,000-byte frames are copied into the outbox, the kind sends write
+    // directly; 24 MB is more than loopback's socket buffers take.
+    let n = 24_000u32;
+    for i in 0..n {
+        let mut p = i.to_be_bytes().to_vec();
+        p.resize(996, b'x');
+        let report = ws_broadcast(&server.hub, Message::binary(p));
+        assert_eq!(report.sent, 1, "{report:?}");
+    }
+    let stats = server.hub.stats();
+    assert!(
+        stats.written < u64::from(n),
+        "the socket filled, the rest waits: {stats:?}"
+    );
+    ws.send(Message::Ping(b"mid".to_vec().into()))
+        .await
+        .unwrap();
+    let mut pong = false;
+    let mut next = 0u32;
+    while next < n || !pong {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("every frame whole");
+        match msg {
+            Message::Binary(b) => {
+                assert_eq!(b.len(), 996);
+                assert_eq!(b[..4], next.to_be_bytes(), "in order");
+                next += 1;
+            }
+            Message::Pong(p) => {
+                assert_eq!(&p[..], b"mid");
+                pong = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(server.hub.stats().written, u64::from(n));
+    drop(ws);
+    hooks.disconnected().await;
+}
+
 /// What a client writes at once is one read burst: `on_messages` gets its
 /// text and binary messages together, in order, after `on_message` saw
 /// each; on the reference server's `/ws` every client gets the burst's texts

@@ -80,10 +80,28 @@ impl WriteLane {
         batch
     }
 
-    /// Queues the frames of `batch` (taken out of it) as data.
+    /// Queues the frames of `batch` (taken out of it) as data, after what a
+    /// direct write left unfinished, if the batch holds that.
     pub(crate) fn push_data(&mut self, batch: &mut Batch) {
+        if let Some(rest) = batch.take_unfinished() {
+            self.push_unfinished(rest);
+        }
         for chunk in batch.take_chunks() {
             self.queue.push_back(Piece { chunk, data: true });
+        }
+    }
+
+    /// Puts the end of frames a direct write started first: the socket's
+    /// next bytes must be these. Never abandoned for a close (the peer has
+    /// the start of the frames). Only while nothing of the lane is written
+    /// yet, which is how it is whenever a direct write could have run.
+    pub(crate) fn push_unfinished(&mut self, rest: Vec<u8>) {
+        debug_assert_eq!(self.at, 0, "a direct write ran during the lane's write");
+        if !rest.is_empty() {
+            self.queue.push_front(Piece {
+                chunk: Chunk::Copied(rest),
+                data: false,
+            });
         }
     }
 
@@ -388,6 +406,24 @@ mod tests {
         assert_eq!(
             frames(&s.got),
             [Message::text("answer"), Message::binary(vec![0x03, 0xE8])]
+        );
+    }
+
+    #[test]
+    fn the_end_of_a_frame_a_direct_write_started_goes_first_and_survives_a_close() {
+        // A pong waits in the lane; the rest of "hello" (a direct write sent
+        // its first 3 bytes) must go before it, and a close keeps it.
+        let mut lane = WriteLane::new();
+        lane.push_control(&pong(b"p"));
+        lane.push_data(&mut batch(&["dropped"]));
+        lane.push_unfinished(b"llo".to_vec());
+        lane.abandon_data();
+        let mut s = script(&[]);
+        s.got.extend_from_slice(b"\x81\x05he");
+        assert!(flush(&mut lane, &mut s).is_ready());
+        assert_eq!(
+            frames(&s.got),
+            [Message::text("hello"), Message::Pong(b"p".to_vec().into())]
         );
     }
 

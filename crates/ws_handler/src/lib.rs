@@ -43,21 +43,33 @@
 //! (interleavings, partial writes of every size, a close after or before
 //! queued data, write errors).
 //!
-//! **What an idle connection holds** (`ws-bench --only idle`: 1.44 KiB per
+//! **Direct writes** (plain TCP from `http_serve`): the socket is shared
+//! with the hub (`src/tcp.rs`: an `Arc<TcpStream>`, read and written
+//! through `&self` with tokio's readiness API, as `TcpStream` does), so a
+//! send writes small frames to it while the connection's writer waits with
+//! nothing to write, without waking the connection's task
+//! ([`ws_hub::DirectWrite`]). Before the writer writes what it did not take
+//! from the outbox (a ping, tungstenite's pong or close reply) it calls
+//! [`WsClient::unpark`](ws_hub::WsClient::unpark) and writes first what a
+//! direct write left of a frame. TLS connections and connections from
+//! hyper's upgrade are written by their task only.
+//!
+//! **What an idle connection holds** (`ws-bench --only idle`: 1.45 KiB per
 //! WebSocket at 10,000, `rt-server`, this machine; sizes from
 //! `std::mem::size_of`, release build, checked by this crate's tests):
 //!
 //! | what | bytes |
 //! |---|---:|
-//! | the connection's future (boxed in the HTTP connection's task): | 328 |
-//! | &nbsp;&nbsp;the socket (`http_serve::Io`) | 32 |
+//! | the connection's future (boxed in the HTTP connection's task): | 312 |
+//! | &nbsp;&nbsp;the socket: a pointer to the shared `TcpStream`, or a boxed TLS stream | 8 |
 //! | &nbsp;&nbsp;the read half: tungstenite's context, none while idle (8), frame boundary (24) | 32 |
 //! | &nbsp;&nbsp;the write lane: an empty queue, no buffer, when it stalled | 88 |
 //! | &nbsp;&nbsp;client, hub, slot, span (none unless a subscriber wants it), shutdown signal | 48 |
 //! | &nbsp;&nbsp;reader and writer states, clocks, the optional timer, the message-rate bucket | 128 |
 //! | the hub's `WsClient` (identity, outbox with no buffer, counters), with its `Arc` | 264 |
+//! | the shared `TcpStream` (32) in its `Arc`, with malloc's rounding | 64 |
 //! | its entry in the hub's index | about 30 |
-//! | **ws_handler and ws_hub in all, with malloc's rounding** | **about 640** |
+//! | **ws_handler and ws_hub in all, with malloc's rounding** | **about 680** |
 //! | the HTTP connection's task, its place in the server's `JoinSet`, tokio's registration of the socket (256, cache-line aligned) | the rest, about 830 |
 //!
 //! Nothing else: no read buffer (tungstenite's context and its
@@ -157,7 +169,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use http::{HeaderValue, StatusCode, header};
 use http_serve::{OnUpgrade, PeerAddr};
 use http_types::{Handler, Request, Response, Shutdown, json};
@@ -174,6 +186,7 @@ use ws_upgrader::{UpgradeConfig, WsUpgradeError, ws_upgrader};
 
 mod lane;
 mod read;
+mod tcp;
 
 use lane::{PING, WriteLane};
 use read::Reader;
@@ -662,19 +675,14 @@ async fn upgrade(hub: &WsHub, shared: &Arc<Shared>, req: &mut Request) -> Respon
     let shutdown = req.extensions().get::<Shutdown>().cloned();
     let hub = hub.clone();
     if let Some(on) = OnUpgrade::take(req) {
-        on.serve(move |io| {
-            // The bytes HTTP read ahead go to the reader now: the socket
-            // alone is kept.
-            let (io, first) = io.into_parts();
-            serve(hub, slot, io, first, peer, identity, shutdown, span)
-        });
+        on.serve(move |io| serve_upgraded(hub, slot, io, peer, identity, shutdown, span));
     } else if let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
         tokio::spawn(async move {
             match on.await {
                 Ok(io) => {
                     let io = hyper_util::rt::TokioIo::new(io);
                     let first = http_types::Bytes::new();
-                    serve(hub, slot, io, first, peer, identity, shutdown, span).await;
+                    serve(hub, slot, io, first, peer, identity, shutdown, span, None).await;
                 }
                 Err(e) => {
                     tracing::debug!(target: "ws", parent: &span, error = %e, "upgrade failed");
@@ -707,6 +715,43 @@ fn error(status: StatusCode, error: &str) -> Response {
     json(status, &ErrorBody { error })
 }
 
+/// Runs a connection `http_serve` handed over: on plain TCP, sends may write
+/// to its socket while its writer waits ([`ws_hub::DirectWrite`]).
+#[allow(clippy::too_many_arguments)] // one call site, all of it the connection
+fn serve_upgraded(
+    hub: WsHub,
+    slot: Slot,
+    upgraded: http_serve::Upgraded,
+    peer: Option<SocketAddr>,
+    identity: Identity,
+    shutdown: Option<Shutdown>,
+    span: Span,
+) -> impl Future<Output = ()> + Send + 'static {
+    // The bytes HTTP read ahead go to the reader now: the socket alone is kept.
+    let (io, first) = upgraded.into_parts();
+    match io {
+        http_serve::Io::Tcp(stream) => {
+            let (io, socket) = tcp::SharedTcp::new(stream);
+            let direct = Some(socket as Arc<dyn ws_hub::DirectWrite>);
+            Either::Left(serve(
+                hub, slot, io, first, peer, identity, shutdown, span, direct,
+            ))
+        }
+        // TLS: boxed, so both kinds of connection keep a pointer.
+        io => Either::Right(serve(
+            hub,
+            slot,
+            Box::new(io),
+            first,
+            peer,
+            identity,
+            shutdown,
+            span,
+            None,
+        )),
+    }
+}
+
 /// Runs one upgraded connection until it ends.
 ///
 /// Everything before the connection is registered and served (the
@@ -723,11 +768,14 @@ fn serve<S>(
     identity: Identity,
     shutdown: Option<Shutdown>,
     span: Span,
+    direct: Option<Arc<dyn ws_hub::DirectWrite>>,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let setup = Box::pin(setup(hub, slot, io, first, peer, identity, shutdown, span));
+    let setup = Box::pin(setup(
+        hub, slot, io, first, peer, identity, shutdown, span, direct,
+    ));
     async move {
         let Some(mut conn) = setup.await else {
             return;
@@ -749,6 +797,7 @@ async fn setup<S>(
     identity: Identity,
     shutdown: Option<Shutdown>,
     span: Span,
+    direct: Option<Arc<dyn ws_hub::DirectWrite>>,
 ) -> Option<Connection<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -785,6 +834,9 @@ where
         return None;
     };
     span.record("client", client.id());
+    if let Some(socket) = direct {
+        client.set_direct_write(socket);
+    }
     tracing::debug!(target: "ws", parent: &span, "connected");
     if let Some(hook) = &config.on_connect {
         connect(&client, hook, config, &span).await;
@@ -801,6 +853,7 @@ where
         shutdown,
         paused: false,
         ping_due: false,
+        parked: false,
         last_seen: now,
         write: Write::Idle,
         read: Read::Open,
@@ -1125,6 +1178,9 @@ struct Connection<S> {
     paused: bool,
     /// A ping is to be written.
     ping_due: bool,
+    /// The outbox left the writer waiting: sends may be writing to the
+    /// socket directly until [`WsClient::unpark`].
+    parked: bool,
     /// When the peer last sent a frame.
     last_seen: Instant,
     write: Write,
@@ -1353,7 +1409,7 @@ where
             if let Write::Done(_) = self.write {
                 return;
             }
-            match self.socket.poll_flush(cx) {
+            match self.flush(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => {
                     self.write = match std::mem::replace(&mut self.write, Write::Idle) {
@@ -1388,12 +1444,28 @@ where
         }
     }
 
+    /// Writes what the lane holds. What the outbox did not hand over (a
+    /// ping, tungstenite's pong or close reply) may be in it while sends
+    /// write to the socket directly: they stop first, and the end of frames
+    /// one of them started goes first.
+    fn flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.parked && !self.socket.lane.is_empty() {
+            self.parked = false;
+            if let Some(rest) = self.client.unpark() {
+                self.socket.lane.push_unfinished(rest);
+            }
+        }
+        self.socket.poll_flush(cx)
+    }
+
     /// Takes what the outbox holds into the lane, and a due ping: whether
     /// anything was taken.
     fn take_outgoing(&mut self, cx: &mut Context<'_>) -> bool {
         // The lane's written buffer, if any, is the outbox's next one.
         let mut batch = self.socket.lane.batch();
-        match self.client.poll_outgoing(cx, &mut batch) {
+        let outgoing = self.client.poll_outgoing(cx, &mut batch);
+        self.parked = outgoing.is_pending();
+        match outgoing {
             Poll::Ready(Outgoing::Messages) => {
                 self.socket.lane.push_data(&mut batch);
             }
@@ -1475,7 +1547,7 @@ where
     /// (a close reply) gets one try.
     fn end(&mut self) -> Disconnect {
         let waker = std::task::Waker::noop();
-        let _ = self.socket.poll_flush(&mut Context::from_waker(waker));
+        let _ = self.flush(&mut Context::from_waker(waker));
         if let Read::PeerClosed(frame) = &mut self.read {
             return Disconnect::Closed(frame.take().map(|f| *f));
         }
@@ -1571,25 +1643,15 @@ mod tests {
             idle: tokio::sync::Notify::new(),
         });
         let slot = Slots::take(&handler_shared, None).unwrap();
-        let (io, first) = io.into_parts();
-        let fut = serve(
-            hub,
-            slot,
-            io,
-            first,
-            None,
-            Identity::default(),
-            None,
-            Span::none(),
-        );
+        let fut = serve_upgraded(hub, slot, io, None, Identity::default(), None, Span::none());
         let sizes = [
             ("serve future", std::mem::size_of_val(&fut)),
             (
                 "Connection",
-                std::mem::size_of::<Connection<http_serve::Io>>(),
+                std::mem::size_of::<Connection<tcp::SharedTcp>>(),
             ),
-            ("Socket", std::mem::size_of::<Socket<http_serve::Io>>()),
-            ("Io", std::mem::size_of::<http_serve::Io>()),
+            ("Socket", std::mem::size_of::<Socket<tcp::SharedTcp>>()),
+            ("SharedTcp", std::mem::size_of::<tcp::SharedTcp>()),
             ("Reader", std::mem::size_of::<Reader>()),
             ("WriteLane", std::mem::size_of::<WriteLane>()),
             ("Write", std::mem::size_of::<Write>()),
@@ -1598,7 +1660,7 @@ mod tests {
             ("Slot", std::mem::size_of::<Slot>()),
         ];
         eprintln!("{sizes:?}");
-        // The crate docs' breakdown (release: 328 bytes); a guard, not a
+        // The crate docs' breakdown (release: 312 bytes); a guard, not a
         // target: what a future change adds to every idle connection.
         assert!(sizes[0].1 <= 384, "{sizes:?}");
     }
