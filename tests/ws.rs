@@ -349,6 +349,38 @@ async fn direct_writes_that_fill_the_socket_keep_every_frame_whole_and_in_order(
     hooks.disconnected().await;
 }
 
+/// A ping in the middle of a fragmented message is answered before the
+/// message's echo: the pong tungstenite queues goes first, though the echo
+/// could be written to the socket directly (Autobahn 5.6 and 5.19).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pong_queued_by_the_reader_goes_before_an_echo_sent_after_it() {
+    let _shared = PROCESS.read().await;
+    let server = Server::reference(Duration::from_secs(5)).await;
+    let mut s = raw_connect(server.addr, "/echo").await;
+    for round in 0..20 {
+        let mut frames = raw_frame(0x01, b"hel"); // text, not final
+        frames.extend(raw_frame(0x89, b"p"));
+        frames.extend(raw_frame(0x80, b"lo")); // the final fragment
+        s.write_all(&frames).await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let mut h = [0u8; 2];
+            tokio::time::timeout(WAIT, s.read_exact(&mut h))
+                .await
+                .expect("a frame in time")
+                .unwrap();
+            let mut payload = vec![0u8; usize::from(h[1])];
+            s.read_exact(&mut payload).await.unwrap();
+            got.push((h[0], payload));
+        }
+        assert_eq!(
+            got,
+            [(0x8a, b"p".to_vec()), (0x81, b"hello".to_vec())],
+            "round {round}: the pong, then the echo"
+        );
+    }
+}
+
 /// What a client writes at once is one read burst: `on_messages` gets its
 /// text and binary messages together, in order, after `on_message` saw
 /// each; on the reference server's `/ws` every client gets the burst's texts

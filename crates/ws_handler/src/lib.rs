@@ -48,10 +48,12 @@
 //! through `&self` with tokio's readiness API, as `TcpStream` does), so a
 //! send writes small frames to it while the connection's writer waits with
 //! nothing to write, without waking the connection's task
-//! ([`ws_hub::DirectWrite`]). Before the writer writes what it did not take
-//! from the outbox (a ping, tungstenite's pong or close reply) it calls
-//! [`WsClient::unpark`](ws_hub::WsClient::unpark) and writes first what a
-//! direct write left of a frame. TLS connections and connections from
+//! ([`ws_hub::DirectWrite`]). As soon as the lane holds a frame the outbox
+//! did not hand over (tungstenite's pong or close reply, a ping), the
+//! connection calls [`WsClient::unpark`](ws_hub::WsClient::unpark): that
+//! frame goes before anything sent after it (a pong to a ping read in the
+//! middle of a message goes before the message's echo), after what a direct
+//! write left of a frame. TLS connections and connections from
 //! hyper's upgrade are written by their task only.
 //!
 //! **What an idle connection holds** (`ws-bench --only idle`: 1.45 KiB per
@@ -1274,7 +1276,11 @@ where
             let mut held = 0;
             let mut ended = false;
             while self.read != Read::Failed && !paused && burst < READ_BURST {
-                match self.socket.poll_next(cx, &self.slot.shared) {
+                let next = self.socket.poll_next(cx, &self.slot.shared);
+                // A pong or close reply tungstenite just queued goes before
+                // anything sent from now on (a message's echo, say).
+                self.claim_socket();
+                match next {
                     Poll::Ready(Some(Ok(msg))) => {
                         burst += 1;
                         held += msg.len();
@@ -1449,13 +1455,20 @@ where
     /// write to the socket directly: they stop first, and the end of frames
     /// one of them started goes first.
     fn flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.claim_socket();
+        self.socket.poll_flush(cx)
+    }
+
+    /// While the lane holds something the outbox did not hand over, sends
+    /// do not write to the socket directly: what the lane holds goes first,
+    /// after the end of a frame a direct write started.
+    fn claim_socket(&mut self) {
         if self.parked && !self.socket.lane.is_empty() {
             self.parked = false;
             if let Some(rest) = self.client.unpark() {
                 self.socket.lane.push_unfinished(rest);
             }
         }
-        self.socket.poll_flush(cx)
     }
 
     /// Takes what the outbox holds into the lane, and a due ping: whether
