@@ -108,8 +108,13 @@ pub fn router(state: AppState, shutdown: Shutdown) -> Router {
         .with_state(state)
 }
 
+/// `GET /health`: `/ws` clients, and the messages sends wrote to their
+/// sockets directly (plain TCP under axum, as under `http_serve`).
 async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "ws_clients": state.hub.len() }))
+    Json(serde_json::json!({
+        "ws_clients": state.hub.len(),
+        "ws_written_directly": state.hub.stats().direct,
+    }))
 }
 
 /// `POST /say`: the body to SSE topic `hub` and to every `/ws` client.

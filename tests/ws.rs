@@ -320,6 +320,7 @@ async fn direct_writes_that_fill_the_socket_keep_every_frame_whole_and_in_order(
         stats.written < u64::from(n),
         "the socket filled, the rest waits: {stats:?}"
     );
+    assert!(stats.direct > 0, "the first ones went directly: {stats:?}");
     ws.send(Message::Ping(b"mid".to_vec().into()))
         .await
         .unwrap();

@@ -181,6 +181,17 @@ async fn axum_app_mounts_every_route_and_drains_on_shutdown() {
     assert_eq!(status, 202, "{out}");
     events.until("data: hello\n\n").await;
     assert_eq!(next_text(&mut chat).await, "hello");
+    // Under axum too, a send writes to a waiting connection's socket itself.
+    let (status, _) = http(addr, "POST /say", "again").await;
+    assert_eq!(status, 202);
+    assert_eq!(next_text(&mut chat).await, "again");
+    let (_, health) = http(addr, "GET /health", "").await;
+    let body = &health[health.find('{').expect("a JSON body")..];
+    let health: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(
+        health["ws_written_directly"].as_u64() >= Some(1),
+        "{health}"
+    );
 
     // Shutdown: the SSE stream ends, WebSockets get 1001, serve returns.
     let started = Instant::now();

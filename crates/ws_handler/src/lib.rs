@@ -53,8 +53,10 @@
 //! connection calls [`WsClient::unpark`](ws_hub::WsClient::unpark): that
 //! frame goes before anything sent after it (a pong to a ping read in the
 //! middle of a message goes before the message's echo), after what a direct
-//! write left of a frame. TLS connections and connections from
-//! hyper's upgrade are written by their task only.
+//! write left of a frame. Mounted in hyper or axum, a connection whose IO is
+//! hyper-util's `TokioIo<TcpStream>` (what `axum::serve` and hyper's own
+//! server hand over) is taken back out of the upgrade and served the same
+//! way; TLS and other IO types are written by their task only.
 //!
 //! **What an idle connection holds** (`ws-bench --only idle`: 1.45 KiB per
 //! WebSocket at 10,000, `rt-server`, this machine; sizes from
@@ -681,11 +683,20 @@ async fn upgrade(hub: &WsHub, shared: &Arc<Shared>, req: &mut Request) -> Respon
     } else if let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
         tokio::spawn(async move {
             match on.await {
-                Ok(io) => {
-                    let io = hyper_util::rt::TokioIo::new(io);
-                    let first = http_types::Bytes::new();
-                    serve(hub, slot, io, first, peer, identity, shutdown, span, None).await;
-                }
+                // Plain TCP under hyper's own server or hyper-util's (axum's):
+                // sends may write to the socket, as on `http_serve`.
+                Ok(io) => match plain_tcp(io) {
+                    Ok((stream, first)) => {
+                        let (io, socket) = tcp::SharedTcp::new(stream);
+                        let direct = Some(socket as Arc<dyn ws_hub::DirectWrite>);
+                        serve(hub, slot, io, first, peer, identity, shutdown, span, direct).await;
+                    }
+                    Err(io) => {
+                        let io = hyper_util::rt::TokioIo::new(io);
+                        let first = http_types::Bytes::new();
+                        serve(hub, slot, io, first, peer, identity, shutdown, span, None).await;
+                    }
+                },
                 Err(e) => {
                     tracing::debug!(target: "ws", parent: &span, error = %e, "upgrade failed");
                 }
@@ -751,6 +762,21 @@ fn serve_upgraded(
             span,
             None,
         )),
+    }
+}
+
+/// The TCP socket under a connection hyper upgraded, and what HTTP read
+/// ahead of it, when it is one: hyper's server keeps the IO type it was
+/// given (`TokioIo<TcpStream>`), hyper-util's `auto` server (axum's) wraps it.
+fn plain_tcp(
+    io: hyper::upgrade::Upgraded,
+) -> Result<(tokio::net::TcpStream, http_types::Bytes), hyper::upgrade::Upgraded> {
+    type Tcp = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    match hyper_util::server::conn::auto::upgrade::downcast::<Tcp>(io) {
+        Ok(parts) => Ok((parts.io.into_inner(), parts.read_buf)),
+        Err(io) => io
+            .downcast::<Tcp>()
+            .map(|parts| (parts.io.into_inner(), parts.read_buf)),
     }
 }
 

@@ -251,6 +251,9 @@ pub struct HubStats {
     pub written: u64,
     /// Payload bytes of those messages.
     pub bytes_out: u64,
+    /// Of `written`, the messages their send wrote to the socket itself
+    /// (direct writes: [`WsClient::set_direct_write`]).
+    pub direct: u64,
     /// Time from queuing a message to the socket write of its batch being
     /// flushed, in microseconds, for 1 message in [`SAMPLE_EVERY`]: a clock
     /// read per message would cost more than the rest of a send.
@@ -301,6 +304,7 @@ struct Counters {
     slow_closed: AtomicU64,
     written: AtomicU64,
     bytes_out: AtomicU64,
+    direct: AtomicU64,
     latency_us: Buckets,
     queue_depth: Buckets,
 }
@@ -313,6 +317,8 @@ impl Counters {
         self.sent.fetch_add(ob.sent, Ordering::Relaxed);
         self.written.fetch_add(ob.written, Ordering::Relaxed);
         self.bytes_out.fetch_add(ob.bytes_out, Ordering::Relaxed);
+        self.direct
+            .fetch_add(ob.written_directly, Ordering::Relaxed);
     }
 }
 
@@ -857,18 +863,24 @@ impl WsHub {
     /// counter per message): for a scrape or a stats page, not a hot path.
     pub fn stats(&self) -> HubStats {
         let c = &self.0.common.counters;
-        let (connections, sent, written, bytes_out) = {
+        let (connections, sent, written, bytes_out, direct) = {
             let ix = read(&self.0.index);
             let folded = (
                 c.sent.load(Ordering::Relaxed),
                 c.written.load(Ordering::Relaxed),
                 c.bytes_out.load(Ordering::Relaxed),
+                c.direct.load(Ordering::Relaxed),
             );
-            let (s, w, b) = ix.clients.values().fold(folded, |(s, w, b), client| {
+            let (s, w, b, d) = ix.clients.values().fold(folded, |(s, w, b, d), client| {
                 let ob = client.lock();
-                (s + ob.sent, w + ob.written, b + ob.bytes_out)
+                (
+                    s + ob.sent,
+                    w + ob.written,
+                    b + ob.bytes_out,
+                    d + ob.written_directly,
+                )
             });
-            (ix.clients.len(), s, w, b)
+            (ix.clients.len(), s, w, b, d)
         };
         HubStats {
             connections,
@@ -879,6 +891,7 @@ impl WsHub {
             slow_closed: c.slow_closed.load(Ordering::Relaxed),
             written,
             bytes_out,
+            direct,
             latency_us: c.latency_us.snapshot(LATENCY_BOUNDS_US),
             queue_depth: c.queue_depth.snapshot(DEPTH_BOUNDS),
         }
@@ -1126,6 +1139,8 @@ struct Outbox {
     sent: u64,
     written: u64,
     bytes_out: u64,
+    /// Of `written`, the messages a send wrote to the socket itself.
+    written_directly: u64,
     /// When the sampled message still in `queue` was queued.
     sampled: Option<Instant>,
     /// When the sampled message of the batch being written was queued.
@@ -1181,14 +1196,14 @@ impl Outbox {
         let len = self.queue.tail.len();
         match socket.try_write(&self.queue.tail) {
             Ok(n) if n == len => {
-                self.take_messages(counters);
+                self.written_directly += self.take_messages(counters) as u64;
                 self.record_written(counters);
                 self.queue.release();
                 true
             }
             Ok(n) if n > 0 => {
                 let rest = self.queue.tail[n..].to_vec();
-                self.take_messages(counters);
+                self.written_directly += self.take_messages(counters) as u64;
                 self.queue.release();
                 self.queue.chunks.push(Chunk::Copied(rest));
                 self.unfinished = true;
@@ -1787,6 +1802,7 @@ mod tests {
         assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "no wake");
         let stats = hub.stats();
         assert_eq!((stats.sent, stats.written, stats.bytes_out), (3, 3, 11));
+        assert_eq!(stats.direct, 3);
         assert_eq!(
             stats.latency_us.counts.iter().sum::<u64>(),
             1,

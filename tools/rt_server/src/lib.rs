@@ -73,7 +73,7 @@
 //! `WsStats`, `WrapperStats`) at scrape time, so serving it adds nothing per
 //! message: `rt_open_connections{transport}` (`ws`: `/ws`, `/echo`, `/hub`;
 //! `rpc`; `sse`), `rt_messages_in_total`, `rt_messages_out_total`,
-//! `rt_bytes_out_total`, `rt_deliveries_total`, `rt_dropped_messages_total`,
+//! `rt_messages_written_directly_total`, `rt_bytes_out_total`, `rt_deliveries_total`, `rt_dropped_messages_total`,
 //! `rt_limit_closes_total{reason}` (`queue_full`, `write_timeout`,
 //! `message_rate`), `rt_connection_refusals_total{reason}`, the histograms
 //! `rt_delivery_latency_seconds` and `rt_queue_depth` (1 WebSocket message

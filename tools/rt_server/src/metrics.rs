@@ -83,6 +83,7 @@ fn sums(t: &Transport) -> Sums {
         hub.dropped += s.dropped;
         hub.slow_closed += s.slow_closed;
         hub.written += s.written;
+        hub.direct += s.direct;
         hub.bytes_out += s.bytes_out;
         add(&mut latency, &s.latency_us);
         add(&mut depth, &s.queue_depth);
@@ -137,6 +138,12 @@ impl Collector for AppCollector {
             "rt_messages_out",
             "Messages given to connections' writers (SSE: queued on streams)",
             &messages_out,
+        )?;
+        counter(
+            &mut enc,
+            "rt_messages_written_directly",
+            "Of rt_messages_out, WebSocket messages their send wrote to the socket itself, waking no task",
+            &per(&|_, s| s.hub.direct),
         )?;
         let mut bytes_out = per(&|_, s| s.hub.bytes_out);
         bytes_out.push((sse_label(), sse.delivered_bytes));
