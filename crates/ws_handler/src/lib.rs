@@ -46,7 +46,7 @@
 //! **Direct writes** (plain TCP from `http_serve`): the socket is shared
 //! with the hub (`src/tcp.rs`: an `Arc<TcpStream>`, read and written
 //! through `&self` with tokio's readiness API, as `TcpStream` does), so a
-//! send writes small frames to it while the connection's writer waits with
+//! broadcast writes small frames to it while the connection's writer waits with
 //! nothing to write, without waking the connection's task
 //! ([`ws_hub::DirectWrite`]). As soon as the lane holds a frame the outbox
 //! did not hand over (tungstenite's pong or close reply, a ping), the

@@ -65,8 +65,10 @@
 //!
 //! **Direct writes.** A connection may give its client the socket
 //! ([`WsClient::set_direct_write`], a [`DirectWrite`]). While the
-//! connection's writer waits with nothing to write, a send then writes the
-//! small frames it queued to the socket itself, under the client's lock:
+//! connection's writer waits with nothing to write, a frame made for many
+//! clients ([`WsClient::try_send_frame`], [`WsClient::try_send_frames`]:
+//! what `ws_broadcast`, `ws_emit` and `ws_cluster` send) is written to the
+//! socket by its send, under the client's lock, when it is small (copied):
 //! no wake and no poll of the connection's task per recipient, which
 //! `perf` had put at about 14% of the server's CPU at 100 msg/s to 1,000
 //! clients (the task's header, its state and the socket's read
@@ -80,8 +82,12 @@
 //! the build before (three alternating runs, median server CPU per
 //! delivery): 0.561 to 0.531 µs at 1,000 clients and 0.689 to 0.593 µs at
 //! 5,000 (16 in flight), 9.50 to 8.08 µs at 100 msg/s x 1,000 and 10.52
-//! to 8.92 µs at 10 msg/s x 5,000. A broadcast then does its recipients'
-//! writes on its own thread; [`HubConfig::direct_writes`] off leaves them
+//! to 8.92 µs at 10 msg/s x 5,000. A message for one client
+//! ([`WsClient::try_send`]: answers, echoes, often many in a row) waits for
+//! the writer, which writes what a run of them queued at once: with those
+//! written one `send` each too, `rpc-bench` (100 connections, 16 in flight)
+//! fell from about 390 k to 110 k requests/s. A broadcast does its
+//! recipients' writes on its own thread; [`HubConfig::direct_writes`] off leaves them
 //! to the writers, which a multi-threaded runtime spreads over its threads.
 //!
 //! The hub's only I/O is that write. `ws_handler` runs the connections: it
@@ -175,9 +181,9 @@ pub struct HubConfig {
     /// This node's number in a cluster (below 2^16): client ids are
     /// `node << 48 | n`, unique across nodes. Default: 0 (ids 1, 2, ...).
     pub node: u64,
-    /// Sends write to the socket of a client whose writer waits with
-    /// nothing to write, when its connection registered one
-    /// ([`WsClient::set_direct_write`]). Off, every message goes through
+    /// Frames made for many clients are written to the socket of a client
+    /// whose writer waits with nothing to write, when its connection
+    /// registered one ([`WsClient::set_direct_write`]). Off, every message goes through
     /// the connection's writer: a broadcast then only wakes writers, which
     /// a multi-threaded runtime spreads over its threads. Default: on.
     pub direct_writes: bool,
@@ -1122,7 +1128,7 @@ struct Outbox {
     /// The writer waits for messages (not only for a close): a send wakes it.
     wants_data: bool,
     /// The writer waits with nothing to write and a [`DirectWrite`] is
-    /// set: a send writes to the socket itself.
+    /// set: a frame for many clients is written to the socket at once.
     parked: bool,
     /// The queue's first chunk is what a direct write left of the frames
     /// it started: the writer writes it before anything else, a close
@@ -1320,7 +1326,7 @@ impl WsClient {
             };
         }
         let len = frame::encoded_len(&msg);
-        self.push(frame::payload_len(&msg), |q| {
+        self.push(frame::payload_len(&msg), false, |q| {
             if len <= COPY_MAX {
                 frame::encode(&msg, q.tail_for(len));
             } else {
@@ -1333,7 +1339,7 @@ impl WsClient {
     /// when it is at most [`COPY_MAX`] bytes, shared otherwise. Never waits;
     /// errors as [`try_send`](WsClient::try_send).
     pub fn try_send_frame(&self, frame: &Frame) -> Result<(), SendError> {
-        self.push(frame.payload_len(), |q| {
+        self.push(frame.payload_len(), true, |q| {
             let bytes = frame.bytes();
             if bytes.len() <= COPY_MAX {
                 q.tail_for(bytes.len()).extend_from_slice(bytes);
@@ -1355,7 +1361,7 @@ impl WsClient {
         if frames.is_empty() {
             return Ok(0);
         }
-        let all = self.queue(frames.len(), frames.payload_len(), |q| {
+        let all = self.queue(frames.len(), frames.payload_len(), true, |q| {
             let bytes = frames.bytes();
             // The small frames not yet copied: copied together, up to the
             // next large one or the end.
@@ -1395,19 +1401,29 @@ impl WsClient {
     }
 
     /// Queues one message of `payload` bytes, which `put` appends to the
-    /// queue, unless the outbox is closed or full.
-    fn push(&self, payload: usize, put: impl FnOnce(&mut Queue)) -> Result<(), SendError> {
-        self.queue(1, payload, put)
+    /// queue, unless the outbox is closed or full; `direct` as [`queue`](WsClient::queue).
+    fn push(
+        &self,
+        payload: usize,
+        direct: bool,
+        put: impl FnOnce(&mut Queue),
+    ) -> Result<(), SendError> {
+        self.queue(1, payload, direct, put)
             .unwrap_or_else(|| Err(self.full()))
     }
 
     /// Queues `messages` messages of `payload` bytes in all, which `put`
     /// appends to the queue, unless the outbox is closed (`Err`) or they do
     /// not fit (`None`: nothing queued, the slow-client policy not applied).
+    /// `direct`: a frame made for many clients, which may go to a waiting
+    /// writer's socket at once; a message for this client alone (answers,
+    /// echoes, many of them in a row) waits for the writer, which writes all
+    /// that a burst of them queued at once.
     fn queue(
         &self,
         messages: usize,
         payload: usize,
+        direct: bool,
         put: impl FnOnce(&mut Queue),
     ) -> Option<Result<(), SendError>> {
         let common = &self.0.common;
@@ -1433,7 +1449,7 @@ impl WsClient {
                 ob.sampled = Some(Instant::now());
             }
             ob.sent += messages as u64;
-            if ob.write_directly(&common.counters) {
+            if direct && ob.write_directly(&common.counters) {
                 return Some(Ok(()));
             }
             // One wake per burst: the writer asks again once it has written.
@@ -1615,9 +1631,12 @@ impl WsClient {
         }
     }
 
-    /// Lets sends write to `socket` at once while the connection's writer
-    /// waits with nothing to write: no wake, no poll of the writer for a
-    /// message the socket takes whole (see the crate docs). What the socket
+    /// Lets frames made for many clients ([`try_send_frame`](WsClient::try_send_frame),
+    /// [`try_send_frames`](WsClient::try_send_frames)) go to `socket` at once
+    /// while the connection's writer waits with nothing to write: no wake,
+    /// no poll of the writer for frames the socket takes whole (see the
+    /// crate docs). A message for this client alone
+    /// ([`try_send`](WsClient::try_send)) still goes through the writer. What the socket
     /// does not take stays with the writer, which writes it first. The
     /// connection must call [`unpark`](WsClient::unpark) as soon as it has
     /// a frame to write that it did not take from
@@ -1786,9 +1805,10 @@ mod tests {
     }
 
     #[test]
-    fn a_send_to_a_waiting_writer_goes_to_the_socket_without_a_wake() {
+    fn a_frame_for_many_goes_to_a_waiting_writers_socket_without_a_wake() {
         let (hub, c, wakes, waker, sock) = direct_client(&[]);
-        c.try_send(Message::text("one")).unwrap();
+        c.try_send_frame(&Frame::new(&Message::text("one")))
+            .unwrap();
         let burst = Frames::new(&[Message::text("two"), Message::text("three")]);
         assert_eq!(c.try_send_frames(&burst), Ok(2));
         assert_eq!(
@@ -1811,10 +1831,17 @@ mod tests {
         // Nothing held: the writer finds nothing and keeps waiting.
         let cx = &mut Context::from_waker(&waker);
         assert!(c.poll_outgoing(cx, &mut Batch::new()).is_pending());
+        // A message for this client alone waits for the writer, which writes
+        // all that a run of them queued at once.
+        c.try_send(Message::text("answer")).unwrap();
+        assert_eq!(lock(&sock.took).len(), 17, "not written directly");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(c.take_queued(), [Message::text("answer")]);
         // While the writer has something to write, sends queue for it.
         let (_hub, c2, wakes2, _waker2, sock2) = direct_client(&[]);
         c2.unpark();
-        c2.try_send(Message::text("queued")).unwrap();
+        c2.try_send_frame(&Frame::new(&Message::text("queued")))
+            .unwrap();
         assert!(lock(&sock2.took).is_empty());
         assert_eq!(wakes2.0.load(Ordering::SeqCst), 1);
         assert_eq!(c2.take_queued(), [Message::text("queued")]);
@@ -1824,11 +1851,13 @@ mod tests {
     fn what_the_socket_does_not_take_goes_first_even_before_a_close() {
         // The socket takes 3 bytes of the first send, then would block.
         let (_hub, c, wakes, waker, sock) = direct_client(&[Some(3), Some(0)]);
-        c.try_send(Message::text("hello")).unwrap();
+        c.try_send_frame(&Frame::new(&Message::text("hello")))
+            .unwrap();
         assert_eq!(*lock(&sock.took), b"\x81\x05h");
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the writer is woken");
         // The writer no longer waits: the next send queues.
-        c.try_send(Message::text("next")).unwrap();
+        c.try_send_frame(&Frame::new(&Message::text("next")))
+            .unwrap();
         assert_eq!(lock(&sock.took).len(), 3);
         assert!(
             c.close(None),
@@ -1851,14 +1880,14 @@ mod tests {
     #[test]
     fn a_socket_that_takes_nothing_leaves_the_frames_queued_and_unpark_hands_over_the_rest() {
         let (_hub, c, wakes, waker, sock) = direct_client(&[Some(0)]);
-        c.try_send(Message::text("a")).unwrap();
+        c.try_send_frame(&Frame::new(&Message::text("a"))).unwrap();
         assert!(lock(&sock.took).is_empty());
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
         assert_eq!(c.unpark(), None);
         assert_eq!(c.take_queued(), [Message::text("a")]);
         // A writer about to write a pong gets the rest of a started frame first.
         let (_hub, c, _wakes, _waker2, _sock) = direct_client(&[Some(1)]);
-        c.try_send(Message::text("b")).unwrap();
+        c.try_send_frame(&Frame::new(&Message::text("b"))).unwrap();
         assert_eq!(c.unpark().as_deref(), Some(&b"\x01b"[..]));
         assert_eq!(c.unpark(), None);
         drop(waker);
@@ -1874,7 +1903,7 @@ mod tests {
         let sock = Arc::new(Sock::default());
         c.set_direct_write(sock.clone());
         assert!(poll(&c, &mut Batch::new()).is_pending());
-        c.try_send(Message::text("x")).unwrap();
+        c.try_send_frame(&Frame::new(&Message::text("x"))).unwrap();
         assert!(lock(&sock.took).is_empty());
         assert_eq!(c.take_queued(), [Message::text("x")]);
     }

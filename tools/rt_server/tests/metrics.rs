@@ -352,7 +352,7 @@ async fn metrics_count_real_ws_sse_and_rpc_traffic() {
     assert_eq!(m("rt_messages_in_total{transport=\"ws\"}"), 3.0);
     assert_eq!(m("rt_deliveries_total{transport=\"ws\"}"), 6.0);
     assert_eq!(m("rt_messages_out_total{transport=\"ws\"}"), 6.0);
-    // The subscribed answers at least went straight to their sockets.
+    // The two said events (an emit to the room) went straight to the sockets.
     let direct = m("rt_messages_written_directly_total{transport=\"ws\"}");
     assert!((2.0..=6.0).contains(&direct), "{direct}");
     assert_eq!(m("rt_bytes_out_total{transport=\"ws\"}"), bytes as f64);
