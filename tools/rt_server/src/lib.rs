@@ -184,6 +184,11 @@ pub struct Options {
     /// Bytes the room history of all rooms may hold together in this
     /// process (alone; on Redis it is Redis's). Default: 64 MiB.
     pub room_history_bytes: usize,
+    /// A broadcast writes to the sockets of WebSocket connections whose
+    /// writers wait ([`ws_hub::HubConfig::direct_writes`]). Off, every
+    /// message wakes its connection's task, which spreads one hot room's
+    /// writes over the runtime's threads. Default: on.
+    pub direct_writes: bool,
 }
 
 /// One backplane node per part that crosses nodes (each sets its own
@@ -228,6 +233,7 @@ impl Default for Options {
             cluster: None,
             room_history: 0,
             room_history_bytes: MemoryConfig::default().kept_bytes,
+            direct_writes: true,
         }
     }
 }
@@ -304,6 +310,7 @@ impl fmt::Debug for Options {
             .field("hub_identify", &self.hub_identify.is_some())
             .field("limits", &self.limits)
             .field("cluster", &self.cluster)
+            .field("direct_writes", &self.direct_writes)
             .finish()
     }
 }
@@ -367,6 +374,7 @@ pub fn app(options: Options) -> App {
     let outbox = HubConfig {
         queue_messages: limits.outbox_messages,
         queue_bytes: limits.outbox_bytes,
+        direct_writes: options.direct_writes,
         ..HubConfig::default()
     };
     let ws_reach = reach(outbox.clone(), options.cluster.as_ref().map(|c| &c.ws));
@@ -406,6 +414,7 @@ pub fn app(options: Options) -> App {
     };
     let echo_hub = WsHub::new(HubConfig {
         queue_bytes: 128 << 20,
+        direct_writes: options.direct_writes,
         ..HubConfig::default()
     });
     let echo = ws_handler(

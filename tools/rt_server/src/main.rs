@@ -248,6 +248,11 @@ struct Args {
     /// first.
     #[arg(long, env = "RT_ROOM_HISTORY_BYTES", default_value_t = nonzero(defaults().room_history_bytes), value_name = "BYTES")]
     room_history_bytes: NonZeroUsize,
+    /// Every WebSocket message goes through its connection's task: a
+    /// broadcast never writes to a waiting socket itself. Spreads one hot
+    /// room's writes over --threads, at more CPU per message.
+    #[arg(long, env = "RT_NO_DIRECT_WRITES")]
+    no_direct_writes: bool,
 }
 
 /// The library's defaults, which the flags' defaults are (computed once).
@@ -543,6 +548,7 @@ fn options(args: &Args) -> Result<rt_server::Options, String> {
         max_topics: args.sse_max_topics.get(),
         room_history: args.room_history,
         room_history_bytes: args.room_history_bytes.get(),
+        direct_writes: !args.no_direct_writes,
         ..rt_server::Options::default()
     })
 }

@@ -210,6 +210,51 @@ fn the_publish_batch_limit_follows_its_flag_within_the_sse_queue() {
     );
 }
 
+/// The value of one series of `GET /metrics`.
+fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+}
+
+#[test]
+fn direct_writes_follow_their_flag() {
+    for (flag, direct) in [(None, true), (Some("--no-direct-writes"), false)] {
+        let mut args = vec!["--addr", "127.0.0.1:0", "--quiet"];
+        args.extend(flag);
+        let server = start(&args, &[]);
+        let (status, mut ws) = upgrade(server.addr);
+        assert_eq!(status, 101);
+        // One at a time: the connection's writer waits between them.
+        for i in 0..3 {
+            assert_eq!(post(server.addr, "/publish", &format!("m{i}")), 202);
+            let mut head = [0u8; 2];
+            ws.read_exact(&mut head).unwrap();
+            let mut text = vec![0u8; usize::from(head[1])];
+            ws.read_exact(&mut text).unwrap();
+            assert_eq!((head[0], text), (0x81, format!("m{i}").into_bytes()));
+        }
+        let written = metric(
+            server.addr,
+            "rt_messages_written_directly_total{transport=\"ws\"}",
+        );
+        if direct {
+            assert!(written >= 2.0, "{written}");
+        } else {
+            assert_eq!(written, 0.0, "{flag:?}");
+        }
+    }
+}
+
 /// The status and the start of the body of `GET path` (none for a `200`,
 /// which is a stream here).
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
