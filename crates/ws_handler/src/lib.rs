@@ -70,7 +70,7 @@
 //! | &nbsp;&nbsp;the write lane: an empty queue, no buffer, when it stalled | 88 |
 //! | &nbsp;&nbsp;client, hub, slot, span (none unless a subscriber wants it), shutdown signal | 48 |
 //! | &nbsp;&nbsp;reader and writer states, clocks, the optional timer, the message-rate bucket | 128 |
-//! | the hub's `WsClient` (identity, outbox with no buffer, counters), with its `Arc` | 264 |
+//! | the hub's `WsClient` (identity, outbox with no buffer, counters), with its `Arc` | 256 |
 //! | the shared `TcpStream` (32) in its `Arc`, with malloc's rounding | 64 |
 //! | its entry in the hub's index | about 30 |
 //! | **ws_handler and ws_hub in all, with malloc's rounding** | **about 680** |

@@ -1148,9 +1148,36 @@ struct Outbox {
     /// Of `written`, the messages a send wrote to the socket itself.
     written_directly: u64,
     /// When the sampled message still in `queue` was queued.
-    sampled: Option<Instant>,
+    sampled: Stamp,
     /// When the sampled message of the batch being written was queued.
-    in_flight: Option<Instant>,
+    in_flight: Stamp,
+}
+
+/// A moment, as nanoseconds since the first one this process took, plus
+/// one (0: none): 8 bytes where `Option<Instant>` takes 16 in every outbox.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Stamp(u64);
+
+impl Stamp {
+    fn now() -> Stamp {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        let ns = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        Stamp(ns + 1)
+    }
+
+    fn is_some(self) -> bool {
+        self.0 != 0
+    }
+
+    fn take(&mut self) -> Option<Stamp> {
+        self.is_some().then(|| std::mem::take(self))
+    }
+
+    /// Microseconds from this moment to now.
+    fn elapsed_us(self) -> u64 {
+        Stamp::now().0.saturating_sub(self.0) / 1000
+    }
 }
 
 /// A close the writer is to send (the frame boxed: the outbox of an open
@@ -1168,7 +1195,7 @@ impl Outbox {
     /// queue depth) and returns how many there were.
     fn take_messages(&mut self, counters: &Counters) -> usize {
         if let Some(queued) = self.sampled.take() {
-            self.in_flight = Some(queued);
+            self.in_flight = queued;
             counters
                 .queue_depth
                 .record(&DEPTH_BOUNDS, self.messages as u64);
@@ -1182,7 +1209,7 @@ impl Outbox {
     /// Records the latency of the sampled message the writer wrote.
     fn record_written(&mut self, counters: &Counters) {
         if let Some(queued) = self.in_flight.take() {
-            let us = u64::try_from(queued.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let us = queued.elapsed_us();
             counters.latency_us.record(&LATENCY_BOUNDS_US, us);
         }
     }
@@ -1445,8 +1472,8 @@ impl WsClient {
             // in 64 read no clock.
             // (several messages: when one of them is a 64th)
             let r = ob.sent % SAMPLE_EVERY;
-            if (r == 0 || r + messages as u64 > SAMPLE_EVERY) && ob.sampled.is_none() {
-                ob.sampled = Some(Instant::now());
+            if (r == 0 || r + messages as u64 > SAMPLE_EVERY) && !ob.sampled.is_some() {
+                ob.sampled = Stamp::now();
             }
             ob.sent += messages as u64;
             if direct && ob.write_directly(&common.counters) {
@@ -1498,7 +1525,7 @@ impl WsClient {
             ob.close = Some(Closing::Now(frame.map(Box::new)));
             ob.messages = 0;
             ob.bytes = 0;
-            ob.sampled = None;
+            ob.sampled = Stamp::default();
             let mut dropped = std::mem::take(&mut ob.queue);
             // The peer has the start of those frames: they go before the close.
             if ob.unfinished {
@@ -1568,7 +1595,7 @@ impl WsClient {
             && let Some(Closing::Now(frame)) = ob.close.take()
         {
             ob.gone = true;
-            ob.in_flight = None;
+            ob.in_flight = Stamp::default();
             return Poll::Ready(Outgoing::Close(frame.map(|f| *f)));
         }
         if ob.gone {
@@ -1694,8 +1721,8 @@ impl WsClient {
             ob.gone = true;
             ob.messages = 0;
             ob.bytes = 0;
-            ob.sampled = None;
-            ob.in_flight = None;
+            ob.sampled = Stamp::default();
+            ob.in_flight = Stamp::default();
             ob.waker = None;
             ob.parked = false;
             ob.direct = None;
@@ -2106,7 +2133,10 @@ mod tests {
             std::mem::size_of::<ClientShared>(),
             std::mem::size_of::<Outbox>()
         );
-        assert!(std::mem::size_of::<ClientShared>() <= 256);
+        // At 256 bytes `ws-bench --only idle` measured 1.59 KiB per idle
+        // WebSocket against 1.44 at 248 (glibc's next size class, and how the
+        // connection's other allocations then pack): a guard, not a target.
+        assert!(std::mem::size_of::<ClientShared>() <= 248);
     }
 
     #[test]
