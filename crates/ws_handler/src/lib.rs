@@ -684,12 +684,22 @@ async fn upgrade(hub: &WsHub, shared: &Arc<Shared>, req: &mut Request) -> Respon
         tokio::spawn(async move {
             match on.await {
                 // Plain TCP under hyper's own server or hyper-util's (axum's):
-                // sends may write to the socket, as on `http_serve`.
-                Ok(io) => match plain_tcp(io) {
+                // broadcasts may write to the socket, as on `http_serve`.
+                Ok(io) => match plain_tcp(io, hub.config().direct_writes) {
                     Ok((stream, first)) => {
                         let (io, socket) = tcp::SharedTcp::new(stream);
-                        let direct = Some(socket as Arc<dyn ws_hub::DirectWrite>);
-                        serve(hub, slot, io, first, peer, identity, shutdown, span, direct).await;
+                        serve(
+                            hub,
+                            slot,
+                            io,
+                            first,
+                            peer,
+                            identity,
+                            shutdown,
+                            span,
+                            Some(socket),
+                        )
+                        .await;
                     }
                     Err(io) => {
                         let io = hyper_util::rt::TokioIo::new(io);
@@ -743,14 +753,21 @@ fn serve_upgraded(
     // The bytes HTTP read ahead go to the reader now: the socket alone is kept.
     let (io, first) = upgraded.into_parts();
     match io {
-        http_serve::Io::Tcp(stream) => {
+        http_serve::Io::Tcp(stream) if hub.config().direct_writes => {
             let (io, socket) = tcp::SharedTcp::new(stream);
-            let direct = Some(socket as Arc<dyn ws_hub::DirectWrite>);
             Either::Left(serve(
-                hub, slot, io, first, peer, identity, shutdown, span, direct,
+                hub,
+                slot,
+                io,
+                first,
+                peer,
+                identity,
+                shutdown,
+                span,
+                Some(socket),
             ))
         }
-        // TLS: boxed, so both kinds of connection keep a pointer.
+        // TLS, or direct writes off: boxed, so both kinds keep a pointer.
         io => Either::Right(serve(
             hub,
             slot,
@@ -766,12 +783,17 @@ fn serve_upgraded(
 }
 
 /// The TCP socket under a connection hyper upgraded, and what HTTP read
-/// ahead of it, when it is one: hyper's server keeps the IO type it was
-/// given (`TokioIo<TcpStream>`), hyper-util's `auto` server (axum's) wraps it.
+/// ahead of it, when it is one and `wanted` (direct writes on): hyper's
+/// server keeps the IO type it was given (`TokioIo<TcpStream>`),
+/// hyper-util's `auto` server (axum's) wraps it.
 fn plain_tcp(
     io: hyper::upgrade::Upgraded,
+    wanted: bool,
 ) -> Result<(tokio::net::TcpStream, http_types::Bytes), hyper::upgrade::Upgraded> {
     type Tcp = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    if !wanted {
+        return Err(io);
+    }
     match hyper_util::server::conn::auto::upgrade::downcast::<Tcp>(io) {
         Ok(parts) => Ok((parts.io.into_inner(), parts.read_buf)),
         Err(io) => io

@@ -34,7 +34,7 @@ pub(crate) struct SharedTcp(Arc<Socket>);
 
 impl SharedTcp {
     /// The stream, and the handle for [`ws_hub::WsClient::set_direct_write`].
-    pub(crate) fn new(stream: TcpStream) -> (SharedTcp, Arc<Socket>) {
+    pub(crate) fn new(stream: TcpStream) -> (SharedTcp, Arc<dyn ws_hub::DirectWrite>) {
         let socket = Arc::new(Socket(stream));
         (SharedTcp(socket.clone()), socket)
     }

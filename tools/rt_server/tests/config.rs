@@ -234,6 +234,12 @@ fn direct_writes_follow_their_flag() {
         let server = start(&args, &[]);
         let (status, mut ws) = upgrade(server.addr);
         assert_eq!(status, 101);
+        // The 101 goes out before the connection joins the hub.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while metric(server.addr, "rt_open_connections{transport=\"ws\"}") < 1.0 {
+            assert!(std::time::Instant::now() < deadline, "never registered");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // One at a time: the connection's writer waits between them.
         for i in 0..3 {
             assert_eq!(post(server.addr, "/publish", &format!("m{i}")), 202);
