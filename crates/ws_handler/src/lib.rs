@@ -679,7 +679,11 @@ async fn upgrade(hub: &WsHub, shared: &Arc<Shared>, req: &mut Request) -> Respon
     let shutdown = req.extensions().get::<Shutdown>().cloned();
     let hub = hub.clone();
     if let Some(on) = OnUpgrade::take(req) {
-        on.serve(move |io| serve_upgraded(hub, slot, io, peer, identity, shutdown, span));
+        on.serve(move |upgraded| {
+            // The bytes HTTP read ahead go to the reader now: the socket alone is kept.
+            let (io, first) = upgraded.into_parts();
+            serve_io(hub, slot, io, first, peer, identity, shutdown, span)
+        });
     } else if let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
         tokio::spawn(async move {
             match on.await {
@@ -687,19 +691,8 @@ async fn upgrade(hub: &WsHub, shared: &Arc<Shared>, req: &mut Request) -> Respon
                 // broadcasts may write to the socket, as on `http_serve`.
                 Ok(io) => match plain_tcp(io, hub.config().direct_writes) {
                     Ok((stream, first)) => {
-                        let (io, socket) = tcp::SharedTcp::new(stream);
-                        serve(
-                            hub,
-                            slot,
-                            io,
-                            first,
-                            peer,
-                            identity,
-                            shutdown,
-                            span,
-                            Some(socket),
-                        )
-                        .await;
+                        let io = http_serve::Io::Tcp(stream);
+                        serve_io(hub, slot, io, first, peer, identity, shutdown, span).await;
                     }
                     Err(io) => {
                         let io = hyper_util::rt::TokioIo::new(io);
@@ -738,20 +731,20 @@ fn error(status: StatusCode, error: &str) -> Response {
     json(status, &ErrorBody { error })
 }
 
-/// Runs a connection `http_serve` handed over: on plain TCP, sends may write
-/// to its socket while its writer waits ([`ws_hub::DirectWrite`]).
-#[allow(clippy::too_many_arguments)] // one call site, all of it the connection
-fn serve_upgraded(
+/// Runs a connection over `http_serve`'s `Io` (or a TCP socket taken back
+/// from hyper): on plain TCP, broadcasts may write to its socket while its
+/// writer waits ([`ws_hub::DirectWrite`]).
+#[allow(clippy::too_many_arguments)] // two call sites, all of it the connection
+fn serve_io(
     hub: WsHub,
     slot: Slot,
-    upgraded: http_serve::Upgraded,
+    io: http_serve::Io,
+    first: http_types::Bytes,
     peer: Option<SocketAddr>,
     identity: Identity,
     shutdown: Option<Shutdown>,
     span: Span,
 ) -> impl Future<Output = ()> + Send + 'static {
-    // The bytes HTTP read ahead go to the reader now: the socket alone is kept.
-    let (io, first) = upgraded.into_parts();
     match io {
         http_serve::Io::Tcp(stream) if hub.config().direct_writes => {
             let (io, socket) = tcp::SharedTcp::new(stream);
@@ -1704,7 +1697,17 @@ mod tests {
             idle: tokio::sync::Notify::new(),
         });
         let slot = Slots::take(&handler_shared, None).unwrap();
-        let fut = serve_upgraded(hub, slot, io, None, Identity::default(), None, Span::none());
+        let (io, first) = io.into_parts();
+        let fut = serve_io(
+            hub,
+            slot,
+            io,
+            first,
+            None,
+            Identity::default(),
+            None,
+            Span::none(),
+        );
         let sizes = [
             ("serve future", std::mem::size_of_val(&fut)),
             (
