@@ -1365,7 +1365,14 @@ where
                 return Poll::Ready(self.end());
             }
             if !again {
-                return Poll::Pending;
+                // An interrupt that came while this poll ran, before the
+                // writer waited again, found no waker to wake: it is seen
+                // here, after the writer waited (the outbox's lock orders
+                // the two), and handled in another round.
+                if !self.client.take_interrupt() {
+                    return Poll::Pending;
+                }
+                self.check_clocks();
             }
         }
     }
@@ -1727,6 +1734,116 @@ mod tests {
         // The crate docs' breakdown (release: 312 bytes); a guard, not a
         // target: what a future change adds to every idle connection.
         assert!(sizes[0].1 <= 384, "{sizes:?}");
+    }
+
+    /// A socket that interrupts every client of `hub` from inside the
+    /// connection's next write, once armed.
+    struct InterruptingSocket {
+        inner: tokio::io::DuplexStream,
+        hub: WsHub,
+        armed: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl AsyncRead for InterruptingSocket {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for InterruptingSocket {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if self.armed.swap(false, Ordering::AcqRel) {
+                self.hub.for_each(WsClient::interrupt);
+            }
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// An interrupt that comes while the connection's task runs, after the
+    /// send that woke it took the outbox's waker and before the writer
+    /// waits again, is not lost: here it comes from inside the write of
+    /// that send's message, and the ping it asks for follows the message
+    /// (the ping interval is an hour: nothing else would send one).
+    #[tokio::test]
+    async fn an_interrupt_during_the_connections_own_poll_is_not_lost() {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+
+        let hub = WsHub::new(ws_hub::HubConfig::default());
+        let (registered, mut joined) = tokio::sync::mpsc::unbounded_channel();
+        let config = WsConfig {
+            ping_interval: Duration::from_secs(3600),
+            on_connect: Some(on_connect(move |c: &WsClient| {
+                let _ = registered.send(c.clone());
+                std::future::ready(Ok(()))
+            })),
+            ..WsConfig::default()
+        };
+        let shared = Arc::new(Shared {
+            config,
+            ws_config: WebSocketConfig::default(),
+            slots: Slots::default(),
+            keepers: Mutex::default(),
+            idle: tokio::sync::Notify::new(),
+        });
+        let slot = Slots::take(&shared, None).unwrap();
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let io = InterruptingSocket {
+            inner: ours,
+            hub: hub.clone(),
+            armed: armed.clone(),
+        };
+        tokio::spawn(serve(
+            hub.clone(),
+            slot,
+            io,
+            http_types::Bytes::new(),
+            None,
+            Identity::default(),
+            None,
+            Span::none(),
+            None,
+        ));
+        let mut peer =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(theirs, Role::Client, None).await;
+        let client = joined.recv().await.unwrap();
+
+        armed.store(true, Ordering::Release);
+        client.try_send(Message::text("hello")).unwrap();
+        let wait = Duration::from_secs(5);
+        let first = tokio::time::timeout(wait, peer.next()).await;
+        assert_eq!(
+            first.expect("the message").unwrap().unwrap(),
+            Message::text("hello")
+        );
+        assert!(!armed.load(Ordering::Acquire), "interrupted from the write");
+        let second = tokio::time::timeout(wait, peer.next())
+            .await
+            .expect("the ping the interrupt asked for")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(second, Message::Ping(_)), "{second:?}");
     }
 }
 

@@ -1688,7 +1688,12 @@ impl WsClient {
     }
 
     /// Whether [`interrupt`](WsClient::interrupt) was called since the last
-    /// time this was asked (one atomic load when not).
+    /// time this was asked (one atomic load when not). An interrupt that
+    /// comes while the connection's task runs, before its writer waits
+    /// again, has no waker to wake: ask once more after
+    /// [`poll_outgoing`](WsClient::poll_outgoing) or
+    /// [`poll_close_requested`](WsClient::poll_close_requested) left the
+    /// writer waiting, before the task returns `Pending`.
     pub fn take_interrupt(&self) -> bool {
         self.0.interrupted.load(Ordering::Relaxed)
             && self.0.interrupted.swap(false, Ordering::Acquire)
