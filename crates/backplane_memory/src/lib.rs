@@ -27,6 +27,11 @@
 //!   crash: they expire [`MemoryConfig::presence_ttl`] later, measured on
 //!   tokio's clock (so tests can pause time), and
 //!   [`Backplane::presence_expire`] hands each to exactly one caller.
+//! - **Subscriptions in flight**: [`MemoryBus::delay_subscriptions`]`(true)`
+//!   queues subscribes and unsubscribes, as a SUBSCRIBE is in flight to
+//!   Redis, and [`Backplane::subscriptions_applied`] waits; back to `false`,
+//!   they take effect in order and the waits end: for testing what a node
+//!   does meanwhile.
 //! - **Outage**: [`MemoryBus::set_available`]`(false)` makes every call that
 //!   talks to the bus answer [`BackplaneError::Unavailable`] (subscriptions
 //!   are still recorded); back to `true`, every node gets
@@ -107,6 +112,8 @@ pub struct MemoryBus(Arc<Bus>);
 struct Bus {
     config: MemoryConfig,
     state: Mutex<State>,
+    /// Told when delayed subscriptions took effect.
+    applied: tokio::sync::Notify,
 }
 
 struct State {
@@ -133,6 +140,10 @@ struct State {
     pending: VecDeque<(Receiver, Incoming)>,
     /// A thread is calling receivers (it takes what is queued meanwhile too).
     delivering: bool,
+    /// Subscription changes wait in `delayed` (`MemoryBus::delay_subscriptions`).
+    delaying: bool,
+    /// Subscription changes not in effect yet: node, channel, subscribe.
+    delayed: Vec<(u64, Channel, bool)>,
 }
 
 /// One room's kept messages.
@@ -211,7 +222,10 @@ impl MemoryBus {
                 rooms: HashMap::new(),
                 pending: VecDeque::new(),
                 delivering: false,
+                delaying: false,
+                delayed: Vec::new(),
             }),
+            applied: tokio::sync::Notify::new(),
         }))
     }
 
@@ -247,6 +261,22 @@ impl MemoryBus {
                 .extend(resync.into_iter().map(|r| (r, Incoming::Resync)));
         }
         self.0.deliver(st);
+    }
+
+    /// Simulates subscriptions in flight (`true`): from now on, subscribes
+    /// and unsubscribes wait, and [`Backplane::subscriptions_applied`] of a
+    /// node with one waiting waits too; back to `false`, they take effect
+    /// in the order they were made and those waits end.
+    pub fn delay_subscriptions(&self, delay: bool) {
+        let mut st = self.0.lock();
+        st.delaying = delay;
+        if !delay {
+            for (node, channel, subscribe) in std::mem::take(&mut st.delayed) {
+                st.set_subscribed(node, channel, subscribe);
+            }
+            drop(st);
+            self.0.applied.notify_waiters();
+        }
     }
 
     /// Whether the bus takes calls now ([`set_available`](MemoryBus::set_available)).
@@ -325,6 +355,27 @@ impl Bus {
 }
 
 impl State {
+    /// Subscribes `node` to `channel` (or unsubscribes it), or queues the
+    /// change while subscriptions are delayed.
+    fn subscription(&mut self, node: u64, channel: Channel, subscribe: bool) {
+        if self.delaying {
+            self.delayed.push((node, channel, subscribe));
+        } else {
+            self.set_subscribed(node, channel, subscribe);
+        }
+    }
+
+    fn set_subscribed(&mut self, node: u64, channel: Channel, subscribe: bool) {
+        if subscribe {
+            self.subscriptions.entry(channel).or_default().insert(node);
+        } else if let Some(nodes) = self.subscriptions.get_mut(&channel) {
+            nodes.remove(&node);
+            if nodes.is_empty() {
+                self.subscriptions.remove(&channel);
+            }
+        }
+    }
+
     /// Queues `payload` for every node subscribed to `channel`.
     fn queue(&mut self, channel: &Channel, position: Option<Position>, payload: &Bytes) {
         let Some(nodes) = self.subscriptions.get(channel) else {
@@ -412,21 +463,11 @@ impl Backplane for MemoryBackplane {
     }
 
     fn subscribe(&self, channel: Channel) {
-        let mut st = self.bus.0.lock();
-        st.subscriptions
-            .entry(channel)
-            .or_default()
-            .insert(self.node);
+        self.bus.0.lock().subscription(self.node, channel, true);
     }
 
     fn unsubscribe(&self, channel: Channel) {
-        let mut st = self.bus.0.lock();
-        if let Some(nodes) = st.subscriptions.get_mut(&channel) {
-            nodes.remove(&self.node);
-            if nodes.is_empty() {
-                st.subscriptions.remove(&channel);
-            }
-        }
+        self.bus.0.lock().subscription(self.node, channel, false);
     }
 
     fn is_connected(&self) -> bool {
@@ -434,13 +475,29 @@ impl Backplane for MemoryBackplane {
     }
 
     /// Subscriptions take effect when made: ready at once (`Unavailable`
-    /// while the bus is set unavailable).
+    /// while the bus is set unavailable), unless this node's wait
+    /// ([`MemoryBus::delay_subscriptions`]).
     fn subscriptions_applied(&self) -> BoxFuture<'static, Result<(), BackplaneError>> {
-        if self.bus.0.lock().available {
-            ready(Ok(()))
-        } else {
-            ready(Err(Bus::unavailable()))
+        let (bus, node) = (self.bus.clone(), self.node);
+        let waiting = move |st: &State| st.delayed.iter().any(|(n, ..)| *n == node);
+        {
+            let st = bus.0.lock();
+            if !st.available {
+                return ready(Err(Bus::unavailable()));
+            }
+            if !waiting(&st) {
+                return ready(Ok(()));
+            }
         }
+        Box::pin(async move {
+            loop {
+                let applied = bus.0.applied.notified();
+                if !waiting(&bus.0.lock()) {
+                    return Ok(());
+                }
+                applied.await;
+            }
+        })
     }
 
     fn publish(
@@ -630,6 +687,8 @@ impl Backplane for MemoryBackplane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
+    use std::task::Poll;
 
     /// A node whose receiver records what it gets.
     fn recording(bus: &MemoryBus) -> (MemoryBackplane, Arc<Mutex<Vec<Incoming>>>) {
@@ -660,6 +719,35 @@ mod tests {
 
     fn b(s: &'static str) -> Bytes {
         Bytes::from_static(s.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn delayed_subscriptions_take_effect_in_order_when_released() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let (a, _) = recording(&bus);
+        let (n, got) = recording(&bus);
+        n.subscribe(room("old"));
+        bus.delay_subscriptions(true);
+        n.subscribe(room("r"));
+        n.unsubscribe(room("old"));
+        let mut applied = n.subscriptions_applied();
+        let cx = &mut std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(applied.as_mut().poll(cx).is_pending(), "a change in flight");
+        assert!(
+            a.subscriptions_applied().now_or_never().is_some(),
+            "another node has none"
+        );
+        a.publish(vec![room("r"), room("old")], b("meanwhile"))
+            .await
+            .unwrap();
+        assert_eq!(take(&got), [(room("old"), None, b("meanwhile"))]);
+
+        bus.delay_subscriptions(false);
+        assert!(matches!(applied.as_mut().poll(cx), Poll::Ready(Ok(()))));
+        a.publish(vec![room("r"), room("old")], b("after"))
+            .await
+            .unwrap();
+        assert_eq!(take(&got), [(room("r"), None, b("after"))]);
     }
 
     fn pos(seq: u64) -> Position {

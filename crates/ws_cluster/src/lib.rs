@@ -225,14 +225,22 @@ enum Op {
         room: String,
         client: ClientId,
     },
-    /// Sends the room's history to a connection that joined it, then what
-    /// was held for it.
-    History {
+    /// Answers a join once the node's subscriptions are in effect; then,
+    /// when the join made the hold (`release`), sends the room's history
+    /// (if kept) and what was held.
+    Join {
         room: String,
         client: ClientId,
+        done: Done,
+        release: bool,
     },
+    /// Answers a leave (after the joins queued before it).
+    Answer(Box<dyn FnOnce() + Send>),
     Flush(oneshot::Sender<()>),
 }
+
+/// How a join is answered.
+type Done = Box<dyn FnOnce(Result<(), JoinError>) + Send>;
 
 /// An envelope to publish: on `channels`, kept in the history of `rooms`
 /// (none: not kept).
@@ -421,18 +429,50 @@ impl WsCluster {
         report
     }
 
-    /// Joins `client` to `room` (checked as `ws_room_join` checks it); with
-    /// [`ClusterConfig::room_history`], the client then gets the room's last
-    /// messages, oldest first, before any live message of the room, each
-    /// once. Use it where a connection asks to join (`ws_control`'s
-    /// `ControlConfig::join` hook).
-    ///
-    /// # Errors
-    ///
-    /// What `ws_room_join` refuses: an invalid room name, a client not
-    /// registered, too many rooms.
-    pub fn join(&self, client: &WsClient, room: &str) -> Result<(), JoinError> {
-        self.0.join(client, room)
+    /// Joins `client` to `room` (checked as `ws_room_join` checks it) and
+    /// calls `done` once the node receives what any node sends to the room
+    /// (its backplane subscription is in effect), before any message of the
+    /// room reaches the client: answer the client's request from `done`
+    /// (`ws_control`'s `ControlConfig::join`), and what a node sends after
+    /// that answer reaches it. With [`ClusterConfig::room_history`], the
+    /// client then gets the room's last messages, oldest first, before any
+    /// live message of the room, each once. `done` gets the refusal at once
+    /// (an invalid room name, a client not registered, too many rooms); the
+    /// answers to one client's joins and [`leave`](WsCluster::leave)s come in
+    /// call order.
+    pub fn join(
+        &self,
+        client: &WsClient,
+        room: &str,
+        done: impl FnOnce(Result<(), JoinError>) + Send + 'static,
+    ) {
+        self.0.join(client, room, Box::new(done));
+    }
+
+    /// Takes `client` out of `room` now and calls `done` after the answers
+    /// to the joins asked before (see [`join`](WsCluster::join)).
+    pub fn leave(&self, client: &WsClient, room: &str, done: impl FnOnce() + Send + 'static) {
+        self.0.hub.leave(client, room);
+        if let Err(refused) = self.0.queue.try_send(Op::Answer(Box::new(done))) {
+            self.0.queue_full();
+            if let Op::Answer(done) = refused.into_inner() {
+                done();
+            }
+        }
+    }
+
+    /// Completes once the node receives what any node sends to the channels
+    /// its members need now (the users of the connections registered so
+    /// far, the rooms joined so far): await it before telling a new
+    /// connection it is connected (`ws_control`'s `ControlConfig::ready`), so
+    /// an emit to its user from any node after that reaches it. Completes
+    /// at once when the backplane is disconnected (the subscriptions are
+    /// applied when it reconnects).
+    pub fn ready(&self) -> impl Future<Output = ()> + Send + use<> {
+        let applied = self.0.backplane.subscriptions_applied();
+        async move {
+            let _ = applied.await;
+        }
     }
 
     /// Who is in `room` across the nodes.
@@ -565,14 +605,11 @@ impl Inner {
         report
     }
 
-    /// Joins `client` to `room`; with room history, holds the room's
-    /// messages for it and has the node's task send the history first.
-    fn join(&self, client: &WsClient, room: &str) -> Result<(), JoinError> {
-        if self.config.room_history == 0 {
-            return self.hub.join(client, room).map(drop);
-        }
+    /// Joins `client` to `room`, holding the room's messages for it until
+    /// the node's task answered `done` (and sent the room's history).
+    fn join(&self, client: &WsClient, room: &str, done: Done) {
         // A hold made now is this join's; one already there belongs to a
-        // join whose history is being read, and that one sends it.
+        // join being completed, which releases it.
         let fresh = {
             let mut holds = lock(&self.holds);
             let for_room = holds.entry(room.to_string()).or_default();
@@ -583,32 +620,57 @@ impl Inner {
             }
             fresh
         };
-        let joined = self.hub.join(client, room);
-        if !fresh {
-            return joined.map(drop);
+        if let Err(e) = self.hub.join(client, room) {
+            if fresh {
+                self.release(room, client.id(), Vec::new());
+            }
+            return done(Err(e));
         }
-        match joined {
-            Ok(true) => {
-                let op = Op::History {
-                    room: room.to_string(),
-                    client: client.id(),
-                };
-                if !self.enqueue(op) {
+        let op = Op::Join {
+            room: room.to_string(),
+            client: client.id(),
+            done,
+            release: fresh,
+        };
+        if let Err(refused) = self.queue.try_send(op)
+            && let Op::Join { done, .. } = refused.into_inner()
+        {
+            self.queue_full();
+            if self.config.room_history > 0 && fresh {
+                bump(&self.counters.history_skipped);
+            }
+            done(Ok(()));
+            if fresh {
+                self.release(room, client.id(), Vec::new());
+            }
+        }
+    }
+
+    /// Completes a join in the node's task: once the node's subscriptions
+    /// are in effect, answers it, then sends the room's history (if kept)
+    /// and what was held.
+    async fn complete_join(&self, room: &str, client: ClientId, done: Done, release: bool) {
+        if let Err(e) = self.backplane.subscriptions_applied().await {
+            // Disconnected: the subscription is applied when it reconnects.
+            self.failed("subscribe", &e);
+        }
+        done(Ok(()));
+        if !release {
+            return;
+        }
+        let history = if self.config.room_history == 0 || !self.is_member(room, client) {
+            Vec::new()
+        } else {
+            match self.backplane.recent(room, self.config.room_history).await {
+                Ok(history) => history,
+                Err(e) => {
+                    self.failed("recent", &e);
                     bump(&self.counters.history_skipped);
-                    self.release(room, client.id(), Vec::new());
+                    Vec::new()
                 }
-                Ok(())
             }
-            // Already a member: it has the live messages, no history.
-            Ok(false) => {
-                self.release(room, client.id(), Vec::new());
-                Ok(())
-            }
-            Err(e) => {
-                self.release(room, client.id(), Vec::new());
-                Err(e)
-            }
-        }
+        };
+        self.release(room, client, history);
     }
 
     /// Sends `history` (envelopes, oldest first) to `client`, leaving out
@@ -647,19 +709,6 @@ impl Inner {
         for (_, msg) in hold.messages {
             let _ = socket.try_send(msg);
         }
-    }
-
-    /// Reads `room`'s history and releases `client`'s hold with it.
-    async fn send_history(&self, room: &str, client: ClientId) {
-        let history = match self.backplane.recent(room, self.config.room_history).await {
-            Ok(history) => history,
-            Err(e) => {
-                self.failed("recent", &e);
-                bump(&self.counters.history_skipped);
-                Vec::new()
-            }
-        };
-        self.release(room, client, history);
     }
 
     /// Publishes forwards, each started before the next (in order on the
@@ -702,11 +751,16 @@ impl Inner {
     /// Queues `op` for the node's task; `false` (counted) when the queue is full.
     fn enqueue(&self, op: Op) -> bool {
         if self.queue.try_send(op).is_err() {
-            bump(&self.counters.queue_full);
-            tracing::warn!(target: "ws_cluster", node = self.node, "queue full: a backplane operation was dropped");
+            self.queue_full();
             return false;
         }
         true
+    }
+
+    #[cold]
+    fn queue_full(&self) {
+        bump(&self.counters.queue_full);
+        tracing::warn!(target: "ws_cluster", node = self.node, "queue full: a backplane operation was dropped or done at once");
     }
 
     /// What the backplane hands this node.
@@ -814,7 +868,13 @@ impl Inner {
     async fn apply(&self, op: Op, local: &mut Local) {
         match op {
             Op::Forward(forward) => self.publish_burst(vec![forward]).await,
-            Op::History { room, client } => self.send_history(&room, client).await,
+            Op::Join {
+                room,
+                client,
+                done,
+                release,
+            } => self.complete_join(&room, client, done, release).await,
+            Op::Answer(done) => done(),
             Op::Joined { room, client, user } => {
                 // Told out of order with its leave, or left since: nothing to say.
                 if !self.is_member(&room, client) {
@@ -1148,6 +1208,84 @@ mod tests {
 
     fn notices(client: &WsClient) -> Vec<Value> {
         data_of(client, "notice")
+    }
+
+    /// Joins `c` to `room` through the cluster, answering as `ws_control`
+    /// does: an `answer` event with the result, in the client's outbox.
+    fn join(n: &WsCluster, c: &WsClient, room: &str) {
+        let client = c.clone();
+        n.join(c, room, move |result| {
+            let answer = Event::new("answer", json!(format!("{result:?}")));
+            let _ = client.try_send(Message::text(answer.to_json()));
+        });
+    }
+
+    #[tokio::test]
+    async fn ready_completes_once_the_users_of_new_connections_reach_the_node() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let (a, b) = (node(&bus), node(&bus));
+        bus.delay_subscriptions(true);
+        let ana = user(&a, "ana");
+        let mut ready = std::pin::pin!(a.ready());
+        let cx = &mut std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(ready.as_mut().poll(cx).is_pending());
+        bus.delay_subscriptions(false);
+        ready.await;
+        b.emit(&notice(1), &Target::users(["ana"])).await.unwrap();
+        assert_eq!(notices(&ana), [json!(1)]);
+    }
+
+    #[tokio::test]
+    async fn a_join_is_answered_once_the_node_receives_the_room_from_every_node() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let (a, b) = (node(&bus), node(&bus));
+        let ana = user(&a, "ana");
+        let room = Target::rooms(["r"]);
+        bus.delay_subscriptions(true);
+        join(&a, &ana, "r");
+        settle(&[&b]).await;
+        // a's task waits for the subscription: flush would wait behind it.
+        tokio::task::yield_now().await;
+        assert!(a.hub().is_member(&ana, "r"));
+        assert!(
+            got(&ana).is_empty(),
+            "answered before the room reaches the node"
+        );
+        // Sent on a meanwhile: held for ana until the answer.
+        a.emit(&notice(1), &room).await.unwrap();
+        assert!(got(&ana).is_empty());
+
+        bus.delay_subscriptions(false);
+        settle(&[&a]).await;
+        let events = got(&ana);
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            ["answer", types::PRESENCE_JOIN, "notice"],
+            "{events:?}"
+        );
+        assert_eq!(events[0]["data"], "Ok(())");
+        // From now on what b sends to the room reaches ana.
+        b.emit(&notice(2), &room).await.unwrap();
+        assert_eq!(notices(&ana), [json!(2)]);
+
+        // A refusal is answered at once; a leave after the joins before it.
+        join(&a, &ana, "");
+        assert_eq!(data_of(&ana, "answer"), [json!("Err(InvalidName)")]);
+        bus.delay_subscriptions(true);
+        let bo = user(&a, "bo");
+        join(&a, &bo, "s");
+        let left = bo.clone();
+        a.leave(&bo, "s", move || {
+            let _ = left.try_send(Message::text(Event::new("left", json!("s")).to_json()));
+        });
+        tokio::task::yield_now().await;
+        assert!(got(&bo).is_empty());
+        bus.delay_subscriptions(false);
+        settle(&[&a]).await;
+        let kinds: Vec<String> = got(&bo).iter().map(|e| e["type"].to_string()).collect();
+        assert_eq!(kinds, [r#""answer""#, r#""left""#]);
+        assert!(!a.hub().is_member(&bo, "s"));
     }
 
     #[tokio::test]
@@ -1536,13 +1674,17 @@ mod tests {
         // Not a room message: never history.
         b.emit(&notice(99), &Target::broadcast()).await.unwrap();
         let ana = user(&a, "ana");
-        a.join(&ana, "r").unwrap();
+        join(&a, &ana, "r");
         settle(&[&a, &b]).await;
         b.emit(&notice(6), &room).await.unwrap();
         settle(&[&a, &b]).await;
         let events = got(&ana);
         let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-        assert_eq!(kinds[0], "notice");
+        assert_eq!(
+            kinds[..2],
+            ["answer", "notice"],
+            "answered, then the history"
+        );
         let seen: Vec<u64> = events
             .iter()
             .filter(|e| e["type"] == "notice")
@@ -1562,18 +1704,17 @@ mod tests {
             "its own presence.join comes after the history"
         );
 
-        // Joining again, or a room it is in: nothing repeated.
-        a.join(&ana, "r").unwrap();
+        // Joining again, or a room it is in: answered, nothing repeated.
+        join(&a, &ana, "r");
         settle(&[&a, &b]).await;
-        assert!(got(&ana).is_empty());
-        assert_eq!(a.join(&ana, ""), Err(JoinError::InvalidName));
+        assert_eq!(data_of(&ana, "answer"), [json!("Ok(())")]);
 
         // Left and back while its history is read: a member again, the
         // history once.
         let bo = user(&a, "bo");
-        a.join(&bo, "r").unwrap();
+        join(&a, &bo, "r");
         a.hub().leave(&bo, "r");
-        a.join(&bo, "r").unwrap();
+        join(&a, &bo, "r");
         assert!(a.hub().is_member(&bo, "r"));
         settle(&[&a, &b]).await;
         b.emit(&notice(7), &room).await.unwrap();
@@ -1591,7 +1732,7 @@ mod tests {
             b.emit(&notice(n), &room).await.unwrap();
         }
         let bo = user(&a, "bo");
-        a.join(&bo, "r").unwrap();
+        join(&a, &bo, "r");
         // Before a's task reads the history: from a socket on a (held, its
         // forward queued after the read), and from b (kept and held).
         a.emit_local_first(&notice(4), &room);
@@ -1614,7 +1755,7 @@ mod tests {
         a.emit(&notice(1), &Target::rooms(["r"])).await.unwrap();
         let cy = user(&a, "cy");
         bus.set_available(false);
-        a.join(&cy, "r").unwrap();
+        join(&a, &cy, "r");
         a.emit_local_first(&notice(2), &Target::rooms(["r"]));
         settle(&[&a]).await;
         assert_eq!(notices(&cy), [json!(2)]);
@@ -1628,7 +1769,7 @@ mod tests {
         let a = node(&bus);
         a.emit(&notice(1), &Target::rooms(["r"])).await.unwrap();
         let di = user(&a, "di");
-        a.join(&di, "r").unwrap();
+        join(&a, &di, "r");
         assert!(a.hub().is_member(&di, "r"));
         a.emit(&notice(2), &Target::rooms(["r"])).await.unwrap();
         settle(&[&a]).await;

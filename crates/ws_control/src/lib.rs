@@ -5,8 +5,8 @@
 //! | client sends | server answers |
 //! |---|---|
 //! | `{"type":"ping"}` | `pong {timestamp}` |
-//! | `{"type":"subscribe","room":"r"}` | `subscribed {room}` if [`ControlConfig::guard`] allows it, else `error {message, room}` |
-//! | `{"type":"unsubscribe","room":"r"}` | `unsubscribed {room}` (also when not subscribed) |
+//! | `{"type":"subscribe","room":"r"}` | `subscribed {room}` if [`ControlConfig::guard`] allows it (once the join is complete: see [`ControlConfig::join`]), else `error {message, room}` |
+//! | `{"type":"unsubscribe","room":"r"}` | `unsubscribed {room}` (also when not subscribed; see [`ControlConfig::leave`]) |
 //! | `{"type":"authenticate", ...}` | `authenticated {userId, status}`: the identity the server established |
 //! | (on connect) | `connection.established {clientId, userId}` |
 //!
@@ -60,8 +60,63 @@ use ws_send::ws_send;
 /// Decides whether `client` may join `room`.
 pub type RoomGuard = Arc<dyn Fn(&WsClient, &str) -> bool + Send + Sync>;
 
-/// Joins `client` to `room` for a `subscribe` the guard allowed.
-pub type JoinHook = Arc<dyn Fn(&WsClient, &str) -> Result<(), JoinError> + Send + Sync>;
+/// Joins (or takes out of) a room for a `subscribe` the guard allowed (an
+/// `unsubscribe`), instead of the plain hub's join (leave), and answers
+/// through the [`RoomReply`]: at once, or once the change is complete (a
+/// cluster answers once its node receives what every node sends to the
+/// room). The room is [`RoomReply::room`].
+pub type RoomHook = Arc<dyn Fn(&WsClient, RoomReply) + Send + Sync>;
+
+/// The answer to one `subscribe` or `unsubscribe`, sent when a
+/// [`RoomHook`] calls [`send`](RoomReply::send), from any thread.
+/// Dropped unsent, it answers with an `error` event naming the room.
+#[derive(Debug)]
+pub struct RoomReply {
+    client: WsClient,
+    room: String,
+    subscribe: bool,
+    sent: bool,
+}
+
+impl RoomReply {
+    fn new(client: &WsClient, room: String, subscribe: bool) -> Self {
+        RoomReply {
+            client: client.clone(),
+            room,
+            subscribe,
+            sent: false,
+        }
+    }
+
+    /// The room.
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// Sends `subscribed {room}` (`unsubscribed {room}`) for `Ok`, an
+    /// `error {message, room}` for `Err`.
+    pub fn send(mut self, result: Result<(), JoinError>) {
+        self.sent = true;
+        let answer = match result {
+            Ok(()) if self.subscribe => Event::new(types::SUBSCRIBED, json!({ "room": self.room })),
+            Ok(()) => Event::new(types::UNSUBSCRIBED, json!({ "room": self.room })),
+            Err(e) => refused(&self.room, e.to_string()),
+        };
+        let _ = ws_send(&self.client, Message::text(answer.to_json()));
+    }
+}
+
+impl Drop for RoomReply {
+    fn drop(&mut self) {
+        if !self.sent {
+            let why = format!("the server dropped the request for room '{}'", self.room);
+            let _ = ws_send(
+                &self.client,
+                Message::text(refused(&self.room, why).to_json()),
+            );
+        }
+    }
+}
 
 /// Settings of the protocol; every field has a default.
 #[derive(Clone)]
@@ -72,9 +127,20 @@ pub struct ControlConfig {
     pub guard: Option<RoomGuard>,
     /// Send `connection.established` on connect. Default: true.
     pub announce: bool,
-    /// How an allowed `subscribe` joins the room (a cluster's join, which
-    /// sends the room's history first). Default: none, `ws_room_join`.
-    pub join: Option<JoinHook>,
+    /// How an allowed `subscribe` joins the room and when it is answered
+    /// (a cluster's join: once the node receives the room from every node,
+    /// then the room's history). Default: none, `ws_room_join` and an
+    /// answer at once.
+    pub join: Option<RoomHook>,
+    /// How an `unsubscribe` leaves the room and when it is answered (a
+    /// cluster's leave: after the answers to the client's earlier
+    /// subscribes). Default: none, `ws_room_leave` and an answer at once.
+    pub leave: Option<RoomHook>,
+    /// Awaited on connect before `connection.established` is sent (a
+    /// cluster's `WsCluster::ready`: until the node receives what any node
+    /// sends to the client's user); an `Err` closes the connection with that
+    /// frame, as the connect hook's does. Default: none.
+    pub ready: Option<ConnectHook>,
 }
 
 impl Default for ControlConfig {
@@ -84,6 +150,8 @@ impl Default for ControlConfig {
             guard: None,
             announce: true,
             join: None,
+            leave: None,
+            ready: None,
         }
     }
 }
@@ -95,6 +163,8 @@ impl std::fmt::Debug for ControlConfig {
             .field("guard", &self.guard.is_some())
             .field("announce", &self.announce)
             .field("join", &self.join.is_some())
+            .field("leave", &self.leave.is_some())
+            .field("ready", &self.ready.is_some())
             .finish()
     }
 }
@@ -162,23 +232,30 @@ pub fn ws_control(
         Err(why) => Event::new(types::ERROR, json!({ "message": why })),
         Ok(Control::Ping) => Event::new(types::PONG, json!({ "timestamp": ws_event::now() })),
         Ok(Control::Subscribe(room)) => {
-            let allowed = config.guard.as_ref().is_some_and(|g| g(client, &room));
-            if !allowed {
+            if !config.guard.as_ref().is_some_and(|g| g(client, &room)) {
                 refused(&room, format!("not allowed to join room '{room}'"))
             } else {
-                let joined = match &config.join {
-                    Some(join) => join(client, &room),
-                    None => ws_room_join(hub, client, &room).map(drop),
-                };
-                match joined {
-                    Ok(()) => Event::new(types::SUBSCRIBED, json!({ "room": room })),
-                    Err(e) => refused(&room, e.to_string()),
+                let reply = RoomReply::new(client, room, true);
+                match &config.join {
+                    Some(join) => join(client, reply),
+                    None => {
+                        let joined = ws_room_join(hub, client, reply.room()).map(drop);
+                        reply.send(joined);
+                    }
                 }
+                return None;
             }
         }
         Ok(Control::Unsubscribe(room)) => {
-            ws_room_leave(hub, client, &room);
-            Event::new(types::UNSUBSCRIBED, json!({ "room": room }))
+            let reply = RoomReply::new(client, room, false);
+            match &config.leave {
+                Some(leave) => leave(client, reply),
+                None => {
+                    ws_room_leave(hub, client, reply.room());
+                    reply.send(Ok(()));
+                }
+            }
+            return None;
         }
         Ok(Control::Authenticate) => authenticated(client),
     };
@@ -212,7 +289,8 @@ pub fn established(client: &WsClient) -> Event {
 }
 
 /// The `ws_handler` hooks that put the protocol in front of the app's own:
-/// on connect, `connection.established` then `on_connect`; on each message,
+/// on connect, [`ControlConfig::ready`] if set, `connection.established`,
+/// then `on_connect`; on each message,
 /// the protocol, then `on_message` with what is not a control message.
 pub fn control_hooks(
     hub: WsHub,
@@ -221,14 +299,25 @@ pub fn control_hooks(
     on_message: Option<MessageHook>,
 ) -> (ConnectHook, MessageHook) {
     let announce = config.announce && config.enabled;
+    let ready = config.ready.clone();
     let connect: ConnectHook = Arc::new(move |client| {
-        if announce {
-            let _ = ws_send(client, Message::text(established(client).to_json()));
-        }
-        match &on_connect {
-            Some(hook) => hook(client),
-            None => Box::pin(std::future::ready(Ok(()))),
-        }
+        let welcome = move |client: &WsClient, on_connect: &Option<ConnectHook>| {
+            if announce {
+                let _ = ws_send(client, Message::text(established(client).to_json()));
+            }
+            match on_connect {
+                Some(hook) => hook(client),
+                None => Box::pin(std::future::ready(Ok(()))),
+            }
+        };
+        let Some(ready) = &ready else {
+            return welcome(client, &on_connect);
+        };
+        let (ready, client, on_connect) = (ready(client), client.clone(), on_connect.clone());
+        Box::pin(async move {
+            ready.await?;
+            welcome(&client, &on_connect).await
+        })
     });
     let message: MessageHook = Arc::new(move |client, msg| {
         if let Some(rest) = ws_control(&hub, client, msg, &config)
@@ -244,6 +333,7 @@ pub fn control_hooks(
 mod tests {
     use super::*;
     use std::future::Future;
+    use std::sync::atomic::Ordering;
     use ws_hub::{HubConfig, Identity};
 
     fn replies(c: &WsClient) -> Vec<Value> {
@@ -347,36 +437,96 @@ mod tests {
     }
 
     #[test]
-    fn an_allowed_subscribe_joins_through_the_join_hook() {
+    fn room_hooks_join_and_leave_and_answer_when_they_are_done() {
         let hub = WsHub::new(HubConfig::default());
         let ana = hub.register_as(None, Identity::user("ana")).unwrap();
-        let joins = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (seen, joined) = (joins.clone(), hub.clone());
+        let pending = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (held, joined) = (pending.clone(), hub.clone());
+        let left = hub.clone();
         let config = ControlConfig {
-            join: Some(Arc::new(move |client: &WsClient, room: &str| {
-                seen.lock().unwrap().push(room.to_string());
-                if room == "public-full" {
-                    return Err(JoinError::TooManyRooms);
+            // Answers later (as a cluster does), and refuses one room.
+            join: Some(Arc::new(move |client: &WsClient, reply: RoomReply| {
+                if reply.room() == "public-full" {
+                    return reply.send(Err(JoinError::TooManyRooms));
                 }
-                joined.join(client, room).map(drop)
+                let result = joined.join(client, reply.room()).map(drop);
+                held.lock().unwrap().push((reply, result));
+            })),
+            leave: Some(Arc::new(move |client: &WsClient, reply: RoomReply| {
+                left.leave(client, reply.room());
+                reply.send(Ok(()));
             })),
             ..guarded()
         };
         let sub = |room: &str| Message::text(format!(r#"{{"type":"subscribe","room":"{room}"}}"#));
         ws_control(&hub, &ana, sub("public-a"), &config);
-        assert_eq!(replies(&ana)[0]["type"], "subscribed");
+        assert!(
+            replies(&ana).is_empty(),
+            "not answered before the hook says"
+        );
         assert!(hub.is_member(&ana, "public-a"));
+        let (reply, result) = pending.lock().unwrap().pop().unwrap();
+        reply.send(result);
+        let r = replies(&ana);
+        assert_eq!(
+            (&r[0]["type"], &r[0]["data"]["room"]),
+            (&json!("subscribed"), &json!("public-a"))
+        );
+
         ws_control(&hub, &ana, sub("public-full"), &config);
         let r = replies(&ana);
         assert_eq!(r[0]["type"], "error");
         assert_eq!(r[0]["data"]["message"], JoinError::TooManyRooms.to_string());
         ws_control(&hub, &ana, sub("private-bo"), &config);
-        assert_eq!(replies(&ana)[0]["type"], "error");
         assert_eq!(
-            *joins.lock().unwrap(),
-            ["public-a", "public-full"],
+            replies(&ana)[0]["type"],
+            "error",
             "the guard still decides first"
         );
+        assert!(pending.lock().unwrap().is_empty());
+
+        // A reply dropped unsent is an error naming the room.
+        ws_control(&hub, &ana, sub("public-b"), &config);
+        drop(pending.lock().unwrap().pop());
+        let r = replies(&ana);
+        assert_eq!(
+            (&r[0]["type"], &r[0]["data"]["room"]),
+            (&json!("error"), &json!("public-b"))
+        );
+
+        let unsub = Message::text(r#"{"type":"unsubscribe","room":"public-a"}"#);
+        ws_control(&hub, &ana, unsub, &config);
+        assert_eq!(replies(&ana)[0]["type"], "unsubscribed");
+        assert!(!hub.is_member(&ana, "public-a"));
+    }
+
+    #[test]
+    fn a_ready_hook_runs_before_the_announcement() {
+        let hub = WsHub::new(HubConfig::default());
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = open.clone();
+        let config = ControlConfig {
+            ready: Some(ws_handler::on_connect(move |_c: &WsClient| {
+                let gate = gate.clone();
+                std::future::poll_fn(move |_| match gate.load(Ordering::Acquire) {
+                    true => std::task::Poll::Ready(Ok(())),
+                    false => std::task::Poll::Pending,
+                })
+            })),
+            ..guarded()
+        };
+        let (connect, _) = control_hooks(hub.clone(), config, None, None);
+        let c = hub.register(None).unwrap();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut connecting = connect(&c);
+        assert!(connecting.as_mut().poll(&mut cx).is_pending());
+        assert!(replies(&c).is_empty(), "not announced before ready");
+        open.store(true, Ordering::Release);
+        assert!(matches!(
+            connecting.as_mut().poll(&mut cx),
+            std::task::Poll::Ready(Ok(()))
+        ));
+        assert_eq!(replies(&c)[0]["type"], "connection.established");
     }
 
     #[test]
@@ -451,6 +601,7 @@ mod tests {
 #[doc = include_str!("../ws_control.md")]
 #[doc = include_str!("../../../types/infra/Control.md")]
 #[doc = include_str!("../../../types/infra/ControlConfig.md")]
-#[doc = include_str!("../../../types/infra/JoinHook.md")]
+#[doc = include_str!("../../../types/infra/RoomHook.md")]
+#[doc = include_str!("../../../types/infra/RoomReply.md")]
 #[doc = include_str!("../../../types/infra/RoomGuard.md")]
 pub struct RegistryExamples;

@@ -112,7 +112,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio_tungstenite::tungstenite::Message;
 use ws_close::{CloseError, ws_close};
-use ws_control::{ControlConfig, control_hooks};
+use ws_control::{ControlConfig, RoomReply, control_hooks};
 use ws_event::{Event, Target};
 use ws_handler::{IdentifyHook, MessageRate, WsConfig, WsStats, identify, ws_handler};
 use ws_hub::{HubConfig, Identity, WsClient, WsHub};
@@ -691,11 +691,33 @@ fn hub_handler(reach: Reach, config: WsConfig) -> Handler {
                     .user()
                     .is_some_and(|u| room.strip_prefix("private-") == Some(u))
         })),
-        join: reach.cluster().cloned().map(|cluster| {
-            Arc::new(move |client: &WsClient, room: &str| cluster.join(client, room))
-                as ws_control::JoinHook
-        }),
         ..ControlConfig::default()
+    };
+    // Across nodes, each answer waits until this node receives what any
+    // node sends to the room (the user) in question.
+    let control = match reach.cluster().cloned() {
+        None => control,
+        Some(cluster) => {
+            let (on_join, on_leave, on_ready) = (cluster.clone(), cluster.clone(), cluster);
+            ControlConfig {
+                join: Some(Arc::new(move |client: &WsClient, reply: RoomReply| {
+                    let room = reply.room().to_string();
+                    on_join.join(client, &room, move |joined| reply.send(joined));
+                })),
+                leave: Some(Arc::new(move |client: &WsClient, reply: RoomReply| {
+                    let room = reply.room().to_string();
+                    on_leave.leave(client, &room, move || reply.send(Ok(())));
+                })),
+                ready: Some(ws_handler::on_connect(move |_: &WsClient| {
+                    let ready = on_ready.ready();
+                    async move {
+                        ready.await;
+                        Ok(())
+                    }
+                })),
+                ..control
+            }
+        }
     };
     let app = Arc::new(move |client: &WsClient, msg: Message| say_or_whisper(&reach, client, &msg));
     let (on_connect, on_message) = control_hooks(hub.clone(), control, None, Some(app));

@@ -367,9 +367,13 @@ async fn serve(args: Args, threads: usize) -> std::process::ExitCode {
         }
     };
     let mut options = options;
+    let mut backplanes = Vec::new();
     if let Some(url) = &args.redis {
         match cluster(&args, url).await {
-            Ok(c) => options.cluster = Some(c),
+            Ok(c) => {
+                backplanes = vec![c.sse.clone(), c.ws.clone(), c.rooms.clone()];
+                options.cluster = Some(c);
+            }
             Err(e) => {
                 eprintln!("rt-server: {e}");
                 return std::process::ExitCode::from(2);
@@ -377,6 +381,12 @@ async fn serve(args: Args, threads: usize) -> std::process::ExitCode {
         }
     }
     let app = rt_server::app(options);
+    // Listening once what other nodes broadcast reaches this one.
+    for backplane in &backplanes {
+        if let Err(e) = backplane.subscriptions_applied().await {
+            tracing::warn!(error = %e, "serving before the cluster's subscriptions are in effect");
+        }
+    }
     // Whoever started us may have stopped reading stdout: never panic on it.
     let scheme = if tls.is_some() { "https" } else { "http" };
     say(format_args!("rt-server listening on {scheme}://{addr}"));

@@ -108,34 +108,7 @@ async fn notices_until_end(ws: &mut Ws) -> Vec<String> {
         if data == "end" {
             return got;
         }
-        if !data.starts_with("probe") {
-            got.push(data);
-        }
-    }
-}
-
-/// Emits probes from `from` to `query` until each of `clients` got one:
-/// then the node(s) of those clients are subscribed to what `query` names.
-async fn until_reached(from: SocketAddr, query: &str, clients: &mut [&mut Ws]) {
-    let deadline = Instant::now() + WAIT;
-    for ws in clients.iter_mut() {
-        loop {
-            assert!(Instant::now() < deadline, "{query} never reached a client");
-            let (status, _) = http(from, "POST", &format!("/emit?{query}"), "probe").await;
-            assert_eq!(status, 202);
-            let got = tokio::time::timeout(Duration::from_millis(300), async {
-                loop {
-                    let ev = next_event(ws).await;
-                    if ev["type"] == "notice" && ev["data"] == "probe" {
-                        return;
-                    }
-                }
-            })
-            .await;
-            if got.is_ok() {
-                break;
-            }
-        }
+        got.push(data);
     }
 }
 
@@ -152,20 +125,10 @@ async fn room_user_and_broadcast_emits_reach_every_node_once() {
     join(&mut bob_a, "public-x").await;
     join(&mut ana_b, "public-y").await;
     join(&mut cat_a, "public-z").await;
-    until_reached(
-        b.addr,
-        "room=public-x&room=public-y",
-        &mut [&mut ana_a, &mut ana_b],
-    )
-    .await;
-    until_reached(
-        b.addr,
-        "user=bob&room=public-z",
-        &mut [&mut bob_a, &mut cat_a],
-    )
-    .await;
 
-    // From node B: two rooms (ana_a is in both), a user, then the end mark.
+    // At once (a node answers `subscribed` and `connection.established` once
+    // it receives the room and the user from every node), from node B: two
+    // rooms (ana_a is in both), a user, then the end mark.
     let emit = |q: &'static str, body: &'static str| async move {
         let (status, out) = http(b.addr, "POST", &format!("/emit?{q}"), body).await;
         assert_eq!(status, 202, "{out}");
@@ -182,27 +145,13 @@ async fn room_user_and_broadcast_emits_reach_every_node_once() {
     assert_eq!(notices_until_end(&mut ana_b).await, ["rooms"]);
     assert_eq!(notices_until_end(&mut cat_a).await, Vec::<String>::new());
 
-    // Broadcast: `POST /publish` (topic `hub`) on B reaches `/ws` on A and B.
+    // Broadcast: `POST /publish` (topic `hub`) on B reaches `/ws` on A and B
+    // (a node says it listens once it receives the broadcasts of the others).
     let mut ws_a = ws_at(a.addr, "/ws").await;
     let mut ws_b = ws_at(b.addr, "/ws").await;
-    let deadline = Instant::now() + WAIT;
-    'ready: loop {
-        assert!(Instant::now() < deadline, "/ws on A never heard B");
-        assert_eq!(http(b.addr, "POST", "/publish", "ping").await.0, 202);
-        if tokio::time::timeout(Duration::from_millis(300), next_text(&mut ws_a))
-            .await
-            .is_ok()
-        {
-            break 'ready;
-        }
-    }
     assert_eq!(http(b.addr, "POST", "/publish", "hello").await.0, 202);
     for ws in [&mut ws_a, &mut ws_b] {
-        let mut got = next_text(ws).await;
-        while got == "ping" {
-            got = next_text(ws).await;
-        }
-        assert_eq!(got, "hello");
+        assert_eq!(next_text(ws).await, "hello");
     }
 }
 
@@ -262,18 +211,6 @@ async fn socket_messages_reach_the_other_node_in_order() {
     let (a, b) = (node(&redis), node(&redis));
     let mut from = ws_at(a.addr, "/ws").await;
     let mut to = ws_at(b.addr, "/ws").await;
-    // Until B hears A's sockets.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        assert!(Instant::now() < deadline, "/ws on B never heard A");
-        from.send(Message::text("probe")).await.unwrap();
-        if tokio::time::timeout(Duration::from_millis(300), next_text(&mut to))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-    }
     // A burst from one socket: A forwards what queued up behind each other
     // together, and B must still get every message once, in order.
     let sent: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
@@ -283,10 +220,7 @@ async fn socket_messages_reach_the_other_node_in_order() {
     from.flush().await.unwrap();
     let mut got = Vec::new();
     while got.len() < sent.len() {
-        let text = next_text(&mut to).await;
-        if text != "probe" {
-            got.push(text);
-        }
+        got.push(next_text(&mut to).await);
     }
     assert_eq!(got, sent);
 }
