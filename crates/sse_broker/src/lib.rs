@@ -11,6 +11,13 @@
 //!   queues the same bytes on every subscriber's stream. It never waits: a subscriber whose
 //!   queue is full has its stream ended (its client reconnects with
 //!   `Last-Event-ID` and resumes), and is counted in [`BrokerStats::slow_dropped`].
+//! - **A burst goes out once per stream.** The streams get what was
+//!   published from a task that runs once the publishing task yields, so a
+//!   burst of publishes (pipelined requests, one read of the backplane)
+//!   costs each stream one send (one lock, at most one wake), in id order;
+//!   at most 64 events wait (past that the publisher hands them over
+//!   itself), and a subscribe, an unsubscribe or [`SseBroker::stats`] hands
+//!   them over first. Off a Tokio runtime, at once.
 //! - Each topic keeps its last [`BrokerConfig::replay`] events, and all
 //!   topics together at most [`BrokerConfig::replay_bytes`] (the oldest
 //!   events of any topic go first).
@@ -208,7 +215,33 @@ struct State {
     stats: BrokerStats,
     /// Cluster mode: the topics, streams and positions (`topics` stays empty).
     cluster: Option<Box<cluster::Cluster>>,
+    /// Events published (received, in cluster mode) and not yet handed to
+    /// the streams, in order: see [`State::queue_fan_out`].
+    queued: Vec<Queued>,
+    /// How many events `queued` holds: at most [`FAN_OUT_EVENTS`].
+    queued_events: u32,
+    /// A task will hand `queued` to the streams.
+    fan_out_scheduled: bool,
 }
+
+/// Events of one topic waiting for the fan-out.
+struct Queued {
+    topic: String,
+    /// Cluster mode: the event's position (one event per entry).
+    position: Option<backplane::Position>,
+    /// The encoded events, back to back.
+    bytes: Bytes,
+    /// How many events `bytes` holds.
+    n: u32,
+}
+
+/// Most events that wait for the fan-out, and that one coalesced send
+/// carries (a single published batch is never split: its size was the
+/// publisher's to check).
+const FAN_OUT_EVENTS: u32 = 64;
+
+/// Most bytes one coalesced send carries.
+const FAN_OUT_BYTES: usize = 64 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -319,24 +352,14 @@ impl SseBroker {
             }
             start = end;
         }
-        let mut gone = Vec::new();
-        let mut reached = 0u64;
-        for (sub, stream) in &t.subs {
-            match stream.try_send_many(&bytes, n) {
-                Ok(()) => reached += 1,
-                Err(SseStreamError::Full) => {
-                    stream.end();
-                    st.stats.slow_dropped += 1;
-                    gone.push(*sub);
-                }
-                Err(SseStreamError::Closed) => gone.push(*sub),
-            }
-        }
-        // Counted once per batch, not per subscriber.
-        st.stats.delivered += reached * n as u64;
-        st.stats.delivered_bytes += reached * bytes.len() as u64;
-        if !gone.is_empty() {
-            t.subs.retain(|(s, _)| !gone.contains(s));
+        if !t.subs.is_empty() {
+            let queued = Queued {
+                topic: topic.to_string(),
+                position: None,
+                bytes,
+                n: u32::try_from(n).unwrap_or(u32::MAX),
+            };
+            st.queue_fan_out(&self.inner, queued);
         }
         st.keep_within_budget();
         Ok(ids)
@@ -402,6 +425,8 @@ impl SseBroker {
             return cluster::subscribe(&self.inner, topics, last_event_id, stream);
         }
         let mut st = self.lock();
+        // What was published before goes to the streams subscribed before.
+        st.fan_out();
         st.next_sub += 1;
         let sub = st.next_sub;
         let last = st.last_id;
@@ -471,7 +496,9 @@ impl SseBroker {
 
     /// The counters now.
     pub fn stats(&self) -> BrokerStats {
-        let st = self.lock();
+        let mut st = self.lock();
+        // What was published is counted as delivered once it was.
+        st.fan_out();
         let topics = match &st.cluster {
             Some(c) => c.topics(),
             None => st.topics.len(),
@@ -503,6 +530,95 @@ impl State {
             subscribers: 0,
             stats: BrokerStats::default(),
             cluster: cluster.map(Box::new),
+            queued: Vec::new(),
+            queued_events: 0,
+            fan_out_scheduled: false,
+        }
+    }
+
+    /// Queues events for the streams. The fan-out runs in a task, once the
+    /// caller's task yields, so that a burst of publishes (pipelined
+    /// requests, one read of the backplane) costs each stream one send, one
+    /// lock and at most one wake, not one per event; at once when the
+    /// caller is not on a Tokio runtime.
+    fn queue_fan_out(&mut self, inner: &Arc<Mutex<State>>, queued: Queued) {
+        self.queued_events += queued.n;
+        self.queued.push(queued);
+        // A publisher that outruns the task pays for the fan-out itself:
+        // what waits stays bounded.
+        if self.queued_events >= FAN_OUT_EVENTS {
+            return self.fan_out();
+        }
+        if self.fan_out_scheduled {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                self.fan_out_scheduled = true;
+                let inner = Arc::downgrade(inner);
+                runtime.spawn(async move {
+                    if let Some(inner) = inner.upgrade() {
+                        lock(&inner).fan_out();
+                    }
+                });
+            }
+            Err(_) => self.fan_out(),
+        }
+    }
+
+    /// Hands the queued events to the streams, in order: the consecutive
+    /// events of a topic together (up to [`FAN_OUT_EVENTS`] and
+    /// [`FAN_OUT_BYTES`]).
+    fn fan_out(&mut self) {
+        self.fan_out_scheduled = false;
+        self.queued_events = 0;
+        let mut queued = std::mem::take(&mut self.queued).into_iter().peekable();
+        while let Some(first) = queued.next() {
+            let (mut n, mut len) = (first.n, first.bytes.len());
+            let mut run = vec![first];
+            while let Some(next) = queued.next_if(|q| {
+                q.topic == run[0].topic
+                    && n + q.n <= FAN_OUT_EVENTS
+                    && len + q.bytes.len() <= FAN_OUT_BYTES
+            }) {
+                n += next.n;
+                len += next.bytes.len();
+                run.push(next);
+            }
+            if self.cluster.is_some() {
+                cluster::deliver(self, &run);
+            } else {
+                self.deliver(&run);
+            }
+        }
+    }
+
+    /// Queues a run of events of one topic on its streams, with one send
+    /// each.
+    fn deliver(&mut self, run: &[Queued]) {
+        let Some(t) = self.topics.get_mut(&run[0].topic) else {
+            return;
+        };
+        let (bytes, _) = concat(run);
+        let n: u32 = run.iter().map(|q| q.n).sum();
+        let mut gone = Vec::new();
+        let mut reached = 0u64;
+        for (sub, stream) in &t.subs {
+            match stream.try_send_many(&bytes, n as usize) {
+                Ok(()) => reached += 1,
+                Err(SseStreamError::Full) => {
+                    stream.end();
+                    self.stats.slow_dropped += 1;
+                    gone.push(*sub);
+                }
+                Err(SseStreamError::Closed) => gone.push(*sub),
+            }
+        }
+        // Counted once per run, not per subscriber.
+        self.stats.delivered += reached * u64::from(n);
+        self.stats.delivered_bytes += reached * bytes.len() as u64;
+        if !gone.is_empty() {
+            t.subs.retain(|(s, _)| !gone.contains(s));
         }
     }
 
@@ -600,6 +716,23 @@ fn encode_batch(
 
 /// Appends the [`RESET_EVENT`] telling a client that `sent` (the id it
 /// resumes from) is too old or unknown; `oldest` is the oldest id still held.
+/// The events of `run` back to back, and where each entry starts.
+fn concat(run: &[Queued]) -> (Bytes, Vec<usize>) {
+    if let [one] = run {
+        return (one.bytes.clone(), vec![0]);
+    }
+    let mut all = Vec::with_capacity(run.iter().map(|q| q.bytes.len()).sum());
+    let starts = run
+        .iter()
+        .map(|q| {
+            let start = all.len();
+            all.extend_from_slice(&q.bytes);
+            start
+        })
+        .collect();
+    (Bytes::from(all), starts)
+}
+
 fn reset_event(sent: &str, oldest: Option<String>, out: &mut Vec<u8>) {
     let data = serde_json::to_string(&ResetData {
         last_event_id: sent,
@@ -680,6 +813,8 @@ impl Drop for Subscription {
             return;
         };
         let mut st = lock(&inner);
+        // What was published before reaches the stream.
+        st.fan_out();
         if st.cluster.is_some() {
             cluster::unsubscribe(&inner, st, self.id, &self.topics);
             return;
@@ -726,6 +861,12 @@ mod tests {
         SseEvent::data(format!("e{n}"))
     }
 
+    /// Runs the fan-out the publishes queued (a task would, once the test
+    /// yields).
+    fn fan_out(b: &SseBroker) {
+        b.lock().fan_out();
+    }
+
     #[tokio::test]
     async fn every_subscriber_gets_every_event() {
         let b = SseBroker::new(BrokerConfig::default());
@@ -757,6 +898,7 @@ mod tests {
             b.publish_batch("hub", bad),
             Err(PublishError::Event(_))
         ));
+        fan_out(&b);
         assert_eq!((b.last_id(), t1.capacity()), (1, 3));
         // Three events: one send per stream, counted as three messages; the
         // stream with room for one more is ended as slow, as one by one.
@@ -764,6 +906,7 @@ mod tests {
             b.publish_batch("hub", vec![ev(2), ev(3), ev(4)]).unwrap(),
             [2, 3, 4]
         );
+        fan_out(&b);
         assert_eq!(t1.capacity(), 0);
         assert!(small.is_closed());
         let st = b.stats();
@@ -915,23 +1058,80 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_burst_reaches_each_stream_once_the_publisher_yields_in_id_order() {
+        let b = SseBroker::new(BrokerConfig::default());
+        let (both, both_body) = sse_stream(16);
+        let s1 = b.subscribe(&topics(&["a", "b"]), None, &both);
+        for (topic, n) in [("a", 1), ("b", 2), ("a", 3), ("a", 4)] {
+            b.publish(topic, ev(n)).unwrap();
+        }
+        assert_eq!(
+            both.capacity(),
+            16,
+            "nothing sent before the publisher yields"
+        );
+        tokio::task::yield_now().await;
+        assert_eq!(both.capacity(), 12);
+        // A stream that comes in the middle of a burst resumes without a
+        // repeat: what was published before it went to the others first.
+        b.publish("a", ev(5)).unwrap();
+        let (late, late_body) = sse_stream(16);
+        let s2 = b.subscribe(&topics(&["a"]), Some("4"), &late);
+        b.publish("a", ev(6)).unwrap();
+        drop((s1, s2));
+        assert_eq!(
+            drain(both, both_body).await,
+            (1..=6)
+                .map(|i| format!("id: {i}\ndata: e{i}\n\n"))
+                .collect::<String>(),
+            "in id order across the topics"
+        );
+        assert_eq!(
+            drain(late, late_body).await,
+            "id: 5\ndata: e5\n\nid: 6\ndata: e6\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_publisher_that_never_yields_fans_out_itself_past_the_bound() {
+        let b = SseBroker::new(BrokerConfig::default());
+        let (tx, _body) = sse_stream(1000);
+        let _s = b.subscribe(&topics(&["a"]), None, &tx);
+        for n in 1..FAN_OUT_EVENTS {
+            b.publish("a", ev(n)).unwrap();
+        }
+        assert_eq!(tx.capacity(), 1000, "below the bound: waits for the task");
+        b.publish("a", ev(FAN_OUT_EVENTS)).unwrap();
+        assert_eq!(
+            tx.capacity(),
+            1000 - FAN_OUT_EVENTS as usize,
+            "at the bound: sent"
+        );
+    }
+
+    #[tokio::test]
     async fn a_slow_subscriber_is_ended_and_the_others_keep_receiving() {
         let b = SseBroker::new(BrokerConfig::default());
         let (slow, _slow_body) = sse_stream(2);
         let (fast, fast_body) = sse_stream(64);
         let _s1 = b.subscribe(&topics(&["a"]), None, &slow);
         let s2 = b.subscribe(&topics(&["a"]), None, &fast);
-        for i in 1..=10 {
+        b.publish("a", ev(1)).unwrap();
+        fan_out(&b);
+        // A burst of publishes goes out as one send per stream: the slow
+        // stream has no room for it and is ended; the others get all of it.
+        for i in 2..=10 {
             b.publish("a", ev(i)).unwrap();
         }
+        fan_out(&b);
         assert!(slow.is_closed(), "the slow stream was ended");
         let st = b.stats();
         assert_eq!(st.slow_dropped, 1);
-        assert_eq!(st.delivered, 2 + 10);
+        assert_eq!(st.delivered, 1 + 10);
         let event_len = "id: 1\ndata: e1\n\n".len() as u64;
         assert_eq!(
             st.delivered_bytes,
-            (2 + 9) * event_len + "id: 10\ndata: e10\n\n".len() as u64
+            (1 + 9) * event_len + "id: 10\ndata: e10\n\n".len() as u64
         );
         drop(s2);
         assert_eq!(drain(fast, fast_body).await.matches("data: ").count(), 10);
