@@ -33,7 +33,12 @@
 //!   [`RedisConfig::history_max_len`] (and [`RedisConfig::history_max_age`])
 //!   and `PUBLISH`es each with its position: atomic, so every subscriber
 //!   sees a topic's events in stream order. (A script unknown to Redis, after a restart, is loaded and run
-//!   again: three round trips once.)
+//!   again: three round trips once.) Appends to a topic made while one is
+//!   in flight wait for it and then go together, as one script call (group
+//!   commit: concurrent publishers of one event each cost Redis one call per
+//!   round trip, and the nodes receive their events as one burst); each
+//!   caller gets its own positions, or the error of the call its events
+//!   were in.
 //! - [`history`](Backplane::history): one `EVALSHA` reading `XINFO STREAM`
 //!   and `XRANGE` atomically.
 //! - [`publish_kept`](Backplane::publish_kept): one `EVALSHA` that `RPUSH`es
@@ -125,7 +130,7 @@
 mod scripts;
 pub mod testing;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
@@ -143,7 +148,7 @@ use redis::{
     AsyncConnectionConfig, Client, ErrorKind, IntoConnectionInfo, ProtocolVersion, PushInfo,
     PushKind, RedisError, Script, ServerErrorKind, Value,
 };
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::{MissedTickBehavior, timeout};
 
 /// Settings of a [`RedisBackplane`]; [`RedisConfig::new`] gives the defaults.
@@ -293,6 +298,7 @@ impl RedisBackplane {
             presence_writes: tokio::sync::Mutex::new(()),
             connected: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
+            appends: Mutex::default(),
             reconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             scripts: Scripts {
@@ -494,27 +500,35 @@ impl Backplane for RedisBackplane {
             if events.is_empty() {
                 return Ok(Vec::new());
             }
-            let max_age = shared.config.history_max_age.map_or(0, |a| a.as_millis());
-            let mut invocation = shared.scripts.append.prepare_invoke();
-            invocation
-                .key(shared.keys.stream(&topic))
-                .arg(shared.keys.channel(&Channel::Topic(topic.clone())))
-                .arg(shared.config.history_max_len.max(1))
-                .arg(max_age.to_string());
-            for event in &events {
-                invocation.arg(&event[..]);
+            let waiting = {
+                let mut appends = lock(&shared.appends);
+                match appends.get_mut(&topic) {
+                    Some(queue) => {
+                        let (done, answer) = oneshot::channel();
+                        queue.push((events, done));
+                        Err(answer)
+                    }
+                    None => {
+                        appends.insert(topic.clone(), Vec::new());
+                        Ok(events)
+                    }
+                }
+            };
+            match waiting {
+                Ok(events) => {
+                    // However this future ends, what waits goes next.
+                    let _next = HandOver {
+                        shared: shared.clone(),
+                        topic: topic.clone(),
+                    };
+                    shared.append_now(&topic, events).await
+                }
+                Err(answer) => answer.await.unwrap_or_else(|_| {
+                    Err(BackplaneError::Unavailable(
+                        "the append was dropped before Redis answered".into(),
+                    ))
+                }),
             }
-            let ids: Vec<String> = shared
-                .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-                .await?;
-            if ids.len() != events.len() {
-                return Err(BackplaneError::Protocol(format!(
-                    "appended {} events, got {} positions",
-                    events.len(),
-                    ids.len()
-                )));
-            }
-            ids.iter().map(|id| id.parse()).collect()
         })
     }
 
@@ -849,9 +863,124 @@ struct Shared {
     reconnects: AtomicU64,
     errors: AtomicU64,
     scripts: Scripts,
+    /// The topics with an append in flight, and the appends waiting for it.
+    appends: Mutex<HashMap<String, Vec<Waiting>>>,
+}
+
+/// An append waiting for the one in flight on its topic.
+type Waiting = (
+    Vec<Bytes>,
+    oneshot::Sender<Result<Vec<Position>, BackplaneError>>,
+);
+
+/// Most events one script call of waiting appends carries (an append
+/// larger than that goes alone).
+const GROUP_EVENTS: usize = 1024;
+
+/// Ends an append in flight: the appends that waited for it go out from a
+/// task, together; with none, the topic has no append in flight.
+struct HandOver {
+    shared: Arc<Shared>,
+    topic: String,
+}
+
+impl Drop for HandOver {
+    fn drop(&mut self) {
+        let Some(group) = self.shared.next_group(&self.topic) else {
+            return;
+        };
+        let (shared, topic) = (self.shared.clone(), std::mem::take(&mut self.topic));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(shared.append_waiting(topic, group));
+            }
+            Err(_) => {
+                for (_, done) in group {
+                    let _ = done.send(Err(not_connected()));
+                }
+                lock(&shared.appends).remove(&topic);
+            }
+        }
+    }
 }
 
 impl Shared {
+    /// The appends waiting on `topic` (at most [`GROUP_EVENTS`] events,
+    /// at least one append), the append in flight staying so; none, and
+    /// none in flight any more, when none waits.
+    fn next_group(&self, topic: &str) -> Option<Vec<Waiting>> {
+        let mut appends = lock(&self.appends);
+        let queue = appends.get_mut(topic)?;
+        if queue.is_empty() {
+            appends.remove(topic);
+            return None;
+        }
+        let mut events = 0;
+        let take = queue
+            .iter()
+            .take_while(|(e, _)| {
+                events += e.len();
+                events <= GROUP_EVENTS
+            })
+            .count()
+            .max(1);
+        Some(queue.drain(..take).collect())
+    }
+
+    /// Appends waiting groups of `topic` until none waits, each as one
+    /// script call, and answers each append with its positions.
+    async fn append_waiting(self: Arc<Self>, topic: String, mut group: Vec<Waiting>) {
+        loop {
+            let events = group.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+            match self.append_now(&topic, events).await {
+                Ok(positions) => {
+                    let mut positions = positions.into_iter();
+                    for (events, done) in group {
+                        let _ = done.send(Ok(positions.by_ref().take(events.len()).collect()));
+                    }
+                }
+                Err(e) => {
+                    for (_, done) in group {
+                        let _ = done.send(Err(e.clone()));
+                    }
+                }
+            }
+            match self.next_group(&topic) {
+                Some(next) => group = next,
+                None => return,
+            }
+        }
+    }
+
+    /// One script call appending `events` to `topic`.
+    async fn append_now(
+        &self,
+        topic: &str,
+        events: Vec<Bytes>,
+    ) -> Result<Vec<Position>, BackplaneError> {
+        let max_age = self.config.history_max_age.map_or(0, |a| a.as_millis());
+        let mut invocation = self.scripts.append.prepare_invoke();
+        invocation
+            .key(self.keys.stream(topic))
+            .arg(self.keys.channel(&Channel::Topic(topic.to_string())))
+            .arg(self.config.history_max_len.max(1))
+            .arg(max_age.to_string());
+        for event in &events {
+            invocation.arg(&event[..]);
+        }
+        let ids: Vec<String> = self
+            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        if ids.len() != events.len() {
+            return Err(BackplaneError::Protocol(format!(
+                "appended {} events, got {} positions",
+                events.len(),
+                ids.len()
+            )));
+        }
+        ids.iter().map(|id| id.parse()).collect()
+    }
+
     fn want(&self, channel: Channel, subscribed: bool) {
         let mut desired = lock(&self.desired);
         let changed = if subscribed {

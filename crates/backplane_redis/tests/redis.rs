@@ -63,6 +63,24 @@ fn raw(server: &RedisServer) -> redis::Connection {
         .unwrap()
 }
 
+/// A node whose scripts are loaded, and a connection to count commands
+/// with, its counters reset.
+async fn counting(redis: &RedisServer) -> (RedisBackplane, redis::Connection) {
+    let bp = connect(config(redis)).await;
+    one(&bp, "warm", "loads the script").await;
+    let mut raw = raw(redis);
+    reset_stats(&mut raw);
+    (bp, raw)
+}
+
+fn reset_stats(raw: &mut redis::Connection) {
+    redis::cmd("CONFIG").arg("RESETSTAT").exec(raw).unwrap();
+}
+
+fn commandstats(raw: &mut redis::Connection) -> String {
+    redis::cmd("INFO").arg("commandstats").query(raw).unwrap()
+}
+
 /// `calls` of one command in `INFO commandstats`.
 fn calls(info: &str, command: &str) -> u64 {
     info.lines()
@@ -351,13 +369,7 @@ async fn trimming_reports_gaps_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_an_append_and_a_batch_cost_constant_commands() {
     let redis = server();
-    let a = connect(config(&redis)).await;
-    one(&a, "warm", "loads the script").await;
-    let mut raw = raw(&redis);
-    redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .exec(&mut raw)
-        .unwrap();
+    let (a, mut raw) = counting(&redis).await;
     a.publish(
         vec![room("a"), room("b"), Channel::All],
         Bytes::from_static(b"x"),
@@ -367,30 +379,67 @@ async fn a_publish_an_append_and_a_batch_cost_constant_commands() {
     for _ in 0..10 {
         one(&a, "t", "e").await;
     }
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut raw)
-        .unwrap();
+    let info = commandstats(&mut raw);
     assert_eq!(calls(&info, "publish"), 3 + 10, "{info}");
     assert_eq!(calls(&info, "evalsha"), 10, "{info}");
     assert_eq!(calls(&info, "xadd"), 10, "{info}");
     assert_eq!(calls(&info, "eval"), 0, "{info}");
 
     // A batch of ten: one script call, one round trip.
-    redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .exec(&mut raw)
-        .unwrap();
+    reset_stats(&mut raw);
     let ten = vec![Bytes::from_static(b"e"); 10];
     assert_eq!(a.append("t", ten).await.unwrap().len(), 10);
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut raw)
-        .unwrap();
+    let info = commandstats(&mut raw);
     assert_eq!(calls(&info, "evalsha"), 1, "{info}");
     assert_eq!(calls(&info, "xadd"), 10, "{info}");
     assert_eq!(calls(&info, "publish"), 10, "{info}");
     assert_eq!(calls(&info, "xlen"), 1, "trimmed once: {info}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_made_while_one_is_in_flight_go_together_each_with_its_positions() {
+    let redis = server();
+    let (a, mut raw) = counting(&redis).await;
+    // Polled in order by one join: the first is in flight when the others
+    // come, so they wait for it and then go as one script call.
+    let batches: Vec<Vec<Bytes>> = (0..20)
+        .map(|i| {
+            (0..=i % 3)
+                .map(|j| Bytes::from(format!("{i}.{j}")))
+                .collect()
+        })
+        .collect();
+    let answers =
+        futures_util::future::join_all(batches.iter().map(|b| a.append("g", b.clone()))).await;
+    let info = commandstats(&mut raw);
+    assert_eq!(calls(&info, "evalsha"), 2, "{info}");
+    let events: usize = batches.iter().map(Vec::len).sum();
+    assert_eq!(calls(&info, "xadd"), events as u64, "{info}");
+    // Each append got its own positions, and its events are consecutive in
+    // the stream, in the order the appends were made.
+    let history = a.history("g", Position::default()).await.unwrap();
+    let mut expected = Vec::new();
+    for (batch, answer) in batches.iter().zip(answers) {
+        let positions = answer.unwrap();
+        assert_eq!(positions.len(), batch.len());
+        expected.extend(positions.into_iter().zip(batch.iter().cloned()));
+    }
+    assert_eq!(history.events, expected);
+
+    // The append in flight is dropped (its caller went away): the one that
+    // waited for it still goes, and is answered.
+    let cx = &mut std::task::Context::from_waker(std::task::Waker::noop());
+    let mut first = a.append("h", vec![Bytes::from_static(b"first")]);
+    assert!(first.as_mut().poll(cx).is_pending(), "in flight");
+    let mut second = a.append("h", vec![Bytes::from_static(b"second")]);
+    assert!(second.as_mut().poll(cx).is_pending(), "waiting");
+    drop(first);
+    let positions = timeout(WAIT, second).await.expect("answered").unwrap();
+    let history = a.history("h", Position::default()).await.unwrap();
+    assert_eq!(
+        history.events.last(),
+        Some(&(positions[0], Bytes::from_static(b"second")))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
