@@ -30,9 +30,7 @@ use sse_event::SseEvent;
 use sse_stream::{SseSender, SseStreamError};
 use tokio::runtime::Handle;
 
-use crate::{
-    PublishError, Queued, State, Subscription, check_batch, concat, encode_batch, lock, reset_event,
-};
+use crate::{PublishError, State, Subscription, check_batch, encode_batch, lock, reset_event};
 
 /// Cluster mode: the most live events held for one stream while it catches
 /// up from the backplane's history; one more ends the stream (its client
@@ -168,8 +166,6 @@ pub(crate) fn subscribe(
     unique.dedup();
     let resume = last_event_id.map(|raw| (raw, raw.trim().parse::<Position>().ok()));
     let mut st = lock(inner);
-    // What arrived before goes to the streams subscribed before.
-    st.fan_out();
     st.next_sub += 1;
     let id = st.next_sub;
     st.subscribers += 1;
@@ -295,7 +291,7 @@ pub(crate) fn receive(weak: &Weak<Mutex<State>>, incoming: Incoming) {
             channel: Channel::Topic(topic),
             position: Some(position),
             payload,
-        } => queue(&inner, topic, position, &payload),
+        } => deliver(&mut lock(&inner), &topic, position, &payload),
         Incoming::Message {
             channel: Channel::Topic(topic),
             position: None,
@@ -310,45 +306,23 @@ pub(crate) fn receive(weak: &Weak<Mutex<State>>, incoming: Incoming) {
     }
 }
 
-/// Queues a topic event from the backplane for the topic's streams
-/// ([`State::queue_fan_out`]), unless the backplane repeated it.
-fn queue(inner: &Arc<Mutex<State>>, topic: String, position: Position, payload: &[u8]) {
-    let mut st = lock(inner);
-    let Some(c) = st.cluster.as_deref_mut() else {
+/// Queues a topic event from the backplane on the topic's streams.
+fn deliver(st: &mut State, topic: &str, position: Position, payload: &Bytes) {
+    let State { cluster, stats, .. } = st;
+    let Some(c) = cluster.as_deref_mut() else {
         return;
     };
     c.head = c.head.max(Some(position));
-    let Some(t) = c.topics.get_mut(&topic) else {
+    let Some(t) = c.topics.get_mut(topic) else {
         return;
     };
     if t.seen.is_some_and(|s| position <= s) {
         return; // already here: the backplane repeated it
     }
     t.seen = Some(position);
-    let queued = Queued {
-        topic,
-        position: Some(position),
-        bytes: frame(position, payload),
-        n: 1,
-    };
-    st.queue_fan_out(inner, queued);
-}
-
-/// Queues a run of received events of one topic (positions ascending) on
-/// the topic's streams: on each, with one send, those newer than what it
-/// holds of the topic; a stream catching up keeps them for later.
-pub(crate) fn deliver(st: &mut State, run: &[Queued]) {
-    let State { cluster, stats, .. } = st;
-    let Some(c) = cluster.as_deref_mut() else {
-        return;
-    };
-    let topic = &run[0].topic;
-    let Some(t) = c.topics.get_mut(topic) else {
-        return;
-    };
-    let (all, starts) = concat(run);
-    let position = |q: &Queued| q.position.unwrap_or_default();
+    let bytes = frame(position, payload);
     let mut gone = Vec::new();
+    let before = stats.delivered;
     for id in &t.members {
         let Some(m) = c.members.get_mut(id) else {
             continue;
@@ -357,9 +331,8 @@ pub(crate) fn deliver(st: &mut State, run: &[Queued]) {
             continue;
         };
         if let Some(cu) = &mut m.catch_up {
-            if cu.pending.len() + run.len() <= CATCH_UP_BUFFER {
-                cu.pending
-                    .extend(run.iter().map(|q| (i, position(q), q.bytes.clone())));
+            if cu.pending.len() < CATCH_UP_BUFFER {
+                cu.pending.push((i, position, bytes.clone()));
             } else {
                 m.stream.end();
                 stats.slow_dropped += 1;
@@ -367,21 +340,13 @@ pub(crate) fn deliver(st: &mut State, run: &[Queued]) {
             }
             continue;
         }
-        // Those replayed from history already are left out.
-        let last = m.tracks[i].last;
-        let Some(k) = run
-            .iter()
-            .position(|q| last.is_none_or(|l| position(q) > l))
-        else {
-            continue;
-        };
-        let bytes = all.slice(starts[k]..);
-        let n = run.len() - k;
-        match m.stream.try_send_many(&bytes, n) {
+        if m.tracks[i].last.is_some_and(|l| position <= l) {
+            continue; // replayed from history already
+        }
+        match m.stream.try_send(&bytes) {
             Ok(()) => {
-                stats.delivered += n as u64;
-                stats.delivered_bytes += bytes.len() as u64;
-                m.tracks[i].last = run.last().and_then(|q| q.position);
+                stats.delivered += 1;
+                m.tracks[i].last = Some(position);
             }
             Err(SseStreamError::Full) => {
                 m.stream.end();
@@ -391,6 +356,7 @@ pub(crate) fn deliver(st: &mut State, run: &[Queued]) {
             Err(SseStreamError::Closed) => gone.push(*id),
         }
     }
+    stats.delivered_bytes += (stats.delivered - before) * bytes.len() as u64;
     if !gone.is_empty() {
         t.members.retain(|m| !gone.contains(m));
     }
@@ -399,8 +365,6 @@ pub(crate) fn deliver(st: &mut State, run: &[Queued]) {
 /// The backplane reconnected: every stream catches up from its positions.
 fn resync(inner: &Arc<Mutex<State>>) {
     let mut st = lock(inner);
-    // What arrived before the reconnection goes out first.
-    st.fan_out();
     st.stats.resyncs += 1;
     let c = st.cluster.as_deref_mut().expect("cluster mode");
     let mut ids = Vec::new();

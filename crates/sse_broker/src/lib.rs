@@ -13,11 +13,12 @@
 //!   `Last-Event-ID` and resumes), and is counted in [`BrokerStats::slow_dropped`].
 //! - **A burst goes out once per stream.** The streams get what was
 //!   published from a task that runs once the publishing task yields, so a
-//!   burst of publishes (pipelined requests, one read of the backplane)
-//!   costs each stream one send (one lock, at most one wake), in id order;
-//!   at most 64 events wait (past that the publisher hands them over
-//!   itself), and a subscribe, an unsubscribe or [`SseBroker::stats`] hands
-//!   them over first. Off a Tokio runtime, at once.
+//!   burst of publishes (pipelined requests) costs each stream one send
+//!   (one lock, at most one wake), in id order; at most 64 events wait
+//!   (past that the publisher hands them over itself), and a subscribe, an
+//!   unsubscribe or [`SseBroker::stats`] hands them over first. Off a Tokio
+//!   runtime, at once. (In cluster mode each node delivers what the
+//!   backplane hands it as it comes.)
 //! - Each topic keeps its last [`BrokerConfig::replay`] events, and all
 //!   topics together at most [`BrokerConfig::replay_bytes`] (the oldest
 //!   events of any topic go first).
@@ -215,8 +216,8 @@ struct State {
     stats: BrokerStats,
     /// Cluster mode: the topics, streams and positions (`topics` stays empty).
     cluster: Option<Box<cluster::Cluster>>,
-    /// Events published (received, in cluster mode) and not yet handed to
-    /// the streams, in order: see [`State::queue_fan_out`].
+    /// Events published and not yet handed to the streams, in order: see
+    /// [`State::queue_fan_out`].
     queued: Vec<Queued>,
     /// How many events `queued` holds: at most [`FAN_OUT_EVENTS`].
     queued_events: u32,
@@ -227,8 +228,6 @@ struct State {
 /// Events of one topic waiting for the fan-out.
 struct Queued {
     topic: String,
-    /// Cluster mode: the event's position (one event per entry).
-    position: Option<backplane::Position>,
     /// The encoded events, back to back.
     bytes: Bytes,
     /// How many events `bytes` holds.
@@ -355,7 +354,6 @@ impl SseBroker {
         if !t.subs.is_empty() {
             let queued = Queued {
                 topic: topic.to_string(),
-                position: None,
                 bytes,
                 n: u32::try_from(n).unwrap_or(u32::MAX),
             };
@@ -538,7 +536,7 @@ impl State {
 
     /// Queues events for the streams. The fan-out runs in a task, once the
     /// caller's task yields, so that a burst of publishes (pipelined
-    /// requests, one read of the backplane) costs each stream one send, one
+    /// requests) costs each stream one send, one
     /// lock and at most one wake, not one per event; at once when the
     /// caller is not on a Tokio runtime.
     fn queue_fan_out(&mut self, inner: &Arc<Mutex<State>>, queued: Queued) {
@@ -585,11 +583,7 @@ impl State {
                 len += next.bytes.len();
                 run.push(next);
             }
-            if self.cluster.is_some() {
-                cluster::deliver(self, &run);
-            } else {
-                self.deliver(&run);
-            }
+            self.deliver(&run);
         }
     }
 
@@ -599,7 +593,7 @@ impl State {
         let Some(t) = self.topics.get_mut(&run[0].topic) else {
             return;
         };
-        let (bytes, _) = concat(run);
+        let bytes = concat(run);
         let n: u32 = run.iter().map(|q| q.n).sum();
         let mut gone = Vec::new();
         let mut reached = 0u64;
@@ -716,21 +710,16 @@ fn encode_batch(
 
 /// Appends the [`RESET_EVENT`] telling a client that `sent` (the id it
 /// resumes from) is too old or unknown; `oldest` is the oldest id still held.
-/// The events of `run` back to back, and where each entry starts.
-fn concat(run: &[Queued]) -> (Bytes, Vec<usize>) {
+/// The events of `run` back to back.
+fn concat(run: &[Queued]) -> Bytes {
     if let [one] = run {
-        return (one.bytes.clone(), vec![0]);
+        return one.bytes.clone();
     }
     let mut all = Vec::with_capacity(run.iter().map(|q| q.bytes.len()).sum());
-    let starts = run
-        .iter()
-        .map(|q| {
-            let start = all.len();
-            all.extend_from_slice(&q.bytes);
-            start
-        })
-        .collect();
-    (Bytes::from(all), starts)
+    for q in run {
+        all.extend_from_slice(&q.bytes);
+    }
+    Bytes::from(all)
 }
 
 fn reset_event(sent: &str, oldest: Option<String>, out: &mut Vec<u8>) {
