@@ -227,7 +227,8 @@ struct State {
 
 /// Events of one topic waiting for the fan-out.
 struct Queued {
-    topic: String,
+    /// The topic's name, shared with its `Topic`.
+    topic: Arc<str>,
     /// The encoded events, back to back.
     bytes: Bytes,
     /// How many events `bytes` holds.
@@ -353,7 +354,7 @@ impl SseBroker {
         }
         if !t.subs.is_empty() {
             let queued = Queued {
-                topic: topic.to_string(),
+                topic: t.name.clone(),
                 bytes,
                 n: u32::try_from(n).unwrap_or(u32::MAX),
             };
@@ -590,7 +591,7 @@ impl State {
     /// Queues a run of events of one topic on its streams, with one send
     /// each.
     fn deliver(&mut self, run: &[Queued]) {
-        let Some(t) = self.topics.get_mut(&run[0].topic) else {
+        let Some(t) = self.topics.get_mut(&*run[0].topic) else {
             return;
         };
         let bytes = concat(run);
@@ -708,8 +709,6 @@ fn encode_batch(
     Ok((Bytes::from(buf), ends))
 }
 
-/// Appends the [`RESET_EVENT`] telling a client that `sent` (the id it
-/// resumes from) is too old or unknown; `oldest` is the oldest id still held.
 /// The events of `run` back to back.
 fn concat(run: &[Queued]) -> Bytes {
     if let [one] = run {
@@ -722,6 +721,8 @@ fn concat(run: &[Queued]) -> Bytes {
     Bytes::from(all)
 }
 
+/// Appends the [`RESET_EVENT`] telling a client that `sent` (the id it
+/// resumes from) is too old or unknown; `oldest` is the oldest id still held.
 fn reset_event(sent: &str, oldest: Option<String>, out: &mut Vec<u8>) {
     let data = serde_json::to_string(&ResetData {
         last_event_id: sent,

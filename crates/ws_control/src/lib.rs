@@ -96,11 +96,15 @@ impl RoomReply {
     /// Sends `subscribed {room}` (`unsubscribed {room}`) for `Ok`, an
     /// `error {message, room}` for `Err`.
     pub fn send(mut self, result: Result<(), JoinError>) {
+        self.answer(result.map_err(|e| e.to_string()));
+    }
+
+    fn answer(&mut self, result: Result<(), String>) {
         self.sent = true;
         let answer = match result {
             Ok(()) if self.subscribe => Event::new(types::SUBSCRIBED, json!({ "room": self.room })),
             Ok(()) => Event::new(types::UNSUBSCRIBED, json!({ "room": self.room })),
-            Err(e) => refused(&self.room, e.to_string()),
+            Err(why) => refused(&self.room, why),
         };
         let _ = ws_send(&self.client, Message::text(answer.to_json()));
     }
@@ -110,10 +114,7 @@ impl Drop for RoomReply {
     fn drop(&mut self) {
         if !self.sent {
             let why = format!("the server dropped the request for room '{}'", self.room);
-            let _ = ws_send(
-                &self.client,
-                Message::text(refused(&self.room, why).to_json()),
-            );
+            self.answer(Err(why));
         }
     }
 }
