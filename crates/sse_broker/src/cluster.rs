@@ -13,6 +13,15 @@
 //! than that (so nothing is lost and nothing is sent twice). A Resync during
 //! a catch-up makes that catch-up read again before it goes live.
 //!
+//! A node hands what the backplane brings to its streams at once, unless
+//! events have been coming more often than one per two
+//! [`BrokerConfig::coalesce`] windows (on average, lately): then they wait
+//! until one window after the previous hand-over and go together ([`Pace`]),
+//! so each stream's write carries several. A node's writes to its sockets, not the backplane, bound what it
+//! delivers, and a node that is not saturated alone (two share a core, or
+//! the publishers wait for their acknowledgement) would otherwise write each
+//! event on its own.
+//!
 //! Locks: the broker's state lock is never held while calling the backplane
 //! (its receiver takes that lock, possibly under the backplane's own). Topic
 //! channels are subscribed and unsubscribed under `channels` alone, which
@@ -22,6 +31,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use backplane::{Backplane, BackplaneError, Channel, History, Incoming, Position};
 use bytes::Bytes;
@@ -29,8 +39,12 @@ use futures_util::StreamExt;
 use sse_event::SseEvent;
 use sse_stream::{SseSender, SseStreamError};
 use tokio::runtime::Handle;
+use tokio::time::Instant;
 
-use crate::{PublishError, State, Subscription, check_batch, encode_batch, lock, reset_event};
+use crate::{
+    BrokerConfig, FAN_OUT_EVENTS, PublishError, State, Subscription, check_batch, encode_batch,
+    lock, reset_event,
+};
 
 /// Cluster mode: the most live events held for one stream while it catches
 /// up from the backplane's history; one more ends the stream (its client
@@ -52,6 +66,59 @@ pub(crate) struct Cluster {
     head: Option<Position>,
     /// Where catch-ups run when the caller is not on a runtime.
     runtime: Option<Handle>,
+    /// When received events go to the streams.
+    pace: Pace,
+    /// Received events waiting for `pace`, in order: (topic, position, payload).
+    held: Vec<(String, Position, Bytes)>,
+    /// A task will hand `held` over.
+    hand_over_scheduled: bool,
+}
+
+/// When a node hands the events it receives to its streams: at once, or,
+/// while they come more often than one per two `window`s on average, one
+/// `window` after the previous hand-over, together. A pure state machine:
+/// the caller says what time it is (Tokio's clock, so a paused test clock
+/// applies).
+#[derive(Debug, Clone)]
+pub(crate) struct Pace {
+    window: Duration,
+    last_arrival: Option<Instant>,
+    /// The mean gap between arrivals, weighted 1/8 to the newest.
+    mean_gap: Duration,
+    last_hand_over: Option<Instant>,
+}
+
+impl Pace {
+    pub(crate) fn new(window: Duration) -> Self {
+        Pace {
+            window,
+            last_arrival: None,
+            // A few quick arrivals in a row bring it under two windows.
+            mean_gap: window * 4,
+            last_hand_over: None,
+        }
+    }
+
+    /// An event arrived at `now`: when to hand it over (`None`: now).
+    pub(crate) fn arrive(&mut self, now: Instant) -> Option<Instant> {
+        if self.window.is_zero() {
+            return None;
+        }
+        if let Some(prev) = self.last_arrival.replace(now) {
+            let gap = now.saturating_duration_since(prev).min(self.window * 64);
+            self.mean_gap = self.mean_gap - self.mean_gap / 8 + gap / 8;
+        }
+        if self.mean_gap >= self.window * 2 {
+            return None;
+        }
+        let at = self.last_hand_over? + self.window;
+        (at > now).then_some(at)
+    }
+
+    /// What was held went to the streams at `now`.
+    pub(crate) fn handed_over(&mut self, now: Instant) {
+        self.last_hand_over = Some(now);
+    }
 }
 
 /// A topic with local streams.
@@ -97,7 +164,7 @@ struct CatchUp {
 }
 
 impl Cluster {
-    pub(crate) fn new(backplane: Arc<dyn Backplane>) -> Self {
+    pub(crate) fn new(backplane: Arc<dyn Backplane>, config: &BrokerConfig) -> Self {
         Cluster {
             backplane,
             channels: Arc::default(),
@@ -105,6 +172,9 @@ impl Cluster {
             members: HashMap::new(),
             head: None,
             runtime: Handle::try_current().ok(),
+            pace: Pace::new(config.coalesce),
+            held: Vec::new(),
+            hand_over_scheduled: false,
         }
     }
 
@@ -166,6 +236,8 @@ pub(crate) fn subscribe(
     unique.dedup();
     let resume = last_event_id.map(|raw| (raw, raw.trim().parse::<Position>().ok()));
     let mut st = lock(inner);
+    // What was received before goes to the streams subscribed before.
+    hand_over(&mut st);
     st.next_sub += 1;
     let id = st.next_sub;
     st.subscribers += 1;
@@ -291,7 +363,22 @@ pub(crate) fn receive(weak: &Weak<Mutex<State>>, incoming: Incoming) {
             channel: Channel::Topic(topic),
             position: Some(position),
             payload,
-        } => deliver(&mut lock(&inner), &topic, position, &payload),
+        } => {
+            let mut st = lock(&inner);
+            let Some(c) = st.cluster.as_deref_mut() else {
+                return;
+            };
+            let at = c.pace.arrive(Instant::now());
+            c.held.push((topic, position, payload));
+            // Too many waiting: these and what waits go now, in order.
+            let waits = match at.filter(|_| c.held.len() < FAN_OUT_EVENTS as usize) {
+                Some(at) => c.hand_over_scheduled || schedule_hand_over(c, weak, at),
+                None => false,
+            };
+            if !waits {
+                hand_over(&mut st);
+            }
+        }
         Incoming::Message {
             channel: Channel::Topic(topic),
             position: None,
@@ -303,6 +390,63 @@ pub(crate) fn receive(weak: &Weak<Mutex<State>>, incoming: Incoming) {
         // Not a topic: not the broker's.
         Incoming::Message { .. } => {}
         Incoming::Resync => resync(&inner),
+    }
+}
+
+/// Hands the received events that wait to the streams, in order.
+pub(crate) fn hand_over(st: &mut State) {
+    let Some(c) = st.cluster.as_deref_mut() else {
+        return;
+    };
+    if c.held.is_empty() {
+        return;
+    }
+    c.pace.handed_over(Instant::now());
+    let mut held = std::mem::take(&mut c.held);
+    for (topic, position, payload) in held.drain(..) {
+        deliver(st, &topic, position, &payload);
+    }
+    if let Some(c) = st.cluster.as_deref_mut() {
+        c.held = held; // keeps its allocation
+    }
+}
+
+/// Has a task hand `held` over at `at`; false when there is no runtime to
+/// run it on (the caller hands over now).
+fn schedule_hand_over(c: &mut Cluster, weak: &Weak<Mutex<State>>, at: Instant) -> bool {
+    let Some(rt) = Handle::try_current().ok().or_else(|| c.runtime.clone()) else {
+        return false;
+    };
+    c.hand_over_scheduled = true;
+    let guard = HandOverOnDrop(weak.clone());
+    rt.spawn(async move {
+        tokio::time::sleep_until(at).await;
+        drop(guard);
+    });
+    true
+}
+
+/// Hands the held events over when dropped: after the task's wait, and
+/// also if the task is dropped (runtime shutdown) or the wait panics (a
+/// runtime without timers: then the node stops waiting for good), so
+/// nothing received ever stays held.
+struct HandOverOnDrop(Weak<Mutex<State>>);
+
+impl Drop for HandOverOnDrop {
+    fn drop(&mut self) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let mut st = lock(&inner);
+        let Some(c) = st.cluster.as_deref_mut() else {
+            return;
+        };
+        c.hand_over_scheduled = false;
+        if std::thread::panicking() && !c.pace.window.is_zero() {
+            c.pace = Pace::new(Duration::ZERO);
+            tracing::warn!(target: "sse", "the runtime has no timer (enable_time): received events go to the streams as they come");
+        }
+        hand_over(&mut st);
     }
 }
 
@@ -365,6 +509,8 @@ fn deliver(st: &mut State, topic: &str, position: Position, payload: &Bytes) {
 /// The backplane reconnected: every stream catches up from its positions.
 fn resync(inner: &Arc<Mutex<State>>) {
     let mut st = lock(inner);
+    // What the connection that went away brought goes first.
+    hand_over(&mut st);
     st.stats.resyncs += 1;
     let c = st.cluster.as_deref_mut().expect("cluster mode");
     let mut ids = Vec::new();
@@ -593,5 +739,62 @@ fn write_frame(out: &mut Vec<u8>, position: Position, payload: &[u8]) {
         out.push(b'\n'); // an event with no field: the id alone
     } else {
         out.extend_from_slice(payload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn pace_hands_slow_arrivals_over_at_once_and_fast_ones_once_per_window() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(MS);
+        // One per two windows or slower: at once.
+        for i in 0..20 {
+            let now = t0 + MS * 2 * i;
+            assert_eq!(p.arrive(now), None, "arrival {i}");
+            p.handed_over(now);
+        }
+        // Faster: at once until the mean gap is under the window, then one
+        // window after the last hand-over.
+        let t1 = t0 + MS * 40;
+        let mut first_held = None;
+        for i in 0..20u32 {
+            let now = t1 + Duration::from_micros(10) * i;
+            match p.arrive(now) {
+                None => {
+                    assert!(first_held.is_none(), "once held, held until the hand-over");
+                    p.handed_over(now);
+                }
+                Some(at) => {
+                    first_held.get_or_insert(i);
+                    assert!(at > now && at <= now + MS, "{at:?}");
+                }
+            }
+        }
+        let held_from = first_held.expect("fast arrivals are held");
+        assert!(held_from <= 8, "held from arrival {held_from}");
+        // Past the window after the hand-over: at once (the caller hands
+        // over what waits with it).
+        let late = t1 + MS * 2;
+        p.handed_over(t1 + MS);
+        assert_eq!(p.arrive(late), None);
+        p.handed_over(late);
+        assert!(p.arrive(late + Duration::from_micros(10)).is_some());
+        // A quiet while brings the mean gap back over the window.
+        assert_eq!(p.arrive(late + MS * 100), None);
+    }
+
+    #[test]
+    fn pace_with_no_window_never_holds() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(Duration::ZERO);
+        for _ in 0..100 {
+            assert_eq!(p.arrive(t0), None);
+            p.handed_over(t0);
+        }
     }
 }

@@ -17,8 +17,8 @@
 //!   (one lock, at most one wake), in id order; at most 64 events wait
 //!   (past that the publisher hands them over itself), and a subscribe, an
 //!   unsubscribe or [`SseBroker::stats`] hands them over first. Off a Tokio
-//!   runtime, at once. (In cluster mode each node delivers what the
-//!   backplane hands it as it comes.)
+//!   runtime, at once. (Cluster mode paces what the backplane hands a node
+//!   instead: below.)
 //! - Each topic keeps its last [`BrokerConfig::replay`] events, and all
 //!   topics together at most [`BrokerConfig::replay_bytes`] (the oldest
 //!   events of any topic go first).
@@ -81,6 +81,14 @@
 //! - **Resync**: when the backplane reconnects ([`backplane::Incoming::Resync`]),
 //!   every stream catches up the same way from the last position it got in
 //!   each topic; streams at the same position share one history read.
+//! - **Pace**: a node hands what the backplane brings to its streams as it
+//!   comes; while events come more often than one per two
+//!   [`BrokerConfig::coalesce`] windows (2 ms by default) on average, at most
+//!   once per window, together, so each write to a stream carries several
+//!   events instead of one (a node's writes to its sockets, not the
+//!   backplane, bound what it delivers). At most 64 events wait; a
+//!   subscribe, an unsubscribe, a resync and [`SseBroker::stats`] hand them
+//!   over first.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -104,6 +112,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
 use backplane::Backplane;
 use bytes::Bytes;
@@ -134,6 +143,14 @@ pub struct BrokerConfig {
     /// subscribers is removed (a resume on it from before its newest
     /// dropped event gets a [`RESET_EVENT`] too). Default: 64 MiB.
     pub replay_bytes: usize,
+    /// Cluster mode: while the backplane's events come more often than one
+    /// per two of these windows (on average, lately), the node hands them to
+    /// its streams at most once per window, together, so each write to a
+    /// stream carries several; slower, each goes at once. Under load it adds
+    /// up to the window, plus the runtime's 1 ms timer resolution, to an
+    /// event's latency. Zero: each at once. Needs the runtime's timer
+    /// (`enable_time`). Default: 2 ms.
+    pub coalesce: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -141,6 +158,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             replay: 1024,
             replay_bytes: 64 << 20,
+            coalesce: Duration::from_millis(2),
         }
     }
 }
@@ -268,7 +286,8 @@ impl SseBroker {
     /// history is the backplane's. Create it inside a Tokio runtime: history
     /// reads run as tasks on it.
     pub fn clustered(config: BrokerConfig, backplane: Arc<dyn Backplane>) -> Self {
-        let state = State::new(config, Some(cluster::Cluster::new(backplane.clone())));
+        let cluster = cluster::Cluster::new(backplane.clone(), &config);
+        let state = State::new(config, Some(cluster));
         let inner = Arc::new(Mutex::new(state));
         let weak = Arc::downgrade(&inner);
         backplane.set_receiver(Arc::new(move |incoming| {
@@ -569,6 +588,7 @@ impl State {
     /// events of a topic together (up to [`FAN_OUT_EVENTS`] and
     /// [`FAN_OUT_BYTES`]).
     fn fan_out(&mut self) {
+        cluster::hand_over(self);
         self.fan_out_scheduled = false;
         self.queued_events = 0;
         let mut queued = std::mem::take(&mut self.queued).into_iter().peekable();
@@ -1840,6 +1860,153 @@ mod tests {
         publish(&b, "t", "e3").await;
         assert_eq!(r2.data(1).await, ["e3"]);
         assert_eq!(a.stats().backplane_errors, 2);
+    }
+
+    /// The bytes the stream holds now, if any (one frame: what is queued).
+    fn ready(body: &mut SseBody) -> Option<String> {
+        use futures_util::FutureExt;
+        let frame = body.frame().now_or_never()??.unwrap();
+        Some(String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap())
+    }
+
+    fn count_events(chunk: &str) -> usize {
+        chunk.matches("\n\n").count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_that_come_faster_than_the_window_reach_a_stream_together_once_per_window() {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let window = BrokerConfig::default().coalesce;
+        assert_eq!(window, Duration::from_millis(2));
+        let ((a, _), (b, _)) = (node(&bus), node(&bus));
+        let (tx, mut body) = sse_stream(256);
+        let _sub = a.subscribe(&topics(&["t"]), None, &tx);
+
+        // Slower than the window: each event goes at once.
+        for i in 1..=3 {
+            publish(&b, "t", &format!("slow{i}")).await;
+            assert_eq!(
+                ready(&mut body).map(|c| count_events(&c)),
+                Some(1),
+                "event {i}"
+            );
+            tokio::time::advance(window * 4).await;
+        }
+
+        // 40 at once (the clock does not move): the first go as they come,
+        // until the mean gap is under the window; then they wait for it.
+        let mut ids = Vec::new();
+        for i in 1..=40 {
+            ids.push(publish(&b, "t", &format!("fast{i}")).await);
+        }
+        let mut got = String::new();
+        while let Some(chunk) = ready(&mut body) {
+            got.push_str(&chunk);
+        }
+        let at_once = count_events(&got);
+        assert!((1..40).contains(&at_once), "{at_once} of 40 went at once");
+        assert!(ready(&mut body).is_none(), "the rest wait for the window");
+        tokio::time::sleep(window * 2).await;
+        let rest = ready(&mut body).expect("held events after the window");
+        assert_eq!(
+            count_events(&rest),
+            40 - at_once,
+            "together, in one write: {rest:?}"
+        );
+        got.push_str(&rest);
+        let mut reader = Reader::new(sse_stream(1).1);
+        reader.buf = got;
+        let evs = reader.take(40).await;
+        assert_eq!(
+            evs.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ids.iter().map(String::as_str).collect::<Vec<_>>(),
+            "in order"
+        );
+        assert_eq!(evs[39].data, "fast40");
+
+        // Held events are counted (and queued) before `stats` answers.
+        for i in 1..=5 {
+            publish(&b, "t", &format!("again{i}")).await;
+        }
+        assert_eq!(a.stats().delivered, 3 + 40 + 5);
+        assert_eq!(ready(&mut body).map(|c| count_events(&c)), Some(5));
+
+        // After a quiet while, the next event goes at once again.
+        tokio::time::advance(window * 64).await;
+        publish(&b, "t", "after").await;
+        assert_eq!(ready(&mut body).map(|c| count_events(&c)), Some(1));
+    }
+
+    /// Two nodes on a bus, a stream of topic `t` on the first, and `n`
+    /// events `e1`.. published on the second one after the other.
+    async fn burst_to_a_stream(n: u32) -> (MemoryBus, SseBroker, SseBroker, Subscription, SseBody) {
+        let bus = MemoryBus::new(MemoryConfig::default());
+        let ((a, _), (b, _)) = (node(&bus), node(&bus));
+        let (tx, body) = sse_stream(256);
+        let sub = a.subscribe(&topics(&["t"]), None, &tx);
+        for i in 1..=n {
+            publish(&b, "t", &format!("e{i}")).await;
+        }
+        (bus, a, b, sub, body)
+    }
+
+    #[test]
+    fn on_a_runtime_without_timers_held_events_still_arrive_and_none_wait_after() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (_, _a, b, _sub, mut body) = burst_to_a_stream(20).await;
+            // The hand-over task's wait fails (no timer): it hands over anyway.
+            let mut got = 0;
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+                while let Some(chunk) = ready(&mut body) {
+                    got += count_events(&chunk);
+                }
+            }
+            assert_eq!(got, 20);
+            // And the node no longer holds anything back.
+            for i in 21..=40 {
+                publish(&b, "t", &format!("e{i}")).await;
+                assert_eq!(ready(&mut body).map(|c| count_events(&c)), Some(1), "e{i}");
+            }
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_events_reach_the_streams_subscribed_before_them_and_with_no_window_none_wait() {
+        let (bus, a, b, _sub, mut body) = burst_to_a_stream(20).await;
+        while ready(&mut body).is_some() {}
+        // Some wait; a stream that subscribes now does not get them, the
+        // earlier stream does, at once.
+        let (tx2, mut body2) = sse_stream(256);
+        let _sub2 = a.subscribe(&topics(&["t"]), None, &tx2);
+        assert!(
+            ready(&mut body).is_some(),
+            "handed over before the subscription"
+        );
+        publish(&b, "t", "e21").await;
+        tokio::time::sleep(BrokerConfig::default().coalesce * 2).await;
+        let only = ready(&mut body2).expect("the live event");
+        assert_eq!(count_events(&only), 1);
+        assert!(only.contains("data: e21\n"), "{only:?}");
+
+        // `coalesce` zero: every event at once.
+        let flaky = Flaky::new(&bus);
+        let c = SseBroker::clustered(
+            BrokerConfig {
+                coalesce: Duration::ZERO,
+                ..BrokerConfig::default()
+            },
+            flaky,
+        );
+        let (tx3, mut body3) = sse_stream(256);
+        let _sub3 = c.subscribe(&topics(&["t"]), None, &tx3);
+        for i in 1..=20 {
+            publish(&b, "t", &format!("z{i}")).await;
+            assert_eq!(ready(&mut body3).map(|c| count_events(&c)), Some(1), "z{i}");
+        }
     }
 }
 

@@ -150,6 +150,11 @@ pub struct Options {
     /// Bytes the resume buffers of all topics hold together, alone (on
     /// Redis the history is Redis's). Default: 64 MiB.
     pub replay_bytes: usize,
+    /// With [`Options::cluster`]: while SSE events come from the backplane
+    /// more often than one per two of these windows, each node writes them
+    /// to its streams at most once per window ([`BrokerConfig::coalesce`]);
+    /// zero: each as it comes. Default: 2 ms.
+    pub sse_coalesce: Duration,
     /// Messages queued per SSE client. Default: 256.
     pub queue: usize,
     /// Topics one SSE stream may subscribe to. Default: 16.
@@ -221,6 +226,7 @@ impl Default for Options {
             keepalive: Duration::from_secs(15),
             replay: BrokerConfig::default().replay,
             replay_bytes: BrokerConfig::default().replay_bytes,
+            sse_coalesce: BrokerConfig::default().coalesce,
             queue: SseConfig::default().queue,
             max_topics: SseConfig::default().max_topics,
             max_publish: MAX_PUBLISH,
@@ -347,6 +353,7 @@ pub fn app(options: Options) -> App {
     let broker_config = BrokerConfig {
         replay: options.replay,
         replay_bytes: options.replay_bytes,
+        coalesce: options.sse_coalesce,
     };
     let broker = match &options.cluster {
         Some(c) => SseBroker::clustered(broker_config, c.sse.clone()),

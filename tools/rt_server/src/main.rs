@@ -148,6 +148,17 @@ struct Args {
     /// first.
     #[arg(long, env = "RT_SSE_HISTORY_BYTES", default_value_t = nonzero(defaults().replay_bytes), value_name = "BYTES")]
     sse_history_bytes: NonZeroUsize,
+    /// With --redis: while SSE events come more often than one per two of
+    /// these windows (milliseconds), each node writes them to its streams at
+    /// most once per window, together: more events per write, up to a window
+    /// (plus 1 ms) more latency under load. 0: each as it comes.
+    #[arg(
+        long,
+        env = "RT_SSE_COALESCE_MS",
+        default_value_t = defaults().sse_coalesce.as_millis() as u64,
+        value_name = "MS"
+    )]
+    sse_coalesce_ms: u64,
     /// Topics one SSE stream may subscribe to (more: `400`).
     #[arg(long, env = "RT_SSE_MAX_TOPICS", default_value_t = nonzero(defaults().max_topics), value_name = "N")]
     sse_max_topics: NonZeroUsize,
@@ -555,6 +566,7 @@ fn options(args: &Args) -> Result<rt_server::Options, String> {
         queue: args.sse_queue.get(),
         replay: args.sse_history.get(),
         replay_bytes: args.sse_history_bytes.get(),
+        sse_coalesce: Duration::from_millis(args.sse_coalesce_ms),
         max_topics: args.sse_max_topics.get(),
         room_history: args.room_history,
         room_history_bytes: args.room_history_bytes.get(),
