@@ -89,7 +89,11 @@ pub(crate) struct Pace {
 }
 
 impl Pace {
+    /// The longest window: a longer one is taken as this.
+    pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(1);
+
     pub(crate) fn new(window: Duration) -> Self {
+        let window = window.min(Self::MAX_WINDOW);
         Pace {
             window,
             last_arrival: None,
@@ -786,6 +790,17 @@ mod tests {
         assert!(p.arrive(late + Duration::from_micros(10)).is_some());
         // A quiet while brings the mean gap back over the window.
         assert_eq!(p.arrive(late + MS * 100), None);
+    }
+
+    #[test]
+    fn a_window_past_the_longest_is_the_longest() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(Duration::MAX);
+        assert_eq!(p.window, Pace::MAX_WINDOW);
+        p.handed_over(t0);
+        for _ in 0..10 {
+            assert!(p.arrive(t0).is_none_or(|at| at <= t0 + Pace::MAX_WINDOW));
+        }
     }
 
     #[test]

@@ -149,7 +149,7 @@ pub struct BrokerConfig {
     /// stream carries several; slower, each goes at once. Under load it adds
     /// up to the window, plus the runtime's 1 ms timer resolution, to an
     /// event's latency. Zero: each at once. Needs the runtime's timer
-    /// (`enable_time`). Default: 2 ms.
+    /// (`enable_time`). At most 1 s (longer is taken as 1 s). Default: 2 ms.
     pub coalesce: Duration,
 }
 

@@ -151,11 +151,12 @@ struct Args {
     /// With --redis: while SSE events come more often than one per two of
     /// these windows (milliseconds), each node writes them to its streams at
     /// most once per window, together: more events per write, up to a window
-    /// (plus 1 ms) more latency under load. 0: each as it comes.
+    /// (plus 1 ms) more latency under load. 0: each as it comes; at most 1000.
     #[arg(
         long,
         env = "RT_SSE_COALESCE_MS",
         default_value_t = defaults().sse_coalesce.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(0..=1000),
         value_name = "MS"
     )]
     sse_coalesce_ms: u64,
