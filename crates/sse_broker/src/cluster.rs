@@ -17,10 +17,10 @@
 //! events have been coming more often than one per two
 //! [`BrokerConfig::coalesce`] windows (on average, lately): then they wait
 //! until one window after the previous hand-over and go together ([`Pace`]),
-//! so each stream's write carries several. A node's writes to its sockets, not the backplane, bound what it
-//! delivers, and a node that is not saturated alone (two share a core, or
-//! the publishers wait for their acknowledgement) would otherwise write each
-//! event on its own.
+//! so each stream's write carries several. A node's writes to its sockets,
+//! not the backplane, bound what it delivers, and a node that is not
+//! saturated alone (two share a core, or the publishers wait for their
+//! acknowledgement) would otherwise write each event on its own.
 //!
 //! Locks: the broker's state lock is never held while calling the backplane
 //! (its receiver takes that lock, possibly under the backplane's own). Topic
@@ -64,7 +64,7 @@ pub(crate) struct Cluster {
     members: HashMap<u64, Member>,
     /// The newest position this node has received or appended, any topic.
     head: Option<Position>,
-    /// Where catch-ups run when the caller is not on a runtime.
+    /// Where tasks run when the caller is not on a runtime: see [`Cluster::handle`].
     runtime: Option<Handle>,
     /// When received events go to the streams.
     pace: Pace,
@@ -182,6 +182,12 @@ impl Cluster {
         }
     }
 
+    /// Where to spawn a task: the caller's runtime, else the one the broker
+    /// was created on, if any.
+    fn handle(&self) -> Option<Handle> {
+        Handle::try_current().ok().or_else(|| self.runtime.clone())
+    }
+
     pub(crate) fn topics(&self) -> usize {
         self.topics.len()
     }
@@ -288,8 +294,7 @@ pub(crate) fn subscribe(
             catch_up,
         },
     );
-    let (channels, backplane, runtime) =
-        (c.channels.clone(), c.backplane.clone(), c.runtime.clone());
+    let (channels, backplane, runtime) = (c.channels.clone(), c.backplane.clone(), c.handle());
     drop(st);
     // Subscribed before history is read: what the read misses arrives live.
     if !created.is_empty() {
@@ -418,7 +423,7 @@ pub(crate) fn hand_over(st: &mut State) {
 /// Has a task hand `held` over at `at`; false when there is no runtime to
 /// run it on (the caller hands over now).
 fn schedule_hand_over(c: &mut Cluster, weak: &Weak<Mutex<State>>, at: Instant) -> bool {
-    let Some(rt) = Handle::try_current().ok().or_else(|| c.runtime.clone()) else {
+    let Some(rt) = c.handle() else {
         return false;
     };
     c.hand_over_scheduled = true;
@@ -530,17 +535,19 @@ fn resync(inner: &Arc<Mutex<State>>) {
             }
         }
     }
-    let runtime = c.runtime.clone();
+    let runtime = c.handle();
     drop(st);
     tracing::warn!(target: "sse", streams = ids.len(), "backplane reconnected: streams catch up from history");
     spawn_catch_up(inner, runtime, ids);
 }
 
+/// Catches the streams `ids` up on `runtime` ([`Cluster::handle`]), or tells
+/// them they missed some when there is none.
 fn spawn_catch_up(inner: &Arc<Mutex<State>>, runtime: Option<Handle>, ids: Vec<u64>) {
     if ids.is_empty() {
         return;
     }
-    match Handle::try_current().ok().or(runtime) {
+    match runtime {
         Some(rt) => {
             rt.spawn(catch_up(Arc::downgrade(inner), ids));
         }
