@@ -769,7 +769,7 @@ mod tests {
             assert_eq!(p.arrive(now), None, "arrival {i}");
             p.handed_over(now);
         }
-        // Faster: at once until the mean gap is under the window, then one
+        // Faster: at once until the mean gap is under two windows, then one
         // window after the last hand-over.
         let t1 = t0 + MS * 40;
         let mut first_held = None;
@@ -795,7 +795,7 @@ mod tests {
         assert_eq!(p.arrive(late), None);
         p.handed_over(late);
         assert!(p.arrive(late + Duration::from_micros(10)).is_some());
-        // A quiet while brings the mean gap back over the window.
+        // A quiet while brings the mean gap back over two windows.
         assert_eq!(p.arrive(late + MS * 100), None);
     }
 

@@ -1894,7 +1894,7 @@ mod tests {
         }
 
         // 40 at once (the clock does not move): the first go as they come,
-        // until the mean gap is under the window; then they wait for it.
+        // until the mean gap is under two windows; then they wait a window.
         let mut ids = Vec::new();
         for i in 1..=40 {
             ids.push(publish(&b, "t", &format!("fast{i}")).await);
